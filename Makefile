@@ -1,0 +1,31 @@
+# Two commands on a fresh machine: `make run` and `make test`.
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+CONFIG ?= examples/digits_mlp.toml
+OUT    ?= runs/digits
+
+.PHONY: run test lint clean
+
+$(PY):
+	python3 -m venv $(VENV)
+
+# torch is pinned first: 2.13.0 is the local CPU build, a looser spec would fetch a CUDA build.
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/bitscout train $(CONFIG) --out $(OUT)
+	$(VENV)/bin/bitscout quantize $(CONFIG) --load $(OUT)/model.pt
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
+
+clean:
+	rm -rf runs .pytest_cache

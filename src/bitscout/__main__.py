@@ -1,0 +1,5 @@
+import sys
+
+from bitscout.cli import main
+
+sys.exit(main())

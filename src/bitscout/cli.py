@@ -1,0 +1,87 @@
+"""Command line: parse arguments and dispatch; the work lives in the other modules."""
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from bitscout.config import load_config, read_toml
+from bitscout.errors import ConfigError
+from bitscout.evaluate import evaluate_model
+from bitscout.quant.apply import parse_plan, quantize_model
+from bitscout.train import load_checkpoint
+from bitscout.workflow import load_data, make_model, train_to
+
+console = Console()
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    train_to(cfg, load_data(cfg), Path(args.out), console)
+    return 0
+
+
+def _quant_plan(args: argparse.Namespace):  # noqa: ANN202 - QuantPlan | None
+    """`--quant FILE` (a `[passes.quantize]` table) wins over the config's own."""
+    if args.quant is None:
+        return load_config(args.config).quantize
+    raw = read_toml(args.quant)
+    table = raw.get("passes", {}).get("quantize")
+    if not isinstance(table, dict):
+        raise ConfigError(f"{args.quant}: passes.quantize", "table is required")
+    return parse_plan(table)
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    plan = _quant_plan(args)
+    if plan is None:
+        raise ConfigError(f"{args.config}: passes.quantize", "table is required (or --quant)")
+    data = load_data(cfg)
+    model = load_checkpoint(make_model(cfg, data), args.load)
+    quantized = quantize_model(model, plan)
+    before = evaluate_model(model, data.x_val, data.y_val)
+    after = evaluate_model(quantized, data.x_val, data.y_val)
+    table = Table(title=f"{cfg.model} on {cfg.dataset} validation ({len(data.y_val)} samples)")
+    for column in ("metric", "float", "quantized", "change"):
+        table.add_column(column, justify="right")
+    for name in ("accuracy", "loss"):
+        table.add_row(name, f"{before[name]:.4f}", f"{after[name]:.4f}",
+                      f"{after[name] - before[name]:+.4f}")
+    console.print(table)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bitscout", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="train the float model and save a checkpoint")
+    train.add_argument("config")
+    train.add_argument("--out", default="runs/train", help="output directory (default %(default)s)")
+    train.set_defaults(func=cmd_train)
+    quant = sub.add_parser("quantize", help="apply [passes.quantize] and compare with float")
+    quant.add_argument("config")
+    quant.add_argument("--load", required=True, help="float checkpoint (model.pt)")
+    quant.add_argument("--quant", help="TOML file with a [passes.quantize] table (e.g. best.toml)")
+    quant.set_defaults(func=cmd_quantize)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except ConfigError as err:
+        print(f"bitscout: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bitscout: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""Config files: MASE-layout TOML loaded into a validated, frozen `Config`."""
+
+import difflib
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from bitscout.errors import ConfigError
+from bitscout.quant.apply import QuantPlan, parse_plan
+
+# MASE keys that a Lab config carries but bitscout has no use for: accepted, ignored.
+MASE_IGNORED = (
+    "task", "accelerator", "project", "log_every_n_steps", "load_name", "load_type",
+    "is_pretrained", "num_workers", "num_devices", "transform",
+)  # fmt: skip
+TOP_LEVEL = (
+    "model", "dataset", "dataset_path", "dataset_options", "model_options", "batch_size",
+    "max_epochs", "learning_rate", "weight_decay", "seed", "passes", "search",
+) + MASE_IGNORED  # fmt: skip
+
+
+def suggest(name: str, known: list[str] | tuple[str, ...]) -> str:
+    """`; did you mean 'x'?` for the closest known name, or nothing."""
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def check_keys(table: Mapping[str, Any], known: tuple[str, ...], prefix: str) -> None:
+    """Reject keys of `table` that are not in `known`, suggesting the closest."""
+    for k in table:
+        if k not in known:
+            key = f"{prefix}.{k}" if prefix else k
+            raise ConfigError(key, f"unknown key{suggest(k, known)} (known: {', '.join(known)})")
+
+
+def _number(raw: Mapping[str, Any], name: str, default: float, kind: type, low: float) -> Any:
+    value = raw.get(name, default)
+    ok = isinstance(value, int | float) if kind is float else isinstance(value, int)
+    if isinstance(value, bool) or not ok or value < low or (kind is float and value != value):
+        noun = "an integer" if kind is int else "a number"
+        raise ConfigError(name, f"must be {noun} >= {low}", value)
+    return kind(value)
+
+
+def _string(raw: Mapping[str, Any], name: str, default: str | None) -> str | None:
+    value = raw.get(name, default)
+    if value is not None and not isinstance(value, str):
+        raise ConfigError(name, "must be a string", value)
+    return value
+
+
+def _table(raw: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    value = raw.get(name, {})
+    if not isinstance(value, Mapping):
+        raise ConfigError(name, "must be a table", value)
+    return MappingProxyType(dict(value))
+
+
+@dataclass(frozen=True)
+class Config:
+    """One run's settings. `search` stays a raw table; the search package validates it."""
+
+    model: str = "mlp"
+    dataset: str = "digits"
+    dataset_path: str | None = None
+    dataset_options: Mapping[str, Any] = field(default_factory=dict)
+    model_options: Mapping[str, Any] = field(default_factory=dict)
+    batch_size: int = 64
+    max_epochs: int = 30
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    seed: int = 0
+    quantize: QuantPlan | None = None
+    search: Mapping[str, Any] = field(default_factory=dict)
+    source: Path | None = None
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any], source: Path | None = None) -> "Config":
+        check_keys(raw, TOP_LEVEL, "")
+        passes = _table(raw, "passes")
+        check_keys(passes, ("quantize",), "passes")
+        plan = parse_plan(_table(passes, "quantize")) if "quantize" in passes else None
+        dataset_path = _string(raw, "dataset_path", None)
+        if dataset_path and source is not None and not Path(dataset_path).is_absolute():
+            dataset_path = str((source.parent / dataset_path).resolve())
+        return cls(
+            model=_string(raw, "model", cls.model) or cls.model,
+            dataset=_string(raw, "dataset", cls.dataset) or cls.dataset,
+            dataset_path=dataset_path,
+            dataset_options=_table(raw, "dataset_options"),
+            model_options=_table(raw, "model_options"),
+            batch_size=_number(raw, "batch_size", cls.batch_size, int, 1),
+            max_epochs=_number(raw, "max_epochs", cls.max_epochs, int, 1),
+            learning_rate=_number(raw, "learning_rate", cls.learning_rate, float, 0.0),
+            weight_decay=_number(raw, "weight_decay", cls.weight_decay, float, 0.0),
+            seed=_number(raw, "seed", cls.seed, int, 0),
+            quantize=plan,
+            search=_table(raw, "search"),
+            source=source,
+        )
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """Parse a TOML file; a missing, unreadable or malformed file is a ConfigError."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(str(path), f"cannot read the file ({err.__class__.__name__})") from err
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(str(path), f"invalid TOML: {err}") from err
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a config file; errors name the file and the key."""
+    path = Path(path)
+    raw = read_toml(path)
+    try:
+        return Config.from_dict(raw, source=path)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err.key}", err.rule, err.value) from err

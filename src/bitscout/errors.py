@@ -1,0 +1,15 @@
+"""The one exception type users see for bad input."""
+
+
+class ConfigError(ValueError):
+    """Bad user input: names the config key, the rule and the offending value.
+
+    The CLI prints it on one line and exits with status 2.
+    """
+
+    def __init__(self, key: str, rule: str, value: object = ...) -> None:
+        self.key = key
+        self.rule = rule
+        self.value = value
+        got = "" if value is ... else f", got {value!r}"
+        super().__init__(f"{key}: {rule}{got}" if key else f"{rule}{got}")

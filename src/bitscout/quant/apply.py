@@ -1,0 +1,157 @@
+"""Per-layer quantization plans (MASE's `[passes.quantize]` table) and `quantize_model`."""
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from torch import nn
+
+from bitscout.errors import ConfigError
+from bitscout.quant.formats import OVERFLOWS, ROUNDINGS, Integer
+from bitscout.quant.layers import QUANT_TYPES, TYPE_NAMES, LayerQuant, to_quant
+
+FORMAT_NAMES = ("integer", "NA")
+TENSORS = ("data_in", "weight", "bias")
+LAYER_FIELDS = ("name", "rounding", "overflow") + tuple(
+    f"{t}_{part}" for t in TENSORS for part in ("width", "frac_width")
+)
+LAYER_TYPES = tuple(TYPE_NAMES.values())
+
+
+@dataclass(frozen=True)
+class QuantPlan:
+    """Formats per layer key: a layer name, a layer type or `default`; None leaves it float."""
+
+    by: Literal["name", "type"] = "name"
+    layers: Mapping[str, LayerQuant | None] = field(default_factory=dict)
+
+
+def _width(cfg: Mapping[str, Any], name: str, key: str) -> int:
+    value = cfg[name]
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 32:
+        raise ConfigError(f"{key}.{name}", "must be an integer in 1..32", value)
+    return value
+
+
+def _frac(cfg: Mapping[str, Any], name: str, key: str) -> int | None:
+    value = cfg.get(name, "NA")
+    if value == "NA":
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not -64 <= value <= 64:
+        raise ConfigError(f"{key}.{name}", 'must be an integer in -64..64 or "NA"', value)
+    return value
+
+
+def _choice(cfg: Mapping[str, Any], name: str, allowed: tuple[str, ...], key: str) -> str:
+    value = cfg.get(name, allowed[0])
+    if value not in allowed:
+        raise ConfigError(f"{key}.{name}", f"must be one of {list(allowed)}", value)
+    return value
+
+
+def parse_layer_config(cfg: Mapping[str, Any], key: str) -> LayerQuant | None:
+    """One MASE layer `config` table -> LayerQuant, or None for `name = "NA"`.
+
+    A tensor whose `<tensor>_width` is absent stays float; a missing frac width means "NA".
+    """
+    if not isinstance(cfg, Mapping):
+        raise ConfigError(key, "must be a table", cfg)
+    unknown = sorted(set(cfg) - set(LAYER_FIELDS))
+    if unknown:
+        raise ConfigError(f"{key}.{unknown[0]}", f"unknown field; known: {', '.join(LAYER_FIELDS)}")
+    if "name" not in cfg:
+        raise ConfigError(f"{key}.name", f"is required, one of {list(FORMAT_NAMES)}")
+    if _choice(cfg, "name", FORMAT_NAMES, key) == "NA":
+        return None
+    rounding = _choice(cfg, "rounding", ROUNDINGS, key)
+    overflow = _choice(cfg, "overflow", OVERFLOWS, key)
+    formats: dict[str, Integer | None] = {}
+    for tensor in TENSORS:
+        if f"{tensor}_width" not in cfg:
+            formats[tensor] = None
+            continue
+        width = _width(cfg, f"{tensor}_width", key)
+        frac = _frac(cfg, f"{tensor}_frac_width", key)
+        formats[tensor] = Integer(width, frac, rounding=rounding, overflow=overflow)  # type: ignore[arg-type]
+    return LayerQuant(**formats)
+
+
+def parse_plan(table: Mapping[str, Any], key: str = "passes.quantize") -> QuantPlan:
+    """MASE's `[passes.quantize]` table: `by`, `default` and per-layer `<key>.config` tables."""
+    by = table.get("by", "name")
+    if by not in ("name", "type"):
+        raise ConfigError(f"{key}.by", 'must be "name" or "type"', by)
+    layers: dict[str, LayerQuant | None] = {}
+    for name, entry in table.items():
+        if name in ("by", "report"):
+            continue
+        if not isinstance(entry, Mapping) or set(entry) != {"config"}:
+            raise ConfigError(f"{key}.{name}", "must be a table holding exactly one `config` table")
+        layers[name] = parse_layer_config(entry["config"], f"{key}.{name}.config")
+    return QuantPlan(by=by, layers=layers)
+
+
+def quantizable_layers(model: nn.Module) -> dict[str, nn.Module]:
+    """Module path -> layer, for every Linear/Conv1d/Conv2d in `model`, in module order."""
+    return {path: m for path, m in model.named_modules() if type(m) in QUANT_TYPES}
+
+
+def fx_name(path: str) -> str:
+    """MASE's name for a layer: the torch.fx node name, `seq_blocks.2` -> `seq_blocks_2`."""
+    return path.replace(".", "_")
+
+
+def _key_kind(model: nn.Module, by: str, name: str, key: str) -> str:
+    """Whether plan key `name` denotes a layer path (returned), a type (`type:`) or default."""
+    if name == "default":
+        return "default"
+    if by == "name":
+        for path in quantizable_layers(model):
+            if name in (path, fx_name(path)):
+                return path
+    if name in LAYER_TYPES:
+        return f"type:{name}"
+    if by == "type":
+        raise ConfigError(f"{key}.{name}", f"unknown layer type; known: {', '.join(LAYER_TYPES)}")
+    known = [fx_name(p) for p in quantizable_layers(model)]
+    raise ConfigError(
+        f"{key}.{name}",
+        f"unknown layer name; this model's layers: {', '.join(known)} (or a type: "
+        f"{', '.join(LAYER_TYPES)})",
+    )
+
+
+def resolve_plan(
+    model: nn.Module, plan: QuantPlan | Mapping[str, Any], key: str = "passes.quantize"
+) -> dict[str, LayerQuant | None]:
+    """The formats of every quantizable layer, by precedence exact name > type > default."""
+    if not isinstance(plan, QuantPlan):
+        plan = parse_plan(plan, key)
+    kinds = {_key_kind(model, plan.by, name, key): q for name, q in plan.layers.items()}
+    resolved: dict[str, LayerQuant | None] = {}
+    for path, layer in quantizable_layers(model).items():
+        type_key = f"type:{TYPE_NAMES[type(layer)]}"
+        for k in (path, type_key, "default"):
+            if k in kinds:
+                resolved[path] = kinds[k]
+                break
+        else:
+            resolved[path] = None
+    return resolved
+
+
+def quantize_model(model: nn.Module, plan: QuantPlan | Mapping[str, Any]) -> nn.Module:
+    """A new model with each layer quantized as `plan` says; `model` itself is never modified.
+
+    `plan` is a QuantPlan or a raw MASE `[passes.quantize]` table.
+    """
+    resolved = resolve_plan(model, plan)
+    new = copy.deepcopy(model)
+    for path, quant in resolved.items():
+        if quant is None:
+            continue
+        parent_path, _, child = path.rpartition(".")
+        parent = new.get_submodule(parent_path)
+        setattr(parent, child, to_quant(parent.get_submodule(child), quant))
+    return new

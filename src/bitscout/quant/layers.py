@@ -1,0 +1,87 @@
+"""Quantized layer wrappers: a float layer whose input, weight and bias are fake-quantized."""
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bitscout.quant.formats import Integer, quantize
+
+
+@dataclass(frozen=True)
+class LayerQuant:
+    """The formats of one layer's input (`data_in`), weight and bias; None means float."""
+
+    data_in: Integer | None = None
+    weight: Integer | None = None
+    bias: Integer | None = None
+
+
+class _QuantMixin:
+    quant: LayerQuant
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+
+    def _quantized(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        bias = None if self.bias is None else quantize(self.bias, self.quant.bias)
+        return quantize(x, self.quant.data_in), quantize(self.weight, self.quant.weight), bias
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, quant={self.quant}"  # type: ignore[misc]
+
+
+class QuantLinear(_QuantMixin, nn.Linear):
+    def __init__(self, in_features: int, out_features: int, bias: bool, quant: LayerQuant) -> None:
+        super().__init__(in_features, out_features, bias=bias)
+        self.quant = quant
+
+    @classmethod
+    def from_float(cls, layer: nn.Linear, quant: LayerQuant) -> "QuantLinear":
+        new = cls(layer.in_features, layer.out_features, layer.bias is not None, quant)
+        new.load_state_dict(layer.state_dict())
+        return new
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(*self._quantized(x))
+
+
+class QuantConv1d(_QuantMixin, nn.Conv1d):
+    quant: LayerQuant
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(*self._quantized(x))
+
+
+class QuantConv2d(_QuantMixin, nn.Conv2d):
+    quant: LayerQuant
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(*self._quantized(x))
+
+
+def _conv_from_float(cls: type[nn.Module], layer: nn.Module, quant: LayerQuant) -> nn.Module:
+    new = cls(
+        layer.in_channels, layer.out_channels, layer.kernel_size, stride=layer.stride,
+        padding=layer.padding, dilation=layer.dilation, groups=layer.groups,
+        bias=layer.bias is not None, padding_mode=layer.padding_mode,
+    )
+    new.quant = quant
+    new.load_state_dict(layer.state_dict())
+    return new
+
+
+QUANT_TYPES: dict[type[nn.Module], type[nn.Module]] = {
+    nn.Linear: QuantLinear,
+    nn.Conv1d: QuantConv1d,
+    nn.Conv2d: QuantConv2d,
+}
+TYPE_NAMES: dict[type[nn.Module], str] = {nn.Linear: "linear", nn.Conv1d: "conv1d", nn.Conv2d: "conv2d"}
+
+
+def to_quant(layer: nn.Module, quant: LayerQuant) -> nn.Module:
+    """A new quantized copy of a float Linear/Conv layer (the original is untouched)."""
+    cls = QUANT_TYPES[type(layer)]
+    if cls is QuantLinear:
+        return QuantLinear.from_float(layer, quant)  # type: ignore[arg-type]
+    return _conv_from_float(cls, layer, quant)

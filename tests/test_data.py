@@ -140,9 +140,9 @@ def test_jsc_num_samples_subsample(tmp_path: Path) -> None:
     labels = torch.cat([s.y_train, s.y_val, s.y_test])
     assert len(labels) == 200
     assert torch.bincount(labels).tolist() == [40] * 5
-    with pytest.raises(ConfigError, match="dataset_options.num_samples"):
+    with pytest.raises(ConfigError, match=r"dataset_options\.num_samples"):
         load_dataset("jsc", path=path, num_samples=501)
-    with pytest.raises(ConfigError, match="dataset_options.num_samples"):
+    with pytest.raises(ConfigError, match=r"dataset_options\.num_samples"):
         load_dataset("jsc", path=tmp_path / "absent.csv", num_samples=0)
 
 
@@ -170,19 +170,19 @@ def test_jsc_offline_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
 
 
 def test_jsc_bad_files(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="dataset_path.*no such file"):
+    with pytest.raises(ConfigError, match=r"dataset_path.*no such file"):
         load_dataset("jsc", path=tmp_path / "missing.csv")
     wrong = tmp_path / "jsc.txt"
     wrong.write_text("x")
-    with pytest.raises(ConfigError, match="dataset_path.*unsupported"):
+    with pytest.raises(ConfigError, match=r"dataset_path.*unsupported"):
         load_dataset("jsc", path=wrong)
     partial = tmp_path / "partial.csv"
     _jsc_frame(n=50).drop(columns=["j_mass_mmdt", "class"]).to_csv(partial, index=False)
-    with pytest.raises(ConfigError, match="dataset_path.*j_mass_mmdt, class"):
+    with pytest.raises(ConfigError, match=r"dataset_path.*j_mass_mmdt, class"):
         load_dataset("jsc", path=partial)
     bad_labels = tmp_path / "labels.csv"
     _jsc_frame(n=50).assign(**{"class": "x"}).to_csv(bad_labels, index=False)
-    with pytest.raises(ConfigError, match="dataset_path.*class must be one of"):
+    with pytest.raises(ConfigError, match=r"dataset_path.*class must be one of"):
         load_dataset("jsc", path=bad_labels)
 
 
@@ -203,7 +203,7 @@ def test_bad_options(options: dict[str, object], key: str) -> None:
 
 
 def test_unknown_option_lists_allowed() -> None:
-    with pytest.raises(ConfigError, match="allowed: num_classes, num_features, num_samples"):
+    with pytest.raises(ConfigError, match=r"allowed: num_classes, num_features, num_samples"):
         load_dataset("fake", num_layers=2)
 
 
@@ -237,12 +237,12 @@ def test_fake_bad_sizes(option: str, value: object) -> None:
 
 
 def test_path_rejected_for_builtin_data(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="dataset_path"):
+    with pytest.raises(ConfigError, match=r"dataset_path"):
         load_dataset("digits", path=tmp_path / "x.csv")
 
 
 def test_unknown_dataset_lists_known() -> None:
-    with pytest.raises(ConfigError, match="digits") as info:
+    with pytest.raises(ConfigError, match=r"digits") as info:
         load_dataset("mnist")
     assert info.value.key == "dataset"
     assert "fake" in str(info.value) and "jsc" in str(info.value)

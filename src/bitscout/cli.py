@@ -11,7 +11,10 @@ from rich.table import Table
 from bitscout.config import load_config, read_toml
 from bitscout.errors import ConfigError
 from bitscout.evaluate import evaluate_model
-from bitscout.quant.apply import parse_plan, quantize_model
+from bitscout.quant.apply import fx_name, parse_plan, quantizable_layers, quantize_model
+from bitscout.quant.layers import TYPE_NAMES
+from bitscout.search import Overrides, SearchRun, check_search, run_search
+from bitscout.space import parse_space
 from bitscout.train import load_checkpoint
 from bitscout.workflow import load_data, make_model, train_to
 
@@ -49,9 +52,50 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     for column in ("metric", "float", "quantized", "change"):
         table.add_column(column, justify="right")
     for name in ("accuracy", "loss"):
-        table.add_row(name, f"{before[name]:.4f}", f"{after[name]:.4f}",
-                      f"{after[name] - before[name]:+.4f}")
+        table.add_row(
+            name, f"{before[name]:.4f}", f"{after[name]:.4f}", f"{after[name] - before[name]:+.4f}"
+        )
     console.print(table)
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    out = Path(args.out or Path("runs") / Path(args.config).stem)
+    check_search(cfg, _overrides(args))  # fail on a bad config before creating anything
+    out.mkdir(parents=True, exist_ok=True)
+    storage = args.storage or f"sqlite:///{out / 'study.db'}"
+    run = SearchRun(out=out, storage=storage, study_name=args.study, load=args.load)
+    summary = run_search(cfg, run, _overrides(args), console)
+    console.print(f"{summary['trials_run']} trials in {summary['wall_s']:.2f} s; outputs in {out}")
+    return 0
+
+
+def _overrides(args: argparse.Namespace) -> Overrides:
+    return Overrides(
+        strategy=args.strategy, sampler=args.sampler, trials=args.trials, seed=args.seed
+    )
+
+
+def cmd_space(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    check_search(cfg, Overrides())
+    data = load_data(cfg)
+    model = make_model(cfg, data)
+    space = parse_space(cfg.search.get("search_space", {}), model)
+    layers = Table(title=f"quantizable layers of {cfg.model}")
+    for column in ("layer", "module", "type", "shape"):
+        layers.add_column(column)
+    for path, layer in quantizable_layers(model).items():
+        layers.add_row(fx_name(path), path, TYPE_NAMES[type(layer)], str(tuple(layer.weight.shape)))
+    console.print(layers)
+    dims = Table(title=f"search dimensions (by {space.by})")
+    dims.add_column("dimension")
+    dims.add_column("choices")
+    for d in space.dimensions:
+        dims.add_row(d.name, ", ".join(map(str, d.choices)))
+    console.print(dims)
+    console.print(f"{space.size} candidates")
     return 0
 
 
@@ -67,6 +111,22 @@ def build_parser() -> argparse.ArgumentParser:
     quant.add_argument("--load", required=True, help="float checkpoint (model.pt)")
     quant.add_argument("--quant", help="TOML file with a [passes.quantize] table (e.g. best.toml)")
     quant.set_defaults(func=cmd_quantize)
+    search = sub.add_parser("search", help="search the quantization space of a trained model")
+    search.add_argument("config")
+    search.add_argument("--load", help="float checkpoint; default: DIR/model.pt, else train one")
+    search.add_argument("--out", help="output directory (default runs/<config name>)")
+    search.add_argument("--strategy", help="bruteforce or optuna (overrides the config)")
+    search.add_argument(
+        "--sampler", help="Optuna sampler: tpe, random, nsgaii, ... (implies optuna)"
+    )
+    search.add_argument("--trials", type=int, help="total trials in the study (n_trials)")
+    search.add_argument("--seed", type=int, help="seed of the strategy")
+    search.add_argument("--storage", help="Optuna storage URL (default sqlite:///DIR/study.db)")
+    search.add_argument("--study", default="bitscout", help="study name (default %(default)s)")
+    search.set_defaults(func=cmd_search)
+    space = sub.add_parser("space", help="print the layers, dimensions and size of the space")
+    space.add_argument("config")
+    space.set_defaults(func=cmd_space)
     return parser
 
 

@@ -45,11 +45,17 @@ class _Raw:
     stratify: bool = True
 
 
+@dataclass(frozen=True)
+class _Source:
+    """Where and how to load; passed to every loader, separate from its user options."""
+
+    seed: int
+    path: Path | None
+    cache_dir: Path
+
+
 Loader = Callable[..., _Raw]
 DATASETS: Registry[Loader] = Registry("dataset")
-
-# Every loader receives these as keyword arguments; they are not user options.
-_LOADER_ARGS = ("seed", "path", "cache_dir")
 _SPLIT_OPTIONS = {"val_fraction": 0.2, "test_fraction": 0.2}
 
 JSC_OPENML_ID = 42468
@@ -85,12 +91,12 @@ def load_dataset(
         rule = f"unknown option for dataset {name!r}; allowed: {allowed}"
         raise ConfigError(f"dataset_options.{unknown[0]}", rule, options[unknown[0]])
     val_fraction, test_fraction = _split_fractions(options)
-    raw = loader(
+    source = _Source(
         seed=int(seed),
         path=None if path is None else Path(path).expanduser(),
         cache_dir=Path(cache_dir or DEFAULT_CACHE_DIR).expanduser(),
-        **{k: v for k, v in options.items() if k in own},
     )
+    raw = loader(source, **{k: v for k, v in options.items() if k in own})
     if raw.stratify:
         parts = _stratified_split(raw.y, val_fraction, test_fraction, seed)
     else:
@@ -99,10 +105,10 @@ def load_dataset(
 
 
 def _loader_options(loader: Loader) -> set[str]:
-    # A loader's keyword-only parameters (besides the fixed ones) are its user options, so
-    # declaring an option and validating against it cannot drift apart.
-    params = inspect.signature(loader).parameters
-    return {p for p in params if p not in _LOADER_ARGS}
+    # A loader's keyword-only parameters are its user options, so declaring an option and
+    # validating against it cannot drift apart.
+    params = inspect.signature(loader).parameters.values()
+    return {p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY}
 
 
 def _split_fractions(options: dict[str, Any]) -> tuple[float, float]:
@@ -179,29 +185,27 @@ def _no_path(name: str, path: Path | None) -> None:
 
 
 @DATASETS.register("digits")
-def _digits(*, seed: int, path: Path | None, cache_dir: Path) -> _Raw:
+def _digits(source: _Source) -> _Raw:
     from sklearn.datasets import load_digits
 
-    _no_path("digits", path)
+    _no_path("digits", source.path)
     x, y = load_digits(return_X_y=True)
     return _Raw(x=x, y=y, class_names=tuple(str(i) for i in range(10)))
 
 
 @DATASETS.register("fake")
 def _fake(
+    source: _Source,
     *,
-    seed: int,
-    path: Path | None,
-    cache_dir: Path,
     num_samples: int = 1000,
     num_features: int = 16,
     num_classes: int = 5,
 ) -> _Raw:
-    _no_path("fake", path)
+    _no_path("fake", source.path)
     n = _positive_int("num_samples", num_samples)
     f = _positive_int("num_features", num_features)
     c = _positive_int("num_classes", num_classes)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(source.seed)
     x = rng.standard_normal((n, f), dtype=np.float32)
     # Labels follow a fixed linear map of the features so a model can beat chance; the
     # noise keeps the task from being perfectly separable.
@@ -212,14 +216,15 @@ def _fake(
 
 
 @DATASETS.register("jsc")
-def _jsc(*, seed: int, path: Path | None, cache_dir: Path, num_samples: int | None = None) -> _Raw:
+def _jsc(source: _Source, *, num_samples: int | None = None) -> _Raw:
     # Validate before reading: a typo should not cost an 830k-row download or parse.
     n = None if num_samples is None else _positive_int("num_samples", num_samples)
-    frame = _read_jsc_file(path) if path is not None else _download_jsc(cache_dir)
+    path = source.path
+    frame = _read_jsc_file(path) if path is not None else _download_jsc(source.cache_dir)
     where = str(path) if path is not None else f"OpenML dataset {JSC_OPENML_ID}"
     x, y = _jsc_arrays(frame, where)
     if n is not None:
-        x, y = _subsample(x, y, n, seed)
+        x, y = _subsample(x, y, n, source.seed)
     return _Raw(x=x, y=y, class_names=JSC_CLASSES)
 
 
@@ -261,7 +266,7 @@ def _read_jsc_file(path: Path) -> pd.DataFrame:
         frame = readers[suffix](path)
     except ConfigError:
         raise
-    except Exception as exc:  # readers raise many types; all mean "unreadable"
+    except Exception as exc:  # readers raise many types; all mean unreadable
         reason = " ".join(f"{type(exc).__name__}: {exc}".split())
         raise ConfigError("dataset_path", f"cannot read file ({reason})", str(path)) from exc
     # Exports differ in quoting header names ('j_zlogz' vs j_zlogz); compare bare names.

@@ -5,6 +5,7 @@ MASE config's `seq_blocks_2` names the same layer here.
 """
 
 import inspect
+import itertools
 from collections.abc import Callable
 from typing import Any
 
@@ -84,7 +85,7 @@ def mlp(
     sizes = [_positive(num_features or 64, "num_features")]
     sizes += [_positive(h, "model_options.hidden") for h in hidden]
     layers: list[nn.Module] = []
-    for n_in, n_out in zip(sizes, sizes[1:], strict=False):
+    for n_in, n_out in itertools.pairwise(sizes):
         layers += [nn.Linear(n_in, n_out), nn.ReLU()]
     layers.append(nn.Linear(sizes[-1], _positive(num_classes or 10, "num_classes")))
     return SeqModel(*layers)
@@ -97,8 +98,9 @@ def cnn(
     """Two 3x3 convolutions over a square one-channel image given as flat features."""
     side = round((num_features or 64) ** 0.5)
     if side * side != (num_features or 64) or side < 4:
-        raise ConfigError("model", "cnn needs a square image of at least 4x4 pixels as features",
-                          num_features)
+        raise ConfigError(
+            "model", "cnn needs a square image of at least 4x4 pixels as features", num_features
+        )
     c = _positive(channels, "model_options.channels")
     return SeqModel(
         nn.Unflatten(1, (1, side, side)),
@@ -116,6 +118,7 @@ def build_model(name: str, **kwargs: Any) -> nn.Module:
     for option in kwargs:
         if option not in allowed:
             known = ", ".join(p for p in allowed if p not in ("num_features", "num_classes"))
-            raise ConfigError(f"model_options.{option}", f"unknown option for {name}; "
-                              f"known: {known or 'none'}")
+            raise ConfigError(
+                f"model_options.{option}", f"unknown option for {name}; known: {known or 'none'}"
+            )
     return builder(**kwargs)

@@ -17,8 +17,14 @@ from bitscout.evaluate import evaluate_model
 SCHEMA_VERSION = 1
 
 
-def _epoch(model: nn.Module, data: Splits, cfg: Config, opt: torch.optim.Optimizer,
-           sched: torch.optim.lr_scheduler.LRScheduler, gen: torch.Generator) -> float:
+def _epoch(
+    model: nn.Module,
+    data: Splits,
+    cfg: Config,
+    opt: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.LRScheduler,
+    gen: torch.Generator,
+) -> float:
     model.train()
     order = torch.randperm(len(data.y_train), generator=gen)
     total = 0.0
@@ -41,8 +47,12 @@ def train_model(model: nn.Module, data: Splits, cfg: Config, *, show: bool = Tru
     opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     steps = cfg.max_epochs * math.ceil(len(data.y_train) / cfg.batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
-    columns = (TextColumn("training"), BarColumn(), TextColumn("{task.description}"),
-               TimeElapsedColumn())
+    columns = (
+        TextColumn("training"),
+        BarColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, disable=not show, transient=True) as bar:
         task = bar.add_task("", total=cfg.max_epochs)
         for epoch in range(cfg.max_epochs):
@@ -75,14 +85,18 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError as err:
         raise ConfigError(str(path), "checkpoint file not found") from err
-    except Exception as err:  # noqa: BLE001 - torch raises many types for a bad file
-        raise ConfigError(str(path), "not a loadable weights-only checkpoint (a state dict "
-                          f"saved by `bitscout train`): {str(err).splitlines()[0]}") from err
+    except Exception as err:
+        raise ConfigError(
+            str(path),
+            "not a loadable weights-only checkpoint (a state dict "
+            f"saved by `bitscout train`): {str(err).splitlines()[0]}",
+        ) from err
     if not isinstance(state, dict):
         raise ConfigError(str(path), "checkpoint must hold a state dict", type(state).__name__)
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
-        raise ConfigError(str(path), f"checkpoint does not fit the configured model: "
-                          f"{' '.join(str(err).split())}") from err
+        raise ConfigError(
+            str(path), f"checkpoint does not fit the configured model: {' '.join(str(err).split())}"
+        ) from err
     return model.eval()

@@ -12,8 +12,9 @@ from bitscout.train import load_checkpoint, save_checkpoint, train_model
 
 
 def load_data(cfg: Config) -> Splits:
-    return load_dataset(cfg.dataset, seed=cfg.seed, path=cfg.dataset_path,
-                        **dict(cfg.dataset_options))
+    return load_dataset(
+        cfg.dataset, seed=cfg.seed, path=cfg.dataset_path, **dict(cfg.dataset_options)
+    )
 
 
 def make_model(cfg: Config, data: Splits) -> nn.Module:
@@ -21,22 +22,29 @@ def make_model(cfg: Config, data: Splits) -> nn.Module:
     import torch
 
     torch.manual_seed(cfg.seed)
-    return build_model(cfg.model, num_features=data.num_features,
-                       num_classes=data.num_classes, **dict(cfg.model_options))
+    return build_model(
+        cfg.model,
+        num_features=data.num_features,
+        num_classes=data.num_classes,
+        **dict(cfg.model_options),
+    )
 
 
 def train_to(cfg: Config, data: Splits, out: Path, console: Console) -> nn.Module:
     """Train the float model and write its checkpoint into `out`."""
     model = train_model(make_model(cfg, data), data, cfg, show=console.is_terminal)
     info = save_checkpoint(model, data, cfg, out)
-    console.print(f"trained {cfg.model} on {cfg.dataset}: val accuracy "
-                  f"{info['val_accuracy']:.4f}, test accuracy {info['test_accuracy']:.4f} "
-                  f"-> {out / 'model.pt'}")
+    console.print(
+        f"trained {cfg.model} on {cfg.dataset}: val accuracy "
+        f"{info['val_accuracy']:.4f}, test accuracy {info['test_accuracy']:.4f} "
+        f"-> {out / 'model.pt'}"
+    )
     return model
 
 
-def float_model(cfg: Config, data: Splits, load: str | Path | None, out: Path,
-                console: Console) -> nn.Module:
+def float_model(
+    cfg: Config, data: Splits, load: str | Path | None, out: Path, console: Console
+) -> nn.Module:
     """The checkpoint at `load`, else the one already in `out`, else train one there."""
     if load is None and (out / "model.pt").exists():
         load = out / "model.pt"

@@ -26,7 +26,7 @@ def _is_int(value: object) -> bool:
 class Integer:
     """Signed fixed point: the values k / 2**frac_width, k in [-2**(width-1), 2**(width-1) - 1].
 
-    `frac_width=None` (MASE's "NA") means `width // 2` and is resolved at construction, so
+    `frac_width=None` (or MASE's "NA") means `width // 2` and is resolved at construction, so
     `Integer(8, None) == Integer(8, 4)`. `rounding` is `half_even` (MASE, torch.round),
     `half_up` (hls4ml AP_RND: ties towards +inf) or `floor` (hls4ml AP_TRN: towards -inf);
     `overflow` is `saturate` (clamp; MASE, hls4ml AP_SAT) or `wrap` (two's complement;
@@ -41,7 +41,7 @@ class Integer:
     def __post_init__(self) -> None:
         if not _is_int(self.width) or not 1 <= self.width <= MAX_WIDTH:
             raise ConfigError("width", f"must be an integer in 1..{MAX_WIDTH}", self.width)
-        if self.frac_width is None:
+        if self.frac_width is None or self.frac_width == "NA":
             object.__setattr__(self, "frac_width", self.width // 2)
         elif not _is_int(self.frac_width) or abs(self.frac_width) > MAX_ABS_FRAC:
             rule = f"must be an integer in -{MAX_ABS_FRAC}..{MAX_ABS_FRAC} or None (width // 2)"
@@ -58,7 +58,7 @@ class Integer:
 
     @property
     def step(self) -> float:
-        return 2.0 ** -self.frac_width  # type: ignore[operator]
+        return 2.0**-self.frac_width  # type: ignore[operator]
 
     @property
     def k_min(self) -> int:
@@ -85,24 +85,50 @@ def _round(scaled: torch.Tensor, mode: str) -> torch.Tensor:
 def _overflow(k: torch.Tensor, fmt: Integer) -> torch.Tensor:
     if fmt.overflow == "saturate":
         return torch.clamp(k, fmt.k_min, fmt.k_max)
-    # Dividing by a power of two is exact, so remainder is exact on integer-valued floats.
-    return torch.remainder(k - fmt.k_min, 2.0**fmt.width) + fmt.k_min
+    # fmod by a power of two is exact; the shifts below are exact by Sterbenz's lemma.
+    span = 2.0**fmt.width
+    r = torch.fmod(k, span)
+    r = torch.where(r > fmt.k_max, r - span, r)
+    return torch.where(r < fmt.k_min, r + span, r)
+
+
+def _needs_float64(x: torch.Tensor, fmt: Integer) -> bool:
+    """float32 arithmetic is exact for the common formats; these are the exceptions: integers
+    past 2**24, wrap-around of huge or infinite scaled values, and underflow of tiny inputs
+    scaled by a negative frac width."""
+    small = fmt.width <= 24 and fmt.overflow == "saturate" and fmt.frac_width >= 0  # type: ignore[operator]
+    return x.dtype != torch.float64 and not small
+
+
+def _below(limit: float, dtype: torch.dtype) -> float:
+    """The largest value of `dtype` that is <= `limit` (float32 rounds 2**31 - 1 up)."""
+    value = torch.tensor(limit, dtype=torch.float64).to(dtype)
+    if float(value) > limit:
+        value = torch.nextafter(value, torch.zeros((), dtype=dtype))
+    return float(value)
 
 
 def quantize_values(x: torch.Tensor, fmt: Integer) -> torch.Tensor:
-    """The values of `x` on `fmt`'s grid, with no gradient bookkeeping."""
+    """The values of `x` on `fmt`'s grid, with no gradient bookkeeping.
+
+    Formats wider than float's 24-bit mantissa cannot be represented exactly in float32;
+    their results are the nearest float32 values that stay inside the format's range.
+    """
     scale = 2.0**fmt.frac_width  # type: ignore[operator]
-    # Multiplying and dividing by a power of two is exact in floating point.
-    return _overflow(_round(x * scale, fmt.rounding), fmt) / scale
+    if not _needs_float64(x, fmt):
+        # Multiplying and dividing by a power of two is exact in floating point.
+        return _overflow(_round(x * scale, fmt.rounding), fmt) / scale
+    q = (_overflow(_round(x.double() * scale, fmt.rounding), fmt) / scale).to(x.dtype)
+    return torch.clamp(q, -_below(-fmt.k_min / scale, x.dtype), _below(fmt.k_max / scale, x.dtype))
 
 
 class _StraightThrough(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: object, x: torch.Tensor, fmt: Integer) -> torch.Tensor:  # noqa: ARG004
+    def forward(ctx: object, x: torch.Tensor, fmt: Integer) -> torch.Tensor:
         return quantize_values(x, fmt)
 
     @staticmethod
-    def backward(ctx: object, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # noqa: ARG004
+    def backward(ctx: object, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         return grad, None
 
 

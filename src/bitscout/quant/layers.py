@@ -38,9 +38,9 @@ class QuantLinear(_QuantMixin, nn.Linear):
 
     @classmethod
     def from_float(cls, layer: nn.Linear, quant: LayerQuant) -> "QuantLinear":
-        new = cls(layer.in_features, layer.out_features, layer.bias is not None, quant)
-        new.load_state_dict(layer.state_dict())
-        return new
+        return _copy_state(
+            cls(layer.in_features, layer.out_features, layer.bias is not None, quant), layer
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(*self._quantized(x))
@@ -62,13 +62,27 @@ class QuantConv2d(_QuantMixin, nn.Conv2d):
 
 def _conv_from_float(cls: type[nn.Module], layer: nn.Module, quant: LayerQuant) -> nn.Module:
     new = cls(
-        layer.in_channels, layer.out_channels, layer.kernel_size, stride=layer.stride,
-        padding=layer.padding, dilation=layer.dilation, groups=layer.groups,
-        bias=layer.bias is not None, padding_mode=layer.padding_mode,
+        layer.in_channels,
+        layer.out_channels,
+        layer.kernel_size,
+        stride=layer.stride,
+        padding=layer.padding,
+        dilation=layer.dilation,
+        groups=layer.groups,
+        bias=layer.bias is not None,
+        padding_mode=layer.padding_mode,
     )
     new.quant = quant
+    return _copy_state(new, layer)
+
+
+def _copy_state(new: nn.Module, layer: nn.Module) -> nn.Module:
+    """Give `new` copies of `layer`'s parameters, with their dtype, device, mode and grads."""
+    new.to(device=layer.weight.device, dtype=layer.weight.dtype)
     new.load_state_dict(layer.state_dict())
-    return new
+    for mine, theirs in zip(new.parameters(), layer.parameters(), strict=True):
+        mine.requires_grad_(theirs.requires_grad)
+    return new.train(layer.training)
 
 
 QUANT_TYPES: dict[type[nn.Module], type[nn.Module]] = {
@@ -76,7 +90,11 @@ QUANT_TYPES: dict[type[nn.Module], type[nn.Module]] = {
     nn.Conv1d: QuantConv1d,
     nn.Conv2d: QuantConv2d,
 }
-TYPE_NAMES: dict[type[nn.Module], str] = {nn.Linear: "linear", nn.Conv1d: "conv1d", nn.Conv2d: "conv2d"}
+TYPE_NAMES: dict[type[nn.Module], str] = {
+    nn.Linear: "linear",
+    nn.Conv1d: "conv1d",
+    nn.Conv2d: "conv2d",
+}
 
 
 def to_quant(layer: nn.Module, quant: LayerQuant) -> nn.Module:

@@ -1,0 +1,299 @@
+"""Metric registry of the quantization search; each metric's docstring is its exact definition.
+
+FLOPs are per sample over the leaf modules of one forward pass: Linear/Conv 2 * MACs (no bias
+additions, agreeing with torch's FlopCounterMode); BatchNorm (eval) 2 per output element (it
+folds into one multiply-add); ReLU, ReLU6, LeakyReLU, Sigmoid, Tanh, GELU, SiLU 1 per output
+element; MaxPool kernel elements - 1 and AvgPool kernel elements per output element; Flatten,
+Unflatten, Dropout, Identity 0. Other leaf modules are refused rather than guessed; arithmetic
+inline in a `forward` is not seen. Quantization does not change FLOPs.
+"""
+
+import inspect
+import math
+import statistics
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import partial
+from typing import Literal, get_args
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bitscout.quant.apply import quantizable_layers
+from bitscout.quant.formats import Integer
+from bitscout.quant.layers import TYPE_NAMES, LayerQuant
+from bitscout.registry import Registry
+
+Direction = Literal["maximize", "minimize"]
+Kind = Literal["forward", "static", "timing"]
+FLOAT_BITS = 32
+_FLOAT = LayerQuant()  # a float layer stores and computes everything at FLOAT_BITS
+
+_ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Sigmoid, nn.Tanh, nn.GELU, nn.SiLU)
+_FREE = (nn.Flatten, nn.Unflatten, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Identity)
+_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+_CONVS = (nn.Conv1d, nn.Conv2d)
+_MAX_POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)
+_AVG_POOLS = (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)
+_COUNTED = (*_ACTIVATIONS, *_FREE, *_NORMS, nn.Linear, *_CONVS, *_MAX_POOLS, *_AVG_POOLS)
+
+
+@dataclass(frozen=True)
+class LayerStats:
+    """One Linear/Conv1d/Conv2d layer, as seen in a float forward pass of one sample."""
+
+    path: str
+    type: str
+    macs: int
+    weight_count: int
+    bias_count: int
+
+
+@dataclass(frozen=True)
+class ModelProfile:
+    """The float model's structure, computed once per search."""
+
+    layers: tuple[LayerStats, ...]
+    param_count: int
+    flops: int
+
+
+@dataclass
+class MetricContext:
+    """Everything a metric may read; a metric needing a field that is None raises ValueError."""
+
+    profile: ModelProfile
+    plan: Mapping[str, LayerQuant | None]
+    logits: torch.Tensor | None = None
+    targets: torch.Tensor | None = None
+    model: nn.Module | None = None
+    inputs: torch.Tensor | None = None
+    latency_repeats: int = 5
+    latency_warmup: int = 1
+    latency_budget_s: float = 2.0
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    unit: str
+    direction: Direction
+    kind: Kind
+    compute: Callable[[MetricContext], float]
+
+    @property
+    def doc(self) -> str:
+        """The compute function's docstring: the metric's exact definition."""
+        return inspect.getdoc(self.compute) or ""
+
+
+METRICS: Registry[Metric] = Registry("metric")
+MetricFn = Callable[[MetricContext], float]
+Decorator = Callable[[MetricFn], MetricFn]
+
+
+def metric(name: str, *, unit: str, direction: Direction, kind: Kind) -> Decorator:
+    """Register the decorated `(ctx) -> float` function as metric `name`; returns it unchanged."""
+    if direction not in get_args(Direction) or kind not in get_args(Kind):
+        raise ValueError(f"metric {name!r}: bad direction {direction!r} or kind {kind!r}")
+
+    def add(fn: MetricFn) -> MetricFn:
+        METRICS.register(name)(Metric(name, unit, direction, kind, fn))
+        return fn
+
+    return add
+
+
+def get_metric(name: str, key: str | None = None) -> Metric:
+    """Metric `name`; an unknown name is a ConfigError listing the known ones."""
+    return METRICS.get(name, key)
+
+
+def compute_metrics(names: Iterable[str], ctx: MetricContext) -> dict[str, float]:
+    """Each named metric's value on `ctx` as a Python float (float() refuses a None result)."""
+    return {name: float(get_metric(name).compute(ctx)) for name in names}
+
+
+@contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    """Eval mode for the block, then every module's own training flag back as it was."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+def _leaf_flops(module: nn.Module, out: torch.Tensor) -> int:
+    n = out.numel()
+    if isinstance(module, nn.Linear):
+        return 2 * n * module.in_features
+    if isinstance(module, _CONVS):
+        return 2 * n * (module.in_channels // module.groups) * math.prod(module.kernel_size)
+    if isinstance(module, _NORMS + _ACTIVATIONS):
+        return n * (2 if isinstance(module, _NORMS) else 1)
+    if isinstance(module, _FREE):
+        return 0
+    k = module.kernel_size
+    # An int kernel spans every spatial dim of the (batch, channels, *spatial) output.
+    elements = k ** (out.dim() - 2) if isinstance(k, int) else math.prod(k)
+    return n * (elements - 1 if isinstance(module, _MAX_POOLS) else elements)
+
+
+def _record(flops: dict[str, int], path: str, module: nn.Module, _: object, output: object) -> None:
+    out = output[0] if isinstance(output, tuple) else output  # pools may return indices too
+    flops[path] += _leaf_flops(module, out)  # type: ignore[arg-type]
+
+
+def _flops_by_path(model: nn.Module, sample: torch.Tensor) -> dict[str, int]:
+    """FLOPs per leaf module path in one float forward pass of `sample`."""
+    leaves = {p: m for p, m in model.named_modules() if next(m.children(), None) is None}
+    # An unknown module is refused: a silent 0 would understate its FLOPs.
+    bad = [f"{type(m).__name__} at {p!r}" for p, m in leaves.items() if not isinstance(m, _COUNTED)]
+    if bad:
+        raise ValueError(f"flops: no FLOP rule for {', '.join(bad)}")
+    flops = dict.fromkeys(leaves, 0)
+    handles = [m.register_forward_hook(partial(_record, flops, p)) for p, m in leaves.items()]
+    try:
+        with _eval_mode(model), torch.inference_mode():
+            model(sample)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return flops
+
+
+def profile_model(model: nn.Module, sample: torch.Tensor) -> ModelProfile:
+    """Layer stats, parameter count and FLOPs of the float `model` (left as it was) on one row."""
+    if sample.dim() < 1 or sample.shape[0] != 1:
+        raise ValueError(f"profile_model needs a batch of one, got shape {tuple(sample.shape)}")
+    flops = _flops_by_path(model, sample)
+    layers = tuple(
+        # A Linear/Conv layer's FLOPs are 2 * MACs by definition.
+        LayerStats(path, TYPE_NAMES[type(m)], flops[path] // 2, m.weight.numel(), _bias_count(m))
+        for path, m in quantizable_layers(model).items()
+    )
+    return ModelProfile(layers, sum(p.numel() for p in model.parameters()), sum(flops.values()))
+
+
+def _bias_count(layer: nn.Module) -> int:
+    return 0 if layer.bias is None else layer.bias.numel()
+
+
+def _bits(fmt: Integer | None) -> int:
+    return FLOAT_BITS if fmt is None else fmt.bits
+
+
+def _planned(ctx: MetricContext) -> list[tuple[LayerStats, LayerQuant | None]]:
+    """Each profiled layer with its plan entry; a plan for another model is an error."""
+    if set(ctx.plan) != {layer.path for layer in ctx.profile.layers}:
+        raise ValueError(f"the plan's layers {sorted(ctx.plan)} are not the model's layers")
+    return [(layer, ctx.plan[layer.path]) for layer in ctx.profile.layers]
+
+
+def _logits_targets(ctx: MetricContext, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    if ctx.logits is None or ctx.targets is None:
+        raise ValueError(f"metric {name!r} needs logits and targets in the MetricContext")
+    logits, targets = ctx.logits.detach(), ctx.targets.detach()
+    bad_shape = logits.dim() != 2 or targets.shape != logits.shape[:1] or not len(targets)
+    # Float targets would be truncated to classes silently by .long().
+    if bad_shape or targets.dtype.is_floating_point or targets.dtype.is_complex:
+        got = f"{tuple(logits.shape)} and {tuple(targets.shape)} {targets.dtype}"
+        raise ValueError(f"metric {name!r} needs logits [n, classes], integer targets [n]: {got}")
+    return logits, targets.long()
+
+
+@metric("accuracy", unit="fraction", direction="maximize", kind="forward")
+def accuracy(ctx: MetricContext) -> float:
+    """Top-1 accuracy: the fraction of rows whose largest logit is at the target class."""
+    logits, targets = _logits_targets(ctx, "accuracy")
+    return (logits.argmax(dim=1) == targets).sum().item() / len(targets)
+
+
+@metric("loss", unit="nats", direction="minimize", kind="forward")
+def loss(ctx: MetricContext) -> float:
+    """Mean cross-entropy of softmax(logits) against the targets, in nats (float64)."""
+    logits, targets = _logits_targets(ctx, "loss")
+    return F.cross_entropy(logits.double(), targets, reduction="sum").item() / len(targets)
+
+
+@metric("latency", unit="ms", direction="minimize", kind="timing")
+def latency(ctx: MetricContext) -> float:
+    """Median ms of a full-batch forward over all inputs on one CPU thread: up to `latency_repeats`
+    timed runs after `latency_warmup` untimed ones, stopping once `latency_budget_s` is spent (at
+    least one). It times the simulated (fake-quantized) model on this CPU, not hardware latency."""
+    if ctx.model is None or ctx.inputs is None:
+        raise ValueError("metric 'latency' needs model and inputs in the MetricContext")
+    if ctx.latency_repeats < 1 or ctx.latency_warmup < 0 or ctx.latency_budget_s < 0:
+        raise ValueError("latency needs repeats >= 1, warmup >= 0 and budget_s >= 0")
+    threads = torch.get_num_threads()
+    # One thread, so candidates are timed alike whatever the machine's core count.
+    torch.set_num_threads(1)
+    times: list[float] = []
+    try:
+        with _eval_mode(ctx.model), torch.inference_mode():
+            for _ in range(ctx.latency_warmup):
+                ctx.model(ctx.inputs)
+            start = time.perf_counter()
+            for _ in range(ctx.latency_repeats):
+                t0 = time.perf_counter()
+                ctx.model(ctx.inputs)
+                times.append(time.perf_counter() - t0)
+                if time.perf_counter() - start >= ctx.latency_budget_s:
+                    break
+    finally:
+        torch.set_num_threads(threads)
+    return 1000.0 * statistics.median(times)
+
+
+@metric("model_size", unit="parameters", direction="minimize", kind="static")
+def model_size(ctx: MetricContext) -> float:
+    """The number of parameters (all of nn.Module.parameters(), BN affine included)."""
+    return float(ctx.profile.param_count)
+
+
+@metric("model_size_bits", unit="bits", direction="minimize", kind="static")
+def model_size_bits(ctx: MetricContext) -> float:
+    """Bits to store all parameters: each Linear/Conv weight and bias at its format's width
+    (32 when float), every other parameter (BatchNorm, ...) at 32 bits."""
+    bits = FLOAT_BITS * ctx.profile.param_count
+    for layer, quant in _planned(ctx):
+        bits -= layer.weight_count * (FLOAT_BITS - _bits((quant or _FLOAT).weight))
+        bits -= layer.bias_count * (FLOAT_BITS - _bits((quant or _FLOAT).bias))
+    return float(bits)
+
+
+@metric("flops", unit="FLOPs", direction="minimize", kind="static")
+def flops(ctx: MetricContext) -> float:
+    """FLOPs of one forward of one sample: Linear/Conv 2 * MACs (no bias adds, as FlopCounterMode),
+    per output element BatchNorm 2, activations 1, MaxPool kernel elements - 1, AvgPool kernel
+    elements, Flatten/Dropout/Identity 0 (see the module docstring). Quantization keeps it."""
+    return float(ctx.profile.flops)
+
+
+@metric("bops", unit="bit operations", direction="minimize", kind="static")
+def bops(ctx: MetricContext) -> float:
+    """Sum over Linear/Conv layers of MACs * weight bits * input (data_in) bits, where a
+    float tensor or float layer counts 32 bits."""
+    planned = [(layer, quant or _FLOAT) for layer, quant in _planned(ctx)]
+    return float(sum(layer.macs * _bits(q.weight) * _bits(q.data_in) for layer, q in planned))
+
+
+@metric("average_bitwidth", unit="bits", direction="minimize", kind="static")
+def average_bitwidth(ctx: MetricContext) -> float:
+    """MASE's: mean weight width over quantized Linear/Conv layers (plan entry not None),
+    weighted by weight count, a float weight counting 32; 32.0 when no layer is quantized."""
+    quantized = [(s.weight_count, _bits(q.weight)) for s, q in _planned(ctx) if q is not None]
+    count = sum(n for n, _ in quantized)
+    return sum(n * bits for n, bits in quantized) / count if count else float(FLOAT_BITS)
+
+
+@metric("memory_density", unit="x", direction="maximize", kind="static")
+def memory_density(ctx: MetricContext) -> float:
+    """32 / average_bitwidth: how many times denser than float32 the quantized weights are."""
+    return FLOAT_BITS / average_bitwidth(ctx)

@@ -1,0 +1,56 @@
+"""Live console output of a search: one line per trial and a progress bar with the best."""
+
+from collections.abc import Mapping
+from types import TracebackType
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from bitscout.objective import Objective
+from bitscout.space import Choice
+from bitscout.store import Result
+
+
+def config_text(config: Mapping[str, Choice]) -> str:
+    return " ".join(f"{k}={v}" for k, v in config.items()) or "(no dimensions)"
+
+
+class Reporter:
+    """Prints each trial's score as it arrives and keeps the best feasible one in view."""
+
+    def __init__(self, console: Console, total: int, objective: Objective) -> None:
+        self.console = console
+        self.objective = objective
+        self.best: float | None = None
+        self.progress = Progress(
+            TextColumn("search"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        )
+        self.task = self.progress.add_task("", total=total)
+
+    def __enter__(self) -> "Reporter":
+        self.progress.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, err: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.progress.stop()
+
+    def __call__(self, number: int, config: Mapping[str, Choice], result: Result) -> None:
+        values = ", ".join(f"{v:.6g}" for v in result.values)
+        flags = (" (cached)" if result.cached else "") + ("" if result.feasible else " infeasible")
+        self.console.print(
+            f"trial {number:>4}  {config_text(config)}  score {values}{flags}", highlight=False
+        )
+        if self.objective.single and result.feasible:
+            value = result.values[0]
+            if self.best is None or self.objective.better(value, self.best):
+                self.best = value
+        best = "" if self.best is None else f"best {self.best:.6g}"
+        self.progress.update(self.task, advance=1, description=best)

@@ -1,0 +1,237 @@
+"""`bitscout search`: validate, get the float model, run the strategy, write the outputs."""
+
+import dataclasses
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from bitscout.config import Config, check_keys
+from bitscout.errors import ConfigError
+from bitscout.evaluate import Evaluator
+from bitscout.outputs import (
+    best_entry,
+    best_trials,
+    ranked,
+    write_best_toml,
+    write_pareto_csv,
+    write_summary,
+)  # fmt: skip
+from bitscout.progress import Reporter, config_text
+from bitscout.settings import SAMPLER_NAMES, STRATEGY_NAMES, StrategySettings, parse_settings
+from bitscout.space import SearchSpace, parse_space
+from bitscout.store import done_trials, open_study, trial_state, write_trials_csv
+from bitscout.strategies import STRATEGIES, SearchContext
+from bitscout.workflow import float_model, load_data, make_model
+
+# Cheap metrics reported for every candidate besides the objective's (latency only on request).
+REPORTED = (
+    "accuracy",
+    "loss",
+    "model_size",
+    "model_size_bits",
+    "flops",
+    "bops",
+    "average_bitwidth",
+    "memory_density",
+)
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """Command-line values, which win over the config's."""
+
+    strategy: str | None = None
+    sampler: str | None = None
+    trials: int | None = None
+    seed: int | None = None
+
+
+def apply_overrides(settings: StrategySettings, o: Overrides) -> StrategySettings:
+    if o.strategy is not None and o.strategy not in STRATEGY_NAMES:
+        raise ConfigError(
+            "--strategy", f"unknown strategy; known: {', '.join(STRATEGY_NAMES)}", o.strategy
+        )
+    if o.sampler is not None and o.sampler not in SAMPLER_NAMES:
+        raise ConfigError(
+            "--sampler", f"unknown sampler; known: {', '.join(SAMPLER_NAMES)}", o.sampler
+        )
+    for name, value in (("--trials", o.trials), ("--seed", o.seed)):
+        if value is not None and value < (1 if name == "--trials" else 0):
+            raise ConfigError(
+                name, f"must be an integer >= {1 if name == '--trials' else 0}", value
+            )
+    name = o.strategy or ("optuna" if o.sampler else settings.name)
+    changes = {
+        "name": name,
+        "sampler": o.sampler or settings.sampler,
+        "n_trials": o.trials or settings.n_trials,
+        "seed": settings.seed if o.seed is None else o.seed,
+    }
+    return dataclasses.replace(settings, **changes)
+
+
+def mask_password(url: str) -> str:
+    """`postgresql://user:secret@host/db` -> `postgresql://user:***@host/db`."""
+    return re.sub(r"(//[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+def metric_names(settings: StrategySettings) -> list[str]:
+    objective = settings.objective
+    wanted = [*objective.names, *(c.metric for c in objective.constraints), *REPORTED]
+    return list(dict.fromkeys(wanted))
+
+
+def check_search(cfg: Config, overrides: Overrides) -> StrategySettings:
+    if not cfg.search:
+        raise ConfigError("search", "table is required for `bitscout search`")
+    check_keys(cfg.search, ("search_space", "strategy"), "search")
+    return apply_overrides(parse_settings(cfg.search, cfg.seed), overrides)
+
+
+def _study_meta(cfg: Config, settings: StrategySettings, space: SearchSpace) -> dict[str, Any]:
+    """What a resumed study must share with this search, or its trials mean something else."""
+    return {
+        "model": cfg.model,
+        "dataset": cfg.dataset,
+        "dimensions": [[d.name, list(d.choices)] for d in space.dimensions],
+        "strategy": settings.name,
+        "sampler": settings.sampler if settings.name == "optuna" else None,
+        "objective": [[m.name, m.scale, m.direction] for m in settings.objective.metrics],
+        "num_samples": settings.num_samples,
+    }
+
+
+@dataclass(frozen=True)
+class SearchRun:
+    out: Path
+    storage: str
+    study_name: str
+    load: str | None = None
+
+
+def run_search(cfg: Config, run: SearchRun, overrides: Overrides, console: Console) -> dict:
+    """Run (or resume) the configured search and write its outputs into `run.out`."""
+    settings = check_search(cfg, overrides)
+    data = load_data(cfg)
+    space = parse_space(cfg.search.get("search_space", {}), make_model(cfg, data))
+    model = float_model(cfg, data, run.load, run.out, console)
+    n = settings.num_samples or len(data.y_val)
+    latency = {
+        "latency_repeats": settings.latency_repeats,
+        "latency_warmup": settings.latency_warmup,
+        "latency_budget_s": settings.latency_budget_s,
+    }
+    evaluator = Evaluator(
+        model, space, data.x_val[:n], data.y_val[:n], metric_names(settings), latency=latency
+    )
+    strategy = STRATEGIES.get(settings.name, "search.strategy.name")
+    study = open_study(
+        run.storage,
+        run.study_name,
+        settings.objective,
+        _study_meta(cfg, settings, space),
+        strategy.sampler(settings, space, settings.objective),
+    )
+    before = done_trials(study)
+    for t in before:  # a resumed search reuses what the store already holds
+        evaluator.cache.setdefault(evaluator.key(t.params), t.user_attrs["metrics"])
+    ctx = SearchContext(space, evaluator, settings.objective, settings, study)
+    console.print(
+        f"searching {space.size} candidates with {describe(settings)}; "
+        f"{len(before)} trials already in the store"
+    )
+    start = time.perf_counter()
+    try:
+        with Reporter(console, ctx.budget(), settings.objective) as reporter:
+            ctx.on_trial = reporter
+            strategy.run(ctx)
+    finally:
+        wall = time.perf_counter() - start
+        summary = write_outputs(
+            cfg, run, settings, space, model, study, wall, len(before), evaluator
+        )
+    show_best(console, settings, study)
+    return summary
+
+
+def describe(settings: StrategySettings) -> str:
+    if settings.name == "optuna":
+        return f"optuna/{settings.sampler} (seed {settings.seed})"
+    return settings.name
+
+
+def write_outputs(
+    cfg: Config,
+    run: SearchRun,
+    settings: StrategySettings,
+    space: SearchSpace,
+    model: Any,
+    study: Any,
+    wall: float,
+    before: int,
+    evaluator: Evaluator,
+) -> dict[str, Any]:
+    """trials.csv, best.toml, pareto.csv (multi-objective) and summary.json."""
+    objective = settings.objective
+    names = metric_names(settings)
+    write_trials_csv(run.out / "trials.csv", study, space, objective, names)
+    done = done_trials(study)
+    winners = best_trials(done, objective)
+    if winners:
+        write_best_toml(run.out / "best.toml", model, space, winners[0])
+    if not objective.single:
+        write_pareto_csv(run.out / "pareto.csv", winners, space, names)
+    states = [trial_state(t) for t in study.get_trials(deepcopy=False)]
+    summary = {
+        "config": str(cfg.source) if cfg.source else None,
+        "model": cfg.model,
+        "dataset": cfg.dataset,
+        "strategy": settings.name,
+        "sampler": settings.sampler if settings.name == "optuna" else None,
+        "seed": settings.seed,
+        "space_size": space.size,
+        "trials_run": len(done) - before,
+        "trials_total": len(states),
+        "failed": states.count("failed"),
+        "infeasible": states.count("infeasible"),
+        "unique_configs": len({evaluator.key(t.params) for t in done}),
+        "storage": mask_password(run.storage),
+        "study": run.study_name,
+        "best": best_entry(winners[0] if winners else None),
+        "pareto_size": None if objective.single else len(winners),
+        "wall_s": wall,
+    }
+    write_summary(run.out / "summary.json", summary)
+    return summary
+
+
+def show_best(console: Console, settings: StrategySettings, study: Any) -> None:
+    objective = settings.objective
+    rows = ranked(done_trials(study), objective, top=10)
+    if not rows:
+        console.print("no feasible candidate found")
+        return
+    title = "best candidates" if objective.single else "Pareto set"
+    table = Table(title=title)
+    table.add_column("trial", justify="right")
+    table.add_column("config")
+    for m in objective.names:
+        table.add_column(m, justify="right")
+    table.add_column("objective", justify="right")
+    for t in rows:
+        metrics = t.user_attrs["metrics"]
+        table.add_row(
+            str(t.number),
+            config_text(t.params),
+            *[f"{metrics[m]:.6g}" for m in objective.names],
+            ", ".join(f"{v:.6g}" for v in t.values),
+        )
+    console.print(table)
+    best = rows[0]
+    console.print(f"best config: {config_text(best.params)}")
+    console.print(f"best score: {', '.join(f'{v:.6g}' for v in best.values)}")

@@ -1,0 +1,119 @@
+"""`[search.strategy]`: which strategy, how many trials, the objective, evaluation options."""
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from bitscout.config import check_keys
+from bitscout.errors import ConfigError
+from bitscout.objective import Objective, parse_objective
+
+STRATEGY_NAMES = ("bruteforce", "optuna")
+SAMPLER_NAMES = ("tpe", "random", "nsgaii", "nsgaiii", "qmc", "gp", "grid", "bruteforce")
+STRATEGY_KEYS = ("name", "eval_mode", "setup", "metrics", "constraints", "sw_runner", "hw_runner")
+SETUP_KEYS = (
+    "n_jobs", "n_trials", "timeout", "sampler", "sum_scaled_metrics", "direction", "seed",
+    "num_samples", "latency_repeats", "latency_warmup", "latency_budget_s",
+)  # fmt: skip
+KEY = "search.strategy"
+
+
+@dataclass(frozen=True)
+class StrategySettings:
+    name: str
+    sampler: str
+    objective: Objective
+    n_trials: int | None = None  # total trials in the study; None: the whole space
+    timeout: float | None = None
+    n_jobs: int = 1
+    seed: int = 0
+    num_samples: int | None = None
+    latency_repeats: int = 5
+    latency_warmup: int = 1
+    latency_budget_s: float = 1.0
+
+
+def _table(raw: Mapping[str, Any], name: str, key: str) -> Mapping[str, Any]:
+    value = raw.get(name, {})
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{key}.{name}", "must be a table", value)
+    return value
+
+
+def _int(raw: Mapping[str, Any], name: str, key: str, low: int) -> int | None:
+    value = raw.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ConfigError(f"{key}.{name}", f"must be an integer >= {low}", value)
+    return value
+
+
+def _float(raw: Mapping[str, Any], name: str, key: str) -> float | None:
+    value = raw.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+        raise ConfigError(f"{key}.{name}", "must be a number >= 0", value)
+    return float(value)
+
+
+def _default(value: Any, default: Any) -> Any:
+    return default if value is None else value
+
+
+def _choice(raw: Mapping[str, Any], name: str, allowed: tuple, default: Any, key: str) -> Any:
+    value = raw.get(name, default)
+    if value not in allowed:
+        raise ConfigError(
+            f"{key}.{name}", f"unknown value; known: {', '.join(map(str, allowed))}", value
+        )
+    return value
+
+
+def _num_samples(strategy: Mapping[str, Any], setup: Mapping[str, Any]) -> int | None:
+    """`setup.num_samples`, else MASE's `sw_runner.basic_evaluation.num_samples`."""
+    runner = _table(_table(strategy, "sw_runner", KEY), "basic_evaluation", f"{KEY}.sw_runner")
+    if "num_samples" in setup:
+        return _int(setup, "num_samples", f"{KEY}.setup", 1)
+    return _int(runner, "num_samples", f"{KEY}.sw_runner.basic_evaluation", 1)
+
+
+def parse_settings(search: Mapping[str, Any], default_seed: int) -> StrategySettings:
+    """Validate `[search.strategy]`; `default_seed` (the config's `seed`) seeds the strategy
+    unless `setup.seed` is given."""
+    strategy = _table(search, "strategy", "search")
+    check_keys(strategy, STRATEGY_KEYS, KEY)
+    name = _choice(strategy, "name", STRATEGY_NAMES, "optuna", KEY)
+    if strategy.get("eval_mode", True) is not True:
+        raise ConfigError(
+            f"{KEY}.eval_mode",
+            "must be true: bitscout searches post-training quantization (no fine-tuning)",
+            strategy.get("eval_mode"),
+        )
+    setup = _table(strategy, "setup", KEY)
+    check_keys(setup, SETUP_KEYS, f"{KEY}.setup")
+    single = setup.get("sum_scaled_metrics", True)
+    if not isinstance(single, bool):
+        raise ConfigError(f"{KEY}.setup.sum_scaled_metrics", "must be true or false", single)
+    objective = parse_objective(
+        _table(strategy, "metrics", KEY),
+        _table(strategy, "constraints", KEY),
+        single=single,
+        direction=setup.get("direction", "maximize"),
+        key=KEY,
+    )
+    key = f"{KEY}.setup"
+    return StrategySettings(
+        name=name,
+        sampler=_choice(setup, "sampler", SAMPLER_NAMES, "tpe", key),
+        objective=objective,
+        n_trials=_int(setup, "n_trials", key, 1),
+        timeout=_float(setup, "timeout", key),
+        n_jobs=_default(_int(setup, "n_jobs", key, 1), 1),
+        seed=_default(_int(setup, "seed", key, 0), default_seed),
+        num_samples=_num_samples(strategy, setup),
+        latency_repeats=_default(_int(setup, "latency_repeats", key, 1), 5),
+        latency_warmup=_default(_int(setup, "latency_warmup", key, 0), 1),
+        latency_budget_s=_default(_float(setup, "latency_budget_s", key), 1.0),
+    )

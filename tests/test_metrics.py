@@ -1,0 +1,291 @@
+"""Tests for bitscout.metrics: every expected value is worked out by hand or by another tool."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from bitscout.errors import ConfigError
+from bitscout.metrics import (
+    METRICS,
+    MetricContext,
+    compute_metrics,
+    get_metric,
+    profile_model,
+)
+from bitscout.models import build_model
+from bitscout.quant.formats import Integer
+from bitscout.quant.layers import LayerQuant
+
+TOY_LAYERS = ("seq_blocks.2", "seq_blocks.5", "seq_blocks.8")
+
+
+def _ctx(name: str, plan: dict[str, LayerQuant | None] | None = None, **kw) -> MetricContext:
+    model = build_model(name)
+    profile = profile_model(model, torch.zeros(1, 16))
+    if plan is None:
+        plan = {layer.path: None for layer in profile.layers}
+    return MetricContext(profile=profile, plan=plan, **kw)
+
+
+def _q(weight: int | None = None, bias: int | None = None, data_in: int | None = None):
+    def fmt(width: int | None) -> Integer | None:
+        return None if width is None else Integer(width)
+
+    return LayerQuant(data_in=fmt(data_in), weight=fmt(weight), bias=fmt(bias))
+
+
+def _value(name: str, ctx: MetricContext) -> float:
+    return compute_metrics([name], ctx)[name]
+
+
+# --- profile and static metrics -------------------------------------------------------------
+
+
+def test_jsc_tiny_profile_and_model_size():
+    ctx = _ctx("jsc-tiny")
+    # BatchNorm1d(16): 16 weight + 16 bias; Linear(16, 5): 80 weight + 5 bias.
+    assert ctx.profile.param_count == 16 + 16 + 80 + 5 == 117
+    assert _value("model_size", ctx) == 117.0
+    (layer,) = ctx.profile.layers
+    assert (layer.path, layer.type, layer.macs) == ("seq_blocks.2", "linear", 80)
+    assert (layer.weight_count, layer.bias_count) == (80, 5)
+
+
+def test_profile_leaves_model_untouched():
+    model = build_model("jsc-tiny")
+    model.train()
+    bn = model.seq_blocks[0]
+    before = bn.running_mean.clone()
+    profile_model(model, torch.randn(1, 16) * 5 + 3)
+    assert model.training and bn.training
+    assert torch.equal(bn.running_mean, before)
+    assert all(not m._forward_hooks for m in model.modules())
+
+
+def test_profile_rejects_batch_and_unknown_module():
+    with pytest.raises(ValueError, match="batch of one"):
+        profile_model(build_model("jsc-tiny"), torch.zeros(2, 16))
+    with pytest.raises(ValueError, match="Softmax"):
+        profile_model(nn.Sequential(nn.Linear(4, 2), nn.Softmax(dim=1)), torch.zeros(1, 4))
+
+
+def test_model_size_bits():
+    quantized = _ctx("jsc-tiny", {"seq_blocks.2": _q(weight=4, bias=8)})
+    # BN's 32 parameters stay float; the Linear's 80 weights at 4 bits, 5 biases at 8 bits.
+    assert _value("model_size_bits", quantized) == 32 * 32 + 80 * 4 + 5 * 8
+    assert _value("model_size_bits", _ctx("jsc-tiny")) == 117 * 32
+    half = _ctx("jsc-tiny", {"seq_blocks.2": _q(weight=4)})  # float bias counts 32 bits
+    assert _value("model_size_bits", half) == 32 * 32 + 80 * 4 + 5 * 32
+
+
+def test_plan_for_another_model_is_refused():
+    ctx = _ctx("jsc-tiny", {"seq_blocks.9": None})
+    with pytest.raises(ValueError, match="plan"):
+        compute_metrics(["bops"], ctx)
+
+
+def test_average_bitwidth_and_memory_density():
+    plan = dict(zip(TOY_LAYERS, (_q(weight=2), _q(weight=4), _q(weight=8)), strict=True))
+    ctx = _ctx("jsc-toy", plan)
+    # Linear weights: 16*8 = 128, 8*8 = 64, 8*5 = 40.
+    expected = (2 * 128 + 4 * 64 + 8 * 40) / (128 + 64 + 40)
+    assert _value("average_bitwidth", ctx) == pytest.approx(expected)
+    assert _value("memory_density", ctx) == pytest.approx(32 / expected)
+
+    assert _value("average_bitwidth", _ctx("jsc-toy")) == 32.0
+    assert _value("memory_density", _ctx("jsc-toy")) == 1.0
+
+    one_float = _ctx("jsc-toy", {**plan, "seq_blocks.2": None})
+    assert _value("average_bitwidth", one_float) == pytest.approx((4 * 64 + 8 * 40) / (64 + 40))
+
+    float_weight = _ctx("jsc-toy", {**plan, "seq_blocks.2": _q(data_in=8)})
+    expected = (32 * 128 + 4 * 64 + 8 * 40) / (128 + 64 + 40)
+    assert _value("average_bitwidth", float_weight) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(("name", "features"), [("jsc-s", 16), ("mlp", 64), ("cnn", 64)])
+def test_layer_flops_agree_with_flop_counter(name, features):
+    model = build_model(name).eval()
+    sample = torch.randn(1, features)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(sample)
+    profile = profile_model(model, sample)
+    assert counter.get_total_flops() > 0
+    assert 2 * sum(layer.macs for layer in profile.layers) == counter.get_total_flops()
+
+
+def test_whole_model_flops_by_hand():
+    # BN 16 elements * 2, ReLU 16, Linear 2 * 16 * 5, ReLU 5.
+    assert _value("flops", _ctx("jsc-tiny")) == 16 * 2 + 16 + 2 * 16 * 5 + 5 == 213
+    quantized = _ctx("jsc-tiny", {"seq_blocks.2": _q(weight=2, data_in=2)})
+    assert _value("flops", quantized) == 213
+
+
+def test_cnn_flops_by_hand():
+    c = 8
+    model = build_model("cnn", channels=c)
+    profile = profile_model(model, torch.zeros(1, 64))
+    conv1 = 8 * 8 * c * (1 * 9)  # output elements * in_channels * kernel
+    conv2 = 4 * 4 * 2 * c * (c * 9)
+    linear = 2 * c * 2 * 2 * 10
+    relu = 8 * 8 * c + 4 * 4 * 2 * c
+    pools = 4 * 4 * c * 3 + 2 * 2 * 2 * c * 3  # max over 2x2: 3 comparisons per output
+    assert profile.flops == 2 * (conv1 + conv2 + linear) + relu + pools
+    assert [layer.type for layer in profile.layers] == ["conv2d", "conv2d", "linear"]
+
+
+def test_conv1d_groups_and_avg_pool_by_hand():
+    model = nn.Sequential(
+        nn.Unflatten(1, (2, 8)),
+        nn.Conv1d(2, 4, 3, padding=1, groups=2),
+        nn.BatchNorm1d(4),
+        nn.AvgPool1d(2),
+        nn.Flatten(),
+        nn.Dropout(0.5),
+        nn.Linear(16, 3),
+        nn.Tanh(),
+    )
+    sample = torch.randn(1, 16)
+    profile = profile_model(model, sample)
+    conv_macs = 4 * 8 * (2 // 2) * 3  # output elements * in_channels/groups * kernel
+    assert [(s.type, s.macs) for s in profile.layers] == [("conv1d", conv_macs), ("linear", 48)]
+    assert (profile.layers[0].weight_count, profile.layers[0].bias_count) == (4 * 1 * 3, 4)
+    bn, pool, tanh = 4 * 8 * 2, 4 * 4 * 2, 3
+    assert profile.flops == 2 * (conv_macs + 48) + bn + pool + tanh
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model.eval()(sample)
+    assert counter.get_total_flops() == 2 * (conv_macs + 48)
+
+
+def test_bops_by_hand():
+    quantized = _ctx("jsc-tiny", {"seq_blocks.2": _q(weight=4, data_in=8)})
+    assert _value("bops", quantized) == 80 * 4 * 8
+    assert _value("bops", _ctx("jsc-tiny")) == 80 * 32 * 32
+    weight_only = _ctx("jsc-tiny", {"seq_blocks.2": _q(weight=4)})
+    assert _value("bops", weight_only) == 80 * 4 * 32
+
+
+# --- forward metrics ------------------------------------------------------------------------
+
+
+LOGITS = [[2.0, 1.0, 0.1], [0.5, 2.5, -1.0], [0.0, 0.2, 3.0], [1.0, 3.0, 0.0]]
+TARGETS = [0, 1, 1, 0]
+
+
+def test_accuracy_and_loss_by_hand():
+    ctx = _ctx("jsc-tiny", logits=torch.tensor(LOGITS), targets=torch.tensor(TARGETS))
+    values = compute_metrics(["accuracy", "loss"], ctx)
+    assert values["accuracy"] == 2 / 4  # rows 0 and 1 are right
+    z = np.array(LOGITS)
+    log_softmax = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    expected = -np.mean(log_softmax[np.arange(4), TARGETS])
+    assert values["loss"] == pytest.approx(expected, rel=1e-6)
+    assert all(type(v) is float for v in values.values())
+
+
+def test_forward_metric_without_logits_raises():
+    with pytest.raises(ValueError, match="logits"):
+        compute_metrics(["accuracy"], _ctx("jsc-tiny"))
+    with pytest.raises(ValueError, match="logits"):
+        compute_metrics(["loss"], _ctx("jsc-tiny", targets=torch.tensor(TARGETS)))
+
+
+def test_forward_metric_rejects_float_targets():
+    ctx = _ctx("jsc-tiny", logits=torch.tensor(LOGITS), targets=torch.tensor(TARGETS) * 1.0)
+    with pytest.raises(ValueError, match="integer"):
+        compute_metrics(["accuracy"], ctx)
+
+
+# --- latency --------------------------------------------------------------------------------
+
+
+class Counting(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = nn.Linear(16, 5)
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        return self.inner(x)
+
+
+def _latency_ctx(model: nn.Module, **kw) -> MetricContext:
+    return _ctx("jsc-tiny", model=model, inputs=torch.randn(32, 16), **kw)
+
+
+def test_latency_positive_and_restores_threads():
+    original = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        model = Counting()
+        ctx = _latency_ctx(model, latency_repeats=3, latency_warmup=2, latency_budget_s=60.0)
+        value = _value("latency", ctx)
+        assert type(value) is float and value > 0
+        assert model.calls == 2 + 3
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(original)
+
+
+class Failing(nn.Module):
+    def forward(self, x):
+        raise RuntimeError("boom")
+
+
+def test_latency_restores_threads_on_error():
+    threads = torch.get_num_threads()
+    model = Failing().train()
+    with pytest.raises(RuntimeError, match="boom"):
+        _value("latency", _latency_ctx(model))
+    assert torch.get_num_threads() == threads
+    assert model.training
+
+
+def test_latency_zero_budget_times_once():
+    threads = torch.get_num_threads()
+    model = Counting()
+    _value("latency", _latency_ctx(model, latency_warmup=0, latency_budget_s=0.0))
+    assert model.calls == 1
+    model = Counting()
+    _value("latency", _latency_ctx(model, latency_warmup=2, latency_budget_s=0.0))
+    assert model.calls == 2 + 1
+    assert torch.get_num_threads() == threads
+
+
+def test_latency_needs_model_and_inputs():
+    with pytest.raises(ValueError, match="model and inputs"):
+        compute_metrics(["latency"], _ctx("jsc-tiny", inputs=torch.zeros(2, 16)))
+
+
+# --- registry -------------------------------------------------------------------------------
+
+
+def test_unknown_metric_lists_known():
+    with pytest.raises(ConfigError, match="accuracy") as info:
+        get_metric("acuracy", "search.metrics")
+    assert info.value.key == "search.metrics"
+    with pytest.raises(ConfigError, match="accuracy"):
+        compute_metrics(["nope"], _ctx("jsc-tiny"))
+
+
+def test_every_metric_is_documented():
+    expected = {
+        "accuracy", "loss", "latency", "model_size", "model_size_bits", "flops", "bops",
+        "average_bitwidth", "memory_density",
+    }  # fmt: skip
+    assert expected <= set(METRICS.names())
+    for name in METRICS:
+        m = get_metric(name)
+        assert m.name == name
+        assert m.doc.strip() and m.unit.strip()
+        assert m.direction in ("maximize", "minimize")
+        assert m.kind in ("forward", "static", "timing")
+    assert get_metric("accuracy").direction == "maximize"
+    assert get_metric("latency").kind == "timing"

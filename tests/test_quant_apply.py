@@ -1,0 +1,415 @@
+"""Tests for bitscout.quant.apply: MASE `[passes.quantize]` plans and `quantize_model`."""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bitscout.errors import ConfigError
+from bitscout.models import build_model
+from bitscout.quant import (
+    Integer,
+    LayerQuant,
+    QuantConv2d,
+    QuantLinear,
+    QuantPlan,
+    quantize_model,
+    resolve_plan,
+)
+from bitscout.quant.apply import parse_layer_config
+
+JSC_TOY_LAYERS = ("seq_blocks.2", "seq_blocks.5", "seq_blocks.8")
+CNN_LAYERS = ("seq_blocks.1", "seq_blocks.4", "seq_blocks.8")
+
+
+def ref_quantize(x, width: int, frac, rounding: str = "half_even", overflow: str = "saturate"):
+    """Independent fixed-point reference (float64 scaling is exact for float32 inputs)."""
+    f = width // 2 if frac in (None, "NA") else frac
+    s = np.asarray(x, dtype=np.float32).astype(np.float64) * 2.0**f
+    lo = np.floor(s)
+    rem = s - lo
+    if rounding == "floor":
+        k = lo
+    elif rounding == "half_up":
+        k = np.where(rem >= 0.5, lo + 1, lo)
+    else:
+        k = np.where((rem > 0.5) | ((rem == 0.5) & (np.fmod(lo, 2) != 0)), lo + 1, lo)
+    k_min, span = -(1 << (width - 1)), 1 << width
+    if overflow == "saturate":
+        ks = [min(max(int(v), k_min), span + k_min - 1) for v in k.ravel()]
+    else:
+        ks = [(int(v) - k_min) % span + k_min for v in k.ravel()]
+    return (np.array(ks, dtype=np.float64) * 2.0**-f).reshape(s.shape)
+
+
+def ref_tensor(t: torch.Tensor, fmt: Integer | None) -> torch.Tensor:
+    if fmt is None:
+        return t.detach().clone()
+    values = ref_quantize(t.detach().numpy(), fmt.width, fmt.frac_width, fmt.rounding, fmt.overflow)
+    return torch.from_numpy(values).to(torch.float32)
+
+
+def cfg(width: int | None = None, frac="NA", **extra) -> dict:
+    """A MASE layer entry; width=None gives `name = "NA"`."""
+    if width is None:
+        return {"config": {"name": "NA"}}
+    config = {"name": "integer"}
+    for tensor in ("data_in", "weight", "bias"):
+        config[f"{tensor}_width"] = width
+        config[f"{tensor}_frac_width"] = frac
+    return {"config": config | extra}
+
+
+def random_stats(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Nontrivial BN statistics and affine parameters, then eval mode."""
+    gen = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm1d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=gen))
+            m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+            with torch.no_grad():
+                m.weight.copy_(torch.randn(m.num_features, generator=gen))
+                m.bias.copy_(torch.randn(m.num_features, generator=gen))
+    return model.eval()
+
+
+def widths(model: nn.Module) -> dict[str, int | None]:
+    """Layer path -> its weight width, None where the layer stayed float."""
+    return {
+        path: m.quant.weight.width if isinstance(m, QuantLinear | QuantConv2d) else None
+        for path, m in model.named_modules()
+        if isinstance(m, nn.Linear | nn.Conv2d)
+    }
+
+
+def hand_forward(model: nn.Module, resolved: dict[str, LayerQuant | None], x: torch.Tensor):
+    """Run the ORIGINAL float model's layers, doing each quantized layer with the reference."""
+    for i, layer in enumerate(model.seq_blocks):
+        quant = resolved.get(f"seq_blocks.{i}")
+        if quant is None:
+            x = layer(x)
+            continue
+        qx, qw = ref_tensor(x, quant.data_in), ref_tensor(layer.weight, quant.weight)
+        qb = None if layer.bias is None else ref_tensor(layer.bias, quant.bias)
+        if isinstance(layer, nn.Linear):
+            x = F.linear(qx, qw, qb)
+        else:
+            x = F.conv2d(qx, qw, qb, stride=layer.stride, padding=layer.padding)
+    return x
+
+
+@pytest.mark.parametrize("name", ["jsc-tiny", "jsc-toy", "cnn"])
+def test_original_model_is_never_modified(name):
+    torch.manual_seed(0)
+    model = build_model(name)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    plan = {"by": "type", "default": cfg(4, 2), "linear": cfg(6, 3)}
+    new = quantize_model(model, plan)
+    assert new is not model and new.seq_blocks is not model.seq_blocks
+    assert all(
+        type(m) in (nn.Linear, nn.Conv2d)
+        for m in model.modules()
+        if isinstance(m, nn.Linear | nn.Conv2d)
+    )
+    old_ptrs = {v.data_ptr() for v in model.state_dict().values()}
+    assert not old_ptrs & {v.data_ptr() for v in new.state_dict().values()}
+    assert new.state_dict().keys() == before.keys()
+    # Train the new model a step (BN statistics update too) and scribble on its weights.
+    optim = torch.optim.SGD(new.parameters(), lr=0.5)
+    x = torch.randn(8, 64 if name == "cnn" else 16)
+    new.train()
+    new(x).square().sum().backward()
+    optim.step()
+    with torch.no_grad():
+        for p in new.parameters():
+            p.add_(1.0)
+    after = model.state_dict()
+    for key, value in before.items():
+        assert torch.equal(after[key], value), key
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_by_type_quantizes_every_linear_and_nothing_else():
+    model = build_model("jsc-toy")
+    new = quantize_model(model, {"by": "type", "linear": cfg(5, 2)})
+    for (path, old), (path2, m) in zip(model.named_modules(), new.named_modules(), strict=True):
+        assert path == path2
+        if isinstance(old, nn.Linear):
+            assert type(m) is QuantLinear
+            assert m.quant == LayerQuant(Integer(5, 2), Integer(5, 2), Integer(5, 2))
+        else:
+            assert type(m) is type(old)  # BatchNorm1d, ReLU, Sequential, SeqModel
+    assert widths(new) == dict.fromkeys(JSC_TOY_LAYERS, 5)
+
+
+def test_by_type_on_cnn_quantizes_convs_and_default_covers_the_rest():
+    model = build_model("cnn")
+    new = quantize_model(model, {"by": "type", "conv2d": cfg(6), "default": cfg(3, 1)})
+    assert widths(new) == {"seq_blocks.1": 6, "seq_blocks.4": 6, "seq_blocks.8": 3}
+    assert new.seq_blocks[1].quant.weight == Integer(6, 3)
+    assert type(new.seq_blocks[3]) is nn.MaxPool2d and type(new.seq_blocks[0]) is nn.Unflatten
+    only_conv = quantize_model(model, {"by": "type", "conv2d": cfg(6)})
+    assert widths(only_conv) == {"seq_blocks.1": 6, "seq_blocks.4": 6, "seq_blocks.8": None}
+
+
+def test_precedence_name_over_type_over_default():
+    model = build_model("jsc-toy")
+    plan = {"by": "name", "default": cfg(4), "linear": cfg(6), "seq_blocks_5": cfg(8)}
+    assert widths(quantize_model(model, plan)) == {
+        "seq_blocks.2": 6,
+        "seq_blocks.5": 8,
+        "seq_blocks.8": 6,
+    }
+    cnn = build_model("cnn")
+    plan = {"by": "name", "default": cfg(4), "conv2d": cfg(6), "seq_blocks_1": cfg(8)}
+    assert widths(quantize_model(cnn, plan)) == {
+        "seq_blocks.1": 8,
+        "seq_blocks.4": 6,
+        "seq_blocks.8": 4,
+    }
+    # Precedence does not depend on the order of the keys.
+    plan = {"seq_blocks_1": cfg(8), "conv2d": cfg(6), "default": cfg(4)}
+    assert widths(quantize_model(cnn, plan)) == {
+        "seq_blocks.1": 8,
+        "seq_blocks.4": 6,
+        "seq_blocks.8": 4,
+    }
+
+
+def test_both_name_spellings_agree():
+    model = build_model("jsc-toy")
+    fx = resolve_plan(model, {"by": "name", "seq_blocks_2": cfg(7, 2)})
+    path = resolve_plan(model, {"by": "name", "seq_blocks.2": cfg(7, 2)})
+    assert (
+        fx
+        == path
+        == {
+            "seq_blocks.2": LayerQuant(Integer(7, 2), Integer(7, 2), Integer(7, 2)),
+            "seq_blocks.5": None,
+            "seq_blocks.8": None,
+        }
+    )
+    a = quantize_model(model, {"seq_blocks_2": cfg(7, 2)})  # by defaults to "name"
+    b = quantize_model(model, {"seq_blocks.2": cfg(7, 2)})
+    assert a.seq_blocks[2].quant == b.seq_blocks[2].quant
+    assert type(a.seq_blocks[5]) is nn.Linear and type(b.seq_blocks[5]) is nn.Linear
+
+
+def test_name_na_leaves_the_layer_float():
+    model = build_model("jsc-toy")
+    new = quantize_model(model, {"default": cfg(4), "seq_blocks_5": cfg(None)})
+    assert type(new.seq_blocks[5]) is nn.Linear
+    assert torch.equal(new.seq_blocks[5].weight, model.seq_blocks[5].weight)
+    assert widths(new) == {"seq_blocks.2": 4, "seq_blocks.5": None, "seq_blocks.8": 4}
+    untouched = quantize_model(model, {"by": "type", "linear": cfg(None)})
+    assert all(type(m) is nn.Linear for m in untouched.seq_blocks if isinstance(m, nn.Linear))
+
+
+def test_layer_config_fields():
+    assert parse_layer_config(cfg(8)["config"], "k") == LayerQuant(*[Integer(8, 4)] * 3)
+    partial = {
+        "name": "integer",
+        "weight_width": 6,
+        "weight_frac_width": 5,
+        "bias_width": 9,
+        "rounding": "floor",
+        "overflow": "wrap",
+    }
+    assert parse_layer_config(partial, "k") == LayerQuant(
+        data_in=None,
+        weight=Integer(6, 5, rounding="floor", overflow="wrap"),
+        bias=Integer(9, 4, rounding="floor", overflow="wrap"),
+    )
+    assert parse_layer_config(
+        {"name": "integer", "data_in_width": 3, "data_in_frac_width": -2}, "k"
+    ) == LayerQuant(data_in=Integer(3, -2))
+
+
+def test_quant_plan_object_equals_raw_table():
+    model = build_model("cnn")
+    lq = LayerQuant(Integer(8, 4, rounding="half_up"), Integer(5, 4, rounding="half_up"))
+    plan = QuantPlan(by="type", layers={"conv2d": lq, "linear": None})
+    raw = {
+        "by": "type",
+        "linear": cfg(None),
+        "conv2d": {
+            "config": {
+                "name": "integer",
+                "data_in_width": 8,
+                "weight_width": 5,
+                "weight_frac_width": 4,
+                "rounding": "half_up",
+            }
+        },
+    }
+    assert resolve_plan(model, plan) == resolve_plan(model, raw)
+    assert quantize_model(model, plan).seq_blocks[4].quant == lq
+
+
+def test_jsc_tiny_output_equals_hand_forward():
+    torch.manual_seed(1)
+    model = random_stats(build_model("jsc-tiny"))
+    text = """
+    [passes.quantize]
+    by = "type"
+    [passes.quantize.default.config]
+    name = "integer"
+    data_in_width = 6
+    data_in_frac_width = 3
+    weight_width = 4
+    weight_frac_width = 2
+    bias_width = 5
+    bias_frac_width = "NA"
+    rounding = "half_up"
+    """
+    plan = tomllib.loads(text)["passes"]["quantize"]
+    new = quantize_model(model, plan)
+    assert type(new.seq_blocks[2]) is QuantLinear
+    x = torch.randn(64, 16) * 2
+    bn = model.seq_blocks[0]
+    h = (
+        (x.double() - bn.running_mean.double())
+        / torch.sqrt(bn.running_var.double() + bn.eps)
+        * bn.weight.double()
+        + bn.bias.double()
+    ).clamp_min(0)
+    h32 = torch.relu(bn(x))
+    torch.testing.assert_close(h32.double(), h, rtol=1e-5, atol=1e-5)
+    lin = model.seq_blocks[2]
+    qx = ref_quantize(h32.detach().numpy(), 6, 3, "half_up")
+    qw = ref_quantize(lin.weight.detach().numpy(), 4, 2, "half_up")
+    qb = ref_quantize(lin.bias.detach().numpy(), 5, None, "half_up")
+    want = np.maximum(qx @ qw.T + qb, 0)
+    with torch.no_grad():
+        got = new(x)
+    torch.testing.assert_close(got.double(), torch.from_numpy(want), rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(got, model(x).detach(), atol=1e-3)  # quantization did something
+
+
+@pytest.mark.parametrize(
+    ("name", "plan"),
+    [
+        (
+            "jsc-toy",
+            {
+                "by": "name",
+                "default": cfg(5, 3),
+                "seq_blocks_5": cfg(3, 1, overflow="wrap"),
+                "seq_blocks.8": cfg(None),
+            },
+        ),
+        ("jsc-toy", {"by": "type", "linear": cfg(4, "NA", rounding="floor")}),
+        ("cnn", {"by": "type", "conv2d": cfg(5, 3), "linear": cfg(6, 2, rounding="half_up")}),
+        ("cnn", {"seq_blocks_4": cfg(3, 1), "default": cfg(8, 5)}),
+    ],
+)
+def test_quantized_model_output_equals_hand_forward(name, plan):
+    torch.manual_seed(3)
+    model = random_stats(build_model(name))
+    resolved = resolve_plan(model, plan)
+    new = quantize_model(model, plan)
+    x = torch.randn(16, 64 if name == "cnn" else 16) * 2
+    with torch.no_grad():
+        got, want = new(x), hand_forward(model, resolved, x)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(got, model(x).detach(), atol=1e-3)
+
+
+def test_report_key_is_ignored_and_empty_plan_changes_nothing():
+    model = build_model("jsc-tiny")
+    new = quantize_model(model, {"by": "type", "report": True})
+    assert type(new.seq_blocks[2]) is nn.Linear and new is not model
+
+
+@pytest.mark.parametrize(
+    ("name", "plan", "key", "mentions"),
+    [
+        (
+            "jsc-toy",
+            {"seq_blocks_9": cfg(8)},
+            "passes.quantize.seq_blocks_9",
+            ["seq_blocks_2", "seq_blocks_5", "seq_blocks_8"],
+        ),
+        (
+            "jsc-toy",
+            {"by": "type", "lstm": cfg(8)},
+            "passes.quantize.lstm",
+            ["linear", "conv1d", "conv2d"],
+        ),
+        (
+            "jsc-toy",
+            {"by": "type", "seq_blocks_2": cfg(8)},
+            "passes.quantize.seq_blocks_2",
+            ["linear"],
+        ),
+        (
+            "jsc-toy",
+            {"seq_blocks_2": {"config": {"name": "integer", "weight_widht": 8}}},
+            "passes.quantize.seq_blocks_2.config.weight_widht",
+            ["weight_width"],
+        ),
+        ("jsc-toy", {"seq_blocks_2": cfg(0)}, "passes.quantize.seq_blocks_2.config", ["_width"]),
+        (
+            "jsc-toy",
+            {"default": {"config": {"name": "integer", "weight_width": 33}}},
+            "passes.quantize.default.config.weight_width",
+            ["33"],
+        ),
+        (
+            "jsc-toy",
+            {"seq_blocks_2": {"config": {"name": "integer", "weight_width": 0}}},
+            "passes.quantize.seq_blocks_2.config.weight_width",
+            ["0"],
+        ),
+        (
+            "cnn",
+            {"by": "type", "conv2d": cfg(8, "abc")},
+            "passes.quantize.conv2d.config.data_in_frac_width",
+            ["abc"],
+        ),
+        (
+            "jsc-toy",
+            {"default": {"config": {"name": "minifloat", "weight_width": 8}}},
+            "passes.quantize.default.config.name",
+            ["minifloat", "integer"],
+        ),
+        ("jsc-toy", {"by": "layer", "default": cfg(8)}, "passes.quantize.by", ["layer"]),
+        (
+            "jsc-toy",
+            {"default": cfg(8, rounding="nearest")},
+            "passes.quantize.default.config.rounding",
+            ["nearest"],
+        ),
+        (
+            "jsc-toy",
+            {"default": cfg(8, overflow="clip")},
+            "passes.quantize.default.config.overflow",
+            ["clip"],
+        ),
+        (
+            "jsc-toy",
+            {"default": cfg(8, 1.5)},
+            "passes.quantize.default.config.data_in_frac_width",
+            ["1.5"],
+        ),
+        ("jsc-toy", {"default": {"name": "integer"}}, "passes.quantize.default", []),
+    ],
+)
+def test_config_errors_name_the_key(name, plan, key, mentions):
+    model = build_model(name)
+    state = copy.deepcopy(model.state_dict())
+    with pytest.raises(ConfigError) as info:
+        quantize_model(model, plan)
+    message = str(info.value)
+    assert isinstance(info.value, ValueError)
+    assert key in message
+    for word in mentions:
+        assert word in message
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, state[k])

@@ -1,0 +1,249 @@
+"""Tests for bitscout.quant.layers: QuantLinear/QuantConv1d/QuantConv2d against a hand computation.
+
+The quantized tensors of the reference come from an independent NumPy fixed-point reference.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bitscout.quant import Integer, LayerQuant, QuantConv1d, QuantConv2d, QuantLinear
+from bitscout.quant.layers import to_quant
+
+
+def ref_quantize(x, width: int, frac, rounding: str = "half_even", overflow: str = "saturate"):
+    """Independent fixed-point reference (float64 scaling is exact for float32 inputs)."""
+    f = width // 2 if frac in (None, "NA") else frac
+    s = np.asarray(x, dtype=np.float32).astype(np.float64) * 2.0**f
+    lo = np.floor(s)
+    rem = s - lo
+    if rounding == "floor":
+        k = lo
+    elif rounding == "half_up":
+        k = np.where(rem >= 0.5, lo + 1, lo)
+    else:
+        k = np.where((rem > 0.5) | ((rem == 0.5) & (np.fmod(lo, 2) != 0)), lo + 1, lo)
+    k_min, span = -(1 << (width - 1)), 1 << width
+    if overflow == "saturate":
+        ks = [min(max(int(v), k_min), span + k_min - 1) for v in k.ravel()]
+    else:
+        ks = [(int(v) - k_min) % span + k_min for v in k.ravel()]
+    return (np.array(ks, dtype=np.float64) * 2.0**-f).reshape(s.shape)
+
+
+def ref_tensor(t: torch.Tensor, fmt: Integer | None) -> torch.Tensor:
+    """`t` quantized by the reference (float32), or `t` itself for fmt=None."""
+    if fmt is None:
+        return t.detach().clone()
+    values = ref_quantize(t.detach().numpy(), fmt.width, fmt.frac_width, fmt.rounding, fmt.overflow)
+    return torch.from_numpy(values).to(torch.float32)
+
+
+def on_grid(t: torch.Tensor, fmt: Integer) -> bool:
+    k = t.detach().double() * 2.0**fmt.frac_width
+    return bool(torch.equal(k, k.round()) and k.min() >= fmt.k_min and k.max() <= fmt.k_max)
+
+
+FULL = LayerQuant(
+    data_in=Integer(6, 3, rounding="half_up"),
+    weight=Integer(4, 3, rounding="floor", overflow="wrap"),
+    bias=Integer(5, 2),
+)
+QUANTS = {
+    "full": FULL,
+    "weight_only": LayerQuant(weight=Integer(3, 2)),
+    "data_in_only": LayerQuant(data_in=Integer(8, None, overflow="wrap")),
+    "no_bias_fmt": LayerQuant(data_in=Integer(8, 5), weight=Integer(8, 6)),
+    "none": LayerQuant(),
+}
+
+
+def snapshot(layer: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in layer.state_dict().items()}
+
+
+def check_untouched(layer: nn.Module, before: dict[str, torch.Tensor], new: nn.Module) -> None:
+    after = layer.state_dict()
+    assert after.keys() == before.keys()
+    for key, value in before.items():
+        assert torch.equal(after[key], value), key
+    new_ptrs = {t.data_ptr() for t in new.state_dict().values()}
+    assert not new_ptrs & {t.data_ptr() for t in after.values()}
+
+
+def scramble(layer: nn.Module, seed: int) -> None:
+    """Larger weights and biases so saturation and wrap both happen."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.8)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("name", list(QUANTS))
+def test_quant_linear_matches_hand_computation(name, bias):
+    quant = QUANTS[name]
+    torch.manual_seed(0)
+    layer = nn.Linear(7, 5, bias=bias)
+    scramble(layer, 1)
+    before = snapshot(layer)
+    q = to_quant(layer, quant)
+    assert type(q) is QuantLinear and q.quant == quant
+    assert (q.in_features, q.out_features) == (7, 5)
+    assert (q.bias is None) == (not bias)
+    x = torch.randn(11, 7) * 3
+    x[0, :4] = torch.tensor([0.0625, -0.0625, 100.0, -100.0])  # ties and far out of range
+    want = F.linear(
+        ref_tensor(x, quant.data_in),
+        ref_tensor(layer.weight, quant.weight),
+        None if layer.bias is None else ref_tensor(layer.bias, quant.bias),
+    )
+    got = q(x)
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+    if name == "none":
+        torch.testing.assert_close(got, layer(x), rtol=0, atol=0)
+    elif quant.weight is not None:
+        assert not torch.allclose(got, layer(x))
+    check_untouched(layer, before, q)
+
+
+CONV1D = [
+    {},
+    {"stride": 2, "padding": 1},
+    {"dilation": 2, "padding": 2, "groups": 2},
+    {"padding": "same"},
+    {"padding": 2, "padding_mode": "reflect"},
+    {"padding": 1, "padding_mode": "circular", "stride": 3},
+]
+CONV2D = [
+    {},
+    {"stride": (2, 1), "padding": (1, 2)},
+    {"dilation": (1, 2), "padding": 1, "groups": 4},
+    {"padding": "same", "dilation": 2},
+    {"padding": 1, "padding_mode": "replicate"},
+]
+
+
+def conv_by_hand(layer: nn.Module, x: torch.Tensor, quant: LayerQuant, conv) -> torch.Tensor:
+    qx = ref_tensor(x, quant.data_in)
+    qw = ref_tensor(layer.weight, quant.weight)
+    qb = None if layer.bias is None else ref_tensor(layer.bias, quant.bias)
+    padding = layer.padding
+    if layer.padding_mode != "zeros":
+        pads: list[int] = []
+        for p in reversed(padding):
+            pads += [p, p]
+        qx = F.pad(qx, pads, mode=layer.padding_mode)
+        padding = 0
+    return conv(
+        qx,
+        qw,
+        qb,
+        stride=layer.stride,
+        padding=padding,
+        dilation=layer.dilation,
+        groups=layer.groups,
+    )
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("name", ["full", "weight_only", "data_in_only", "none"])
+@pytest.mark.parametrize("options", CONV1D, ids=str)
+def test_quant_conv1d_matches_hand_computation(options, name, bias):
+    quant = QUANTS[name]
+    torch.manual_seed(2)
+    layer = nn.Conv1d(4, 6, 3, bias=bias, **options)
+    scramble(layer, 3)
+    before = snapshot(layer)
+    q = to_quant(layer, quant)
+    assert type(q) is QuantConv1d and q.quant == quant
+    for attr in ("stride", "padding", "dilation", "groups", "padding_mode", "kernel_size"):
+        assert getattr(q, attr) == getattr(layer, attr), attr
+    x = torch.randn(3, 4, 13) * 2
+    got = q(x)
+    torch.testing.assert_close(got, conv_by_hand(layer, x, quant, F.conv1d), rtol=1e-6, atol=1e-5)
+    if name == "none":
+        torch.testing.assert_close(got, layer(x), rtol=0, atol=0)
+    check_untouched(layer, before, q)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("name", ["full", "weight_only", "data_in_only", "none"])
+@pytest.mark.parametrize("options", CONV2D, ids=str)
+def test_quant_conv2d_matches_hand_computation(options, name, bias):
+    quant = QUANTS[name]
+    torch.manual_seed(4)
+    layer = nn.Conv2d(4, 8, (3, 2), bias=bias, **options)
+    scramble(layer, 5)
+    before = snapshot(layer)
+    q = to_quant(layer, quant)
+    assert type(q) is QuantConv2d and q.quant == quant
+    for attr in ("stride", "padding", "dilation", "groups", "padding_mode", "kernel_size"):
+        assert getattr(q, attr) == getattr(layer, attr), attr
+    x = torch.randn(2, 4, 9, 8) * 2
+    got = q(x)
+    torch.testing.assert_close(got, conv_by_hand(layer, x, quant, F.conv2d), rtol=1e-6, atol=1e-5)
+    if name == "none":
+        torch.testing.assert_close(got, layer(x), rtol=0, atol=0)
+    check_untouched(layer, before, q)
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [nn.Linear(6, 4), nn.Conv1d(2, 3, 3), nn.Conv2d(2, 3, 3)],
+    ids=lambda m: type(m).__name__,
+)
+def test_to_quant_copies_do_not_share_storage(layer):
+    before = snapshot(layer)
+    q = to_quant(layer, FULL)
+    for key, value in q.state_dict().items():
+        assert torch.equal(value, before[key]), key  # same float values ...
+    with torch.no_grad():
+        q.weight.add_(1.0)  # ... but its own storage
+        q.bias.zero_()
+    check_untouched(layer, before, q)
+    assert layer.weight.requires_grad and q.weight.requires_grad
+
+
+def test_stored_parameters_stay_float_and_are_quantized_on_the_fly():
+    layer = nn.Linear(5, 3)
+    scramble(layer, 7)
+    q = to_quant(layer, FULL)
+    assert torch.equal(q.weight, layer.weight)  # the float master weights are kept
+    qx, qw, qb = q._quantized(torch.randn(4, 5))
+    assert on_grid(qx, FULL.data_in) and on_grid(qw, FULL.weight) and on_grid(qb, FULL.bias)
+    assert torch.equal(qw, ref_tensor(layer.weight, FULL.weight))
+
+
+def test_straight_through_gradients_through_a_layer():
+    layer = nn.Linear(4, 3)
+    scramble(layer, 8)
+    q = to_quant(layer, FULL)
+    x = (torch.randn(6, 4) * 5).requires_grad_()
+    q(x).sum().backward()
+    qx, qw = ref_tensor(x, FULL.data_in), ref_tensor(layer.weight, FULL.weight)
+    # d/dW sum(qx @ qW.T + qb) = ones(3, 6) @ qx; identity through quantize, saturated or not.
+    torch.testing.assert_close(q.weight.grad, torch.ones(3, 6) @ qx)
+    torch.testing.assert_close(q.bias.grad, torch.full((3,), 6.0))
+    torch.testing.assert_close(x.grad, torch.ones(6, 3) @ qw)
+    assert layer.weight.grad is None
+
+
+def test_quant_layers_are_subclasses_of_float_layers():
+    assert issubclass(QuantLinear, nn.Linear)
+    assert issubclass(QuantConv1d, nn.Conv1d)
+    assert issubclass(QuantConv2d, nn.Conv2d)
+    assert "quant=" in repr(to_quant(nn.Linear(2, 2), FULL))
+
+
+@pytest.mark.parametrize("layer", [nn.Linear(3, 2), nn.Conv1d(2, 2, 3)], ids=["linear", "conv1d"])
+def test_to_quant_keeps_dtype(layer):
+    layer = layer.double()
+    q = to_quant(layer, LayerQuant(weight=Integer(8)))
+    assert q.weight.dtype == torch.float64
+    x = torch.randn((4, 3) if isinstance(layer, nn.Linear) else (4, 2, 5), dtype=torch.float64)
+    assert q(x).dtype == torch.float64

@@ -17,9 +17,9 @@ $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
+# The default search: trains the digits MLP (or reuses OUT/model.pt), then searches.
 run: $(STAMP)
-	$(VENV)/bin/bitscout train $(CONFIG) --out $(OUT)
-	$(VENV)/bin/bitscout quantize $(CONFIG) --load $(OUT)/model.pt
+	$(VENV)/bin/bitscout search $(CONFIG) --out $(OUT)
 
 test: $(STAMP)
 	$(PY) -m pytest

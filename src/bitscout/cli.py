@@ -62,8 +62,6 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 def cmd_search(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     out = Path(args.out or Path("runs") / Path(args.config).stem)
-    check_search(cfg, _overrides(args))  # fail on a bad config before creating anything
-    out.mkdir(parents=True, exist_ok=True)
     storage = args.storage or f"sqlite:///{out / 'study.db'}"
     run = SearchRun(out=out, storage=storage, study_name=args.study, load=args.load)
     summary = run_search(cfg, run, _overrides(args), console)

@@ -84,6 +84,10 @@ class Objective:
             return [math.fsum(self.scaled(metrics).values())]
         return [float(metrics[m.name]) for m in self.metrics]
 
+    def violations(self, metrics: Mapping[str, float]) -> dict[str, float]:
+        """Each constraint's violation (<= 0 when satisfied), keyed by its text."""
+        return {str(c): c.violation(metrics) for c in self.constraints}
+
     def feasible(self, metrics: Mapping[str, float]) -> bool:
         return all(c.satisfied(metrics) for c in self.constraints)
 

@@ -10,9 +10,18 @@ from bitscout.objective import Objective
 from bitscout.space import Choice
 from bitscout.store import Result
 
+SHORT = {"name": "q", "data_in_width": "in", "data_in_frac_width": "in.f", "weight_width": "w",
+         "weight_frac_width": "w.f", "bias_width": "b", "bias_frac_width": "b.f",
+         "rounding": "rnd", "overflow": "ovf"}  # fmt: skip
+
 
 def config_text(config: Mapping[str, Choice]) -> str:
-    return " ".join(f"{k}={v}" for k, v in config.items()) or "(no dimensions)"
+    """Compact form for the console: `seq_blocks_2(in=8 w=4 b=8)`."""
+    layers: dict[str, list[str]] = {}
+    for name, value in config.items():
+        layer, _, field = name.rpartition("/")
+        layers.setdefault(layer, []).append(f"{SHORT.get(field, field)}={value}")
+    return " ".join(f"{k}({' '.join(v)})" for k, v in layers.items()) or "(no dimensions)"
 
 
 class Reporter:

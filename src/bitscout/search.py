@@ -119,6 +119,7 @@ def run_search(cfg: Config, run: SearchRun, overrides: Overrides, console: Conso
     settings = check_search(cfg, overrides)
     data = load_data(cfg)
     space = parse_space(cfg.search.get("search_space", {}), make_model(cfg, data))
+    run.out.mkdir(parents=True, exist_ok=True)  # only once the whole config is known good
     model = float_model(cfg, data, run.load, run.out, console)
     n = settings.num_samples or len(data.y_val)
     latency = {

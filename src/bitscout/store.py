@@ -25,6 +25,7 @@ class Result:
 
     metrics: dict[str, float]
     values: list[float]
+    violations: dict[str, float]
     feasible: bool
     cached: bool
     duration_s: float
@@ -92,6 +93,7 @@ def record(
         distributions=distributions(space),
         values=result.values,
         user_attrs=result.attrs(),
+        constraints=result.violations or None,
         state=TrialState.COMPLETE,
     )
     study.add_trial(trial)

@@ -34,6 +34,7 @@ class SearchContext:
         return Result(
             metrics=metrics,
             values=self.objective.values(metrics),
+            violations=self.objective.violations(metrics),
             feasible=self.objective.feasible(metrics),
             cached=cached,
             duration_s=time.perf_counter() - start,

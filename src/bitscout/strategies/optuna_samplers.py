@@ -4,33 +4,25 @@ from collections.abc import Callable
 
 import optuna
 from optuna.samplers import BaseSampler
-from optuna.trial import FrozenTrial
 
 from bitscout.objective import Objective
 from bitscout.settings import StrategySettings
 from bitscout.space import SearchSpace
 from bitscout.strategies.base import STRATEGIES, SearchContext, Strategy
 
-Constraints = Callable[[FrozenTrial], list[float]] | None
 
-
-def _constraints(trial: FrozenTrial) -> list[float]:
-    return trial.user_attrs.get("constraints", [])
-
-
-def build_sampler(
-    name: str, seed: int, space: SearchSpace, constraints: Constraints
-) -> BaseSampler:
-    """Every sampler seeded; the constraint-aware ones told about infeasible trials."""
+def build_sampler(name: str, seed: int, space: SearchSpace) -> BaseSampler:
+    """Every sampler seeded. TPE, NSGA-II/III and GP read constraint violations from the
+    trials themselves (`Trial.set_constraint`)."""
     s = optuna.samplers
     grid = {d.name: list(d.choices) for d in space.dimensions}
     makers: dict[str, Callable[[], BaseSampler]] = {
-        "tpe": lambda: s.TPESampler(seed=seed, constraints_func=constraints),
+        "tpe": lambda: s.TPESampler(seed=seed),
         "random": lambda: s.RandomSampler(seed=seed),
-        "nsgaii": lambda: s.NSGAIISampler(seed=seed, constraints_func=constraints),
-        "nsgaiii": lambda: s.NSGAIIISampler(seed=seed, constraints_func=constraints),
+        "nsgaii": lambda: s.NSGAIISampler(seed=seed),
+        "nsgaiii": lambda: s.NSGAIIISampler(seed=seed),
         "qmc": lambda: s.QMCSampler(seed=seed, warn_independent_sampling=False),
-        "gp": lambda: s.GPSampler(seed=seed, constraints_func=constraints),
+        "gp": lambda: s.GPSampler(seed=seed),
         "grid": lambda: s.GridSampler(grid, seed=seed),
         "bruteforce": lambda: s.BruteForceSampler(seed=seed),
     }
@@ -43,8 +35,7 @@ class OptunaStrategy(Strategy):
     def sampler(
         self, settings: StrategySettings, space: SearchSpace, objective: Objective
     ) -> BaseSampler:
-        constraints = _constraints if objective.constraints else None
-        return build_sampler(settings.sampler, settings.seed, space, constraints)
+        return build_sampler(settings.sampler, settings.seed, space)
 
     def run(self, ctx: SearchContext) -> None:
         def objective(trial: optuna.Trial) -> float | list[float]:
@@ -54,9 +45,8 @@ class OptunaStrategy(Strategy):
             result = ctx.score(config)
             for key, value in result.attrs().items():
                 trial.set_user_attr(key, value)
-            trial.set_user_attr(
-                "constraints", [c.violation(result.metrics) for c in ctx.objective.constraints]
-            )
+            for name, violation in ctx.objective.violations(result.metrics).items():
+                trial.set_constraint(name, violation)
             ctx.on_trial(trial.number, config, result)
             return result.values[0] if ctx.objective.single else result.values
 

@@ -13,6 +13,8 @@ from bitscout.errors import ConfigError
 from bitscout.evaluate import evaluate_model
 from bitscout.quant.apply import fx_name, parse_plan, quantizable_layers, quantize_model
 from bitscout.quant.layers import TYPE_NAMES
+from bitscout.report import load_run, rerank_objective
+from bitscout.report_md import write_report
 from bitscout.search import Overrides, SearchRun, check_search, run_search
 from bitscout.space import parse_space
 from bitscout.train import load_checkpoint
@@ -97,6 +99,20 @@ def cmd_space(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    out = Path(args.dir)
+    run = load_run(out)
+    if args.objective is None and not args.constraint:
+        path = write_report(run, run.objective, out, f"bitscout report: {out.name}")
+    else:
+        objective = rerank_objective(run, args.objective, args.constraint)
+        path = write_report(
+            run, objective, out / args.name, f"bitscout re-ranking: {out.name}", tables=True
+        )
+    console.print(f"report written to {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bitscout", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -122,6 +138,21 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--storage", help="Optuna storage URL (default sqlite:///DIR/study.db)")
     search.add_argument("--study", default="bitscout", help="study name (default %(default)s)")
     search.set_defaults(func=cmd_search)
+    report = sub.add_parser("report", help="tables and plots of a finished search")
+    report.add_argument("dir", help="the search's output directory")
+    report.add_argument(
+        "--objective", help='re-rank with new scales: "accuracy=2.0,average_bitwidth=-0.1"'
+    )
+    report.add_argument(
+        "--constraint",
+        action="append",
+        default=[],
+        help='re-rank under a constraint, e.g. "accuracy>=0.9" (repeatable)',
+    )
+    report.add_argument(
+        "--name", default="rerank", help="subdirectory for a re-ranking (default %(default)s)"
+    )
+    report.set_defaults(func=cmd_report)
     space = sub.add_parser("space", help="print the layers, dimensions and size of the space")
     space.add_argument("config")
     space.set_defaults(func=cmd_space)

@@ -45,7 +45,7 @@ class Constraint:
         return max(abs(metrics[self.metric] - self.bound), 1e-12)
 
     def __str__(self) -> str:
-        return f"{self.metric} {self.op} {self.bound:g}"
+        return f"{self.metric} {self.op} {self.bound!r}"
 
 
 def parse_constraint(metric: str, text: object, key: str) -> Constraint:

@@ -13,6 +13,7 @@ from rich.table import Table
 from bitscout.config import Config, check_keys
 from bitscout.errors import ConfigError
 from bitscout.evaluate import Evaluator
+from bitscout.objective import Objective
 from bitscout.outputs import (
     best_entry,
     best_trials,
@@ -22,6 +23,8 @@ from bitscout.outputs import (
     write_summary,
 )  # fmt: skip
 from bitscout.progress import Reporter, config_text
+from bitscout.report import load_run
+from bitscout.report_md import write_report
 from bitscout.settings import SAMPLER_NAMES, STRATEGY_NAMES, StrategySettings, parse_settings
 from bitscout.space import SearchSpace, parse_space
 from bitscout.store import done_trials, open_study, trial_state, write_trials_csv
@@ -157,6 +160,10 @@ def run_search(cfg: Config, run: SearchRun, overrides: Overrides, console: Conso
             cfg, run, settings, space, model, study, wall, len(before), evaluator
         )
     show_best(console, settings, study)
+    report = write_report(
+        load_run(run.out), settings.objective, run.out, f"bitscout search: {run.out.name}"
+    )
+    console.print(f"report: {report}")
     return summary
 
 
@@ -206,9 +213,24 @@ def write_outputs(
         "best": best_entry(winners[0] if winners else None),
         "pareto_size": None if objective.single else len(winners),
         "wall_s": wall,
+        "objective": objective_spec(objective),
+        "eval_samples": len(evaluator.y),
+        "dimensions": [d.name for d in space.dimensions],
     }
     write_summary(run.out / "summary.json", summary)
     return summary
+
+
+def objective_spec(objective: Objective) -> dict[str, Any]:
+    """The objective as summary.json records it, so a report can re-read and re-rank."""
+    return {
+        "single": objective.single,
+        "direction": objective.direction,
+        "metrics": [
+            {"name": m.name, "scale": m.scale, "direction": m.direction} for m in objective.metrics
+        ],
+        "constraints": [str(c) for c in objective.constraints],
+    }
 
 
 def show_best(console: Console, settings: StrategySettings, study: Any) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from bitscout.compare import run_compare
 from bitscout.config import load_config, read_toml
 from bitscout.errors import ConfigError
 from bitscout.evaluate import evaluate_model
@@ -113,6 +114,16 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    out = Path(args.out or Path("runs") / f"{Path(args.config).stem}-compare")
+    run_compare(
+        cfg, args.strategies, args.repeats, out, console, trials=args.trials, load=args.load
+    )
+    console.print(f"comparison written to {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bitscout", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -153,6 +164,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--name", default="rerank", help="subdirectory for a re-ranking (default %(default)s)"
     )
     report.set_defaults(func=cmd_report)
+    compare = sub.add_parser("compare", help="compare strategies over seeds on one space")
+    compare.add_argument("config")
+    compare.add_argument(
+        "--strategies",
+        default="bruteforce,tpe,random",
+        help="comma-separated: bruteforce and Optuna samplers (default %(default)s)",
+    )
+    compare.add_argument(
+        "--repeats", type=int, default=10, help="seeds 0..N-1 (default %(default)s)"
+    )
+    compare.add_argument("--trials", type=int, help="trials per run (default: n_trials)")
+    compare.add_argument("--out", help="output directory (default runs/<config name>-compare)")
+    compare.add_argument("--load", help="float checkpoint; default: DIR/model.pt, else train one")
+    compare.set_defaults(func=cmd_compare)
     space = sub.add_parser("space", help="print the layers, dimensions and size of the space")
     space.add_argument("config")
     space.set_defaults(func=cmd_space)

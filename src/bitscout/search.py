@@ -9,8 +9,10 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from torch import nn
 
 from bitscout.config import Config, check_keys
+from bitscout.data import Splits
 from bitscout.errors import ConfigError
 from bitscout.evaluate import Evaluator
 from bitscout.objective import Objective
@@ -109,6 +111,18 @@ def _study_meta(cfg: Config, settings: StrategySettings, space: SearchSpace) -> 
     }
 
 
+def make_evaluator(
+    settings: StrategySettings, space: SearchSpace, data: Splits, model: nn.Module
+) -> Evaluator:
+    """The evaluator of one search: the first `num_samples` validation rows (or all)."""
+    n = settings.num_samples or len(data.y_val)
+    names = ("latency_repeats", "latency_warmup", "latency_budget_s")
+    latency = {name: getattr(settings, name) for name in names}
+    return Evaluator(
+        model, space, data.x_val[:n], data.y_val[:n], metric_names(settings), latency=latency
+    )
+
+
 @dataclass(frozen=True)
 class SearchRun:
     out: Path
@@ -124,15 +138,7 @@ def run_search(cfg: Config, run: SearchRun, overrides: Overrides, console: Conso
     space = parse_space(cfg.search.get("search_space", {}), make_model(cfg, data))
     run.out.mkdir(parents=True, exist_ok=True)  # only once the whole config is known good
     model = float_model(cfg, data, run.load, run.out, console)
-    n = settings.num_samples or len(data.y_val)
-    latency = {
-        "latency_repeats": settings.latency_repeats,
-        "latency_warmup": settings.latency_warmup,
-        "latency_budget_s": settings.latency_budget_s,
-    }
-    evaluator = Evaluator(
-        model, space, data.x_val[:n], data.y_val[:n], metric_names(settings), latency=latency
-    )
+    evaluator = make_evaluator(settings, space, data, model)
     strategy = STRATEGIES.get(settings.name, "search.strategy.name")
     study = open_study(
         run.storage,

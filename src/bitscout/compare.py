@@ -1,0 +1,383 @@
+"""`bitscout compare`: several strategies x seeds on one space through one evaluation cache,
+scored against the true optimum wherever the space is small enough to enumerate."""
+
+import csv
+import dataclasses
+import json
+import math
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.trial import FrozenTrial
+from rich.console import Console
+from rich.progress import track
+from rich.table import Table
+
+from bitscout.config import Config
+from bitscout.errors import ConfigError
+from bitscout.evaluate import Evaluator
+from bitscout.objective import Objective
+from bitscout.search import Overrides, check_search, make_evaluator
+from bitscout.settings import SAMPLER_NAMES, StrategySettings
+from bitscout.space import SearchSpace, parse_space
+from bitscout.store import done_trials
+from bitscout.strategies import STRATEGIES, SearchContext
+from bitscout.workflow import float_model, load_data, make_model
+
+ENUMERABLE_MAX = 100_000  # enumerate the space for the optimum only up to this many candidates
+TOL = 1e-12  # relative: a regret this small is float noise, not a miss
+WITHIN = 0.01  # "near the optimum": within 1% of |optimum|
+SINGLE_KEY = "search.strategy.setup.sum_scaled_metrics"
+COLUMNS = ("strategy", "seed", "trial", "config", "objective", "best_so_far", "regret")
+# Here `bruteforce` is our exhaustive strategy, so Optuna's sampler of that name is left out.
+KNOWN = ("bruteforce", *(s for s in SAMPLER_NAMES if s != "bruteforce"))
+NO_REGRET = dict.fromkeys(
+    ("regret", "trials_to_optimum", "never_optimum", "trials_to_1pct", "never_1pct", "regret_auc")
+)
+HEADERS = (
+    "strategy", "seeds", "trials", "median final best", "trials to optimum (median; never)",
+    "trials to within 1% (median; never)", "mean regret AUC",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class CompareResult:
+    rows: list[dict]  # the compare.csv rows (None where a cell is empty)
+    summary: list[dict]  # one per strategy, in the order asked
+    optimum: float | None  # best feasible objective of the space; None when not enumerated
+    evaluated: int  # distinct candidates evaluated by the whole comparison
+
+
+def parse_strategies(names: Sequence[str] | str) -> list[str]:
+    """Validate `--strategies`; a comma-separated string is accepted as the CLI gives it."""
+    if isinstance(names, str):
+        names = names.split(",")
+    names = [n.strip() for n in names]
+    if not names:
+        raise ConfigError("--strategies", f"needs at least one strategy; known: {', '.join(KNOWN)}")
+    for name in names:
+        if name not in KNOWN:
+            raise ConfigError("--strategies", f"unknown strategy; known: {', '.join(KNOWN)}", name)
+    if len(set(names)) != len(names):
+        raise ConfigError("--strategies", "must name each strategy once", ",".join(names))
+    return names
+
+
+def check_compare(
+    cfg: Config, strategies: Sequence[str] | str, repeats: int, trials: int | None
+) -> tuple[list[str], StrategySettings]:
+    """Everything `run_compare` refuses, checked before any work is done."""
+    labels = parse_strategies(strategies)
+    for key, value in (("--repeats", repeats), ("--trials", 1 if trials is None else trials)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(key, "must be an integer >= 1", value)
+    settings = check_search(cfg, Overrides())
+    if not settings.objective.single:  # regret and best-so-far need one order on candidates
+        raise ConfigError(SINGLE_KEY, "compare needs a single objective (true)", False)
+    return labels, settings
+
+
+def run_settings(
+    settings: StrategySettings, label: str, seed: int, n_trials: int
+) -> StrategySettings:
+    """One run's settings. No timeout and one job: either would make runs irreproducible."""
+    name, sampler = ("bruteforce", settings.sampler) if label == "bruteforce" else ("optuna", label)
+    fixed = {"seed": seed, "n_trials": n_trials, "timeout": None, "n_jobs": 1}
+    return dataclasses.replace(settings, name=name, sampler=sampler, **fixed)
+
+
+def run_one(
+    space: SearchSpace, evaluator: Evaluator, settings: StrategySettings
+) -> list[FrozenTrial]:
+    """Run one strategy and seed in a fresh in-memory study; its complete trials in order."""
+    strategy = STRATEGIES.get(settings.name, "--strategies")
+    objective = settings.objective
+    sampler = strategy.sampler(settings, space, objective)
+    study = optuna.create_study(directions=objective.directions, sampler=sampler)  # in memory
+    strategy.run(SearchContext(space, evaluator, objective, settings, study))
+    return done_trials(study)
+
+
+def enumerate_optimum(
+    space: SearchSpace, evaluator: Evaluator, objective: Objective, console: Console
+) -> float | None:
+    """The best feasible objective over every candidate (None if none is feasible). Through
+    the shared cache, so a brute-force run afterwards costs nothing more."""
+    best: float | None = None
+    indexes = track(range(space.size), description="enumerating", console=console, transient=True)
+    for index in indexes:
+        metrics, _ = evaluator.evaluate(space.config(index))
+        value = objective.values(metrics)[0]
+        if not objective.feasible(metrics) or not math.isfinite(value):
+            continue
+        if best is None or objective.better(value, best):
+            best = value
+    return best
+
+
+def find_optimum(
+    space: SearchSpace, evaluator: Evaluator, objective: Objective, console: Console
+) -> float | None:
+    if space.size > ENUMERABLE_MAX:
+        console.print(
+            f"space of {space.size} candidates is too large to enumerate: "
+            "comparing best-so-far without regret"
+        )
+        return None
+    optimum = enumerate_optimum(space, evaluator, objective, console)
+    if optimum is None:
+        console.print("no candidate of the space is feasible: comparing without regret")
+    return optimum
+
+
+def run_rows(
+    label: str,
+    seed: int,
+    trials: Sequence[FrozenTrial],
+    objective: Objective,
+    optimum: float | None,
+) -> list[dict[str, Any]]:
+    """compare.csv rows of one run. Only feasible trials count towards the best so far."""
+    rows: list[dict[str, Any]] = []
+    best: float | None = None
+    for position, t in enumerate(trials, start=1):
+        value = t.values[0]
+        ok = t.user_attrs.get("feasible", True) and math.isfinite(value)
+        if ok and (best is None or objective.better(value, best)):
+            best = value
+        regret = None if optimum is None or best is None else abs(optimum - best)
+        config = json.dumps(t.params, sort_keys=True, separators=(",", ":"))
+        cells = (label, seed, position, config, value, best, regret)
+        rows.append(dict(zip(COLUMNS, cells, strict=True)))
+    return rows
+
+
+def run_all(
+    labels: Sequence[str],
+    repeats: int,
+    runs: tuple[SearchSpace, Evaluator, StrategySettings, int],
+    optimum: float | None,
+    console: Console,
+) -> list[dict[str, Any]]:
+    space, evaluator, settings, n_trials = runs
+    rows: list[dict[str, Any]] = []
+    for label in labels:
+        for seed in range(repeats):
+            done = run_one(space, evaluator, run_settings(settings, label, seed, n_trials))
+            got = run_rows(label, seed, done, settings.objective, optimum)
+            best = got[-1]["best_so_far"] if got else None
+            shown = "none feasible" if best is None else f"best {best:.6g}"
+            console.print(f"{label} seed {seed}: {len(got)} trials, {shown}", highlight=False)
+            rows += got
+    return rows
+
+
+def _curves(
+    rows: Sequence[dict[str, Any]], label: str, seeds: Sequence[int], length: int
+) -> np.ndarray:
+    """Best so far, seeds x trials. A run shorter than `length` (a sampler that exhausted the
+    space, such as grid) keeps its last best; NaN before any feasible trial."""
+    curves = np.full((len(seeds), length), np.nan)
+    for i, seed in enumerate(seeds):
+        run = [r["best_so_far"] for r in rows if r["strategy"] == label and r["seed"] == seed]
+        values = [np.nan if v is None else v for v in run]
+        curves[i, : len(values)] = values
+        if values:
+            curves[i, len(values) :] = values[-1]
+    return curves
+
+
+def _band(curves: np.ndarray) -> dict[str, list[float]]:
+    """Mean and interquartile range over seeds, per trial."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a trial where no seed is feasible yet
+        return {
+            "mean": np.nanmean(curves, axis=0).tolist(),
+            "q25": np.nanquantile(curves, 0.25, axis=0).tolist(),
+            "q75": np.nanquantile(curves, 0.75, axis=0).tolist(),
+        }
+
+
+def _median(values: Iterable[float | None], reduce: Callable = np.median) -> float | None:
+    """`reduce` of the known values (None when there is none)."""
+    known = [v for v in values if v is not None and math.isfinite(v)]
+    return float(reduce(known)) if known else None
+
+
+def _first_hits(regret: np.ndarray, bound: float) -> list[int | None]:
+    """Per seed, the first (1-based) trial whose regret is within `bound`, or None."""
+    hits: list[int | None] = []
+    for row in regret:
+        index = np.flatnonzero(row <= bound)  # NaN (nothing feasible yet) never hits
+        hits.append(int(index[0]) + 1 if index.size else None)
+    return hits
+
+
+def _regret_stats(regret: np.ndarray, optimum: float) -> dict[str, Any]:
+    to_opt = _first_hits(regret, TOL * abs(optimum))
+    to_near = _first_hits(regret, WITHIN * abs(optimum))
+    # Trials before the first feasible one have no regret and add nothing to the area; a
+    # seed with no feasible trial at all has no area and is left out of the mean.
+    areas = [float(np.nansum(r)) if np.isfinite(r).any() else None for r in regret]
+    return {
+        "regret": _band(regret),
+        "trials_to_optimum": _median(to_opt),
+        "never_optimum": to_opt.count(None),
+        "trials_to_1pct": _median(to_near),
+        "never_1pct": to_near.count(None),
+        "regret_auc": _median(areas, np.mean),
+    }
+
+
+def summarize(
+    rows: Sequence[dict[str, Any]],
+    labels: Sequence[str],
+    seeds: Sequence[int],
+    optimum: float | None,
+) -> list[dict[str, Any]]:
+    """One entry per strategy; the curves span the longest run of the whole comparison."""
+    length = max((r["trial"] for r in rows), default=0)
+    summary = []
+    for label in labels:
+        best = _curves(rows, label, seeds, length)
+        trials = [sum(1 for r in rows if r["strategy"] == label and r["seed"] == s) for s in seeds]
+        entry: dict[str, Any] = {
+            "strategy": label,
+            "seeds": len(seeds),
+            "trials": trials,
+            "final_best": _median(best[:, -1]) if length else None,
+            "best_so_far": _band(best),
+        }
+        known = optimum is not None
+        entry.update(_regret_stats(np.abs(optimum - best), optimum) if known else NO_REGRET)
+        summary.append(entry)
+    return summary
+
+
+def _num(value: float | None, missing: str = "-") -> str:
+    return missing if value is None else f"{value:.6g}"
+
+
+def cells(entry: dict[str, Any]) -> list[str]:
+    """One summary row as text, for compare.md and the console alike."""
+    low, high = min(entry["trials"]), max(entry["trials"])
+    hits = [
+        "n/a" if never is None else f"{_num(median)}; {never}"
+        for median, never in (
+            (entry["trials_to_optimum"], entry["never_optimum"]),
+            (entry["trials_to_1pct"], entry["never_1pct"]),
+        )
+    ]
+    return [
+        entry["strategy"],
+        str(entry["seeds"]),
+        str(low) if low == high else f"{low}-{high}",
+        _num(entry["final_best"]),
+        *hits,
+        _num(entry["regret_auc"], "n/a"),
+    ]
+
+
+def facts(space: SearchSpace, objective: Objective, result: CompareResult) -> str:
+    if result.optimum is not None:
+        optimum = f"optimum ({objective.direction}) {result.optimum:.6g}"
+    elif space.size > ENUMERABLE_MAX:
+        optimum = f"optimum unknown (more than {ENUMERABLE_MAX} candidates to enumerate)"
+    else:
+        optimum = "optimum unknown (no feasible candidate)"
+    evaluated = f"{result.evaluated} distinct configs evaluated"
+    return f"space of {space.size} candidates; {optimum}; {evaluated}"
+
+
+def write_outputs(out: Path, result: CompareResult, header: str, title: str) -> None:
+    """compare.csv, compare.md and plots/compare.png."""
+    with (out / "compare.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)  # None is written as an empty cell
+        writer.writeheader()
+        writer.writerows(result.rows)
+    (out / "compare.md").write_text(markdown(result.summary, header))
+    draw(out / "plots" / "compare.png", result.summary, result.optimum, title)
+
+
+def markdown(summary: Sequence[dict[str, Any]], header: str) -> str:
+    lines = [
+        "# bitscout compare",
+        "",
+        header,
+        "",
+        "| " + " | ".join(HEADERS) + " |",
+        "|" + "|".join("---" for _ in HEADERS) + "|",
+        *("| " + " | ".join(cells(e)) + " |" for e in summary),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def draw(path: Path, summary: Sequence[dict[str, Any]], optimum: float | None, title: str) -> None:
+    """Best so far against trials: the mean over seeds with its interquartile band."""
+    # The Figure API needs no pyplot and so leaves matplotlib's global backend alone;
+    # imported here because matplotlib is slow to import and only this draws.
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7.5, 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    for entry in summary:
+        band = entry["best_so_far"]
+        x = np.arange(1, len(band["mean"]) + 1)
+        (line,) = ax.plot(x, band["mean"], label=entry["strategy"])
+        ax.fill_between(x, band["q25"], band["q75"], color=line.get_color(), alpha=0.2, lw=0)
+    if optimum is not None:
+        ax.axhline(optimum, color="black", linestyle="--", linewidth=1, label="optimum")
+    ax.set(xlabel="trial", ylabel="best objective so far", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+
+
+def show(console: Console, summary: Sequence[dict[str, Any]], header: str) -> None:
+    table = Table(title="strategy comparison", caption=header)
+    for i, name in enumerate(HEADERS):
+        table.add_column(name, justify="left" if i == 0 else "right")
+    for entry in summary:
+        table.add_row(*cells(entry))
+    console.print(table)
+
+
+def run_compare(
+    cfg: Config,
+    strategies: Sequence[str],
+    repeats: int,
+    out: Path,
+    console: Console,
+    *,
+    trials: int | None = None,
+    load: str | Path | None = None,
+) -> CompareResult:
+    """Run every strategy with seeds 0..repeats-1 and write compare.csv, compare.md and
+    plots/compare.png into `out`."""
+    labels, settings = check_compare(cfg, strategies, repeats, trials)
+    data = load_data(cfg)
+    space = parse_space(cfg.search.get("search_space", {}), make_model(cfg, data))
+    out.mkdir(parents=True, exist_ok=True)  # only once the whole config is known good
+    evaluator = make_evaluator(settings, space, data, float_model(cfg, data, load, out, console))
+    n_trials = trials or settings.n_trials or space.size
+    optimum = find_optimum(space, evaluator, settings.objective, console)
+    console.print(
+        f"comparing {', '.join(labels)} with seeds 0..{repeats - 1}: "
+        f"{n_trials} trials each on {space.size} candidates"
+    )
+    runs = (space, evaluator, settings, n_trials)
+    rows = run_all(labels, repeats, runs, optimum, console)
+    summary = summarize(rows, labels, range(repeats), optimum)
+    result = CompareResult(rows, summary, optimum, len(evaluator.cache))
+    header = facts(space, settings.objective, result)
+    title = f"{cfg.model} on {cfg.dataset}: {', '.join(labels)} ({repeats} seeds)"
+    write_outputs(out, result, header, title)
+    show(console, summary, header)
+    console.print(f"outputs in {out}")
+    return result

@@ -231,3 +231,10 @@ def test_pareto_front_edge_cases():
     assert not dominates((1.0, 1.0), (1.0, 1.0), ["maximize", "minimize"])
     assert dominates((2.0, 1.0), (1.0, 1.0), ["maximize", "minimize"])
     assert dominates((1.0, 0.0), (1.0, 1.0), ["maximize", "minimize"])
+
+
+def test_storage_password_is_masked():
+    from bitscout.search import mask_password
+
+    assert mask_password("postgresql://bob:s3cr@t@db:5432/x") == "postgresql://bob:***@db:5432/x"
+    assert mask_password("sqlite:///runs/a/study.db") == "sqlite:///runs/a/study.db"

@@ -82,7 +82,7 @@ def apply_overrides(settings: StrategySettings, o: Overrides) -> StrategySetting
 
 def mask_password(url: str) -> str:
     """`postgresql://user:secret@host/db` -> `postgresql://user:***@host/db`."""
-    return re.sub(r"(//[^:/@]+:)[^@]*@", r"\1***@", url)
+    return re.sub(r"(//[^:/@]+:)[^/]*@", r"\1***@", url)
 
 
 def metric_names(settings: StrategySettings) -> list[str]:

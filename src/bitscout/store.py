@@ -1,7 +1,6 @@
 """The study store: every trial of a search in one Optuna storage, and its CSV view."""
 
 import csv
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,7 +165,3 @@ def write_trials_csv(
             writer.writerow(_row(t, space, objective, names))
     tmp.replace(path)
     return len(trials)
-
-
-def finite(values: Sequence[float]) -> bool:
-    return all(math.isfinite(v) for v in values)

@@ -184,13 +184,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def error_line(err: ConfigError, config: str | None) -> str:
+    """One line that names the file: errors about a config key get the config's path in front
+    (flags, paths and errors that already name the file stand as they are)."""
+    text = " ".join(str(err).split())
+    if config is None or err.file or err.key.startswith(("--", config)):
+        return text
+    return f"{config}: {text}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
     except ConfigError as err:
-        print(f"bitscout: error: {err}", file=sys.stderr)
+        print(f"bitscout: error: {error_line(err, getattr(args, 'config', None))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("bitscout: interrupted", file=sys.stderr)

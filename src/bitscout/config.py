@@ -109,11 +109,13 @@ def read_toml(path: str | Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(str(path), f"cannot read the file ({err.__class__.__name__})") from err
+        raise ConfigError(
+            str(path), f"cannot read the file ({err.__class__.__name__})", file=True
+        ) from err
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
-        raise ConfigError(str(path), f"invalid TOML: {err}") from err
+        raise ConfigError(str(path), f"invalid TOML: {err}", file=True) from err
 
 
 def load_config(path: str | Path) -> Config:

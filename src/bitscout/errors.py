@@ -7,8 +7,9 @@ class ConfigError(ValueError):
     The CLI prints it on one line and exits with status 2.
     """
 
-    def __init__(self, key: str, rule: str, value: object = ...) -> None:
+    def __init__(self, key: str, rule: str, value: object = ..., *, file: bool = False) -> None:
         self.key = key
+        self.file = file  # the key is itself a file's path (a checkpoint, a TOML file)
         self.rule = rule
         self.value = value
         got = "" if value is ... else f", got {value!r}"

@@ -84,19 +84,24 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError as err:
-        raise ConfigError(str(path), "checkpoint file not found") from err
+        raise ConfigError(str(path), "checkpoint file not found", file=True) from err
     except Exception as err:
         raise ConfigError(
             str(path),
             "not a loadable weights-only checkpoint (a state dict "
             f"saved by `bitscout train`): {str(err).splitlines()[0]}",
+            file=True,
         ) from err
     if not isinstance(state, dict):
-        raise ConfigError(str(path), "checkpoint must hold a state dict", type(state).__name__)
+        raise ConfigError(
+            str(path), "checkpoint must hold a state dict", type(state).__name__, file=True
+        )
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
         raise ConfigError(
-            str(path), f"checkpoint does not fit the configured model: {' '.join(str(err).split())}"
+            str(path),
+            f"checkpoint does not fit the configured model: {' '.join(str(err).split())}",
+            file=True,
         ) from err
     return model.eval()

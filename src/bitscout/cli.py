@@ -1,16 +1,20 @@
 """Command line: parse arguments and dispatch; the work lives in the other modules."""
 
 import argparse
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from rich.console import Console
 from rich.table import Table
 
 from bitscout.compare import run_compare
 from bitscout.config import load_config, read_toml
-from bitscout.errors import ConfigError
+from bitscout.dashboard import serve_dashboard
+from bitscout.errors import ConfigError, SearchFailed
 from bitscout.evaluate import evaluate_model
 from bitscout.quant.apply import fx_name, parse_plan, quantizable_layers, quantize_model
 from bitscout.quant.layers import TYPE_NAMES
@@ -37,8 +41,11 @@ def _quant_plan(args: argparse.Namespace):  # noqa: ANN202 - QuantPlan | None
     raw = read_toml(args.quant)
     table = raw.get("passes", {}).get("quantize")
     if not isinstance(table, dict):
-        raise ConfigError(f"{args.quant}: passes.quantize", "table is required")
-    return parse_plan(table)
+        raise ConfigError(f"{args.quant}: passes.quantize", "table is required", file=True)
+    try:
+        return parse_plan(table)
+    except ConfigError as err:  # the key belongs to the --quant file, not the config
+        raise ConfigError(f"{args.quant}: {err.key}", err.rule, err.value, file=True) from err
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
@@ -65,10 +72,26 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 def cmd_search(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     out = Path(args.out or Path("runs") / Path(args.config).stem)
-    storage = args.storage or f"sqlite:///{out / 'study.db'}"
+    storage = args.storage or default_storage(out)
     run = SearchRun(out=out, storage=storage, study_name=args.study, load=args.load)
     summary = run_search(cfg, run, _overrides(args), console)
     console.print(f"{summary['trials_run']} trials in {summary['wall_s']:.2f} s; outputs in {out}")
+    return 0
+
+
+def default_storage(out: Path) -> str:
+    """The run's own journal file (several local workers can share it); a run made before
+    journals were the default keeps its SQLite file."""
+    legacy = out / "study.db"
+    return f"sqlite:///{legacy}" if legacy.exists() else str(out / "study.journal")
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    out = Path(args.dir)
+    storage = args.storage or default_storage(out)
+    if args.storage is None and not Path(storage.removeprefix("sqlite:///")).exists():
+        raise ConfigError(str(out), "no study here (study.journal or study.db)", file=True)
+    serve_dashboard(storage, args.host, args.port, console)
     return 0
 
 
@@ -124,9 +147,25 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one line like every other bitscout error (no usage dump:
+    `--help` shows that)."""
+
+    def error(self, message: str) -> NoReturn:
+        where = self.prog.removeprefix("bitscout").strip()
+        self.exit(2, f"bitscout: error: {where + ': ' if where else ''}{message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bitscout", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = Parser(prog="bitscout", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     train = sub.add_parser("train", help="train the float model and save a checkpoint")
     train.add_argument("config")
     train.add_argument("--out", default="runs/train", help="output directory (default %(default)s)")
@@ -144,8 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument(
         "--sampler", help="Optuna sampler: tpe, random, nsgaii, ... (implies optuna)"
     )
-    search.add_argument("--trials", type=int, help="total trials in the study (n_trials)")
-    search.add_argument("--seed", type=int, help="seed of the strategy")
+    search.add_argument("--trials", type=integer, help="total trials in the study (n_trials)")
+    search.add_argument("--seed", type=integer, help="seed of the strategy")
     search.add_argument("--storage", help="Optuna storage URL (default sqlite:///DIR/study.db)")
     search.add_argument("--study", default="bitscout", help="study name (default %(default)s)")
     search.set_defaults(func=cmd_search)
@@ -172,12 +211,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated: bruteforce and Optuna samplers (default %(default)s)",
     )
     compare.add_argument(
-        "--repeats", type=int, default=10, help="seeds 0..N-1 (default %(default)s)"
+        "--repeats", type=integer, default=10, help="seeds 0..N-1 (default %(default)s)"
     )
-    compare.add_argument("--trials", type=int, help="trials per run (default: n_trials)")
+    compare.add_argument("--trials", type=integer, help="trials per run (default: n_trials)")
     compare.add_argument("--out", help="output directory (default runs/<config name>-compare)")
     compare.add_argument("--load", help="float checkpoint; default: DIR/model.pt, else train one")
     compare.set_defaults(func=cmd_compare)
+    dash = sub.add_parser("dashboard", help="open a run's study in optuna-dashboard")
+    dash.add_argument("dir", help="the search's output directory")
+    dash.add_argument("--storage", help="storage URL, when the search used --storage")
+    dash.add_argument("--host", default="127.0.0.1", help="bind address (default %(default)s)")
+    dash.add_argument("--port", type=integer, default=8080, help="port (default %(default)s)")
+    dash.set_defaults(func=cmd_dashboard)
     space = sub.add_parser("space", help="print the layers, dimensions and size of the space")
     space.add_argument("config")
     space.set_defaults(func=cmd_space)
@@ -193,16 +238,29 @@ def error_line(err: ConfigError, config: str | None) -> str:
     return f"{config}: {text}"
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM (a batch system's stop) ends a search like Ctrl-C
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
     except ConfigError as err:
         print(f"bitscout: error: {error_line(err, getattr(args, 'config', None))}", file=sys.stderr)
         return 2
+    except SearchFailed as err:
+        print(f"bitscout: error: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
-        print("bitscout: interrupted", file=sys.stderr)
+        print(
+            "bitscout: interrupted; finished trials are kept in the store, "
+            "run the same command again to resume",
+            file=sys.stderr,
+        )
         return 130
 
 

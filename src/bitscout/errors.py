@@ -14,3 +14,7 @@ class ConfigError(ValueError):
         self.value = value
         got = "" if value is ... else f", got {value!r}"
         super().__init__(f"{key}: {rule}{got}" if key else f"{rule}{got}")
+
+
+class SearchFailed(RuntimeError):
+    """A search that could not produce a result (every candidate failed): exit status 1."""

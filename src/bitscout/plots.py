@@ -53,7 +53,7 @@ def best_so_far_png(
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot(numbers, values, ".", alpha=0.4, label="trial")
     ax.step(numbers, best, where="post", label="best so far")
-    ax.set_xlabel("trial")
+    ax.set_xlabel("trials finished")
     ax.set_ylabel(label)
     ax.legend()
     ax.grid(alpha=0.3)

@@ -52,6 +52,13 @@ class Reporter:
         self.progress.stop()
 
     def __call__(self, number: int, config: Mapping[str, Choice], result: Result) -> None:
+        if result.failure is not None:
+            self.console.print(
+                f"trial {number:>4}  {config_text(config)}  failed: {result.failure}",
+                highlight=False,
+            )
+            self.progress.update(self.task, advance=1)
+            return
         values = ", ".join(f"{v:.6g}" for v in result.values)
         flags = (" (cached)" if result.cached else "") + ("" if result.feasible else " infeasible")
         self.console.print(

@@ -3,6 +3,7 @@
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from bitscout import plots
@@ -33,7 +34,11 @@ def draw(df: pd.DataFrame, run: Run, objective: Objective, plot_dir: Path) -> li
         best = best_so_far(df[col].to_numpy(), df["feasible"].to_numpy(), objective.direction)
         files.append(
             plots.best_so_far_png(
-                df["number"].to_numpy(), df[col].to_numpy(), best, col, plot_dir / "best_so_far.png"
+                np.arange(1, len(df) + 1),
+                df[col].to_numpy(),
+                best,
+                col,
+                plot_dir / "best_so_far.png",
             )
         )
     else:

@@ -1,7 +1,7 @@
 """`bitscout search`: validate, get the float model, run the strategy, write the outputs."""
 
 import dataclasses
-import re
+import hashlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,9 +11,9 @@ from rich.console import Console
 from rich.table import Table
 from torch import nn
 
-from bitscout.config import Config, check_keys
+from bitscout.config import SEED_MAX, Config, check_keys
 from bitscout.data import Splits
-from bitscout.errors import ConfigError
+from bitscout.errors import ConfigError, SearchFailed
 from bitscout.evaluate import Evaluator
 from bitscout.objective import Objective
 from bitscout.outputs import (
@@ -29,9 +29,15 @@ from bitscout.report import load_run
 from bitscout.report_md import write_report
 from bitscout.settings import SAMPLER_NAMES, STRATEGY_NAMES, StrategySettings, parse_settings
 from bitscout.space import SearchSpace, parse_space
-from bitscout.store import done_trials, open_study, trial_state, write_trials_csv
+from bitscout.store import (
+    done_trials,
+    mask_password,
+    open_study,
+    trial_state,
+    write_trials_csv,
+)
 from bitscout.strategies import STRATEGIES, SearchContext
-from bitscout.workflow import float_model, load_data, make_model
+from bitscout.workflow import existing_model, load_data, make_model, train_to
 
 # Cheap metrics reported for every candidate besides the objective's (latency only on request).
 REPORTED = (
@@ -65,11 +71,14 @@ def apply_overrides(settings: StrategySettings, o: Overrides) -> StrategySetting
         raise ConfigError(
             "--sampler", f"unknown sampler; known: {', '.join(SAMPLER_NAMES)}", o.sampler
         )
-    for name, value in (("--trials", o.trials), ("--seed", o.seed)):
-        if value is not None and value < (1 if name == "--trials" else 0):
-            raise ConfigError(
-                name, f"must be an integer >= {1 if name == '--trials' else 0}", value
-            )
+    if o.trials is not None and o.trials < 1:
+        raise ConfigError("--trials", "must be an integer >= 1", o.trials)
+    if o.seed is not None and o.seed < 0:
+        raise ConfigError("--seed", "must be an integer >= 0", o.seed)
+    if o.seed is not None and o.seed > SEED_MAX:
+        raise ConfigError(
+            "--seed", f"must be an integer <= {SEED_MAX} (samplers take 32-bit seeds)", o.seed
+        )
     name = o.strategy or ("optuna" if o.sampler else settings.name)
     changes = {
         "name": name,
@@ -78,11 +87,6 @@ def apply_overrides(settings: StrategySettings, o: Overrides) -> StrategySetting
         "seed": settings.seed if o.seed is None else o.seed,
     }
     return dataclasses.replace(settings, **changes)
-
-
-def mask_password(url: str) -> str:
-    """`postgresql://user:secret@host/db` -> `postgresql://user:***@host/db`."""
-    return re.sub(r"(//[^:/@]+:)[^/]*@", r"\1***@", url)
 
 
 def metric_names(settings: StrategySettings) -> list[str]:
@@ -132,21 +136,23 @@ class SearchRun:
 
 
 def run_search(cfg: Config, run: SearchRun, overrides: Overrides, console: Console) -> dict:
-    """Run (or resume) the configured search and write its outputs into `run.out`."""
+    """Run (or resume) the configured search and write its outputs into `run.out`. Bad input
+    is refused before anything is written to `run.out`."""
     settings = check_search(cfg, overrides)
     data = load_data(cfg)
     space = parse_space(cfg.search.get("search_space", {}), make_model(cfg, data))
-    run.out.mkdir(parents=True, exist_ok=True)  # only once the whole config is known good
-    model = float_model(cfg, data, run.load, run.out, console)
-    evaluator = make_evaluator(settings, space, data, model)
+    model = existing_model(cfg, data, run.load, run.out, console)
+    if model is None:
+        run.out.mkdir(parents=True, exist_ok=True)
+        model = train_to(cfg, data, run.out, console)
     strategy = STRATEGIES.get(settings.name, "search.strategy.name")
-    study = open_study(
-        run.storage,
-        run.study_name,
-        settings.objective,
-        _study_meta(cfg, settings, space),
-        strategy.sampler(settings, space, settings.objective),
-    )
+    meta = {**_study_meta(cfg, settings, space), "checkpoint_sha256": state_digest(model)}
+    sampler = strategy.sampler(settings, space, settings.objective)
+    if "://" not in run.storage:
+        Path(run.storage).parent.mkdir(parents=True, exist_ok=True)
+    study = open_study(run.storage, run.study_name, settings.objective, meta, sampler)
+    run.out.mkdir(parents=True, exist_ok=True)
+    evaluator = make_evaluator(settings, space, data, model)
     before = done_trials(study)
     for t in before:  # a resumed search reuses what the store already holds
         evaluator.cache.setdefault(evaluator.key(t.params), t.user_attrs["metrics"])
@@ -165,12 +171,40 @@ def run_search(cfg: Config, run: SearchRun, overrides: Overrides, console: Conso
         summary = write_outputs(
             cfg, run, settings, space, model, study, wall, len(before), evaluator
         )
+    return finish(console, run, settings, study, summary)
+
+
+def finish(
+    console: Console, run: SearchRun, settings: StrategySettings, study: Any, summary: dict
+) -> dict:
+    """Show the winners and write the report; a search where every candidate failed is an
+    error that says why."""
+    if summary["complete"] == 0 and summary["failed"] > 0:
+        raise SearchFailed(
+            f"all {summary['failed']} evaluated candidates failed; first reason: "
+            f"{first_failure(study)} (details in {run.out / 'trials.csv'})"
+        )
     show_best(console, settings, study)
     report = write_report(
         load_run(run.out), settings.objective, run.out, f"bitscout search: {run.out.name}"
     )
     console.print(f"report: {report}")
     return summary
+
+
+def first_failure(study: Any) -> str:
+    reasons = [t.user_attrs.get("reason") for t in study.get_trials(deepcopy=False)]
+    return next((r for r in reasons if r), "unknown")
+
+
+def state_digest(model: nn.Module) -> str:
+    """Identifies the float weights, so workers with different checkpoints can't share a
+    study."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def describe(settings: StrategySettings) -> str:
@@ -211,6 +245,7 @@ def write_outputs(
         "space_size": space.size,
         "trials_run": len(done) - before,
         "trials_total": len(states),
+        "complete": states.count("complete") + states.count("infeasible"),
         "failed": states.count("failed"),
         "infeasible": states.count("infeasible"),
         "unique_configs": len({evaluator.key(t.params) for t in done}),

@@ -1,21 +1,28 @@
 """The study store: every trial of a search in one Optuna storage, and its CSV view."""
 
 import csv
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.distributions import CategoricalDistribution
+from optuna.storages import BaseStorage, JournalStorage, RDBStorage
+from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
 from bitscout.errors import ConfigError
+from bitscout.liveness import INTERRUPTED, worker_id
 from bitscout.objective import Objective
 from bitscout.space import Choice, SearchSpace
 
-SCHEMA_VERSION = 1
-optuna.logging.set_verbosity(optuna.logging.WARNING)
+SCHEMA_VERSION = 2  # 2: trials.csv gained `reason`
+CONSTRAINTS_KEY = "constraints"  # Optuna's system-attr prefix, as `Trial.set_constraint` uses
+# Optuna logs each caught candidate failure with a traceback; bitscout records the reason.
+optuna.logging.set_verbosity(optuna.logging.ERROR)
 
 
 @dataclass(frozen=True)
@@ -28,8 +35,11 @@ class Result:
     feasible: bool
     cached: bool
     duration_s: float
+    failure: str | None = None  # why the candidate failed (it raised, or a metric is not finite)
 
     def attrs(self) -> dict[str, Any]:
+        if self.failure is not None:
+            return {"failure": "error", "reason": self.failure, "duration_s": self.duration_s}
         return {
             "metrics": self.metrics,
             "feasible": self.feasible,
@@ -42,6 +52,40 @@ def distributions(space: SearchSpace) -> dict[str, CategoricalDistribution]:
     return {d.name: CategoricalDistribution(d.choices) for d in space.dimensions}
 
 
+def open_storage(url: str) -> BaseStorage:
+    """An RDB URL (`sqlite:///f.db`, `postgresql://...`) or else the path of an Optuna journal
+    file, which is safe for several processes on one machine and needs no server."""
+    if "://" not in url:
+        path = Path(url)
+        if path.is_dir():
+            raise ConfigError("--storage", "must be an RDB URL or a journal file, not a directory",
+                              url)  # fmt: skip
+        return JournalStorage(JournalFileBackend(str(path)))
+    return RDBStorage(url)  # SQLAlchemy >= 2.1 reads postgresql:// with psycopg 3
+
+
+def mask_password(url: str) -> str:
+    """`postgresql://user:secret@host/db` -> `postgresql://user:***@host/db`."""
+    return re.sub(r"(//[^:/@]+:)[^/]*@", r"\1***@", url)
+
+
+def _password(url: str) -> str | None:
+    found = re.search(r"//[^:/@]+:([^/]*)@", url)
+    return found.group(1) if found else None
+
+
+def _storage_error(url: str, err: Exception) -> ConfigError:
+    text = f"{err.__class__.__name__}: {' '.join(str(err).split())}"[:300]
+    secret = _password(url)
+    if secret:
+        text = text.replace(secret, "***")
+    return ConfigError(
+        "--storage",
+        f"cannot open the storage {mask_password(url)} ({text}); allowed: a journal file path, "
+        "sqlite:///FILE or postgresql://USER:PASSWORD@HOST:PORT/DB of a running server",
+    )
+
+
 def open_study(
     url: str,
     name: str,
@@ -49,66 +93,127 @@ def open_study(
     meta: Mapping[str, Any],
     sampler: optuna.samplers.BaseSampler | None = None,
 ) -> optuna.Study:
-    """Create or resume study `name`; refuse to resume one made for another search."""
+    """Create or resume study `name`; refuse to resume one made for another search (and
+    write nothing to the store then)."""
     try:
-        study = optuna.create_study(
-            storage=url,
-            study_name=name,
-            load_if_exists=True,
-            directions=objective.directions,
-            sampler=sampler,
+        storage = open_storage(url)
+        exists = name in {s.study_name for s in storage.get_all_studies()}
+        if exists:
+            study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
+        else:
+            study = optuna.create_study(
+                storage=storage, study_name=name, directions=objective.directions, sampler=sampler
+            )
+    except ConfigError:
+        raise
+    except Exception as err:  # any driver error means a bad or unreachable store
+        raise _storage_error(url, err) from err
+    if [d.name.lower() for d in study.directions] != list(objective.directions):
+        raise ConfigError(
+            "--study",
+            f"study {name!r} exists with objective directions "
+            f"{[d.name.lower() for d in study.directions]}, this search has "
+            f"{list(objective.directions)}; use another --out or --study",
         )
-    except ValueError as err:
-        raise ConfigError(
-            "--storage",
-            f"study {name!r} exists with other objective "
-            f"directions ({err}); use another --out or --study",
-        ) from err
-    except Exception as err:
-        raise ConfigError(
-            "--storage",
-            f"cannot open the storage ({err.__class__.__name__}: {str(err).splitlines()[0]})",
-        ) from err
-    for k, v in meta.items():
-        old = study.user_attrs.get(k)
-        if old is None:
-            study.set_user_attr(k, v)
-        elif old != v:
+    old = study.user_attrs
+    for k, v in meta.items():  # all checked before anything is written
+        if old.get(k) not in (None, v):
             raise ConfigError(
                 "--study",
-                f"study {name!r} was made with {k} = {old!r}, this "
+                f"study {name!r} was made with {k} = {old[k]!r}, this "
                 f"search has {v!r}; use another --out or --study",
             )
+    for k, v in meta.items():
+        if k not in old:
+            study.set_user_attr(k, v)
     return study
 
 
 def record(
     study: optuna.Study, space: SearchSpace, config: Mapping[str, Choice], result: Result
-) -> FrozenTrial:
-    """Add one finished evaluation as a complete trial (used by strategies that pick
-    candidates themselves, such as our brute force)."""
+) -> int:
+    """Add one finished evaluation as a complete (or failed) trial, in one write; return
+    its trial number."""
+    failed = result.failure is not None
     trial = optuna.trial.create_trial(
         params=dict(config),
         distributions=distributions(space),
-        values=result.values,
-        user_attrs=result.attrs(),
-        constraints=result.violations or None,
-        state=TrialState.COMPLETE,
+        values=None if failed else result.values,
+        user_attrs={"worker": worker_id(), **result.attrs()},
+        constraints=None if failed else result.violations or None,
+        state=TrialState.FAIL if failed else TrialState.COMPLETE,
     )
-    study.add_trial(trial)
-    return trial
+    trial_id = study._storage.create_new_trial(study._study_id, template_trial=trial)
+    return study._storage.get_trial_number_from_id(trial_id)
+
+
+def start_trial(
+    study: optuna.Study, space: SearchSpace, config: Mapping[str, Choice], attrs: Mapping
+) -> int:
+    """A RUNNING trial for `config`, stamped with this worker; returns its trial id."""
+    trial = optuna.trial.create_trial(
+        params=dict(config),
+        distributions=distributions(space),
+        user_attrs={"worker": worker_id(), **attrs},
+        state=TrialState.RUNNING,
+    )
+    return study._storage.create_new_trial(study._study_id, template_trial=trial)
+
+
+def finish_trial(study: optuna.Study, trial_id: int, result: Result) -> None:
+    """Complete (or fail) a RUNNING trial with `result`."""
+    storage = study._storage
+    for key, value in result.attrs().items():
+        storage.set_trial_user_attr(trial_id, key, value)
+    if result.failure is not None:
+        storage.set_trial_state_values(trial_id, TrialState.FAIL)
+        return
+    for name, violation in result.violations.items():
+        storage.set_trial_system_attr(trial_id, f"{CONSTRAINTS_KEY}:{name}", violation)
+    storage.set_trial_state_values(trial_id, TrialState.COMPLETE, result.values)
+
+
+def abandon_trial(study: optuna.Study, trial_id: int, state: TrialState, reason: str) -> None:
+    """End a RUNNING trial that will not be evaluated here: FAIL (interrupted) or PRUNED."""
+    storage = study._storage
+    failure = INTERRUPTED if state == TrialState.FAIL else "pruned"
+    storage.set_trial_user_attr(trial_id, "failure", failure)
+    storage.set_trial_user_attr(trial_id, "reason", reason)
+    storage.set_trial_state_values(trial_id, state)
+
+
+def finish_order(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
+    """Trials in the order they finished (unfinished last, by number): a brute-force worker
+    numbers its claim token first but finishes it last."""
+    far = datetime.max.replace(tzinfo=UTC)
+
+    def when(t: FrozenTrial) -> tuple[datetime, int]:
+        done = t.datetime_complete
+        if done is None:
+            return far, t.number
+        return (done if done.tzinfo else done.astimezone(UTC)), t.number
+
+    return sorted(trials, key=when)
 
 
 def done_trials(study: optuna.Study) -> list[FrozenTrial]:
-    """Complete trials that carry metrics, in trial order."""
+    """Complete trials that carry metrics, in the order they finished."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return finish_order([t for t in complete if "metrics" in t.user_attrs])
+
+
+def ended_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """Trials that ran to an end: complete, or failed by their own evaluation (not the
+    interrupted ones, which are evaluated again)."""
     return [
         t
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if "metrics" in t.user_attrs
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL))
+        if "metrics" in t.user_attrs or t.user_attrs.get("failure") == "error"
     ]
 
 
 def trial_state(trial: FrozenTrial) -> str:
+    """complete, infeasible, failed, running, waiting or pruned (lost a claim to a worker)."""
     if trial.state != TrialState.COMPLETE:
         return "failed" if trial.state == TrialState.FAIL else trial.state.name.lower()
     return "complete" if trial.user_attrs.get("feasible", True) else "infeasible"
@@ -133,6 +238,7 @@ def _row(
         col = "objective" if objective.single else f"objective_{objective.names[i]}"
         row[col] = values[i] if i < len(values) else ""
     row["duration_s"] = trial.user_attrs.get("duration_s", "")
+    row["reason"] = trial.user_attrs.get("reason", "")
     return row
 
 
@@ -155,9 +261,9 @@ def write_trials_csv(
         *[f"scaled_{m}" for m in objective.names],
     ]
     columns += ["objective"] if objective.single else [f"objective_{m}" for m in objective.names]
-    columns.append("duration_s")
+    columns += ["duration_s", "reason"]
     tmp = path.with_suffix(".csv.tmp")
-    trials = study.get_trials(deepcopy=False)
+    trials = finish_order(study.get_trials(deepcopy=False))
     with tmp.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()

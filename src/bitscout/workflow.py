@@ -42,13 +42,19 @@ def train_to(cfg: Config, data: Splits, out: Path, console: Console) -> nn.Modul
     return model
 
 
+def existing_model(
+    cfg: Config, data: Splits, load: str | Path | None, out: Path, console: Console
+) -> nn.Module | None:
+    """The checkpoint at `load`, else the one already in `out`; None if one must be trained."""
+    if load is None and (out / "model.pt").exists():
+        load = out / "model.pt"
+        console.print(f"reusing checkpoint {load}")
+    return None if load is None else load_checkpoint(make_model(cfg, data), load)
+
+
 def float_model(
     cfg: Config, data: Splits, load: str | Path | None, out: Path, console: Console
 ) -> nn.Module:
     """The checkpoint at `load`, else the one already in `out`, else train one there."""
-    if load is None and (out / "model.pt").exists():
-        load = out / "model.pt"
-        console.print(f"reusing checkpoint {load}")
-    if load is not None:
-        return load_checkpoint(make_model(cfg, data), load)
-    return train_to(cfg, data, out, console)
+    model = existing_model(cfg, data, load, out, console)
+    return model if model is not None else train_to(cfg, data, out, console)

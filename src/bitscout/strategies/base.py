@@ -1,8 +1,10 @@
 """What every strategy gets: the space, the evaluator, the objective and the study."""
 
+import math
 import time
+import traceback
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import optuna
@@ -12,7 +14,7 @@ from bitscout.objective import Objective
 from bitscout.registry import Registry
 from bitscout.settings import StrategySettings
 from bitscout.space import Choice, SearchSpace
-from bitscout.store import Result, done_trials
+from bitscout.store import Result, ended_trials
 
 TrialHook = Callable[[int, Mapping[str, Choice], Result], None]
 
@@ -28,23 +30,41 @@ class SearchContext:
     started: float = field(default_factory=time.perf_counter)
 
     def score(self, config: Mapping[str, Choice]) -> Result:
-        """Evaluate `config` (or reuse its cached metrics) and apply the objective."""
+        """Evaluate `config` (or reuse its cached metrics) and apply the objective. A candidate
+        that raises or yields a non-finite metric comes back as a failed result."""
+        return self.score_many([config])[0]
+
+    def score_many(self, configs: Sequence[Mapping[str, Choice]]) -> list[Result]:
+        """`score` for consecutive candidates, evaluated together where the evaluator can."""
         start = time.perf_counter()
-        metrics, cached = self.evaluator.evaluate(config)
+        try:
+            evaluated = self.evaluator.evaluate_many(configs)
+        except Exception:  # noqa: BLE001 - one candidate's failure must not stop the search
+            if len(configs) > 1:  # find which candidates fail, one at a time
+                return [self.score(c) for c in configs]
+            return [_failed(traceback.format_exc(), time.perf_counter() - start)]
+        share = (time.perf_counter() - start) / max(1, len(configs))
+        return [self._result(metrics, cached, share) for metrics, cached in evaluated]
+
+    def _result(self, metrics: dict[str, float], cached: bool, duration: float) -> Result:
+        bad = [f"{k} = {v}" for k, v in metrics.items() if not math.isfinite(v)]
+        if bad:
+            return _failed(f"non-finite metric: {', '.join(bad)}", duration)
         return Result(
             metrics=metrics,
             values=self.objective.values(metrics),
             violations=self.objective.violations(metrics),
             feasible=self.objective.feasible(metrics),
             cached=cached,
-            duration_s=time.perf_counter() - start,
+            duration_s=duration,
         )
 
     def budget(self) -> int:
-        """Trials still to run: `n_trials` counts every complete trial in the study, so a
-        re-run of an interrupted search only runs what is missing."""
+        """Trials still to run: `n_trials` counts the trials of the study that ran to an end
+        (complete, or failed by their own evaluation), so a re-run of an interrupted search
+        only runs what is missing."""
         target = self.settings.n_trials or self.space.size
-        return max(0, target - len(done_trials(self.study)))
+        return max(0, target - len(ended_trials(self.study)))
 
     def timed_out(self) -> bool:
         timeout = self.settings.timeout
@@ -63,6 +83,11 @@ class Strategy(ABC):
 
     @abstractmethod
     def run(self, ctx: SearchContext) -> None: ...
+
+
+def _failed(reason: str, duration: float) -> Result:
+    last = reason.strip().splitlines()[-1] if reason.strip() else "unknown error"
+    return Result({}, [], {}, False, False, duration, failure=last)
 
 
 STRATEGIES: Registry[Strategy] = Registry("strategy")

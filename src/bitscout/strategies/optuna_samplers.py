@@ -1,10 +1,12 @@
 """Optuna's samplers as one strategy, `optuna`, picked with `setup.sampler`."""
 
 from collections.abc import Callable
+from typing import Any
 
 import optuna
 from optuna.samplers import BaseSampler
 
+from bitscout.liveness import Heartbeat, fail_stale, worker_id
 from bitscout.objective import Objective
 from bitscout.settings import StrategySettings
 from bitscout.space import SearchSpace
@@ -17,7 +19,8 @@ def build_sampler(name: str, seed: int, space: SearchSpace) -> BaseSampler:
     s = optuna.samplers
     grid = {d.name: list(d.choices) for d in space.dimensions}
     makers: dict[str, Callable[[], BaseSampler]] = {
-        "tpe": lambda: s.TPESampler(seed=seed),
+        # constant liar: workers sharing a study don't all propose the config still running
+        "tpe": lambda: s.TPESampler(seed=seed, constant_liar=True),
         "random": lambda: s.RandomSampler(seed=seed),
         "nsgaii": lambda: s.NSGAIISampler(seed=seed),
         "nsgaiii": lambda: s.NSGAIIISampler(seed=seed),
@@ -29,8 +32,13 @@ def build_sampler(name: str, seed: int, space: SearchSpace) -> BaseSampler:
     return makers[name]()
 
 
+class CandidateFailed(Exception):
+    """A candidate raised or gave a non-finite metric: its trial is failed, the search goes on."""
+
+
 class OptunaStrategy(Strategy):
-    """Ask/tell through `study.optimize`; a repeated proposal reuses the cached metrics."""
+    """Ask/tell through `study.optimize`; a repeated proposal reuses the cached metrics. A
+    trial left RUNNING by a dead worker is failed and its config queued to run again."""
 
     def sampler(
         self, settings: StrategySettings, space: SearchSpace, objective: Objective
@@ -38,27 +46,34 @@ class OptunaStrategy(Strategy):
         return build_sampler(settings.sampler, settings.seed, space)
 
     def run(self, ctx: SearchContext) -> None:
-        def objective(trial: optuna.Trial) -> float | list[float]:
-            config = {
-                d.name: trial.suggest_categorical(d.name, d.choices) for d in ctx.space.dimensions
-            }
-            result = ctx.score(config)
-            for key, value in result.attrs().items():
-                trial.set_user_attr(key, value)
-            for name, violation in ctx.objective.violations(result.metrics).items():
-                trial.set_constraint(name, violation)
-            ctx.on_trial(trial.number, config, result)
-            return result.values[0] if ctx.objective.single else result.values
-
+        for dead in fail_stale(ctx.study):
+            ctx.study.enqueue_trial(dead.params, user_attrs={"retry_of": dead.number})
         budget = ctx.budget()
         if budget > 0:
-            ctx.study.optimize(
-                objective,
-                n_trials=budget,
-                timeout=ctx.settings.timeout,
-                n_jobs=ctx.settings.n_jobs,
-                gc_after_trial=False,
-            )
+            with Heartbeat(ctx.study) as heartbeat:
+                ctx.study.optimize(
+                    lambda trial: _objective(ctx, heartbeat, trial),
+                    n_trials=budget,
+                    timeout=ctx.settings.timeout,
+                    catch=(CandidateFailed,),
+                    gc_after_trial=False,
+                )
+
+
+def _objective(ctx: SearchContext, heartbeat: Heartbeat, trial: optuna.Trial) -> Any:
+    trial.set_user_attr("worker", worker_id())
+    heartbeat.watch(trial._trial_id)
+    config = {d.name: trial.suggest_categorical(d.name, d.choices) for d in ctx.space.dimensions}
+    result = ctx.score(config)
+    for key, value in result.attrs().items():
+        trial.set_user_attr(key, value)
+    heartbeat.watch(None)
+    ctx.on_trial(trial.number, config, result)
+    if result.failure is not None:
+        raise CandidateFailed(result.failure)
+    for name, violation in result.violations.items():
+        trial.set_constraint(name, violation)
+    return result.values[0] if ctx.objective.single else result.values
 
 
 STRATEGIES.register("optuna")(OptunaStrategy())

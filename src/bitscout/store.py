@@ -1,7 +1,9 @@
 """The study store: every trial of a search in one Optuna storage, and its CSV view."""
 
+import contextlib
 import csv
 import re
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -10,6 +12,7 @@ from typing import Any
 
 import optuna
 from optuna.distributions import CategoricalDistribution
+from optuna.exceptions import DuplicatedStudyError
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
@@ -61,7 +64,16 @@ def open_storage(url: str) -> BaseStorage:
             raise ConfigError("--storage", "must be an RDB URL or a journal file, not a directory",
                               url)  # fmt: skip
         return JournalStorage(JournalFileBackend(str(path)))
-    return RDBStorage(url)  # SQLAlchemy >= 2.1 reads postgresql:// with psycopg 3
+    for attempt in range(2):
+        try:  # SQLAlchemy >= 2.1 reads postgresql:// with psycopg 3
+            return RDBStorage(url)
+        except Exception as err:
+            # workers that start together on an empty database race to create Optuna's
+            # tables; the losers see "already exists" and succeed on a later try
+            if "already exists" not in str(err):
+                raise
+            time.sleep(0.5 * (attempt + 1))
+    return RDBStorage(url)
 
 
 def mask_password(url: str) -> str:
@@ -97,13 +109,12 @@ def open_study(
     write nothing to the store then)."""
     try:
         storage = open_storage(url)
-        exists = name in {s.study_name for s in storage.get_all_studies()}
-        if exists:
-            study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
-        else:
-            study = optuna.create_study(
-                storage=storage, study_name=name, directions=objective.directions, sampler=sampler
-            )
+        if name not in {s.study_name for s in storage.get_all_studies()}:
+            with contextlib.suppress(DuplicatedStudyError):  # another worker was first
+                optuna.create_study(
+                    storage=storage, study_name=name, directions=objective.directions
+                )
+        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
     except ConfigError:
         raise
     except Exception as err:  # any driver error means a bad or unreachable store

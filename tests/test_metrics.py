@@ -13,7 +13,9 @@ from bitscout.metrics import (
     METRICS,
     MetricContext,
     compute_metrics,
+    forward_sums,
     get_metric,
+    metric,
     profile_model,
 )
 from bitscout.models import build_model
@@ -200,6 +202,60 @@ def test_forward_metric_rejects_float_targets():
     ctx = _ctx("jsc-tiny", logits=torch.tensor(LOGITS), targets=torch.tensor(TARGETS) * 1.0)
     with pytest.raises(ValueError, match="integer"):
         compute_metrics(["accuracy"], ctx)
+
+
+def _candidates_logits(seed: int = 0) -> torch.Tensor:
+    """Logits [rows, candidates, classes] with what the fast path must get right: exact ties
+    (all-zero rows after a ReLU, repeated maxima), signed zeros, huge and tiny values."""
+    gen = torch.Generator().manual_seed(seed)
+    logits = torch.randn(300, 4, 5, generator=gen) * 4
+    logits[:, 0] = logits[:, 0].clamp(min=0).round()  # many ties, many all-zero rows
+    logits[:50, 1] = -0.0
+    logits[50:60, 1, 2:] = 0.0
+    logits[:, 2] *= 1e4  # confident rows: tiny losses next to huge ones
+    logits[:, 3, 1] = 7.0
+    return logits
+
+
+def test_batched_forward_metrics_equal_each_candidate_alone():
+    logits = _candidates_logits()
+    targets = torch.randint(0, 5, (300,), generator=torch.Generator().manual_seed(1))
+    sums = forward_sums(["accuracy", "loss", "flops"], logits, targets)
+    assert set(sums) == {"accuracy", "loss"}  # static metrics have no batched form
+    for i in range(logits.shape[1]):
+        ctx = _ctx("jsc-tiny", logits=logits[:, i], targets=targets)
+        want = compute_metrics(["accuracy", "loss"], ctx)
+        assert sums["accuracy"][i] / 300 == want["accuracy"]
+        assert sums["loss"][i] / 300 == pytest.approx(want["loss"], rel=1e-12)
+        z = logits[:, i].double().numpy()
+        top = z.max(axis=1, keepdims=True)
+        log_softmax = z - top - np.log(np.exp(z - top).sum(axis=1, keepdims=True))
+        expected = -log_softmax[np.arange(300), targets.numpy()].sum()
+        assert sums["loss"][i] == pytest.approx(expected, rel=1e-12)
+
+
+def test_batched_forward_metrics_with_nan_and_inf_logits():
+    logits = _candidates_logits(2)
+    logits[3, 0, 2] = float("nan")  # argmax picks a NaN, as torch.argmax does
+    logits[4, 0, 1] = float("nan")
+    logits[5, 1, 0] = float("inf")
+    targets = torch.tensor([2, 1] * 150)
+    sums = forward_sums(["accuracy", "loss"], logits, targets)
+    for i in range(2):
+        ctx = _ctx("jsc-tiny", logits=logits[:, i], targets=targets)
+        assert sums["accuracy"][i] / 300 == compute_metrics(["accuracy"], ctx)["accuracy"]
+    assert np.isnan(sums["loss"][0]) and np.isnan(sums["loss"][1])
+    assert np.isfinite(sums["loss"][2])
+
+
+def test_batched_forward_metrics_check_their_input():
+    with pytest.raises(ValueError, match="integer targets"):
+        forward_sums(["accuracy"], torch.zeros(3, 2, 5), torch.zeros(3))
+    with pytest.raises(ValueError, match=r"logits \[b, g, classes\]"):
+        forward_sums(["loss"], torch.zeros(3, 5), torch.zeros(3, dtype=torch.long))
+    assert forward_sums(["flops"], torch.zeros(3, 5), torch.zeros(3)) == {}
+    with pytest.raises(ValueError, match="only forward metrics"):
+        metric("odd", unit="x", direction="minimize", kind="static", batched=lambda z, y: z)
 
 
 # --- latency --------------------------------------------------------------------------------

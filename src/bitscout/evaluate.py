@@ -1,17 +1,32 @@
 """Evaluate models on held tensors: one model (`evaluate_model`) or a search's candidates."""
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bitscout.metrics import MetricContext, compute_metrics, get_metric, profile_model
-from bitscout.quant.apply import quantize_model
+from bitscout.engine.caches import MetricsCache
+from bitscout.engine.candidates import Key, Resolver
+from bitscout.engine.chain import trace_chain
+from bitscout.engine.runner import Runner
+from bitscout.metrics import (
+    MetricContext,
+    compute_metrics,
+    forward_sums,
+    get_metric,
+    profile_model,
+)  # fmt: skip
+from bitscout.quant.apply import QuantPlan, quantize_model
 from bitscout.quant.layers import LayerQuant
 from bitscout.space import Choice, SearchSpace
 
 CHUNK = 65536  # rows per forward pass: bounds memory on large splits
+CACHE_BYTES = 256 * 2**20  # activations kept at layer boundaries
+BLOCK_BYTES = 2**20  # per tensor of a block of rows of candidates run together
+Plan = dict[str, LayerQuant | None]
 
 
 def evaluate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
@@ -28,18 +43,34 @@ def evaluate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[s
     return {"accuracy": correct / len(y), "loss": loss_sum / len(y)}
 
 
-def candidate_key(resolved: Mapping[str, LayerQuant | None]) -> tuple:
-    """A hashable identity of a candidate: its formats per layer path."""
-    return tuple(sorted(resolved.items()))
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Torch on one thread for the block: the fast path's blocks are cache-sized, where
+    OpenMP's fork and join cost more than a second thread saves, and a busy core stalls every
+    operation. Parallel searches run one process per core (n_jobs) instead."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Logits of `model` on `x`, in chunks to bound memory."""
+    with torch.inference_mode():
+        return torch.cat([model(x[s : s + CHUNK]) for s in range(0, len(x), CHUNK)])
 
 
 class Evaluator:
-    """Scores candidates of one search: holds the evaluation tensors, the pristine float model
-    and a cache of results by candidate, so a config proposed again is not evaluated again.
+    """Scores candidates of one search and caches their metrics by candidate.
 
-    Every candidate is built from the pristine model by `quantize_model`, which never mutates
-    it, and every metric is computed afresh: nothing carries over from one candidate to the
-    next.
+    The pristine float model is never modified. Forward metrics come from a fast path that
+    reuses whatever candidates share (see `bitscout.engine.runner`) and gives what the plain
+    path gives, building the quantized model with `quantize_model` and running it: the same
+    predicted class for every sample, the loss up to the rounding of grouped sums. Models
+    that are not one chain of per-sample modules take the plain path. Latency always times
+    the candidate built by `quantize_model`.
     """
 
     def __init__(
@@ -51,6 +82,8 @@ class Evaluator:
         metrics: Sequence[str],
         *,
         latency: Mapping[str, float] | None = None,
+        cache_bytes: int = CACHE_BYTES,
+        block_bytes: int = BLOCK_BYTES,
     ) -> None:
         self.model = model.eval()
         self.space = space
@@ -58,34 +91,95 @@ class Evaluator:
         self.metrics = [get_metric(m).name for m in metrics]
         self.latency = dict(latency or {})
         self.profile = profile_model(self.model, x[:1])
-        self.cache: dict[tuple, dict[str, float]] = {}
+        self.cache = MetricsCache(self.metrics)
+        self._resolver = Resolver(space)
+        kinds = {name: get_metric(name).kind for name in self.metrics}
+        self._static = [m for m in self.metrics if kinds[m] == "static"]
+        self._forward = [m for m in self.metrics if kinds[m] == "forward"]
+        self._timed = [m for m in self.metrics if kinds[m] == "timing"]
+        chain = trace_chain(self.model) if self._forward else None
+        sizes = {"cache_bytes": cache_bytes, "block_bytes": block_bytes}
+        self._runner = None if chain is None else Runner(chain, x, **sizes)
 
-    def key(self, config: Mapping[str, Choice]) -> tuple:
-        return candidate_key(self.space.resolved(self.model, config))
+    def key(self, config: Mapping[str, Choice]) -> Key:
+        """A compact hashable identity of `config`: configs that quantize alike share it."""
+        return self._resolver.key(config)
+
+    def remember(self, config: Mapping[str, Choice], metrics: Mapping[str, float]) -> bool:
+        """Cache metrics found elsewhere (a resumed study) unless `config` is cached already;
+        False, caching nothing, when they lack one of this evaluator's metrics."""
+        if not all(name in metrics for name in self.metrics):
+            return False
+        self.cache.setdefault(self.key(config), metrics)
+        return True
 
     def evaluate(self, config: Mapping[str, Choice]) -> tuple[dict[str, float], bool]:
         """The metrics of candidate `config`, and whether they came from the cache."""
-        key = self.key(config)
-        if key in self.cache:
-            return dict(self.cache[key]), True
-        resolved = dict(key)
-        candidate = quantize_model(self.model, self.space.plan(config))
-        ctx = MetricContext(
-            profile=self.profile,
-            plan=resolved,
-            model=candidate,
-            inputs=self.x,
-            targets=self.y,
-            **self.latency,
-        )  # type: ignore[arg-type]
-        if any(get_metric(m).kind == "forward" for m in self.metrics):
-            ctx.logits = predict(candidate, self.x)
-        result = compute_metrics(self.metrics, ctx)
-        self.cache[key] = result
-        return dict(result), False
+        return self.evaluate_many([config])[0]
 
+    def evaluate_many(
+        self, configs: Sequence[Mapping[str, Choice]]
+    ) -> list[tuple[dict[str, float], bool]]:
+        """`evaluate` of each config, in order, sharing work between them: fastest for runs of
+        consecutive candidates of the space. A config repeated in `configs` is computed once
+        and reported as cached after its first occurrence."""
+        keys = [self.key(c) for c in configs]
+        fresh = [k for k in dict.fromkeys(keys) if k not in self.cache]
+        for key, metrics in zip(fresh, self._compute(fresh), strict=True):
+            self.cache[key] = metrics
+        first = {k: i for i, k in reversed(list(enumerate(keys)))}
+        new = set(fresh)
+        return [(self.cache[k], not (k in new and first[k] == i)) for i, k in enumerate(keys)]
 
-def predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Logits of `model` on `x`, in chunks to bound memory."""
-    with torch.inference_mode():
-        return torch.cat([model(x[s : s + CHUNK]) for s in range(0, len(x), CHUNK)])
+    def _compute(self, keys: Sequence[Key]) -> list[dict[str, float]]:
+        plans = [self._resolver.plan(k) for k in keys]
+        rows = [compute_metrics(self._static, MetricContext(self.profile, p)) for p in plans]
+        if self._forward and keys:
+            with torch.inference_mode(), one_thread():
+                self._add_forward(keys, plans, rows)
+        for plan, row in zip(plans, rows, strict=True):
+            if self._timed:
+                row.update(self._time(plan))
+        return [{m: row[m] for m in self.metrics} for row in rows]
+
+    def _add_forward(self, keys: Sequence[Key], plans: Sequence[Plan], rows: list[dict]) -> None:
+        runner = self._runner
+        if runner is None:
+            for plan, row in zip(plans, rows, strict=True):
+                logits = predict(quantize_model(self.model, QuantPlan("name", plan)), self.x)
+                row.update(self._forward_metrics([plan], [logits.unsqueeze(1)])[0])
+            return
+        candidates = [runner.candidate(k, p) for k, p in zip(keys, plans, strict=True)]
+        for stage, members in runner.groups(candidates):
+            blocks = runner.logits(stage, [candidates[i] for i in members])
+            values = self._forward_metrics([plans[i] for i in members], blocks)
+            for i, metrics in zip(members, values, strict=True):
+                rows[i].update(metrics)
+
+    def _forward_metrics(self, plans: Sequence[Plan], blocks: Iterable[torch.Tensor]) -> list[dict]:
+        """Forward metrics of candidates `plans` from blocks of rows of their logits [rows,
+        candidate, class]: summed block by block where the metric is batched, else computed
+        on each candidate's whole logits."""
+        unbatched = [m for m in self._forward if get_metric(m).batched is None]
+        sums: dict[str, np.ndarray] = {}
+        kept = []
+        start = 0
+        for block in blocks:
+            targets = self.y[start : start + len(block)]
+            for name, value in forward_sums(self._forward, block, targets).items():
+                sums[name] = sums[name] + value if name in sums else value
+            start += len(block)
+            kept += [block] if unbatched else []
+        result = [
+            {m: float(total[i]) / start for m, total in sums.items()} for i in range(len(plans))
+        ]
+        for i, plan in enumerate(plans if unbatched else ()):
+            logits = torch.cat([block[:, i] for block in kept])
+            ctx = MetricContext(self.profile, plan, logits=logits, targets=self.y)
+            result[i].update(compute_metrics(unbatched, ctx))
+        return result
+
+    def _time(self, plan: Plan) -> dict[str, float]:
+        candidate = quantize_model(self.model, QuantPlan("name", plan))
+        ctx = MetricContext(self.profile, plan, model=candidate, inputs=self.x, **self.latency)  # type: ignore[arg-type]
+        return compute_metrics(self._timed, ctx)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Literal, get_args
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -76,6 +77,11 @@ class MetricContext:
     latency_budget_s: float = 2.0
 
 
+# A forward metric that is a mean over samples, batched: class-major logits [classes, b, g] of
+# b samples for g candidates and their targets [b] -> per candidate, the sum over the b samples.
+BatchFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
 @dataclass(frozen=True)
 class Metric:
     name: str
@@ -83,6 +89,9 @@ class Metric:
     direction: Direction
     kind: Kind
     compute: Callable[[MetricContext], float]
+    # A forward metric of many candidates at once, equal to `compute` on each one's logits up
+    # to the order of floating-point sums.
+    batched: BatchFn | None = None
 
     @property
     def doc(self) -> str:
@@ -95,13 +104,17 @@ MetricFn = Callable[[MetricContext], float]
 Decorator = Callable[[MetricFn], MetricFn]
 
 
-def metric(name: str, *, unit: str, direction: Direction, kind: Kind) -> Decorator:
+def metric(
+    name: str, *, unit: str, direction: Direction, kind: Kind, batched: BatchFn | None = None
+) -> Decorator:
     """Register the decorated `(ctx) -> float` function as metric `name`; returns it unchanged."""
     if direction not in get_args(Direction) or kind not in get_args(Kind):
         raise ValueError(f"metric {name!r}: bad direction {direction!r} or kind {kind!r}")
+    if batched is not None and kind != "forward":
+        raise ValueError(f"metric {name!r}: only forward metrics can be batched")
 
     def add(fn: MetricFn) -> MetricFn:
-        METRICS.register(name)(Metric(name, unit, direction, kind, fn))
+        METRICS.register(name)(Metric(name, unit, direction, kind, fn, batched))
         return fn
 
     return add
@@ -208,14 +221,58 @@ def _logits_targets(ctx: MetricContext, name: str) -> tuple[torch.Tensor, torch.
     return logits, targets.long()
 
 
-@metric("accuracy", unit="fraction", direction="maximize", kind="forward")
+def forward_sums(
+    names: Iterable[str], logits: torch.Tensor, targets: torch.Tensor
+) -> dict[str, np.ndarray]:
+    """For the logits [b, g, classes] of g candidates on b samples, each batched forward metric
+    among `names` summed over the samples: metric name -> g sums. Such a metric's value is the
+    sum over all samples divided by their number. Metrics without a batched form are left out."""
+    batched = [m for m in map(get_metric, names) if m.batched is not None]
+    if not batched:
+        return {}
+    b = len(logits) if logits.dim() == 3 else 0
+    integer = not (targets.dtype.is_floating_point or targets.dtype.is_complex)
+    if not b or targets.shape != (b,) or not integer:
+        got = f"{tuple(logits.shape)} and {tuple(targets.shape)} {targets.dtype}"
+        raise ValueError(f"batched metrics need logits [b, g, classes], integer targets [b]: {got}")
+    # Class-major, so each step over the few classes runs over long contiguous rows.
+    z = logits.detach().permute(2, 0, 1).contiguous().numpy()
+    y = targets.long().numpy()
+    with np.errstate(all="ignore"):  # inf and NaN logits give inf and NaN metrics, as unbatched
+        return {m.name: m.batched(z, y) for m in batched}  # type: ignore[misc]
+
+
+def _correct(z: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Per candidate, the rows whose first largest logit (as torch.argmax) is the target."""
+    if np.isnan(z).any():  # argmax, like torch's, picks the first NaN; the loop below would not
+        return (z.argmax(axis=0) == targets[:, None]).sum(axis=0)
+    best, index = z[0].copy(), np.zeros(z.shape[1:], np.int64)
+    step = np.empty_like(index)
+    for c in range(1, len(z)):
+        # index only grows, so max(index, c * better) sets it to c exactly where z[c] > best.
+        np.multiply(z[c] > best, c, out=step)
+        np.maximum(index, step, out=index)
+        np.maximum(best, z[c], out=best)
+    return (index == targets[:, None]).sum(axis=0)
+
+
+def _cross_entropy(z: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Per candidate, the summed cross-entropy in float64: log-sum-exp minus the target logit."""
+    d = z.astype(np.float64)
+    picked = d[targets, np.arange(len(targets))]
+    top = d.max(axis=0)
+    np.exp(np.subtract(d, top, out=d), out=d)
+    return (np.log(d.sum(axis=0)) + top - picked).sum(axis=0)
+
+
+@metric("accuracy", unit="fraction", direction="maximize", kind="forward", batched=_correct)
 def accuracy(ctx: MetricContext) -> float:
     """Top-1 accuracy: the fraction of rows whose largest logit is at the target class."""
     logits, targets = _logits_targets(ctx, "accuracy")
     return (logits.argmax(dim=1) == targets).sum().item() / len(targets)
 
 
-@metric("loss", unit="nats", direction="minimize", kind="forward")
+@metric("loss", unit="nats", direction="minimize", kind="forward", batched=_cross_entropy)
 def loss(ctx: MetricContext) -> float:
     """Mean cross-entropy of softmax(logits) against the targets, in nats (float64)."""
     logits, targets = _logits_targets(ctx, "loss")

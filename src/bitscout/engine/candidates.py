@@ -1,0 +1,57 @@
+"""Candidates as tuples of small format ids: cheap to resolve, hash and keep by the million."""
+
+from collections.abc import Mapping
+
+from bitscout.quant.apply import fx_name, parse_layer_config
+from bitscout.quant.layers import TYPE_NAMES, LayerQuant
+from bitscout.space import Choice, SearchSpace
+
+Key = tuple[int, ...]  # a format id per quantizable layer, in the space's layer order
+
+
+class Resolver:
+    """Resolves configs of one space to format ids, as `SearchSpace.resolved` would.
+
+    Each layer key's table is parsed once per distinct set of values, not once per candidate,
+    and equal formats get one id, so configs that quantize alike (say, several widths under
+    `name = "NA"`) share a key.
+    """
+
+    def __init__(self, space: SearchSpace) -> None:
+        self.paths = tuple(space.layers)
+        # The plan key that configures each layer: by name every layer has its own key, by
+        # type the key is the layer's type when the seed has a table for it, else `default`.
+        self._governing = tuple(
+            next(k for k in (fx_name(p), p, TYPE_NAMES[type(m)], "default") if k in space.fields)
+            for p, m in space.layers.items()
+        )
+        self._fields = {
+            key: tuple((f"{key}/{field}", choices[0]) for field, choices in fields.items())
+            for key, fields in space.fields.items()
+        }
+        self._names = {key: tuple(fields) for key, fields in space.fields.items()}
+        self._parsed: dict[tuple[str, tuple[Choice, ...]], int] = {}
+        self._ids: dict[LayerQuant | None, int] = {}
+        self.formats: list[LayerQuant | None] = []
+
+    def key(self, config: Mapping[str, Choice]) -> Key:
+        ids = {}
+        for layer_key, fields in self._fields.items():
+            values = tuple(config.get(name, default) for name, default in fields)
+            ids[layer_key] = self._parse(layer_key, values)
+        return tuple(ids[k] for k in self._governing)
+
+    def plan(self, key: Key) -> dict[str, LayerQuant | None]:
+        """The formats per layer path of candidate `key`."""
+        return {path: self.formats[i] for path, i in zip(self.paths, key, strict=True)}
+
+    def _parse(self, layer_key: str, values: tuple[Choice, ...]) -> int:
+        memo = (layer_key, values)
+        if memo not in self._parsed:
+            table = dict(zip(self._names[layer_key], values, strict=True))
+            fmt = parse_layer_config(table, layer_key)
+            if fmt not in self._ids:
+                self._ids[fmt] = len(self.formats)
+                self.formats.append(fmt)
+            self._parsed[memo] = self._ids[fmt]
+        return self._parsed[memo]

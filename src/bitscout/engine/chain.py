@@ -1,0 +1,108 @@
+"""A model seen as a chain of modules, split at its quantizable layers.
+
+The fast path only handles models whose forward is one chain of per-sample modules (every
+model in `bitscout.models`): then the float part in front of the first quantized layer can be
+computed once, a quantized layer can be swapped for its arithmetic, and the batch can stand
+for several candidates at once (rows `n * g + i` for candidate `i` of `g`).
+"""
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from bitscout.quant.apply import quantizable_layers
+
+# Module types that, in eval mode, compute each sample on its own: running several candidates
+# stacked along the batch dimension gives each one what it would get alone.
+_ELEMENTWISE = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Sigmoid, nn.Tanh, nn.GELU, nn.SiLU)
+_PER_SAMPLE = (
+    *_ELEMENTWISE,
+    nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d,
+    nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Identity,
+    nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
+    nn.Linear, nn.Conv1d, nn.Conv2d,
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One quantizable layer and the float modules after it, up to the next such layer."""
+
+    path: str
+    layer: nn.Module
+    tail: tuple[nn.Module, ...]
+
+    @property
+    def stackable(self) -> bool:
+        """Whether candidates' weights can be stacked along the output channels: a grouped
+        convolution would mix the stacked channels of different candidates."""
+        return getattr(self.layer, "groups", 1) == 1
+
+    def layer_op(
+        self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+    ) -> torch.Tensor:
+        """The layer's arithmetic with the given (quantized) weight and bias."""
+        if isinstance(self.layer, nn.Linear):
+            return F.linear(x, weight, bias)
+        return self.layer._conv_forward(x, weight, bias)  # type: ignore[operator]  # as QuantConv
+
+
+@dataclass(frozen=True)
+class Chain:
+    """`head` (float modules in front of the first quantizable layer), then the stages."""
+
+    head: tuple[nn.Module, ...]
+    stages: tuple[Stage, ...]
+
+
+def run(modules: Sequence[nn.Module], x: torch.Tensor) -> torch.Tensor:
+    for module in modules:
+        x = module(x)
+    return x
+
+
+def _per_sample(module: nn.Module) -> bool:
+    if isinstance(module, nn.Flatten):
+        return module.start_dim >= 1
+    if isinstance(module, nn.Unflatten):
+        return isinstance(module.dim, int) and module.dim >= 1
+    return type(module) in _PER_SAMPLE
+
+
+def _traced_modules(model: nn.Module) -> list[str] | None:
+    """The module paths that `model.forward` calls one after the other, or None when the
+    forward is anything but a single chain of module calls."""
+    try:
+        graph = fx.symbolic_trace(model).graph
+    except Exception:  # noqa: BLE001 - fx raises many types; untraceable models run plain
+        return None
+    nodes = list(graph.nodes)
+    if len(nodes) < 3 or nodes[0].op != "placeholder" or nodes[-1].op != "output":
+        return None
+    paths: list[str] = []
+    for previous, node in itertools.pairwise(nodes[:-1]):
+        if node.op != "call_module" or node.args != (previous,) or node.kwargs:
+            return None
+        paths.append(str(node.target))
+    return paths if nodes[-1].args == (nodes[-2],) else None
+
+
+def trace_chain(model: nn.Module) -> Chain | None:
+    """`model` as a Chain, or None when the fast path cannot run it exactly."""
+    paths = _traced_modules(model)
+    quantizable = quantizable_layers(model)
+    if paths is None or sorted(p for p in paths if p in quantizable) != sorted(quantizable):
+        return None  # a layer called twice or never would break one-format-per-layer
+    modules = [model.get_submodule(p) for p in paths]
+    if not quantizable or not all(_per_sample(m) for m in modules):
+        return None
+    cuts = [i for i, p in enumerate(paths) if p in quantizable] + [len(paths)]
+    stages = tuple(
+        Stage(paths[start], modules[start], tuple(modules[start + 1 : end]))
+        for start, end in itertools.pairwise(cuts)
+    )
+    return Chain(head=tuple(modules[: cuts[0]]), stages=stages)

@@ -1,0 +1,157 @@
+"""Candidates' logits through a Chain, reusing everything that several candidates share.
+
+- The head (float modules in front of the first quantizable layer) runs once.
+- A layer's weight and bias are quantized once per format.
+- The activation at each layer boundary is cached by the formats of the layers before it,
+  and a layer's quantized input by those plus its data_in format, so a candidate resumes
+  after the longest prefix it shares with a recent one, and an input that no earlier
+  quantized layer touches is quantized once per format.
+- Candidates that differ only in one layer's weight and bias share that layer's quantized
+  input: their weights are stacked into one matrix product, and the rows of every later
+  tensor stand for all of them (row `n * g + i` is sample n of candidate i).
+"""
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from bitscout.engine.caches import TensorLRU
+from bitscout.engine.candidates import Key
+from bitscout.engine.chain import Chain, run
+from bitscout.quant.formats import Integer, quantize_values
+from bitscout.quant.layers import LayerQuant
+
+_FLOAT = LayerQuant()
+MIN_ROWS = 256
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """Format ids (for cache keys) and formats, both in the chain's stage order."""
+
+    key: Key
+    formats: tuple[LayerQuant, ...]
+
+
+class Runner:
+    """Logits of a search's candidates on fixed inputs `x`, reusing what they share."""
+
+    def __init__(
+        self, chain: Chain, x: torch.Tensor, *, cache_bytes: int, block_bytes: int
+    ) -> None:
+        self.stages = chain.stages
+        with torch.inference_mode():
+            self.head = run(chain.head, x)
+            self._widths = self._widths_from(self.head[:1])
+        self.n = len(x)
+        self.block_bytes = block_bytes
+        self.cache = TensorLRU(cache_bytes)
+        self._params: dict[tuple[int, str, Integer | None], torch.Tensor] = {}
+
+    def candidate(self, key: Key, plan: Mapping[str, LayerQuant | None]) -> Candidate:
+        """`key` and `plan` are per layer in the space's order; the Candidate in stage order."""
+        index = {path: i for i, path in enumerate(plan)}
+        order = [index[stage.path] for stage in self.stages]
+        formats = tuple(plan[stage.path] or _FLOAT for stage in self.stages)
+        return Candidate(tuple(key[i] for i in order), formats)
+
+    def groups(self, candidates: Sequence[Candidate]) -> list[tuple[int, list[int]]]:
+        """Split `candidates` into (stage, indexes) groups that `logits` runs together: those
+        that differ only in the weight and bias of `stage`, the deepest stage at which any of
+        them differ, in order of first appearance."""
+        last = len(self.stages) - 1
+        varying = [k for k in range(last + 1) if len({c.key[k] for c in candidates}) > 1]
+        stage = varying[-1] if varying else last
+        if not self.stages[stage].stackable:
+            return [(last, [i]) for i in range(len(candidates))]
+        buckets: dict[tuple, list[int]] = {}
+        for i, c in enumerate(candidates):
+            shared = (c.key[:stage], c.formats[stage].data_in, c.key[stage + 1 :])
+            buckets.setdefault(shared, []).append(i)
+        # At least MIN_ROWS rows per block, so per-call overheads stay small against the work.
+        size = max(1, self.block_bytes // (min(MIN_ROWS, self.n) * self._row_bytes(stage)))
+        out = []
+        for members in buckets.values():
+            for start in range(0, len(members), size):
+                part = members[start : start + size]
+                # A lone candidate takes the cached path through every boundary instead.
+                out.append((stage if len(part) > 1 else last, part))
+        return out
+
+    def logits(self, stage: int, members: Sequence[Candidate]) -> Iterator[torch.Tensor]:
+        """The logits [rows, len(members), classes] of successive blocks of rows, for candidates
+        that differ only in the weight and bias of `stage`. Run under torch.inference_mode().
+
+        Blocks keep every tensor after the stacked product small enough for the CPU's cache."""
+        params = [self._weight_bias(stage, c.formats[stage]) for c in members]
+        weight = torch.cat([w for w, _ in params])
+        bias = None if params[0][1] is None else torch.cat([b for _, b in params])  # type: ignore[misc]
+        x = self._stage_input(stage, members[0])
+        g = len(members)
+        rows = max(1, self.block_bytes // (g * self._row_bytes(stage)))
+        for start in range(0, self.n, rows):
+            out = self.stages[stage].layer_op(x[start : start + rows], weight, bias)
+            b = len(out)
+            h = run(self.stages[stage].tail, out.view(b * g, out.shape[1] // g, *out.shape[2:]))
+            for k in range(stage + 1, len(self.stages)):
+                h = self._forward(k, members[0], _quantized(h, members[0].formats[k].data_in))
+            yield h.view(b, g, -1)
+
+    def _row_bytes(self, stage: int) -> int:
+        return self._widths[stage] * self.head.element_size()
+
+    def _boundary(self, k: int, c: Candidate) -> torch.Tensor:
+        """The input of stage k before quantization: it depends only on the stages before k."""
+        if k == 0:
+            return self.head
+        key = (k, c.key[:k])
+        value = self.cache.get(key)
+        if value is None:
+            value = self._forward(k - 1, c, self._stage_input(k - 1, c))
+            self.cache.put(key, value)
+        return value
+
+    def _stage_input(self, k: int, c: Candidate) -> torch.Tensor:
+        fmt = c.formats[k].data_in
+        if fmt is None:
+            return self._boundary(k, c)
+        key = (k, c.key[:k], fmt)
+        value = self.cache.get(key)
+        if value is None:
+            value = quantize_values(self._boundary(k, c), fmt)
+            self.cache.put(key, value)
+        return value
+
+    def _forward(self, k: int, c: Candidate, x: torch.Tensor) -> torch.Tensor:
+        weight, bias = self._weight_bias(k, c.formats[k])
+        stage = self.stages[k]
+        return run(stage.tail, stage.layer_op(x, weight, bias))
+
+    def _weight_bias(self, k: int, fmt: LayerQuant) -> tuple[torch.Tensor, torch.Tensor | None]:
+        layer = self.stages[k].layer
+        bias = None if layer.bias is None else self._param(k, "bias", fmt.bias)
+        return self._param(k, "weight", fmt.weight), bias
+
+    def _param(self, k: int, name: str, fmt: Integer | None) -> torch.Tensor:
+        key = (k, name, fmt)
+        if key not in self._params:
+            value = getattr(self.stages[k].layer, name).detach()
+            self._params[key] = value if fmt is None else quantize_values(value, fmt)
+        return self._params[key]
+
+    def _widths_from(self, row: torch.Tensor) -> list[int]:
+        """Per stage: the most values per sample of any tensor from its layer's output on, which
+        bounds the memory a group of candidates stacked at that stage needs per candidate."""
+        sizes: list[list[int]] = []
+        for stage in self.stages:
+            row = stage.layer(row)
+            sizes.append([row.numel()])
+            for module in stage.tail:
+                row = module(row)
+                sizes[-1].append(row.numel())
+        return [max(n for later in sizes[k:] for n in later) for k in range(len(sizes))]
+
+
+def _quantized(x: torch.Tensor, fmt: Integer | None) -> torch.Tensor:
+    return x if fmt is None else quantize_values(x, fmt)

@@ -1,0 +1,353 @@
+"""The fast path against the plain path: build each candidate with `quantize_model`, run it
+on the whole split, score it with the unbatched metrics. Every reuse (float head once, cached
+weights and inputs, prefix sharing, stacked weights, blocks of rows) must keep the predicted
+class of every sample, hence the accuracy, and the loss up to the rounding of grouped sums.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+import torch
+from torch import nn
+
+from bitscout.data import load_dataset
+from bitscout.engine.caches import MetricsCache, TensorLRU
+from bitscout.engine.candidates import Resolver
+from bitscout.engine.chain import trace_chain
+from bitscout.engine.runner import Runner
+from bitscout.evaluate import Evaluator, predict
+from bitscout.metrics import METRICS, Metric, MetricContext, compute_metrics
+from bitscout.models import build_model
+from bitscout.quant import quantize_model
+from bitscout.space import SearchSpace
+
+METRIC_NAMES = ["accuracy", "loss", "average_bitwidth", "model_size", "bops", "flops"]
+CONFIGS = 30  # random configs per model
+LOSS_RTOL = 1e-6
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Many small operations: a second OpenMP thread only adds stalls on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _layer(data_in, weight, bias, **extra) -> dict:
+    table = {"name": ["integer"], "data_in_width": data_in, "weight_width": weight}
+    return {**table, "bias_width": bias, **extra}
+
+
+def _jsc_data():
+    data = load_dataset("fake", seed=3, num_samples=6000)
+    return data.x_val, data.y_val
+
+
+def _digits_data():
+    data = load_dataset("digits", seed=3)
+    return data.x_val, data.y_val
+
+
+def _randomize_norms(model: nn.Module, seed: int) -> nn.Module:
+    """Random init leaves BatchNorm the identity; give its running stats something to do."""
+    gen = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm1d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=gen))
+            m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+    return model.eval()
+
+
+def jsc_tiny():
+    torch.manual_seed(0)
+    model = _randomize_norms(build_model("jsc-tiny"), 0)
+    tables = {
+        "default": {"name": ["NA"]},
+        "seq_blocks_2": _layer([4, 8, 16], [2, 4, 8, 16], [2, 4, 8, 16]),
+    }
+    return model, SearchSpace(model, "name", tables), *_jsc_data()
+
+
+def jsc_s():
+    torch.manual_seed(1)
+    model = _randomize_norms(build_model("jsc-s"), 1)
+    tables = {
+        "default": {"name": ["NA"]},
+        "seq_blocks_2": _layer([4, 8], [2, 8], [8], name=["integer", "NA"]),
+        "seq_blocks_5": _layer([6, 16], [3, 8], [4, 16], rounding=["half_even", "floor"]),
+        "seq_blocks_7": _layer([8], [4, 16], [8], overflow=["saturate", "wrap"]),
+        "seq_blocks_9": _layer([4, 8, 12], [2, 4, 8], [4, 8], weight_frac_width=["NA", 3]),
+    }
+    return model, SearchSpace(model, "name", tables), *_jsc_data()
+
+
+def digits_mlp():
+    torch.manual_seed(2)
+    model = build_model("mlp").eval()
+    tables = {
+        "default": {
+            "name": ["integer"],
+            "data_in_width": [8],
+            "weight_width": [8],
+            "bias_width": [8],
+        },
+        "seq_blocks_0": _layer([6, 8], [3, 6], [8], data_in_frac_width=[2, "NA"]),
+        "seq_blocks_2": _layer([8, 16], [2, 4, 8], [8, 16]),
+        "seq_blocks_4": _layer([4, 8, 16], [2, 4, 8, 16], [4, 8, 16]),
+    }
+    return model, SearchSpace(model, "name", tables), *_digits_data()
+
+
+def digits_cnn():
+    torch.manual_seed(3)
+    model = build_model("cnn", channels=4).eval()
+    tables = {
+        "default": {"name": ["NA"]},
+        "seq_blocks_1": _layer([8], [3, 8], [8, 16]),
+        "seq_blocks_4": _layer([6, 8], [2, 4, 8], [8]),
+        "seq_blocks_8": _layer([4, 8], [4, 8], [4, 8]),
+    }
+    return model, SearchSpace(model, "name", tables), *_digits_data()
+
+
+CASES = {"jsc-tiny": jsc_tiny, "jsc-s": jsc_s, "digits-mlp": digits_mlp, "digits-cnn": digits_cnn}
+
+
+def plain_logits(model, space, config, x):
+    return predict(quantize_model(model, space.plan(config)), x)
+
+
+def plain_metrics(model, space, config, x, y) -> dict[str, float]:
+    """The reference: the candidate built from scratch, scored by the unbatched metrics."""
+    ctx = MetricContext(
+        profile=Evaluator(model, space, x[:1], y[:1], []).profile,
+        plan=space.resolved(model, config),
+        logits=plain_logits(model, space, config, x),
+        targets=y,
+    )
+    return compute_metrics(METRIC_NAMES, ctx)
+
+
+def assert_same(got: dict[str, float], want: dict[str, float]) -> None:
+    assert set(got) == set(want)
+    for name, value in want.items():
+        if name == "loss":
+            assert got[name] == pytest.approx(value, rel=LOSS_RTOL, abs=0), name
+        else:
+            assert got[name] == value, name
+
+
+def random_indexes(space: SearchSpace, seed: int) -> list[int]:
+    return random.Random(seed).sample(range(space.size), min(CONFIGS, space.size))
+
+
+@pytest.fixture(scope="module", params=list(CASES))
+def case(request):
+    model, space, x, y = CASES[request.param]()
+    refs = {}
+    for i in random_indexes(space, 7):
+        refs[i] = plain_metrics(model, space, space.config(i), x, y)
+    return model, space, x, y, refs
+
+
+def test_evaluate_one_at_a_time_matches_plain_path(case):
+    model, space, x, y, refs = case
+    evaluator = Evaluator(model, space, x, y, METRIC_NAMES)
+    for i, want in refs.items():  # random order: caches of earlier candidates get in the way
+        got, cached = evaluator.evaluate(space.config(i))
+        assert not cached
+        assert_same(got, want)
+
+
+def test_evaluate_many_matches_plain_path_on_consecutive_chunks(case):
+    model, space, x, y, refs = case
+    # Small blocks and cache: many blocks of rows per group, and evictions, on small data.
+    evaluator = Evaluator(model, space, x, y, METRIC_NAMES, cache_bytes=2**17, block_bytes=2**16)
+    for start in random.Random(11).sample(range(0, space.size, 20), 3):  # disjoint chunks
+        configs = [space.config(i) for i in range(start, min(start + 20, space.size))]
+        results = evaluator.evaluate_many(configs)
+        assert len(results) == len(configs)
+        for config, (got, cached) in zip(configs, results, strict=True):
+            assert not cached
+            assert_same(got, plain_metrics(model, space, config, x, y))
+    # Also scattered candidates handed over together, each in its own place of the result.
+    results = evaluator.evaluate_many([space.config(i) for i in refs])
+    for (got, _), want in zip(results, refs.values(), strict=True):
+        assert_same(got, want)
+
+
+def test_every_sample_gets_the_plain_path_class(case):
+    model, space, x, _, refs = case
+    resolver = Resolver(space)
+    runner = Runner(trace_chain(model), x, cache_bytes=2**20, block_bytes=2**18)
+    # Candidates stacked at the last layer, then at an earlier one (the last layer's fields
+    # fixed, so quantized later layers run on the stacked rows), then scattered ones.
+    last = [d for d in space.dimensions if d.layer == space.dimensions[-1].layer]
+    stride = math.prod(len(d.choices) for d in last)
+    indexes = [*range(min(space.size, 24)), *range(0, space.size, stride)[:24], *refs]
+    chunk = [space.config(i) for i in indexes]
+    candidates = [runner.candidate(k, resolver.plan(k)) for k in map(resolver.key, chunk)]
+    groups = runner.groups(candidates)
+    assert sorted(i for _, members in groups for i in members) == list(range(len(chunk)))
+    with torch.inference_mode():
+        for stage, members in groups:
+            logits = torch.cat(list(runner.logits(stage, [candidates[i] for i in members])))
+            for column, i in enumerate(members):
+                want = plain_logits(model, space, chunk[i], x)
+                assert torch.equal(logits[:, column].argmax(dim=1), want.argmax(dim=1))
+                torch.testing.assert_close(logits[:, column], want, rtol=1e-5, atol=1e-5)
+
+
+def test_consecutive_candidates_are_stacked():
+    model, space, x, _ = jsc_tiny()
+    resolver = Resolver(space)
+    runner = Runner(trace_chain(model), x, cache_bytes=2**20, block_bytes=2**20)
+    keys = [resolver.key(space.config(i)) for i in range(space.size)]
+    groups = runner.groups([runner.candidate(k, resolver.plan(k)) for k in keys])
+    # One group per data_in width, each over the 4 x 4 weight and bias widths.
+    assert [members for _, members in groups] == [list(range(s, s + 16)) for s in (0, 16, 32)]
+
+
+def test_resolver_agrees_with_the_space():
+    for build in (*CASES.values(),):
+        model, space, _, _ = build()
+        resolver = Resolver(space)
+        for i in random_indexes(space, 5):
+            config = space.config(i)
+            assert resolver.plan(resolver.key(config)) == space.resolved(model, config)
+    model = build_model("jsc-toy")
+    tables = {"default": {"name": ["NA"]}, "linear": _layer([4, 8], [2, 4], [8])}
+    space = SearchSpace(model, "type", tables)
+    resolver = Resolver(space)
+    for i in range(space.size):
+        assert resolver.plan(resolver.key(space.config(i))) == space.resolved(
+            model, space.config(i)
+        )
+
+
+def test_configs_that_quantize_alike_share_a_key():
+    model, space, x, y = jsc_s()
+    evaluator = Evaluator(model, space, x, y, METRIC_NAMES)
+    base = space.config(0)
+    unquantized = {**base, "seq_blocks_2/name": "NA", "seq_blocks_2/data_in_width": 4}
+    other = {**unquantized, "seq_blocks_2/data_in_width": 8}
+    assert evaluator.key(unquantized) == evaluator.key(other) != evaluator.key(base)
+
+
+def test_cache_hits_and_copies():
+    model, space, x, y = jsc_tiny()
+    evaluator = Evaluator(model, space, x, y, METRIC_NAMES)
+    a, b = space.config(5), space.config(40)
+    first, cached = evaluator.evaluate(a)
+    assert not cached
+    again, cached = evaluator.evaluate(a)
+    assert cached and again == first
+    again["accuracy"] = -1.0  # a caller's changes do not reach the cache
+    assert evaluator.evaluate(a)[0] == first
+    results = evaluator.evaluate_many([b, a, b])
+    assert [cached for _, cached in results] == [False, True, True]
+    assert results[0][0] == results[2][0] == evaluator.evaluate(b)[0]
+    assert len(evaluator.cache) == 2
+    evaluator.cache.clear()
+    assert evaluator.evaluate(a) == (first, False)
+
+
+def test_remember_fills_the_cache_from_elsewhere():
+    model, space, x, y = jsc_tiny()
+    evaluator = Evaluator(model, space, x, y, ["accuracy", "flops"])
+    config = space.config(3)
+    assert not evaluator.remember(config, {"accuracy": 0.5})  # incomplete: not cached
+    assert evaluator.evaluate(config)[1] is False
+    evaluator.cache.clear()
+    stored = {"accuracy": 0.25, "flops": 7.0, "loss": 1.0}
+    assert evaluator.remember(config, stored)
+    assert evaluator.evaluate(config) == ({"accuracy": 0.25, "flops": 7.0}, True)
+    evaluator.cache.setdefault(evaluator.key(config), {"accuracy": 1.0, "flops": 1.0})
+    assert evaluator.evaluate(config)[0]["accuracy"] == 0.25  # the first entry stays
+
+
+class Residual(nn.Module):
+    """Not a chain: the fast path must hand it to the plain path."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(16, 16)
+        self.b = nn.Linear(16, 5)
+
+    def forward(self, x):
+        return self.b(torch.relu(self.a(x)) + x)
+
+
+def test_models_that_are_not_chains_take_the_plain_path():
+    torch.manual_seed(4)
+    model = Residual().eval()
+    assert trace_chain(model) is None
+    assert trace_chain(nn.Sequential(nn.Linear(4, 4), nn.Softmax(dim=1))) is None
+    assert trace_chain(nn.Sequential(nn.Flatten(0), nn.Linear(4, 4))) is None
+    space = SearchSpace(model, "name", {"default": _layer([4, 8], [2, 8], [8])})
+    x, y = _jsc_data()
+    evaluator = Evaluator(model, space, x, y, METRIC_NAMES)
+    results = evaluator.evaluate_many([space.config(i) for i in range(space.size)])
+    for i, (got, _) in enumerate(results):
+        assert_same(got, plain_metrics(model, space, space.config(i), x, y))
+
+
+def test_forward_metric_without_batched_form(monkeypatch):
+    def top2(ctx: MetricContext) -> float:
+        """Fraction of rows whose target is among the two largest logits."""
+        best = ctx.logits.topk(2, dim=1).indices
+        return (best == ctx.targets[:, None]).any(dim=1).float().mean().item()
+
+    monkeypatch.setitem(
+        METRICS._items, "top2", Metric("top2", "fraction", "maximize", "forward", top2)
+    )
+    model, space, x, y = jsc_s()
+    names = ["top2", "accuracy"]
+    evaluator = Evaluator(model, space, x, y, names, block_bytes=2**14)
+    configs = [space.config(i) for i in range(8)]
+    for config, (got, _) in zip(configs, evaluator.evaluate_many(configs), strict=True):
+        logits = plain_logits(model, space, config, x)
+        ctx = MetricContext(
+            evaluator.profile, space.resolved(model, config), logits=logits, targets=y
+        )
+        assert got == compute_metrics(names, ctx)
+
+
+def test_latency_times_the_built_candidate():
+    model, space, x, y = jsc_tiny()
+    latency = {"latency_repeats": 2, "latency_warmup": 0, "latency_budget_s": 0.0}
+    threads = torch.get_num_threads()
+    evaluator = Evaluator(model, space, x, y, ["latency", "accuracy"], latency=latency)
+    (got, _), (other, _) = evaluator.evaluate_many([space.config(0), space.config(1)])
+    assert got["latency"] > 0 and other["latency"] > 0
+    assert got["accuracy"] == plain_metrics(model, space, space.config(0), x, y)["accuracy"]
+    assert torch.get_num_threads() == threads
+
+
+def test_tensor_lru_keeps_recent_entries_within_budget():
+    cache = TensorLRU(max_bytes=3 * 400)
+    tensors = {k: torch.full((100,), float(k)) for k in range(5)}  # 400 bytes each
+    for k in range(3):
+        cache.put(k, tensors[k])
+    assert cache.get(0) is tensors[0]  # 0 is now the most recent
+    cache.put(3, tensors[3])  # evicts 1, the least recent
+    assert cache.get(1) is None and cache.get(0) is tensors[0] and cache.get(3) is tensors[3]
+    assert cache.bytes == 1200 and len(cache) == 3
+    cache.put(4, torch.zeros(301))  # larger than the whole budget: not kept
+    assert cache.get(4) is None and len(cache) == 3
+
+
+def test_metrics_cache_stores_floats_compactly():
+    cache = MetricsCache(["accuracy", "loss"])
+    cache[(1, 2)] = {"loss": 0.5, "accuracy": 1, "extra": 3.0}
+    assert cache[(1, 2)] == {"accuracy": 1.0, "loss": 0.5}
+    assert list(cache) == [(1, 2)] and (1, 2) in cache and len(cache) == 1
+    with pytest.raises(KeyError):
+        cache[(3,)] = {"accuracy": 1.0}
+    del cache[(1, 2)]
+    assert len(cache) == 0

@@ -301,3 +301,31 @@ def test_three_workers_share_postgresql(assets, single, tmp_path, postgres_url, 
     password = postgres_url.split("//")[1].split("@")[0].split(":")[1]
     for i in range(3):
         assert password not in (tmp_path / f"w{i}" / "summary.json").read_text()
+
+
+def test_n_jobs_runs_extra_worker_processes_on_the_study(assets, tmp_path):
+    """n_jobs = 2: the parent (slowed down here) and one extra process share the chunks."""
+    doc = config_doc()
+    doc["search"]["strategy"]["setup"]["n_jobs"] = 2
+    assets = {**assets, "jobs": tmp_path / "jobs.toml"}
+    assets["jobs"].write_text(tomli_w.dumps(doc))
+    out = tmp_path / "jobs"
+    rc, err = run(assets, out, env={"DRIVER_SLOW_S": "0.3"}, config="jobs")
+    assert rc == 0, err
+    study = load(out / "study.journal")
+    done = complete(study)
+    assert len(done) == 48 == len({params_key(t) for t in done})
+    pids = {t.user_attrs["worker"].split(":")[1] for t in done}
+    assert len(pids) == 2, "the extra process evaluated candidates too"
+    assert_csv_agrees(out, study)
+
+
+def test_n_jobs_refuses_sqlite(assets, tmp_path, capsys):
+    doc = config_doc()
+    doc["search"]["strategy"]["setup"]["n_jobs"] = 2
+    cfg = tmp_path / "jobs.toml"
+    cfg.write_text(tomli_w.dumps(doc))
+    args = ["--load", str(assets["ckpt"]), "--storage", f"sqlite:///{tmp_path / 's.db'}"]
+    assert main(["search", str(cfg), "--out", str(tmp_path / "o"), *args]) == 2
+    assert "n_jobs" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

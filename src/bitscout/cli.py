@@ -73,9 +73,12 @@ def cmd_search(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     out = Path(args.out or Path("runs") / Path(args.config).stem)
     storage = args.storage or default_storage(out)
-    run = SearchRun(out=out, storage=storage, study_name=args.study, load=args.load)
+    run = SearchRun(out, storage, args.study, load=args.load, child=args.child)
     summary = run_search(cfg, run, _overrides(args), console)
-    console.print(f"{summary['trials_run']} trials in {summary['wall_s']:.2f} s; outputs in {out}")
+    if not args.child:
+        console.print(
+            f"{summary['trials_run']} trials in {summary['wall_s']:.2f} s; outputs in {out}"
+        )
     return 0
 
 
@@ -187,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--seed", type=integer, help="seed of the strategy")
     search.add_argument("--storage", help="Optuna storage URL (default sqlite:///DIR/study.db)")
     search.add_argument("--study", default="bitscout", help="study name (default %(default)s)")
+    search.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # n_jobs worker
     search.set_defaults(func=cmd_search)
     report = sub.add_parser("report", help="tables and plots of a finished search")
     report.add_argument("dir", help="the search's output directory")

@@ -24,6 +24,7 @@ from bitscout.outputs import (
     write_pareto_csv,
     write_summary,
 )  # fmt: skip
+from bitscout.parallel import check_shareable, join, spawn, worker_argv
 from bitscout.progress import Reporter, config_text
 from bitscout.report import load_run
 from bitscout.report_md import write_report
@@ -133,12 +134,23 @@ class SearchRun:
     storage: str
     study_name: str
     load: str | None = None
+    child: bool = False  # an extra worker of a parent's n_jobs: no outputs of its own
 
 
-def run_search(cfg: Config, run: SearchRun, overrides: Overrides, console: Console) -> dict:
-    """Run (or resume) the configured search and write its outputs into `run.out`. Bad input
-    is refused before anything is written to `run.out`."""
+@dataclass
+class Prepared:
+    settings: StrategySettings
+    space: SearchSpace
+    model: nn.Module
+    checkpoint: Path
+    study: Any
+
+
+def prepare(cfg: Config, run: SearchRun, overrides: Overrides, console: Console) -> Prepared:
+    """Validate everything, then get the float model and open the study. Bad input is
+    refused before anything is written to `run.out`."""
     settings = check_search(cfg, overrides)
+    check_shareable(run.storage, 1 if run.child else settings.n_jobs)
     data = load_data(cfg)
     space = parse_space(cfg.search.get("search_space", {}), make_model(cfg, data))
     model = existing_model(cfg, data, run.load, run.out, console)
@@ -152,26 +164,52 @@ def run_search(cfg: Config, run: SearchRun, overrides: Overrides, console: Conso
         Path(run.storage).parent.mkdir(parents=True, exist_ok=True)
     study = open_study(run.storage, run.study_name, settings.objective, meta, sampler)
     run.out.mkdir(parents=True, exist_ok=True)
-    evaluator = make_evaluator(settings, space, data, model)
-    before = done_trials(study)
+    checkpoint = Path(run.load) if run.load else run.out / "model.pt"
+    return Prepared(settings, space, model, checkpoint, study)
+
+
+def run_search(cfg: Config, run: SearchRun, overrides: Overrides, console: Console) -> dict:
+    """Run (or resume) the configured search and write its outputs into `run.out`."""
+    p = prepare(cfg, run, overrides, console)
+    evaluator = make_evaluator(p.settings, p.space, load_data(cfg), p.model)
+    before = done_trials(p.study)
     for t in before:  # a resumed search reuses what the store already holds
         evaluator.cache.setdefault(evaluator.key(t.params), t.user_attrs["metrics"])
-    ctx = SearchContext(space, evaluator, settings.objective, settings, study)
+    ctx = SearchContext(p.space, evaluator, p.settings.objective, p.settings, p.study)
     console.print(
-        f"searching {space.size} candidates with {describe(settings)}; "
+        f"searching {p.space.size} candidates with {describe(p.settings)}; "
         f"{len(before)} trials already in the store"
     )
+    procs = [] if run.child else spawn(extra_workers(cfg, run, p, overrides))
     start = time.perf_counter()
     try:
-        with Reporter(console, ctx.budget(), settings.objective) as reporter:
+        with Reporter(console, ctx.budget(), p.settings.objective) as reporter:
             ctx.on_trial = reporter
-            strategy.run(ctx)
+            STRATEGIES.get(p.settings.name, "search.strategy.name").run(ctx)
+        join(procs, console)
     finally:
         wall = time.perf_counter() - start
-        summary = write_outputs(
-            cfg, run, settings, space, model, study, wall, len(before), evaluator
+        if not run.child:
+            summary = write_outputs(cfg, run, p, wall, len(before), evaluator)
+    return {} if run.child else finish(console, run, p.settings, p.study, summary)
+
+
+def extra_workers(cfg: Config, run: SearchRun, p: Prepared, o: Overrides) -> list[list[str]]:
+    """`n_jobs - 1` more processes on the same study; each seeds its sampler differently, or
+    they would all propose the same configs."""
+    if p.settings.n_jobs == 1:
+        return []
+    if cfg.source is None:
+        raise ConfigError("search.strategy.setup.n_jobs", "> 1 needs a config file", 1)
+    flags = [f"--{k}={v}" for k, v in (("strategy", p.settings.name), ("trials", o.trials))]
+    flags += [f"--sampler={p.settings.sampler}"] if p.settings.name == "optuna" else []
+    return [
+        worker_argv(
+            cfg.source, run.out, p.checkpoint, run.storage, run.study_name,
+            [*(f for f in flags if not f.endswith("=None")), f"--seed={p.settings.seed + i}"],
         )
-    return finish(console, run, settings, study, summary)
+        for i in range(1, p.settings.n_jobs)
+    ]  # fmt: skip
 
 
 def finish(
@@ -184,6 +222,9 @@ def finish(
             f"all {summary['failed']} evaluated candidates failed; first reason: "
             f"{first_failure(study)} (details in {run.out / 'trials.csv'})"
         )
+    if summary["complete"] == 0:
+        console.print("no trial has finished yet (timeout?): nothing to report")
+        return summary
     show_best(console, settings, study)
     report = write_report(
         load_run(run.out), settings.objective, run.out, f"bitscout search: {run.out.name}"
@@ -214,24 +255,17 @@ def describe(settings: StrategySettings) -> str:
 
 
 def write_outputs(
-    cfg: Config,
-    run: SearchRun,
-    settings: StrategySettings,
-    space: SearchSpace,
-    model: Any,
-    study: Any,
-    wall: float,
-    before: int,
-    evaluator: Evaluator,
+    cfg: Config, run: SearchRun, p: Prepared, wall: float, before: int, evaluator: Evaluator
 ) -> dict[str, Any]:
     """trials.csv, best.toml, pareto.csv (multi-objective) and summary.json."""
+    settings, space, study = p.settings, p.space, p.study
     objective = settings.objective
     names = metric_names(settings)
     write_trials_csv(run.out / "trials.csv", study, space, objective, names)
     done = done_trials(study)
     winners = best_trials(done, objective)
     if winners:
-        write_best_toml(run.out / "best.toml", model, space, winners[0])
+        write_best_toml(run.out / "best.toml", p.model, space, winners[0])
     if not objective.single:
         write_pareto_csv(run.out / "pareto.csv", winners, space, names)
     states = [trial_state(t) for t in study.get_trials(deepcopy=False)]

@@ -2,6 +2,7 @@
 
 import contextlib
 import csv
+import os
 import re
 import time
 from collections.abc import Mapping, Sequence
@@ -273,7 +274,7 @@ def write_trials_csv(
     ]
     columns += ["objective"] if objective.single else [f"objective_{m}" for m in objective.names]
     columns += ["duration_s", "reason"]
-    tmp = path.with_suffix(".csv.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # workers may share a directory
     trials = finish_order(study.get_trials(deepcopy=False))
     with tmp.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")

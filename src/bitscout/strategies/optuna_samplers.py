@@ -5,6 +5,7 @@ from typing import Any
 
 import optuna
 from optuna.samplers import BaseSampler
+from optuna.trial import FrozenTrial
 
 from bitscout.liveness import Heartbeat, fail_stale, worker_id
 from bitscout.objective import Objective
@@ -56,8 +57,19 @@ class OptunaStrategy(Strategy):
                     n_trials=budget,
                     timeout=ctx.settings.timeout,
                     catch=(CandidateFailed,),
+                    callbacks=[_stop_at_budget(ctx)],
                     gc_after_trial=False,
                 )
+
+
+def _stop_at_budget(ctx: SearchContext) -> Callable[[optuna.Study, FrozenTrial], None]:
+    """Workers sharing the study stop together once it holds `n_trials` ended trials."""
+
+    def callback(study: optuna.Study, _: FrozenTrial) -> None:
+        if ctx.budget() <= 0:
+            study.stop()
+
+    return callback
 
 
 def _objective(ctx: SearchContext, heartbeat: Heartbeat, trial: optuna.Trial) -> Any:

@@ -1,6 +1,7 @@
 """Config files: MASE-layout TOML loaded into a validated, frozen `Config`."""
 
 import difflib
+import math
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -36,13 +37,43 @@ def check_keys(table: Mapping[str, Any], known: tuple[str, ...], prefix: str) ->
             raise ConfigError(key, f"unknown key{suggest(k, known)} (known: {', '.join(known)})")
 
 
-def _number(raw: Mapping[str, Any], name: str, default: float, kind: type, low: float) -> Any:
+SEED_MAX = 2**32 - 1  # NumPy's and Optuna's samplers refuse larger seeds
+
+
+def _number(
+    raw: Mapping[str, Any],
+    name: str,
+    default: float,
+    kind: type,
+    low: float,
+    high: float = math.inf,
+) -> Any:
     value = raw.get(name, default)
-    ok = isinstance(value, int | float) if kind is float else isinstance(value, int)
-    if isinstance(value, bool) or not ok or value < low or (kind is float and value != value):
+    ok = isinstance(value, int) if kind is int else isinstance(value, int | float)
+    ok = ok and not isinstance(value, bool)
+    if ok and kind is float:
+        # TOML allows inf, nan and integers too large for a float; none makes a usable rate.
+        value = finite_float(value)
+        if value is None:
+            raise ConfigError(name, f"must be a finite number >= {low}", raw.get(name))
+    if not ok or not low <= value <= high:
         noun = "an integer" if kind is int else "a number"
-        raise ConfigError(name, f"must be {noun} >= {low}", value)
+        too_big = ok and value > high  # the upper bound only matters (and is shown) when hit
+        bound = f"in {low}..{high}" if too_big else f">= {low}"
+        raise ConfigError(name, f"must be {noun} {bound}", value)
     return kind(value)
+
+
+def finite_float(value: object) -> float | None:
+    """`value` as a finite float; None for non-numbers, bools, inf, nan and integers too large
+    for a float (TOML allows them; math.isfinite would raise OverflowError on them)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _string(raw: Mapping[str, Any], name: str, default: str | None) -> str | None:
@@ -52,10 +83,17 @@ def _string(raw: Mapping[str, Any], name: str, default: str | None) -> str | Non
     return value
 
 
-def _table(raw: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+def _name(raw: Mapping[str, Any], name: str, default: str) -> str:
+    """A registry name: an empty string is kept so the lookup rejects it and lists the known
+    names (it used to fall back to the default silently)."""
+    value = _string(raw, name, default)
+    return default if value is None else value
+
+
+def _table(raw: Mapping[str, Any], name: str, prefix: str = "") -> Mapping[str, Any]:
     value = raw.get(name, {})
     if not isinstance(value, Mapping):
-        raise ConfigError(name, "must be a table", value)
+        raise ConfigError(f"{prefix}{name}", "must be a table", value)
     return MappingProxyType(dict(value))
 
 
@@ -82,13 +120,13 @@ class Config:
         check_keys(raw, TOP_LEVEL, "")
         passes = _table(raw, "passes")
         check_keys(passes, ("quantize",), "passes")
-        plan = parse_plan(_table(passes, "quantize")) if "quantize" in passes else None
+        plan = parse_plan(_table(passes, "quantize", "passes.")) if "quantize" in passes else None
         dataset_path = _string(raw, "dataset_path", None)
         if dataset_path and source is not None and not Path(dataset_path).is_absolute():
             dataset_path = str((source.parent / dataset_path).resolve())
         return cls(
-            model=_string(raw, "model", cls.model) or cls.model,
-            dataset=_string(raw, "dataset", cls.dataset) or cls.dataset,
+            model=_name(raw, "model", cls.model),
+            dataset=_name(raw, "dataset", cls.dataset),
             dataset_path=dataset_path,
             dataset_options=_table(raw, "dataset_options"),
             model_options=_table(raw, "model_options"),
@@ -96,7 +134,7 @@ class Config:
             max_epochs=_number(raw, "max_epochs", cls.max_epochs, int, 1),
             learning_rate=_number(raw, "learning_rate", cls.learning_rate, float, 0.0),
             weight_decay=_number(raw, "weight_decay", cls.weight_decay, float, 0.0),
-            seed=_number(raw, "seed", cls.seed, int, 0),
+            seed=_number(raw, "seed", cls.seed, int, 0, SEED_MAX),
             quantize=plan,
             search=_table(raw, "search"),
             source=source,

@@ -115,7 +115,7 @@ def _split_fractions(options: dict[str, Any]) -> tuple[float, float]:
     values = {k: options.get(k, default) for k, default in _SPLIT_OPTIONS.items()}
     for key, value in values.items():
         ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
-        if not ok or not 0 < float(value) < 1:
+        if not ok or not 0 < value < 1:  # no float(): a huge TOML integer would overflow
             raise ConfigError(f"dataset_options.{key}", "must be a number in (0, 1)", value)
     val, test = float(values["val_fraction"]), float(values["test_fraction"])
     if val + test >= 1:

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from bitscout.config import check_keys
+from bitscout.config import check_keys, finite_float
 from bitscout.errors import ConfigError
 from bitscout.metrics import get_metric
 
@@ -101,13 +101,13 @@ def _metric_spec(name: str, raw: object, key: str) -> MetricSpec:
     if not isinstance(raw, Mapping):
         raise ConfigError(key, "must be a table with `scale` and `direction`", raw)
     check_keys(raw, ("scale", "direction"), key)
-    scale = raw.get("scale", 1.0)
-    if isinstance(scale, bool) or not isinstance(scale, int | float) or not math.isfinite(scale):
-        raise ConfigError(f"{key}.scale", "must be a finite number", scale)
+    scale = finite_float(raw.get("scale", 1.0))
+    if scale is None:
+        raise ConfigError(f"{key}.scale", "must be a finite number", raw.get("scale"))
     direction = raw.get("direction", metric.direction)
     if direction not in DIRECTIONS:
         raise ConfigError(f"{key}.direction", f"must be one of {list(DIRECTIONS)}", direction)
-    return MetricSpec(name, float(scale), direction)
+    return MetricSpec(name, scale, direction)
 
 
 def parse_objective(

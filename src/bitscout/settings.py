@@ -1,10 +1,11 @@
 """`[search.strategy]`: which strategy, how many trials, the objective, evaluation options."""
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from bitscout.config import check_keys
+from bitscout.config import SEED_MAX, check_keys
 from bitscout.errors import ConfigError
 from bitscout.objective import Objective, parse_objective
 
@@ -40,22 +41,33 @@ def _table(raw: Mapping[str, Any], name: str, key: str) -> Mapping[str, Any]:
     return value
 
 
-def _int(raw: Mapping[str, Any], name: str, key: str, low: int) -> int | None:
+def _int(
+    raw: Mapping[str, Any], name: str, key: str, low: int, high: int | None = None
+) -> int | None:
     value = raw.get(name)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ConfigError(f"{key}.{name}", f"must be an integer >= {low}", value)
+    ok = isinstance(value, int) and not isinstance(value, bool)
+    if not ok or value < low or (high is not None and value > high):
+        bound = f">= {low}" if high is None else f"in {low}..{high}"
+        raise ConfigError(f"{key}.{name}", f"must be an integer {bound}", value)
     return value
 
 
-def _float(raw: Mapping[str, Any], name: str, key: str) -> float | None:
+def _float(raw: Mapping[str, Any], name: str, key: str, *, positive: bool = False) -> float | None:
+    """A number >= 0 (> 0 with `positive`); inf is allowed: no limit."""
     value = raw.get(name)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
-        raise ConfigError(f"{key}.{name}", "must be a number >= 0", value)
-    return float(value)
+    number = math.nan
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond float's range is no limit, like inf
+            number = math.inf
+    if not (number > 0 if positive else number >= 0):
+        raise ConfigError(f"{key}.{name}", f"must be a number {'>' if positive else '>='} 0", value)
+    return number
 
 
 def _default(value: Any, default: Any) -> Any:
@@ -109,9 +121,9 @@ def parse_settings(search: Mapping[str, Any], default_seed: int) -> StrategySett
         sampler=_choice(setup, "sampler", SAMPLER_NAMES, "tpe", key),
         objective=objective,
         n_trials=_int(setup, "n_trials", key, 1),
-        timeout=_float(setup, "timeout", key),
+        timeout=_float(setup, "timeout", key, positive=True),  # 0 would run no trial at all
         n_jobs=_default(_int(setup, "n_jobs", key, 1), 1),
-        seed=_default(_int(setup, "seed", key, 0), default_seed),
+        seed=_default(_int(setup, "seed", key, 0, SEED_MAX), default_seed),
         num_samples=_num_samples(strategy, setup),
         latency_repeats=_default(_int(setup, "latency_repeats", key, 1), 5),
         latency_warmup=_default(_int(setup, "latency_warmup", key, 0), 1),

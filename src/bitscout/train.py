@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 from pathlib import Path
 
 import torch
@@ -41,8 +42,24 @@ def _epoch(
     return total / len(order)
 
 
+def _check_batches(model: nn.Module, data: Splits, cfg: Config) -> None:
+    """BatchNorm cannot train on a batch of one sample: refuse before torch fails mid-epoch."""
+    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        return
+    if cfg.batch_size < 2:
+        rule = f"must be >= 2 for {cfg.model}: its BatchNorm layers need 2 samples per batch"
+        raise ConfigError("batch_size", rule, cfg.batch_size)
+    if len(data.y_train) < 2:
+        rule = (
+            f"leave too few training samples for {cfg.model} ({len(data.y_train)}; its "
+            "BatchNorm layers need at least 2): raise num_samples or lower the split fractions"
+        )
+        raise ConfigError("dataset_options", rule)
+
+
 def train_model(model: nn.Module, data: Splits, cfg: Config, *, show: bool = True) -> nn.Module:
     """Adam with a cosine learning-rate schedule on cross-entropy; seeded by `cfg.seed`."""
+    _check_batches(model, data, cfg)
     gen = torch.Generator().manual_seed(cfg.seed)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     steps = cfg.max_epochs * math.ceil(len(data.y_train) / cfg.batch_size)
@@ -78,6 +95,17 @@ def save_checkpoint(model: nn.Module, data: Splits, cfg: Config, out: Path) -> d
     return info
 
 
+def _load_failure(err: Exception) -> str:
+    """Why torch.load failed, in one line. Its weights-only errors wrap the cause in advice to
+    pass `weights_only=False`, which bitscout never does, so only the cause is kept; other
+    errors (EOFError of an empty file) may have no text at all."""
+    text = str(err)
+    cause = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\.\s|\n\n|$)", text, re.DOTALL)
+    lines = [line for line in text.splitlines() if line.strip()]
+    detail = cause.group(1) if cause else lines[0] if lines else "empty or truncated file"
+    return f"{type(err).__name__}: {' '.join(detail.split())}"
+
+
 def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
     """Load a state dict into `model` (weights only: pickled code is refused)."""
     path = Path(path)
@@ -89,7 +117,7 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
         raise ConfigError(
             str(path),
             "not a loadable weights-only checkpoint (a state dict "
-            f"saved by `bitscout train`): {str(err).splitlines()[0]}",
+            f"saved by `bitscout train`): {_load_failure(err)}",
             file=True,
         ) from err
     if not isinstance(state, dict):

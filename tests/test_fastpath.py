@@ -6,6 +6,7 @@ class of every sample, hence the accuracy, and the loss up to the rounding of gr
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 
@@ -14,14 +15,14 @@ import torch
 from torch import nn
 
 from bitscout.data import load_dataset
-from bitscout.engine.caches import MetricsCache, TensorLRU
+from bitscout.engine.caches import BoundaryCache, MetricsCache
 from bitscout.engine.candidates import Resolver
 from bitscout.engine.chain import trace_chain
 from bitscout.engine.runner import Runner
-from bitscout.evaluate import Evaluator, predict
+from bitscout.evaluate import Evaluator, operations, predict
 from bitscout.metrics import METRICS, Metric, MetricContext, compute_metrics
 from bitscout.models import build_model
-from bitscout.quant import quantize_model
+from bitscout.quant import Integer, LayerQuant, quantize_model
 from bitscout.space import SearchSpace
 
 METRIC_NAMES = ["accuracy", "loss", "average_bitwidth", "model_size", "bops", "flops"]
@@ -166,8 +167,8 @@ def test_evaluate_one_at_a_time_matches_plain_path(case):
 
 def test_evaluate_many_matches_plain_path_on_consecutive_chunks(case):
     model, space, x, y, refs = case
-    # Small blocks and cache: many blocks of rows per group, and evictions, on small data.
-    evaluator = Evaluator(model, space, x, y, METRIC_NAMES, cache_bytes=2**17, block_bytes=2**16)
+    # Small blocks: many blocks of rows per group, on small data.
+    evaluator = Evaluator(model, space, x, y, METRIC_NAMES, block_bytes=2**16)
     for start in random.Random(11).sample(range(0, space.size, 20), 3):  # disjoint chunks
         configs = [space.config(i) for i in range(start, min(start + 20, space.size))]
         results = evaluator.evaluate_many(configs)
@@ -184,7 +185,7 @@ def test_evaluate_many_matches_plain_path_on_consecutive_chunks(case):
 def test_every_sample_gets_the_plain_path_class(case):
     model, space, x, _, refs = case
     resolver = Resolver(space)
-    runner = Runner(trace_chain(model), x, cache_bytes=2**20, block_bytes=2**18)
+    runner = Runner(trace_chain(model), x, fixed=resolver.fixed, block_bytes=2**18)
     # Candidates stacked at the last layer, then at an earlier one (the last layer's fields
     # fixed, so quantized later layers run on the stacked rows), then scattered ones.
     last = [d for d in space.dimensions if d.layer == space.dimensions[-1].layer]
@@ -206,7 +207,7 @@ def test_every_sample_gets_the_plain_path_class(case):
 def test_consecutive_candidates_are_stacked():
     model, space, x, _ = jsc_tiny()
     resolver = Resolver(space)
-    runner = Runner(trace_chain(model), x, cache_bytes=2**20, block_bytes=2**20)
+    runner = Runner(trace_chain(model), x, fixed=resolver.fixed, block_bytes=2**20)
     keys = [resolver.key(space.config(i)) for i in range(space.size)]
     groups = runner.groups([runner.candidate(k, resolver.plan(k)) for k in keys])
     # One group per data_in width, each over the 4 x 4 weight and bias widths.
@@ -329,17 +330,77 @@ def test_latency_times_the_built_candidate():
     assert torch.get_num_threads() == threads
 
 
-def test_tensor_lru_keeps_recent_entries_within_budget():
-    cache = TensorLRU(max_bytes=3 * 400)
-    tensors = {k: torch.full((100,), float(k)) for k in range(5)}  # 400 bytes each
-    for k in range(3):
-        cache.put(k, tensors[k])
-    assert cache.get(0) is tensors[0]  # 0 is now the most recent
-    cache.put(3, tensors[3])  # evicts 1, the least recent
-    assert cache.get(1) is None and cache.get(0) is tensors[0] and cache.get(3) is tensors[3]
-    assert cache.bytes == 1200 and len(cache) == 3
-    cache.put(4, torch.zeros(301))  # larger than the whole budget: not kept
-    assert cache.get(4) is None and len(cache) == 3
+def test_operations_tell_computations_apart():
+    q = {"data_in": Integer(8), "weight": Integer(4), "bias": Integer(8)}
+    base = {"a": LayerQuant(**q), "b": None}
+    assert operations(base) == operations(
+        {"a": LayerQuant(Integer(4), Integer(2), Integer(16)), "b": None}
+    )
+    changed = [
+        {"a": LayerQuant(**{**q, "bias": None}), "b": None},  # a float bias: no quantize op
+        {"a": LayerQuant(**q), "b": LayerQuant()},  # b's wrapper runs, quantizing nothing
+        {"a": LayerQuant(**{**q, "weight": Integer(4, rounding="floor")}), "b": None},
+        {"a": LayerQuant(**{**q, "weight": Integer(4, overflow="wrap")}), "b": None},
+        {"a": LayerQuant(**{**q, "data_in": Integer(28)}), "b": None},  # float64 arithmetic
+    ]
+    signatures = {operations(p) for p in changed}
+    assert operations(base) not in signatures and len(signatures) == len(changed)
+
+
+def test_latency_is_timed_once_per_computation(monkeypatch):
+    timed = []
+
+    def fake_latency(ctx: MetricContext) -> float:
+        """Counts the candidates timed."""
+        timed.append(ctx.model)
+        return float(len(timed))
+
+    fake = dataclasses.replace(METRICS.get("latency"), compute=fake_latency)
+    monkeypatch.setitem(METRICS._items, "latency", fake)
+    model, space, x, y = jsc_s()
+    configs = [space.config(i) for i in random_indexes(space, 3)]
+    plans = [space.resolved(model, c) for c in configs]
+    distinct = len({operations(p) for p in plans})
+    assert 1 < distinct < len(configs)
+    results = Evaluator(model, space, x, y, ["latency"]).evaluate_many(configs)
+    assert len(timed) == distinct
+    by_ops = {}
+    for plan, (metrics, _) in zip(plans, results, strict=True):
+        assert by_ops.setdefault(operations(plan), metrics["latency"]) == metrics["latency"]
+    Evaluator(model, space, x, y, ["latency"], share_latency=False).evaluate_many(configs)
+    assert len(timed) == distinct + len(configs)
+
+
+def test_boundary_cache_pins_shared_inputs_and_keeps_the_latest_prefix():
+    cache = BoundaryCache(pinned=1)
+    t = [torch.full((4,), float(i)) for i in range(6)]
+    a, b = Integer(4), Integer(8)
+    cache.put((1, (0,), a), t[0])  # stage 1's input for each data_in: kept for good
+    cache.put((1, (0,), b), t[1])
+    cache.put((2, (0, 3), None), t[2])  # deeper: the latest prefix only, per kind
+    cache.put((2, (0, 3), a), t[3])
+    cache.put((2, (0, 5), None), t[4])
+    assert cache.get((1, (0,), a)) is t[0] and cache.get((1, (0,), b)) is t[1]
+    assert cache.get((2, (0, 3), None)) is None and cache.get((2, (0, 5), None)) is t[4]
+    assert cache.get((2, (0, 3), a)) is t[3]  # quantized inputs have their own slot
+    cache.put((2, (0, 5), b), t[5])
+    assert cache.get((2, (0, 3), a)) is None and cache.get((2, (0, 5), b)) is t[5]
+    assert cache.bytes == 4 * 16 and len(cache) == 4
+
+
+def test_cached_activations_stay_bounded():
+    model, space, x, y = jsc_s()
+    evaluator = Evaluator(model, space, x, y, METRIC_NAMES)
+    cache = evaluator._runner.cache
+    evaluator.evaluate_many([space.config(i) for i in range(64)])
+    held = cache.bytes
+    for start in range(64, 64 * 12, 64):  # consecutive: each prefix replaces the last one
+        evaluator.evaluate_many([space.config(i) for i in range(start, start + 64)])
+    assert cache.bytes <= held
+    for i in random_indexes(space, 1):
+        evaluator.evaluate(space.config(i))
+    # The first layer's input once per data_in width (4, 8), two entries per later layer.
+    assert len(cache) <= 2 + 2 * 4
 
 
 def test_metrics_cache_stores_floats_compactly():

@@ -20,11 +20,11 @@ from bitscout.metrics import (
     profile_model,
 )  # fmt: skip
 from bitscout.quant.apply import QuantPlan, quantize_model
+from bitscout.quant.formats import Integer, float32_exact
 from bitscout.quant.layers import LayerQuant
 from bitscout.space import Choice, SearchSpace
 
 CHUNK = 65536  # rows per forward pass: bounds memory on large splits
-CACHE_BYTES = 256 * 2**20  # activations kept at layer boundaries
 BLOCK_BYTES = 2**20  # per tensor of a block of rows of candidates run together
 Plan = dict[str, LayerQuant | None]
 
@@ -69,8 +69,11 @@ class Evaluator:
     reuses whatever candidates share (see `bitscout.engine.runner`) and gives what the plain
     path gives, building the quantized model with `quantize_model` and running it: the same
     predicted class for every sample, the loss up to the rounding of grouped sums. Models
-    that are not one chain of per-sample modules take the plain path. Latency always times
-    the candidate built by `quantize_model`.
+    that are not one chain of per-sample modules take the plain path.
+
+    Latency times the candidate built by `quantize_model`, once per distinct computation (see
+    `operations`) unless `share_latency` is False, so that it costs a few measurements per
+    search instead of several forward passes per candidate.
     """
 
     def __init__(
@@ -82,14 +85,16 @@ class Evaluator:
         metrics: Sequence[str],
         *,
         latency: Mapping[str, float] | None = None,
-        cache_bytes: int = CACHE_BYTES,
         block_bytes: int = BLOCK_BYTES,
+        share_latency: bool = True,
     ) -> None:
         self.model = model.eval()
         self.space = space
         self.x, self.y = x, y
         self.metrics = [get_metric(m).name for m in metrics]
         self.latency = dict(latency or {})
+        self.share_latency = share_latency
+        self._timings: dict[tuple, dict[str, float]] = {}
         self.profile = profile_model(self.model, x[:1])
         self.cache = MetricsCache(self.metrics)
         self._resolver = Resolver(space)
@@ -98,8 +103,10 @@ class Evaluator:
         self._forward = [m for m in self.metrics if kinds[m] == "forward"]
         self._timed = [m for m in self.metrics if kinds[m] == "timing"]
         chain = trace_chain(self.model) if self._forward else None
-        sizes = {"cache_bytes": cache_bytes, "block_bytes": block_bytes}
-        self._runner = None if chain is None else Runner(chain, x, **sizes)
+        fixed = self._resolver.fixed
+        self._runner = (
+            None if chain is None else Runner(chain, x, fixed=fixed, block_bytes=block_bytes)
+        )
 
     def key(self, config: Mapping[str, Choice]) -> Key:
         """A compact hashable identity of `config`: configs that quantize alike share it."""
@@ -180,6 +187,24 @@ class Evaluator:
         return result
 
     def _time(self, plan: Plan) -> dict[str, float]:
-        candidate = quantize_model(self.model, QuantPlan("name", plan))
-        ctx = MetricContext(self.profile, plan, model=candidate, inputs=self.x, **self.latency)  # type: ignore[arg-type]
-        return compute_metrics(self._timed, ctx)
+        signature = operations(plan) if self.share_latency else tuple(plan.items())
+        if signature not in self._timings:
+            candidate = quantize_model(self.model, QuantPlan("name", plan))
+            ctx = MetricContext(self.profile, plan, model=candidate, inputs=self.x, **self.latency)  # type: ignore[arg-type]
+            self._timings[signature] = compute_metrics(self._timed, ctx)
+        return self._timings[signature]
+
+
+def operations(plan: Plan) -> tuple:
+    """What the simulated forward of a candidate computes, up to the values: per layer and
+    tensor, whether it is quantized, with which rounding and overflow, in float32 or float64.
+    Fake quantization runs the same operations whatever the width, so candidates that agree
+    here take the same time, and timing each again would only add noise."""
+
+    def ops(fmt: Integer | None) -> tuple | None:
+        return None if fmt is None else (fmt.rounding, fmt.overflow, float32_exact(fmt))
+
+    return tuple(
+        (path, None if q is None else (ops(q.data_in), ops(q.weight), ops(q.bias)))
+        for path, q in plan.items()
+    )

@@ -1,42 +1,50 @@
 """The two caches of a search: activations by layer prefix, and metrics by candidate."""
 
 from array import array
-from collections import OrderedDict
 from collections.abc import Hashable, Iterator, Mapping, MutableMapping, Sequence
 
 import torch
 
+from bitscout.engine.candidates import Key
+from bitscout.quant.formats import Integer
 
-class TensorLRU:
-    """Tensors by key, least recently used dropped first once `max_bytes` is exceeded.
+BoundaryKey = tuple[int, Key, Integer | None]  # stage, formats before it, its data_in format
 
-    Holds the activations at layer boundaries, so a candidate that shares a prefix of layer
-    formats with a recent one starts after that prefix. Entries are never modified in place.
+
+class BoundaryCache:
+    """Activations at layer boundaries: the input of stage k for the formats of the stages
+    before it, unquantized (data_in None) or quantized to a data_in format.
+
+    Inputs of the first `pinned` stages and of the one after them are the same for every
+    candidate up to their data_in format: they are kept for the whole search, one per format.
+    Deeper ones are kept for the latest prefix only, one per stage and kind, which is all that
+    consecutive candidates reuse; memory therefore stops growing after the first candidate.
     """
 
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self.bytes = 0
-        self._items: OrderedDict[Hashable, torch.Tensor] = OrderedDict()
+    def __init__(self, pinned: int) -> None:
+        self.pinned = pinned
+        self._kept: dict[BoundaryKey, torch.Tensor] = {}
+        self._latest: dict[tuple[int, bool], tuple[BoundaryKey, torch.Tensor]] = {}
 
-    def get(self, key: Hashable) -> torch.Tensor | None:
-        value = self._items.get(key)
-        if value is not None:
-            self._items.move_to_end(key)
-        return value
+    def get(self, key: BoundaryKey) -> torch.Tensor | None:
+        if key[0] <= self.pinned:
+            return self._kept.get(key)
+        entry = self._latest.get((key[0], key[2] is None))
+        return entry[1] if entry is not None and entry[0] == key else None
 
-    def put(self, key: Hashable, value: torch.Tensor) -> None:
-        size = value.numel() * value.element_size()
-        if size > self.max_bytes or key in self._items:
-            return
-        self._items[key] = value
-        self.bytes += size
-        while self.bytes > self.max_bytes:
-            _, old = self._items.popitem(last=False)
-            self.bytes -= old.numel() * old.element_size()
+    def put(self, key: BoundaryKey, value: torch.Tensor) -> None:
+        if key[0] <= self.pinned:
+            self._kept[key] = value
+        else:
+            self._latest[(key[0], key[2] is None)] = (key, value)
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._kept) + len(self._latest)
+
+    @property
+    def bytes(self) -> int:
+        values = [*self._kept.values(), *(v for _, v in self._latest.values())]
+        return sum(v.numel() * v.element_size() for v in values)
 
 
 class MetricsCache(MutableMapping[Hashable, dict[str, float]]):

@@ -30,6 +30,11 @@ class Resolver:
             for key, fields in space.fields.items()
         }
         self._names = {key: tuple(fields) for key, fields in space.fields.items()}
+        searched = {d.layer for d in space.dimensions}
+        # Layers whose plan key no dimension touches: one format in every candidate.
+        self.fixed = frozenset(
+            p for p, k in zip(self.paths, self._governing, strict=True) if k not in searched
+        )
         self._parsed: dict[tuple[str, tuple[Choice, ...]], int] = {}
         self._ids: dict[LayerQuant | None, int] = {}
         self.formats: list[LayerQuant | None] = []

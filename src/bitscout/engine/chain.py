@@ -28,6 +28,12 @@ _PER_SAMPLE = (
 )  # fmt: skip
 
 
+# CPU matrix kernels work on 16 output features at a time, so a Linear layer with fewer
+# outputs wastes most of each vector; W @ x^T runs along the samples instead and is two to
+# four times faster there.
+NARROW = 16
+
+
 @dataclass(frozen=True)
 class Stage:
     """One quantizable layer and the float modules after it, up to the next such layer."""
@@ -47,6 +53,13 @@ class Stage:
     ) -> torch.Tensor:
         """The layer's arithmetic with the given (quantized) weight and bias."""
         if isinstance(self.layer, nn.Linear):
+            if x.dim() == 2 and len(weight) < NARROW:
+                # The result is x @ W^T transposed: a view with samples along its rows.
+                return (
+                    torch.mm(weight, x.t())
+                    if bias is None
+                    else torch.addmm(bias[:, None], weight, x.t())
+                ).t()
             return F.linear(x, weight, bias)
         return self.layer._conv_forward(x, weight, bias)  # type: ignore[operator]  # as QuantConv
 

@@ -11,12 +11,12 @@
   tensor stand for all of them (row `n * g + i` is sample n of candidate i).
 """
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 
-from bitscout.engine.caches import TensorLRU
+from bitscout.engine.caches import BoundaryCache
 from bitscout.engine.candidates import Key
 from bitscout.engine.chain import Chain, run
 from bitscout.quant.formats import Integer, quantize_values
@@ -38,15 +38,19 @@ class Runner:
     """Logits of a search's candidates on fixed inputs `x`, reusing what they share."""
 
     def __init__(
-        self, chain: Chain, x: torch.Tensor, *, cache_bytes: int, block_bytes: int
+        self, chain: Chain, x: torch.Tensor, *, fixed: Collection[str], block_bytes: int
     ) -> None:
+        """`fixed`: the paths of the layers whose formats are the same in every candidate."""
         self.stages = chain.stages
         with torch.inference_mode():
             self.head = run(chain.head, x)
             self._widths = self._widths_from(self.head[:1])
         self.n = len(x)
         self.block_bytes = block_bytes
-        self.cache = TensorLRU(cache_bytes)
+        pinned = next(
+            (k for k, s in enumerate(self.stages) if s.path not in fixed), len(self.stages)
+        )
+        self.cache = BoundaryCache(pinned)
         self._params: dict[tuple[int, str, Integer | None], torch.Tensor] = {}
 
     def candidate(self, key: Key, plan: Mapping[str, LayerQuant | None]) -> Candidate:
@@ -93,10 +97,12 @@ class Runner:
         for start in range(0, self.n, rows):
             out = self.stages[stage].layer_op(x[start : start + rows], weight, bias)
             b = len(out)
-            h = run(self.stages[stage].tail, out.view(b * g, out.shape[1] // g, *out.shape[2:]))
+            # reshape copies only the few outputs of a narrow layer (see chain.NARROW).
+            h = out.reshape(b * g, out.shape[1] // g, *out.shape[2:])
+            h = run(self.stages[stage].tail, h)
             for k in range(stage + 1, len(self.stages)):
                 h = self._forward(k, members[0], _quantized(h, members[0].formats[k].data_in))
-            yield h.view(b, g, -1)
+            yield h.reshape(b, g, -1)
 
     def _row_bytes(self, stage: int) -> int:
         return self._widths[stage] * self.head.element_size()
@@ -105,7 +111,7 @@ class Runner:
         """The input of stage k before quantization: it depends only on the stages before k."""
         if k == 0:
             return self.head
-        key = (k, c.key[:k])
+        key = (k, c.key[:k], None)
         value = self.cache.get(key)
         if value is None:
             value = self._forward(k - 1, c, self._stage_input(k - 1, c))

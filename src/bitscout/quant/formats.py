@@ -92,12 +92,15 @@ def _overflow(k: torch.Tensor, fmt: Integer) -> torch.Tensor:
     return torch.where(r < fmt.k_min, r + span, r)
 
 
+def float32_exact(fmt: Integer) -> bool:
+    """Whether float32 arithmetic quantizes to `fmt` exactly. It does for the common formats;
+    the exceptions are integers past 2**24, wrap-around of huge or infinite scaled values, and
+    underflow of tiny inputs scaled by a negative frac width."""
+    return fmt.width <= 24 and fmt.overflow == "saturate" and fmt.frac_width >= 0  # type: ignore[operator]
+
+
 def _needs_float64(x: torch.Tensor, fmt: Integer) -> bool:
-    """float32 arithmetic is exact for the common formats; these are the exceptions: integers
-    past 2**24, wrap-around of huge or infinite scaled values, and underflow of tiny inputs
-    scaled by a negative frac width."""
-    small = fmt.width <= 24 and fmt.overflow == "saturate" and fmt.frac_width >= 0  # type: ignore[operator]
-    return x.dtype != torch.float64 and not small
+    return x.dtype != torch.float64 and not float32_exact(fmt)
 
 
 def _below(limit: float, dtype: torch.dtype) -> float:

@@ -329,3 +329,12 @@ def test_n_jobs_refuses_sqlite(assets, tmp_path, capsys):
     assert main(["search", str(cfg), "--out", str(tmp_path / "o"), *args]) == 2
     assert "n_jobs" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_tpe_uses_the_constant_liar_so_workers_spread_out():
+    from bitscout.models import build_model
+    from bitscout.space import parse_space
+    from bitscout.strategies.optuna_samplers import build_sampler
+
+    space = parse_space(config_doc()["search"]["search_space"], build_model("jsc-tiny"))
+    assert build_sampler("tpe", 0, space)._constant_liar is True

@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.model_selection import train_test_split
 
 from bitscout.errors import ConfigError
 from bitscout.registry import Registry
@@ -133,6 +132,8 @@ def _positive_int(key: str, value: object) -> int:
 def _stratified_split(
     y: np.ndarray, val_fraction: float, test_fraction: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    from sklearn.model_selection import train_test_split  # 0.7 s to import: only when used
+
     idx = np.arange(len(y))
     try:
         rest, test = train_test_split(idx, test_size=test_fraction, stratify=y, random_state=seed)
@@ -330,6 +331,8 @@ def _subsample(x: np.ndarray, y: np.ndarray, n: int, seed: int) -> tuple[np.ndar
         raise ConfigError("dataset_options.num_samples", f"only {len(y)} rows available", n)
     if n == len(y):
         return x, y
+    from sklearn.model_selection import train_test_split  # slow to import: only when used
+
     try:
         keep, _ = train_test_split(np.arange(len(y)), train_size=n, stratify=y, random_state=seed)
     except ValueError as exc:  # fewer rows requested than classes to stratify over

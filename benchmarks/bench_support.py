@@ -1,0 +1,243 @@
+"""Set-up and measuring tools of `bench_search.py`: configs, baseline pipelines, timers."""
+
+import contextlib
+import copy
+import io
+import json
+import math
+import multiprocessing
+import resource
+import subprocess
+import sys
+import time
+import tomllib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import tomli_w
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset
+
+from bitscout import evaluate
+from bitscout.cli import main as cli
+from bitscout.config import load_config
+from bitscout.evaluate import predict
+from bitscout.metrics import MetricContext, compute_metrics
+from bitscout.quant.apply import quantize_model
+from bitscout.quant.layers import to_quant
+from bitscout.settings import StrategySettings
+from bitscout.space import parse_space
+from bitscout.train import load_checkpoint
+from bitscout.workflow import load_data, make_model
+
+ROOT = Path(__file__).resolve().parents[1]
+SEED_METRICS = ["accuracy", "loss", "average_bitwidth", "model_size", "flops"]
+STATIC = ["average_bitwidth", "model_size", "flops"]
+LATENCY_KEYS = ("latency_repeats", "latency_warmup", "latency_budget_s")
+LATENCY = {k: getattr(StrategySettings, k) for k in LATENCY_KEYS}  # the search's defaults
+VAL_FRACTION, TEST_FRACTION = 0.8, 0.1
+
+
+def fake_options(n_val: int) -> dict:
+    """`fake` dataset options whose validation split has exactly `n_val` rows."""
+    return {
+        "num_samples": math.ceil(n_val / VAL_FRACTION),
+        "val_fraction": VAL_FRACTION,
+        "test_fraction": TEST_FRACTION,
+    }
+
+
+def seed_doc(n_val: int, latency: bool = False) -> dict:
+    """examples/jsc_tiny_lab3.toml (TPE, 48 trials) on `fake` data."""
+    doc = tomllib.loads((ROOT / "examples" / "jsc_tiny_lab3.toml").read_text())
+    doc.update(dataset="fake", dataset_options=fake_options(n_val), max_epochs=1)
+    if latency:
+        doc["search"]["strategy"]["metrics"]["latency"] = {"scale": -0.001, "direction": "minimize"}
+    return doc
+
+
+def jsc_s_doc(n_val: int, quick: bool) -> dict:
+    """jsc-s by name: four Linear layers, 3 input x 4 weight widths each (2 x 2 when quick)."""
+    layer = {
+        "name": ["integer"],
+        "data_in_width": [4, 8] if quick else [4, 8, 16],
+        "weight_width": [2, 8] if quick else [2, 4, 8, 16],
+        "bias_width": [8],
+    }
+    seed = {"default": {"config": {"name": ["NA"]}}}
+    seed |= {f"seq_blocks_{i}": {"config": layer} for i in (2, 5, 7, 9)}
+    doc = seed_doc(n_val)
+    doc.update(model="jsc-s")
+    doc["search"]["search_space"]["seed"] = seed
+    doc["search"]["strategy"] = {
+        "name": "bruteforce",
+        "metrics": doc["search"]["strategy"]["metrics"],
+    }
+    return doc
+
+
+def write(path: Path, doc: dict) -> Path:
+    path.write_bytes(tomli_w.dumps(doc).encode())
+    return path
+
+
+def quiet(argv: Sequence[str]) -> int:
+    """`bitscout ARGV` in this process, its console output swallowed."""
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        return cli(list(argv))
+
+
+def prepared(config: Path, work: Path) -> tuple:
+    """Train the float model once; return it with its space and validation tensors."""
+    assert quiet(["train", str(config), "--out", str(work)]) == 0
+    cfg = load_config(config)
+    data = load_data(cfg)
+    model = load_checkpoint(make_model(cfg, data), work / "model.pt").eval()
+    space = parse_space(cfg.search["search_space"], model)
+    return model, space, data.x_val, data.y_val
+
+
+def mase_style(model, space, config, x, y, profile, latency: bool) -> dict:
+    """MASE's way: copy the model, swap the layer, iterate a per-sample DataLoader in batches of
+    512, accumulate the metrics batch by batch."""
+    candidate = copy.deepcopy(model)
+    for path, quant in space.resolved(model, config).items():
+        if quant is not None:
+            parent, _, name = path.rpartition(".")
+            layer = candidate.get_submodule(path)
+            setattr(candidate.get_submodule(parent), name, to_quant(layer, quant))
+    correct, loss_sum = 0, 0.0
+    with torch.no_grad():
+        for xb, yb in DataLoader(TensorDataset(x, y), batch_size=512):
+            logits = candidate(xb)
+            correct += int((logits.argmax(dim=1) == yb).sum())
+            loss_sum += float(F.cross_entropy(logits, yb)) * len(yb)
+    ctx = MetricContext(
+        profile, space.resolved(model, config), model=candidate, inputs=x, **LATENCY
+    )
+    static = compute_metrics(STATIC + (["latency"] if latency else []), ctx)
+    return {"accuracy": correct / len(y), "loss": loss_sum / len(y), **static}
+
+
+def plain(model, space, config, x, y, profile, latency: bool) -> dict:
+    """The plain full-batch pass: build the candidate, one forward over all rows."""
+    candidate = quantize_model(model, space.plan(config))
+    ctx = MetricContext(
+        profile,
+        space.resolved(model, config),
+        logits=predict(candidate, x),
+        targets=y,
+        model=candidate,
+        inputs=x,
+        **LATENCY,
+    )
+    return compute_metrics(SEED_METRICS + (["latency"] if latency else []), ctx)
+
+
+class Timed:
+    """Adds up the wall time spent in some methods while active (to split a search's time)."""
+
+    def __init__(self, targets: Sequence[tuple[type, str]]) -> None:
+        self.targets, self.seconds, self._saved = targets, 0.0, []
+
+    def __enter__(self) -> "Timed":
+        for owner, name in self.targets:
+            original = getattr(owner, name)
+            self._saved.append((owner, name, original))
+            setattr(owner, name, self._wrap(original))
+        return self
+
+    def _wrap(self, original: Callable) -> Callable:
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self.seconds += time.perf_counter() - start
+
+        return timed
+
+    def __exit__(self, *exc: object) -> None:
+        for owner, name, original in self._saved:
+            setattr(owner, name, original)
+
+
+def command_s(config: Path, out: Path, ckpt: Path) -> float:
+    """The whole `bitscout search` command in a fresh interpreter: start-up, search, report."""
+    argv = [
+        sys.executable,
+        "-m",
+        "bitscout",
+        "search",
+        str(config),
+        "--load",
+        str(ckpt),
+        "--out",
+        str(out),
+    ]
+    start = time.perf_counter()
+    subprocess.run(argv, check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
+def import_s() -> float:
+    """A fresh interpreter that only imports bitscout's CLI: the command's fixed start-up."""
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import bitscout.cli"], check=True)
+    return time.perf_counter() - start
+
+
+def _rss_child(argv: list[str], marks: list[int], queue: multiprocessing.Queue) -> None:
+    """In a fresh process: the search, with memory sampled as evaluations pass `marks`: peak
+    and current RSS, and what the evaluator's caches hold."""
+    original = evaluate.Evaluator.evaluate_many
+    seen: dict = {"n": 0, "rss": {}, "eval": 0.0}
+
+    def counted(self, configs):
+        start = time.perf_counter()
+        out = original(self, configs)
+        seen["eval"] += time.perf_counter() - start
+        seen["n"] += len(configs)
+        cached = self._runner.cache.bytes / 2**20 if self._runner else 0.0
+        for mark in [m for m in marks if seen["n"] >= m and m not in seen["rss"]]:
+            seen["rss"][mark] = (peak_mb(), current_mb(), cached, len(self.cache))
+        return out
+
+    evaluate.Evaluator.evaluate_many = counted
+    rc = quiet(argv)
+    end = (peak_mb(), current_mb())
+    queue.put({"rc": rc, "n": seen["n"], "rss": seen["rss"], "eval": seen["eval"], "end": end})
+
+
+def peak_mb() -> float:
+    """This process's peak resident memory. Linux's VmHWM starts afresh in a spawned child,
+    where ru_maxrss would carry over the parent's peak."""
+    return _proc_status_mb("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def current_mb() -> float:
+    """This process's resident memory now (Linux), else its peak."""
+    return _proc_status_mb("VmRSS") or peak_mb()
+
+
+def _proc_status_mb(field: str) -> float | None:
+    status = Path("/proc/self/status")
+    if not status.exists():
+        return None
+    line = next(x for x in status.read_text().splitlines() if x.startswith(f"{field}:"))
+    return int(line.split()[1]) / 1024
+
+
+def bruteforce_rss(config: Path, out: Path, ckpt: Path, size: int) -> dict:
+    argv = ["search", str(config), "--load", str(ckpt), "--out", str(out)]
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    marks = [min(1000, size // 4), size]
+    child = ctx.Process(target=_rss_child, args=(argv, marks, queue))
+    child.start()
+    result = queue.get()
+    child.join()
+    assert result["rc"] == 0, result
+    summary = json.loads((out / "summary.json").read_text())
+    return {**result, "wall": summary["wall_s"], "marks": marks}

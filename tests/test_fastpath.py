@@ -386,6 +386,9 @@ def test_boundary_cache_pins_shared_inputs_and_keeps_the_latest_prefix():
     cache.put((2, (0, 5), b), t[5])
     assert cache.get((2, (0, 3), a)) is None and cache.get((2, (0, 5), b)) is t[5]
     assert cache.bytes == 4 * 16 and len(cache) == 4
+    # A new prefix takes over the memory of the entry it replaces; pinned entries stay put.
+    assert cache.take((2, (0, 7), None)) is t[4] and cache.get((2, (0, 5), None)) is None
+    assert cache.take((1, (0,), a)) is None and cache.get((1, (0,), a)) is t[0]
 
 
 def test_cached_activations_stay_bounded():

@@ -32,6 +32,13 @@ class BoundaryCache:
         entry = self._latest.get((key[0], key[2] is None))
         return entry[1] if entry is not None and entry[0] == key else None
 
+    def take(self, key: BoundaryKey) -> torch.Tensor | None:
+        """Remove and return the tensor that putting `key` would replace, for its memory."""
+        if key[0] <= self.pinned:
+            return None
+        entry = self._latest.pop((key[0], key[2] is None), None)
+        return None if entry is None else entry[1]
+
     def put(self, key: BoundaryKey, value: torch.Tensor) -> None:
         if key[0] <= self.pinned:
             self._kept[key] = value

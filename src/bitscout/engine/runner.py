@@ -11,12 +11,12 @@
   tensor stand for all of them (row `n * g + i` is sample n of candidate i).
 """
 
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 
-from bitscout.engine.caches import BoundaryCache
+from bitscout.engine.caches import BoundaryCache, BoundaryKey
 from bitscout.engine.candidates import Key
 from bitscout.engine.chain import Chain, run
 from bitscout.quant.formats import Integer, quantize_values
@@ -45,6 +45,7 @@ class Runner:
         with torch.inference_mode():
             self.head = run(chain.head, x)
             self._widths = self._widths_from(self.head[:1])
+        self._max_row_bytes = max(self.head[0].numel(), *self._widths) * self.head.element_size()
         self.n = len(x)
         self.block_bytes = block_bytes
         pinned = next(
@@ -114,8 +115,8 @@ class Runner:
         key = (k, c.key[:k], None)
         value = self.cache.get(key)
         if value is None:
-            value = self._forward(k - 1, c, self._stage_input(k - 1, c))
-            self.cache.put(key, value)
+            x = self._stage_input(k - 1, c)
+            value = self._by_blocks(lambda rows: self._forward(k - 1, c, rows), x, key)
         return value
 
     def _stage_input(self, k: int, c: Candidate) -> torch.Tensor:
@@ -125,9 +126,27 @@ class Runner:
         key = (k, c.key[:k], fmt)
         value = self.cache.get(key)
         if value is None:
-            value = quantize_values(self._boundary(k, c), fmt)
-            self.cache.put(key, value)
+            value = self._by_blocks(
+                lambda rows: quantize_values(rows, fmt), self._boundary(k, c), key
+            )
         return value
+
+    def _by_blocks(
+        self, fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, key: BoundaryKey
+    ) -> torch.Tensor:
+        """`fn` over blocks of rows of x, into the tensor the cache entry `key` replaces when its
+        shape fits: the temporaries stay small and no large tensor is allocated again, which
+        would fragment the heap and make memory creep up over a long search."""
+        rows = max(MIN_ROWS, self.block_bytes // self._max_row_bytes)
+        first = fn(x[:rows])
+        out = self.cache.take(key)
+        if out is None or out.shape != (self.n, *first.shape[1:]) or out.dtype != first.dtype:
+            out = torch.empty((self.n, *first.shape[1:]), dtype=first.dtype)
+        out[:rows] = first
+        for start in range(rows, self.n, rows):
+            out[start : start + rows] = fn(x[start : start + rows])
+        self.cache.put(key, out)
+        return out
 
     def _forward(self, k: int, c: Candidate, x: torch.Tensor) -> torch.Tensor:
         weight, bias = self._weight_bias(k, c.formats[k])

@@ -33,6 +33,7 @@ from pathlib import Path
 import optuna
 import torch
 from bench_support import (
+    CHUNK,
     LATENCY,
     SEED_METRICS,
     Timed,
@@ -50,8 +51,6 @@ from bench_support import (
 
 from bitscout import evaluate
 from bitscout.evaluate import Evaluator
-
-CHUNK = 64  # candidates per evaluate_many call, as the brute-force strategy batches them
 
 
 def ms_per(fn: Callable, items: Sequence) -> float:
@@ -225,6 +224,12 @@ def item3(tmp: Path, n_val: int, quick: bool) -> None:
         f"current RSS after {marks}",
         f"{c0:.0f} / {c1:.0f} MB",
         f"growth {c1 - c0:.1f} MB (target < 50 MB)",
+    )
+    a0, a1 = (r["alone"][m] for m in r["marks"])
+    row(
+        "  the same, evaluator alone (no store, no strategy)",
+        f"{a0:.0f} / {a1:.0f} MB",
+        f"growth {a1 - a0:.1f} MB",
     )
     row(
         "evaluator caches: activations; metrics entries",

@@ -26,6 +26,7 @@ from bitscout.evaluate import predict
 from bitscout.metrics import MetricContext, compute_metrics
 from bitscout.quant.apply import quantize_model
 from bitscout.quant.layers import to_quant
+from bitscout.search import REPORTED
 from bitscout.settings import StrategySettings
 from bitscout.space import parse_space
 from bitscout.train import load_checkpoint
@@ -37,6 +38,7 @@ STATIC = ["average_bitwidth", "model_size", "flops"]
 LATENCY_KEYS = ("latency_repeats", "latency_warmup", "latency_budget_s")
 LATENCY = {k: getattr(StrategySettings, k) for k in LATENCY_KEYS}  # the search's defaults
 VAL_FRACTION, TEST_FRACTION = 0.8, 0.1
+CHUNK = 64  # candidates per evaluate_many call, as the brute-force strategy batches them
 
 
 def fake_options(n_val: int) -> dict:
@@ -229,15 +231,40 @@ def _proc_status_mb(field: str) -> float | None:
     return int(line.split()[1]) / 1024
 
 
-def bruteforce_rss(config: Path, out: Path, ckpt: Path, size: int) -> dict:
-    argv = ["search", str(config), "--load", str(ckpt), "--out", str(out)]
+def _evaluator_child(
+    config: Path, ckpt: Path, marks: list[int], queue: multiprocessing.Queue
+) -> None:
+    """In a fresh process: the evaluator alone (no store, no strategy) over the whole space in
+    consecutive chunks, with current RSS sampled as evaluations pass `marks`."""
+    cfg = load_config(config)
+    data = load_data(cfg)
+    model = load_checkpoint(make_model(cfg, data), ckpt)
+    space = parse_space(cfg.search["search_space"], model)
+    evaluator = evaluate.Evaluator(model, space, data.x_val, data.y_val, list(REPORTED))
+    rss: dict[int, float] = {}
+    for start in range(0, space.size, CHUNK):
+        stop = min(start + CHUNK, space.size)
+        evaluator.evaluate_many([space.config(i) for i in range(start, stop)])
+        rss |= {m: current_mb() for m in marks if stop >= m and m not in rss}
+    queue.put(rss)
+
+
+def spawned(target: Callable, *args: object) -> object:
+    """`target(*args, queue)` in a fresh interpreter; what it puts on the queue."""
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
-    marks = [min(1000, size // 4), size]
-    child = ctx.Process(target=_rss_child, args=(argv, marks, queue))
+    child = ctx.Process(target=target, args=(*args, queue))
     child.start()
     result = queue.get()
     child.join()
+    return result
+
+
+def bruteforce_rss(config: Path, out: Path, ckpt: Path, size: int) -> dict:
+    argv = ["search", str(config), "--load", str(ckpt), "--out", str(out)]
+    marks = [min(1000, size // 4), size]
+    result = spawned(_rss_child, argv, marks)
     assert result["rc"] == 0, result
     summary = json.loads((out / "summary.json").read_text())
-    return {**result, "wall": summary["wall_s"], "marks": marks}
+    alone = spawned(_evaluator_child, config, ckpt, marks)
+    return {**result, "wall": summary["wall_s"], "marks": marks, "alone": alone}

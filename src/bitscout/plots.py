@@ -10,6 +10,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+MAX_WIDTH_IN = 24  # wider figures cost memory (GBs for 20,000 trials) and nobody reads them
 LABELLED_MAX = 60  # beyond this many trials, config labels on the x axis are unreadable
 
 
@@ -22,22 +23,25 @@ def _save(fig: plt.Figure, path: Path) -> Path:
 
 
 def metrics_figure(df: pd.DataFrame, metrics: Sequence[str], labels: Sequence[str]) -> plt.Figure:
-    """One panel per metric against the trial number, x ticks labelled with the config."""
+    """One panel per metric against the trials in the order they finished, x ticks labelled
+    with the config when there are few enough to read."""
     fig, axes = plt.subplots(
         len(metrics),
         1,
-        figsize=(max(8, 0.25 * len(df)), 2.4 * len(metrics)),
+        figsize=(min(MAX_WIDTH_IN, max(8, 0.25 * len(df))), 2.4 * len(metrics)),
         sharex=True,
         squeeze=False,
     )
+    x = np.arange(1, len(df) + 1)
+    style = "o-" if len(df) <= LABELLED_MAX else "."  # thousands of trials: points only
     for ax, metric in zip(axes[:, 0], metrics, strict=True):
-        ax.plot(df["number"], df[metric], "o-", markersize=3, linewidth=0.8)
+        ax.plot(x, df[metric], style, markersize=3, linewidth=0.8)
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
     bottom = axes[-1, 0]
-    bottom.set_xlabel("trial")
+    bottom.set_xlabel("trials finished")
     if len(df) <= LABELLED_MAX:
-        bottom.set_xticks(df["number"], labels, rotation=90, fontsize=6)
+        bottom.set_xticks(x, labels, rotation=90, fontsize=6)
     return fig
 
 

@@ -144,6 +144,7 @@ class Prepared:
     model: nn.Module
     checkpoint: Path
     study: Any
+    data: Splits
 
 
 def prepare(cfg: Config, run: SearchRun, overrides: Overrides, console: Console) -> Prepared:
@@ -165,16 +166,16 @@ def prepare(cfg: Config, run: SearchRun, overrides: Overrides, console: Console)
     study = open_study(run.storage, run.study_name, settings.objective, meta, sampler)
     run.out.mkdir(parents=True, exist_ok=True)
     checkpoint = Path(run.load) if run.load else run.out / "model.pt"
-    return Prepared(settings, space, model, checkpoint, study)
+    return Prepared(settings, space, model, checkpoint, study, data)
 
 
 def run_search(cfg: Config, run: SearchRun, overrides: Overrides, console: Console) -> dict:
     """Run (or resume) the configured search and write its outputs into `run.out`."""
     p = prepare(cfg, run, overrides, console)
-    evaluator = make_evaluator(p.settings, p.space, load_data(cfg), p.model)
+    evaluator = make_evaluator(p.settings, p.space, p.data, p.model)
     before = done_trials(p.study)
     for t in before:  # a resumed search reuses what the store already holds
-        evaluator.cache.setdefault(evaluator.key(t.params), t.user_attrs["metrics"])
+        evaluator.remember(t.params, t.user_attrs["metrics"])
     ctx = SearchContext(p.space, evaluator, p.settings.objective, p.settings, p.study)
     console.print(
         f"searching {p.space.size} candidates with {describe(p.settings)}; "

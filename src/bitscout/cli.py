@@ -178,6 +178,25 @@ def build_parser() -> argparse.ArgumentParser:
     quant.add_argument("--load", required=True, help="float checkpoint (model.pt)")
     quant.add_argument("--quant", help="TOML file with a [passes.quantize] table (e.g. best.toml)")
     quant.set_defaults(func=cmd_quantize)
+    _add_search(sub)
+    _add_report(sub)
+    _add_compare(sub)
+    dash = sub.add_parser("dashboard", help="open a run's study in optuna-dashboard")
+    dash.add_argument("dir", help="the search's output directory")
+    dash.add_argument("--storage", help="storage URL, when the search used --storage")
+    dash.add_argument("--host", default="127.0.0.1", help="bind address (default %(default)s)")
+    dash.add_argument("--port", type=integer, default=8080, help="port (default %(default)s)")
+    dash.set_defaults(func=cmd_dashboard)
+    space = sub.add_parser("space", help="print the layers, dimensions and size of the space")
+    space.add_argument("config")
+    space.set_defaults(func=cmd_space)
+    return parser
+
+
+Subparsers = argparse._SubParsersAction
+
+
+def _add_search(sub: Subparsers) -> None:
     search = sub.add_parser("search", help="search the quantization space of a trained model")
     search.add_argument("config")
     search.add_argument("--load", help="float checkpoint; default: DIR/model.pt, else train one")
@@ -188,10 +207,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     search.add_argument("--trials", type=integer, help="total trials in the study (n_trials)")
     search.add_argument("--seed", type=integer, help="seed of the strategy")
-    search.add_argument("--storage", help="Optuna storage URL (default sqlite:///DIR/study.db)")
+    search.add_argument(
+        "--storage", help="journal file path or RDB URL (default DIR/study.journal)"
+    )
     search.add_argument("--study", default="bitscout", help="study name (default %(default)s)")
     search.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # n_jobs worker
     search.set_defaults(func=cmd_search)
+
+
+def _add_report(sub: Subparsers) -> None:
     report = sub.add_parser("report", help="tables and plots of a finished search")
     report.add_argument("dir", help="the search's output directory")
     report.add_argument(
@@ -207,6 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--name", default="rerank", help="subdirectory for a re-ranking (default %(default)s)"
     )
     report.set_defaults(func=cmd_report)
+
+
+def _add_compare(sub: Subparsers) -> None:
     compare = sub.add_parser("compare", help="compare strategies over seeds on one space")
     compare.add_argument("config")
     compare.add_argument(
@@ -221,16 +248,6 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--out", help="output directory (default runs/<config name>-compare)")
     compare.add_argument("--load", help="float checkpoint; default: DIR/model.pt, else train one")
     compare.set_defaults(func=cmd_compare)
-    dash = sub.add_parser("dashboard", help="open a run's study in optuna-dashboard")
-    dash.add_argument("dir", help="the search's output directory")
-    dash.add_argument("--storage", help="storage URL, when the search used --storage")
-    dash.add_argument("--host", default="127.0.0.1", help="bind address (default %(default)s)")
-    dash.add_argument("--port", type=integer, default=8080, help="port (default %(default)s)")
-    dash.set_defaults(func=cmd_dashboard)
-    space = sub.add_parser("space", help="print the layers, dimensions and size of the space")
-    space.add_argument("config")
-    space.set_defaults(func=cmd_space)
-    return parser
 
 
 def error_line(err: ConfigError, config: str | None) -> str:

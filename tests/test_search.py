@@ -519,3 +519,16 @@ def test_evaluator_state_isolation(ckpt, data, reference):
         for m in model.modules()
     )
     assert math.isfinite(first["loss"])
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_latency_shared_reaches_the_evaluator(float_model, data, shared):
+    from bitscout.search import make_evaluator
+    from bitscout.settings import parse_settings
+
+    doc = base_doc()
+    doc["search"]["strategy"]["setup"]["latency_shared"] = shared
+    settings = parse_settings(doc["search"], 0)
+    space = parse_space(doc["search"]["search_space"], float_model)
+    evaluator = make_evaluator(settings, space, data, float_model)
+    assert evaluator.share_latency is shared

@@ -93,6 +93,13 @@ SEARCH_ERRORS = [
     ("strategy-typo", _strategy(metric={}), (), "search.strategy.metric", "did you mean 'metrics'"),
     ("direction", _setup(direction="up"), (), "search.strategy.setup.direction", "maximize"),
     (
+        "latency_shared-string",
+        _setup(latency_shared="yes"),
+        (),
+        "search.strategy.setup.latency_shared",
+        "true or false",
+    ),
+    (
         "bad-constraint",
         _strategy(constraints={"accuracy": "at least 0.9"}),
         (),

@@ -124,7 +124,13 @@ def make_evaluator(
     names = ("latency_repeats", "latency_warmup", "latency_budget_s")
     latency = {name: getattr(settings, name) for name in names}
     return Evaluator(
-        model, space, data.x_val[:n], data.y_val[:n], metric_names(settings), latency=latency
+        model,
+        space,
+        data.x_val[:n],
+        data.y_val[:n],
+        metric_names(settings),
+        latency=latency,
+        share_latency=settings.latency_shared,
     )
 
 

@@ -14,7 +14,7 @@ SAMPLER_NAMES = ("tpe", "random", "nsgaii", "nsgaiii", "qmc", "gp", "grid", "bru
 STRATEGY_KEYS = ("name", "eval_mode", "setup", "metrics", "constraints", "sw_runner", "hw_runner")
 SETUP_KEYS = (
     "n_jobs", "n_trials", "timeout", "sampler", "sum_scaled_metrics", "direction", "seed",
-    "num_samples", "latency_repeats", "latency_warmup", "latency_budget_s",
+    "num_samples", "latency_repeats", "latency_warmup", "latency_budget_s", "latency_shared",
 )  # fmt: skip
 KEY = "search.strategy"
 
@@ -32,6 +32,7 @@ class StrategySettings:
     latency_repeats: int = 5
     latency_warmup: int = 1
     latency_budget_s: float = 1.0
+    latency_shared: bool = True  # one measurement per distinct computation, not per candidate
 
 
 def _table(raw: Mapping[str, Any], name: str, key: str) -> Mapping[str, Any]:
@@ -70,6 +71,14 @@ def _float(raw: Mapping[str, Any], name: str, key: str, *, positive: bool = Fals
     return number
 
 
+def _bool(raw: Mapping[str, Any], name: str, key: str) -> bool:
+    """A true/false switch that defaults to true."""
+    value = raw.get(name, True)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key}.{name}", "must be true or false", value)
+    return value
+
+
 def _default(value: Any, default: Any) -> Any:
     return default if value is None else value
 
@@ -105,9 +114,7 @@ def parse_settings(search: Mapping[str, Any], default_seed: int) -> StrategySett
         )
     setup = _table(strategy, "setup", KEY)
     check_keys(setup, SETUP_KEYS, f"{KEY}.setup")
-    single = setup.get("sum_scaled_metrics", True)
-    if not isinstance(single, bool):
-        raise ConfigError(f"{KEY}.setup.sum_scaled_metrics", "must be true or false", single)
+    single = _bool(setup, "sum_scaled_metrics", f"{KEY}.setup")
     objective = parse_objective(
         _table(strategy, "metrics", KEY),
         _table(strategy, "constraints", KEY),
@@ -128,4 +135,5 @@ def parse_settings(search: Mapping[str, Any], default_seed: int) -> StrategySett
         latency_repeats=_default(_int(setup, "latency_repeats", key, 1), 5),
         latency_warmup=_default(_int(setup, "latency_warmup", key, 0), 1),
         latency_budget_s=_default(_float(setup, "latency_budget_s", key), 1.0),
+        latency_shared=_bool(setup, "latency_shared", key),
     )

@@ -142,6 +142,12 @@ def test_sigkill_at_several_points_then_resume(assets, tmp_path):
         study = load(journal)
         assert len(complete(study)) == expected
         assert len({params_key(t) for t in complete(study)}) == expected  # none twice
+        # trials.csv streams: the killed run's finished trials are in it already, but for the
+        # one whose store write the kill followed at once (the store is the truth)
+        rows = [r for r in csv_rows(out) if r["state"] == "complete"] if expected else []
+        in_csv = {int(r["number"]) for r in rows}
+        assert in_csv <= {t.number for t in complete(study)}
+        assert len(in_csv) >= expected - 1
     rc, err = run(assets, out)
     assert rc == 0, err
     study = load(journal)

@@ -3,6 +3,7 @@
 import dataclasses
 import hashlib
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,15 +30,17 @@ from bitscout.progress import Reporter, config_text
 from bitscout.report import load_run
 from bitscout.report_md import write_report
 from bitscout.settings import SAMPLER_NAMES, STRATEGY_NAMES, StrategySettings, parse_settings
-from bitscout.space import SearchSpace, parse_space
+from bitscout.space import Choice, SearchSpace, parse_space
 from bitscout.store import (
+    Result,
+    TrialsCsv,
     done_trials,
     mask_password,
     open_study,
     trial_state,
-    write_trials_csv,
 )
 from bitscout.strategies import STRATEGIES, SearchContext
+from bitscout.strategies.base import TrialHook
 from bitscout.workflow import existing_model, load_data, make_model, train_to
 
 # Cheap metrics reported for every candidate besides the objective's (latency only on request).
@@ -188,17 +191,32 @@ def run_search(cfg: Config, run: SearchRun, overrides: Overrides, console: Conso
         f"{len(before)} trials already in the store"
     )
     procs = [] if run.child else spawn(extra_workers(cfg, run, p, overrides))
+    table = TrialsCsv(
+        run.out / "trials.csv", p.study, p.space, p.settings.objective, metric_names(p.settings)
+    )
+    if not run.child:
+        table.rewrite()
     start = time.perf_counter()
     try:
         with Reporter(console, ctx.budget(), p.settings.objective) as reporter:
-            ctx.on_trial = reporter
+            ctx.on_trial = reporter if run.child else both(reporter, table)
             STRATEGIES.get(p.settings.name, "search.strategy.name").run(ctx)
         join(procs, console)
     finally:
         wall = time.perf_counter() - start
         if not run.child:
-            summary = write_outputs(cfg, run, p, wall, len(before), evaluator)
+            summary = write_outputs(cfg, run, p, table, wall, len(before), evaluator)
     return {} if run.child else finish(console, run, p.settings, p.study, summary)
+
+
+def both(reporter: Reporter, table: TrialsCsv) -> TrialHook:
+    """Show each finished trial and append it to trials.csv."""
+
+    def hook(number: int, config: Mapping[str, Choice], result: Result) -> None:
+        table.append(number)
+        reporter(number, config, result)
+
+    return hook
 
 
 def extra_workers(cfg: Config, run: SearchRun, p: Prepared, o: Overrides) -> list[list[str]]:
@@ -262,13 +280,19 @@ def describe(settings: StrategySettings) -> str:
 
 
 def write_outputs(
-    cfg: Config, run: SearchRun, p: Prepared, wall: float, before: int, evaluator: Evaluator
+    cfg: Config,
+    run: SearchRun,
+    p: Prepared,
+    table: TrialsCsv,
+    wall: float,
+    before: int,
+    evaluator: Evaluator,
 ) -> dict[str, Any]:
     """trials.csv, best.toml, pareto.csv (multi-objective) and summary.json."""
     settings, space, study = p.settings, p.space, p.study
     objective = settings.objective
     names = metric_names(settings)
-    write_trials_csv(run.out / "trials.csv", study, space, objective, names)
+    table.rewrite()
     done = done_trials(study)
     winners = best_trials(done, objective)
     if winners:

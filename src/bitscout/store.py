@@ -254,15 +254,7 @@ def _row(
     return row
 
 
-def write_trials_csv(
-    path: Path,
-    study: optuna.Study,
-    space: SearchSpace,
-    objective: Objective,
-    metric_names: Sequence[str],
-) -> int:
-    """Write every trial of `study` to `path` (atomically); return the row count."""
-    names = list(dict.fromkeys([*objective.names, *metric_names]))
+def csv_columns(space: SearchSpace, objective: Objective, names: Sequence[str]) -> list[str]:
     columns = [
         "schema_version",
         "number",
@@ -273,13 +265,41 @@ def write_trials_csv(
         *[f"scaled_{m}" for m in objective.names],
     ]
     columns += ["objective"] if objective.single else [f"objective_{m}" for m in objective.names]
-    columns += ["duration_s", "reason"]
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # workers may share a directory
-    trials = finish_order(study.get_trials(deepcopy=False))
-    with tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        for t in trials:
-            writer.writerow(_row(t, space, objective, names))
-    tmp.replace(path)
-    return len(trials)
+    return columns + ["duration_s", "reason"]
+
+
+class TrialsCsv:
+    """`trials.csv`: rewritten whole from the store (at the start and the end of a search) and
+    appended to as this worker's trials finish, so it is current while a search runs."""
+
+    def __init__(
+        self,
+        path: Path,
+        study: optuna.Study,
+        space: SearchSpace,
+        objective: Objective,
+        metric_names: Sequence[str],
+    ) -> None:
+        self.path, self.study, self.space, self.objective = path, study, space, objective
+        self.names = list(dict.fromkeys([*objective.names, *metric_names]))
+        self.columns = csv_columns(space, objective, self.names)
+
+    def rewrite(self) -> int:
+        """Write every trial of the study (atomically); return the row count."""
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")  # shared directories
+        trials = finish_order(self.study.get_trials(deepcopy=False))
+        with tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=self.columns, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(_row(t, self.space, self.objective, self.names) for t in trials)
+        tmp.replace(self.path)
+        return len(trials)
+
+    def append(self, number: int) -> None:
+        """Add the finished trial `number`."""
+        storage = self.study._storage
+        trial_id = storage.get_trial_id_from_study_id_trial_number(self.study._study_id, number)
+        row = _row(storage.get_trial(trial_id), self.space, self.objective, self.names)
+        with self.path.open("a", newline="") as f:
+            csv.DictWriter(f, fieldnames=self.columns, extrasaction="ignore").writerow(row)
+

@@ -11,6 +11,7 @@ from bitscout.liveness import Heartbeat, fail_stale, worker_id
 from bitscout.objective import Objective
 from bitscout.settings import StrategySettings
 from bitscout.space import SearchSpace
+from bitscout.store import Result
 from bitscout.strategies.base import STRATEGIES, SearchContext, Strategy
 
 
@@ -50,29 +51,40 @@ class OptunaStrategy(Strategy):
         for dead in fail_stale(ctx.study):
             ctx.study.enqueue_trial(dead.params, user_attrs={"retry_of": dead.number})
         budget = ctx.budget()
+        scored: dict[int, tuple[dict, Result]] = {}
         if budget > 0:
             with Heartbeat(ctx.study) as heartbeat:
                 ctx.study.optimize(
-                    lambda trial: _objective(ctx, heartbeat, trial),
+                    lambda trial: _objective(ctx, heartbeat, trial, scored),
                     n_trials=budget,
                     timeout=ctx.settings.timeout,
                     catch=(CandidateFailed,),
-                    callbacks=[_stop_at_budget(ctx)],
+                    callbacks=[_after_trial(ctx, scored)],
                     gc_after_trial=False,
                 )
 
 
-def _stop_at_budget(ctx: SearchContext) -> Callable[[optuna.Study, FrozenTrial], None]:
-    """Workers sharing the study stop together once it holds `n_trials` ended trials."""
+def _after_trial(
+    ctx: SearchContext, scored: dict[int, tuple[dict, Result]]
+) -> Callable[[optuna.Study, FrozenTrial], None]:
+    """Report each trial once the store has it finished; stop once the study holds `n_trials`
+    ended trials, so workers sharing it stop together."""
 
-    def callback(study: optuna.Study, _: FrozenTrial) -> None:
+    def callback(study: optuna.Study, trial: FrozenTrial) -> None:
+        if trial.number in scored:
+            ctx.on_trial(trial.number, *scored.pop(trial.number))
         if ctx.budget() <= 0:
             study.stop()
 
     return callback
 
 
-def _objective(ctx: SearchContext, heartbeat: Heartbeat, trial: optuna.Trial) -> Any:
+def _objective(
+    ctx: SearchContext,
+    heartbeat: Heartbeat,
+    trial: optuna.Trial,
+    scored: dict[int, tuple[dict, Result]],
+) -> Any:
     trial.set_user_attr("worker", worker_id())
     heartbeat.watch(trial._trial_id)
     config = {d.name: trial.suggest_categorical(d.name, d.choices) for d in ctx.space.dimensions}
@@ -80,7 +92,7 @@ def _objective(ctx: SearchContext, heartbeat: Heartbeat, trial: optuna.Trial) ->
     for key, value in result.attrs().items():
         trial.set_user_attr(key, value)
     heartbeat.watch(None)
-    ctx.on_trial(trial.number, config, result)
+    scored[trial.number] = (config, result)
     if result.failure is not None:
         raise CandidateFailed(result.failure)
     for name, violation in result.violations.items():

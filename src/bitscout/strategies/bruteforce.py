@@ -78,13 +78,14 @@ class BruteForce(Strategy):
         size = chunk_size(ctx.space.size)
         rng = random.Random(worker_id())
         survey = Surveyor(ctx)
+        full: set[int] = set()
         with Heartbeat(ctx.study) as heartbeat:
             while not ctx.timed_out():
                 fail_stale(ctx.study)
                 view = survey()
                 if view.complete >= target:
                     return
-                chunk = _pick(ctx.space.size, size, view, rng)
+                chunk = _pick(ctx.space.size, size, view, rng, full)
                 if chunk is None:
                     if not view.held:
                         return  # nothing left that anyone could still evaluate
@@ -100,17 +101,19 @@ def _pending(chunk: int, size: int, total: int, done: set[int]) -> list[int]:
     return [i for i in range(chunk * size, min(total, (chunk + 1) * size)) if i not in done]
 
 
-def _pick(total: int, size: int, view: Survey, rng: random.Random) -> int | None:
+def _pick(total: int, size: int, view: Survey, rng: random.Random, full: set[int]) -> int | None:
     """A chunk with pending candidates and no live token: the first one when this worker is
-    alone (a reproducible order), a random one when others run (fewer lost races)."""
-    free = [
-        c
-        for c in range((total + size - 1) // size)
-        if c not in view.held and _pending(c, size, total, view.done)
-    ]
-    if not free:
-        return None
-    return rng.choice(free) if view.others_running else free[0]
+    alone (a reproducible order), a random one when others run (fewer lost races). Chunks
+    found `full` (nothing pending, which never changes back) are not looked at again."""
+    chunks = range((total + size - 1) // size)
+    order = rng.sample(chunks, len(chunks)) if view.others_running else chunks
+    for c in order:
+        if c in full or c in view.held:
+            continue
+        if _pending(c, size, total, view.done):
+            return c
+        full.add(c)
+    return None
 
 
 @dataclass(frozen=True)

@@ -234,7 +234,7 @@ def test_pareto_front_edge_cases():
 
 
 def test_storage_password_is_masked():
-    from bitscout.store import mask_password
+    from bitscout.storage import mask_password
 
     assert mask_password("postgresql://bob:s3cr@t@db:5432/x") == "postgresql://bob:***@db:5432/x"
     assert mask_password("sqlite:///runs/a/study.db") == "sqlite:///runs/a/study.db"

@@ -344,3 +344,32 @@ def test_tpe_uses_the_constant_liar_so_workers_spread_out():
 
     space = parse_space(config_doc()["search"]["search_space"], build_model("jsc-tiny"))
     assert build_sampler("tpe", 0, space)._constant_liar is True
+
+
+# --- n_trials with several workers --------------------------------------------------------
+
+
+@pytest.mark.parametrize(("strategy", "n_trials"), [("bruteforce", 30), ("optuna", 20)])
+def test_three_workers_stop_at_n_trials_exactly(assets, tmp_path, strategy, n_trials):
+    """Chunks of 8 over 48 candidates: the fourth claimed chunk must be cut to 6 candidates,
+    whichever worker claims it; TPE workers must not overshoot by their trials in flight."""
+    doc = config_doc(strategy, n_trials)
+    assets = {**assets, "n": tmp_path / "n.toml"}
+    assets["n"].write_text(tomli_w.dumps(doc))
+    storage = str(tmp_path / "shared.journal")
+    procs = [
+        worker(assets, tmp_path / f"w{i}", "--storage", storage, "--seed", str(i),
+               env={"DRIVER_SLOW_S": "0.02"}, config="n")
+        for i in range(3)
+    ]  # fmt: skip
+    for p in procs:
+        _, err = p.communicate(timeout=180)
+        assert p.returncode == 0, err
+    study = load(storage)
+    ended = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    assert len(ended) == n_trials
+    assert len({params_key(t) for t in ended}) == len(ended) or strategy == "optuna"
+    own = [json.loads((tmp_path / f"w{i}" / "summary.json").read_text()) for i in range(3)]
+    assert sum(s["trials_run"] for s in own) == n_trials  # each counts only its own
+    for s in own:
+        assert s["complete"] == n_trials

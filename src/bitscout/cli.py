@@ -1,6 +1,8 @@
 """Command line: parse arguments and dispatch; the work lives in the other modules."""
 
 import argparse
+import errno
+import os
 import signal
 import sys
 import threading
@@ -16,6 +18,7 @@ from bitscout.config import load_config, read_toml
 from bitscout.dashboard import serve_dashboard
 from bitscout.errors import ConfigError, SearchFailed
 from bitscout.evaluate import evaluate_model
+from bitscout.parallel import STORAGE_ENV
 from bitscout.quant.apply import fx_name, parse_plan, quantizable_layers, quantize_model
 from bitscout.quant.layers import TYPE_NAMES
 from bitscout.report import load_run, rerank_objective
@@ -30,7 +33,7 @@ console = Console()
 
 def cmd_train(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
-    train_to(cfg, load_data(cfg), Path(args.out), console)
+    train_to(cfg, load_data(cfg, console), output_dir(args.out, "--out"), console)
     return 0
 
 
@@ -53,7 +56,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     plan = _quant_plan(args)
     if plan is None:
         raise ConfigError(f"{args.config}: passes.quantize", "table is required (or --quant)")
-    data = load_data(cfg)
+    data = load_data(cfg, console)
     model = load_checkpoint(make_model(cfg, data), args.load)
     quantized = quantize_model(model, plan)
     before = evaluate_model(model, data.x_val, data.y_val)
@@ -71,15 +74,29 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 
 def cmd_search(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
-    out = Path(args.out or Path("runs") / Path(args.config).stem)
-    storage = args.storage or default_storage(out)
+    out = output_dir(args.out or Path("runs") / Path(args.config).stem, "--out")
+    if not args.study:
+        raise ConfigError("--study", "must be a non-empty name", args.study)
+    storage = args.storage or os.environ.get(STORAGE_ENV) or default_storage(out)
     run = SearchRun(out, storage, args.study, load=args.load, child=args.child)
     summary = run_search(cfg, run, _overrides(args), console)
     if not args.child:
+        everyone = summary["trials_run_all_workers"]
+        others = f" ({everyone} by all workers)" if everyone != summary["trials_run"] else ""
         console.print(
-            f"{summary['trials_run']} trials in {summary['wall_s']:.2f} s; outputs in {out}"
+            f"{summary['trials_run']} trials by this worker{others} in "
+            f"{summary['wall_s']:.2f} s; {summary['complete']} complete in the study; "
+            f"outputs in {out}"
         )
     return 0
+
+
+def output_dir(path: str | Path, flag: str) -> Path:
+    """An output directory to create or reuse: refused when a file is in the way."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(flag, "names an existing file, not a directory", str(path))
+    return path
 
 
 def default_storage(out: Path) -> str:
@@ -142,7 +159,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
-    out = Path(args.out or Path("runs") / f"{Path(args.config).stem}-compare")
+    out = output_dir(args.out or Path("runs") / f"{Path(args.config).stem}-compare", "--out")
     run_compare(
         cfg, args.strategies, args.repeats, out, console, trials=args.trials, load=args.load
     )
@@ -208,7 +225,8 @@ def _add_search(sub: Subparsers) -> None:
     search.add_argument("--trials", type=integer, help="total trials in the study (n_trials)")
     search.add_argument("--seed", type=integer, help="seed of the strategy")
     search.add_argument(
-        "--storage", help="journal file path or RDB URL (default DIR/study.journal)"
+        "--storage",
+        help=f"journal file path or RDB URL (default: ${STORAGE_ENV}, else DIR/study.journal)",
     )
     search.add_argument("--study", default="bitscout", help="study name (default %(default)s)")
     search.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # n_jobs worker
@@ -259,6 +277,15 @@ def error_line(err: ConfigError, config: str | None) -> str:
     return f"{config}: {text}"
 
 
+def os_error_line(err: OSError) -> str:
+    """`cannot write runs/a/trials.csv: No space left on device (ENOSPC)`, in one line."""
+    code = errno.errorcode.get(err.errno or 0)
+    what = f"{err.strerror or err}" + (f" ({code})" if code else "")
+    if err.filename is None:
+        return " ".join(what.split())
+    return f"cannot use {err.filename}: {' '.join(what.split())}"
+
+
 def _terminate(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # SIGTERM (a batch system's stop) ends a search like Ctrl-C
 
@@ -275,6 +302,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except SearchFailed as err:
         print(f"bitscout: error: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:  # the machine, not the input: a full disk, a read-only directory
+        print(f"bitscout: error: {os_error_line(err)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(

@@ -21,6 +21,7 @@ from rich.table import Table
 from bitscout.config import Config
 from bitscout.errors import ConfigError
 from bitscout.evaluate import Evaluator
+from bitscout.files import atomic, write_text
 from bitscout.objective import Objective
 from bitscout.search import Overrides, check_search, make_evaluator
 from bitscout.settings import SAMPLER_NAMES, StrategySettings
@@ -296,11 +297,11 @@ def facts(space: SearchSpace, objective: Objective, result: CompareResult) -> st
 
 def write_outputs(out: Path, result: CompareResult, header: str, title: str) -> None:
     """compare.csv, compare.md and plots/compare.png."""
-    with (out / "compare.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)  # None is written as an empty cell
+    with atomic(out / "compare.csv") as tmp, tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS, lineterminator="\n")  # None: empty cell
         writer.writeheader()
         writer.writerows(result.rows)
-    (out / "compare.md").write_text(markdown(result.summary, header))
+    write_text(out / "compare.md", markdown(result.summary, header))
     draw(out / "plots" / "compare.png", result.summary, result.optimum, title)
 
 
@@ -336,7 +337,8 @@ def draw(path: Path, summary: Sequence[dict[str, Any]], optimum: float | None, t
     ax.grid(alpha=0.3)
     ax.legend()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    with atomic(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
 
 
 def show(console: Console, summary: Sequence[dict[str, Any]], header: str) -> None:
@@ -361,7 +363,7 @@ def run_compare(
     """Run every strategy with seeds 0..repeats-1 and write compare.csv, compare.md and
     plots/compare.png into `out`."""
     labels, settings = check_compare(cfg, strategies, repeats, trials)
-    data = load_data(cfg)
+    data = load_data(cfg, console)
     space = parse_space(cfg.search.get("search_space", {}), make_model(cfg, data))
     out.mkdir(parents=True, exist_ok=True)  # only once the whole config is known good
     evaluator = make_evaluator(settings, space, data, float_model(cfg, data, load, out, console))

@@ -37,7 +37,8 @@ def check_keys(table: Mapping[str, Any], known: tuple[str, ...], prefix: str) ->
             raise ConfigError(key, f"unknown key{suggest(k, known)} (known: {', '.join(known)})")
 
 
-SEED_MAX = 2**32 - 1  # NumPy's and Optuna's samplers refuse larger seeds
+SEED_MAX = 2**32 - 1
+MAX_CONFIG_BYTES = 2**20  # NumPy's and Optuna's samplers refuse larger seeds
 
 
 def _number(
@@ -142,10 +143,15 @@ class Config:
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
-    """Parse a TOML file; a missing, unreadable or malformed file is a ConfigError."""
+    """Parse a TOML file; a missing, unreadable, oversized or malformed file is a ConfigError."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)  # /dev/zero or a mistyped data file: stop early
+        if len(data) > MAX_CONFIG_BYTES:
+            rule = f"is larger than {MAX_CONFIG_BYTES // 2**20} MiB: not a config file"
+            raise ConfigError(str(path), rule, file=True)
+        text = data.decode("utf-8")
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(
             str(path), f"cannot read the file ({err.__class__.__name__})", file=True
@@ -154,6 +160,8 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(str(path), f"invalid TOML: {err}", file=True) from err
+    except RecursionError as err:  # tables or arrays nested thousands deep
+        raise ConfigError(str(path), "invalid TOML: nested too deeply", file=True) from err
 
 
 def load_config(path: str | Path) -> Config:

@@ -5,7 +5,7 @@ import importlib
 from rich.console import Console
 
 from bitscout.errors import ConfigError
-from bitscout.store import mask_password, open_storage
+from bitscout.storage import mask_password, open_storage
 
 
 def serve_dashboard(storage_url: str, host: str, port: int, console: Console) -> None:
@@ -18,6 +18,6 @@ def serve_dashboard(storage_url: str, host: str, port: int, console: Console) ->
             "dashboard",
             "needs the optional dependency optuna-dashboard: pip install 'bitscout[dashboard]'",
         ) from err
-    storage = open_storage(storage_url)
+    storage = open_storage(storage_url, notify=console.print)
     console.print(f"serving {mask_password(storage_url)} at http://{host}:{port} (Ctrl-C stops)")
     dashboard.run_server(storage, host=host, port=port)

@@ -180,6 +180,19 @@ def _to_splits(raw: _Raw, train: np.ndarray, val: np.ndarray, test: np.ndarray) 
     )  # fmt: skip
 
 
+def data_warnings(data: Splits) -> list[str]:
+    """What makes results on `data` suspicious though not impossible: one class only (every
+    model is then 100% accurate)."""
+    classes = torch.unique(data.y_train).tolist()
+    if len(classes) >= 2:
+        return []
+    found = ", ".join(data.class_names[int(c)] for c in classes) or "none"
+    return [
+        f"the training split holds a single class ({found}) of the {data.num_classes} "
+        "declared: every model predicts it, so accuracy is trivially 1.0"
+    ]
+
+
 def _no_path(name: str, path: Path | None) -> None:
     if path is not None:
         raise ConfigError("dataset_path", f"dataset {name!r} does not read a file", str(path))
@@ -303,8 +316,12 @@ def _jsc_arrays(frame: pd.DataFrame, where: str) -> tuple[np.ndarray, np.ndarray
         x = frame[list(JSC_FEATURES)].apply(pd.to_numeric).to_numpy(np.float64)
     except (ValueError, TypeError) as exc:
         raise ConfigError("dataset_path", f"non-numeric feature values ({exc})", where) from exc
-    if not np.isfinite(x).all():
-        raise ConfigError("dataset_path", "feature columns contain missing values", where)
+    kinds = (("missing values (empty or NaN)", np.isnan(x)), ("infinite values", np.isinf(x)))
+    for kind, bad in kinds:
+        if bad.any():
+            column = JSC_FEATURES[int(np.flatnonzero(bad.any(axis=0))[0])]
+            rule = f"feature column {column} holds {kind} in {int(bad.any(axis=1).sum())} rows"
+            raise ConfigError("dataset_path", rule, where)
     return x, _jsc_labels(frame[JSC_TARGET], where)
 
 

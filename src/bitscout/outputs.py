@@ -10,6 +10,7 @@ import tomli_w
 from optuna.trial import FrozenTrial
 from torch import nn
 
+from bitscout.files import atomic, write_text
 from bitscout.objective import Objective, pareto_front
 from bitscout.quant.apply import fx_name
 from bitscout.quant.formats import Integer
@@ -73,15 +74,15 @@ def write_best_toml(path: Path, model: nn.Module, space: SearchSpace, trial: Fro
         "trial": trial.number,
         "passes": {"quantize": plan_table(model, space, trial.params)},
     }
-    path.write_text(tomli_w.dumps(doc))
+    write_text(path, tomli_w.dumps(doc))
 
 
 def write_pareto_csv(
     path: Path, front: Sequence[FrozenTrial], space: SearchSpace, metric_names: Sequence[str]
 ) -> None:
     columns = ["schema_version", "number", *[d.name for d in space.dimensions], *metric_names]
-    with path.open("w", newline="") as f:
-        writer = csv.writer(f)
+    with atomic(path) as tmp, tmp.open("w", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
         writer.writerow(columns)
         for t in front:
             metrics = t.user_attrs["metrics"]
@@ -96,7 +97,7 @@ def write_pareto_csv(
 
 
 def write_summary(path: Path, summary: Mapping[str, Any]) -> None:
-    path.write_text(json.dumps({"schema_version": SCHEMA_VERSION, **summary}, indent=2) + "\n")
+    write_text(path, json.dumps({"schema_version": SCHEMA_VERSION, **summary}, indent=2) + "\n")
 
 
 def best_entry(trial: FrozenTrial | None) -> dict[str, Any] | None:

@@ -1,6 +1,7 @@
 """`n_jobs > 1`: more worker processes on the same study (processes, not threads: PyTorch
 and Python's GIL make threads share one core's worth of evaluation)."""
 
+import os
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -10,14 +11,19 @@ from rich.console import Console
 
 from bitscout.errors import ConfigError
 
+# The storage URL reaches extra workers through their environment, which only their user can
+# read, not through argv, which any local user sees in `ps`: it may hold a password.
+STORAGE_ENV = "BITSCOUT_STORAGE"
+
 
 def worker_argv(
-    config: Path, out: Path, checkpoint: Path, storage: str, study: str, flags: Sequence[str]
+    config: Path, out: Path, checkpoint: Path, study: str, flags: Sequence[str]
 ) -> list[str]:
-    """The command line of one extra worker: the same search, the same checkpoint and study."""
+    """The command line of one extra worker: the same search, the same checkpoint and study
+    (and the same storage, from `spawn`'s environment)."""
     return [
         sys.executable, "-m", "bitscout", "search", str(config), "--out", str(out),
-        "--load", str(checkpoint), "--storage", storage, "--study", study, "--child", *flags,
+        "--load", str(checkpoint), "--study", study, "--child", *flags,
     ]  # fmt: skip
 
 
@@ -31,10 +37,14 @@ def check_shareable(storage: str, n_jobs: int) -> None:
         )
 
 
-def spawn(argvs: Sequence[list[str]]) -> list[subprocess.Popen]:
-    """Start the extra workers; their own output is dropped (the parent reports progress)."""
+def spawn(argvs: Sequence[list[str]], storage: str) -> list[subprocess.Popen]:
+    """Start the extra workers on `storage`; their own output is dropped (the parent reports
+    progress)."""
+    env = {**os.environ, STORAGE_ENV: storage}
     return [
-        subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env
+        )
         for argv in argvs
     ]
 

@@ -10,6 +10,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from bitscout.files import atomic
+
 MAX_WIDTH_IN = 24  # wider figures cost memory (GBs for 20,000 trials) and nobody reads them
 LABELLED_MAX = 60  # beyond this many trials, config labels on the x axis are unreadable
 
@@ -17,8 +19,11 @@ LABELLED_MAX = 60  # beyond this many trials, config labels on the x axis are un
 def _save(fig: plt.Figure, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    try:
+        with atomic(path) as tmp:
+            fig.savefig(tmp, dpi=100, format="png")
+    finally:
+        plt.close(fig)
     return path
 
 

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 
 from bitscout import plots
+from bitscout.files import write_text
 from bitscout.objective import Objective
 from bitscout.progress import config_text
 from bitscout.report import (
@@ -127,9 +128,9 @@ def write_report(
     ] + [f"![{p.stem}](plots/{p.name})" for p in pictures]
     out.mkdir(parents=True, exist_ok=True)
     if tables:
-        df.to_csv(out / "ranked.csv", index=False)
+        write_text(out / "ranked.csv", df.to_csv(index=False, lineterminator="\n"))
         if not objective.single:
-            best.to_csv(out / "pareto.csv", index=False)
+            write_text(out / "pareto.csv", best.to_csv(index=False, lineterminator="\n"))
     path = out / "report.md"
-    path.write_text("\n\n".join(parts) + "\n")
+    write_text(path, "\n\n".join(parts) + "\n")
     return path

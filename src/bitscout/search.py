@@ -1,5 +1,6 @@
 """`bitscout search`: validate, get the float model, run the strategy, write the outputs."""
 
+import contextlib
 import dataclasses
 import hashlib
 import time
@@ -8,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from rich.console import Console
 from rich.table import Table
 from torch import nn
@@ -31,14 +33,8 @@ from bitscout.report import load_run
 from bitscout.report_md import write_report
 from bitscout.settings import SAMPLER_NAMES, STRATEGY_NAMES, StrategySettings, parse_settings
 from bitscout.space import Choice, SearchSpace, parse_space
-from bitscout.store import (
-    Result,
-    TrialsCsv,
-    done_trials,
-    mask_password,
-    open_study,
-    trial_state,
-)
+from bitscout.storage import DATA_KEY, mask_password, open_study
+from bitscout.store import Result, TrialsCsv, done_trials, trial_state
 from bitscout.strategies import STRATEGIES, SearchContext
 from bitscout.strategies.base import TrialHook
 from bitscout.workflow import existing_model, load_data, make_model, train_to
@@ -106,16 +102,28 @@ def check_search(cfg: Config, overrides: Overrides) -> StrategySettings:
     return apply_overrides(parse_settings(cfg.search, cfg.seed), overrides)
 
 
-def _study_meta(cfg: Config, settings: StrategySettings, space: SearchSpace) -> dict[str, Any]:
-    """What a resumed study must share with this search, or its trials mean something else."""
+def _study_meta(
+    cfg: Config, settings: StrategySettings, space: SearchSpace, data: Splits, model: nn.Module
+) -> dict[str, Any]:
+    """What a resumed study must share with this search, or its trials mean something else
+    (in the order a difference is reported)."""
+    n = settings.num_samples or len(data.y_val)
     return {
         "model": cfg.model,
         "dataset": cfg.dataset,
+        DATA_KEY: {
+            "seed": cfg.seed,  # the top-level seed splits the data
+            "dataset_path": cfg.dataset_path,
+            "dataset_options": dict(cfg.dataset_options),
+            "num_samples": settings.num_samples,
+            "rows": n,
+            "sha256": tensors_digest(data.x_val[:n], data.y_val[:n]),
+        },
+        "checkpoint_sha256": state_digest(model),
         "dimensions": [[d.name, list(d.choices)] for d in space.dimensions],
         "strategy": settings.name,
         "sampler": settings.sampler if settings.name == "optuna" else None,
         "objective": [[m.name, m.scale, m.direction] for m in settings.objective.metrics],
-        "num_samples": settings.num_samples,
     }
 
 
@@ -161,18 +169,20 @@ def prepare(cfg: Config, run: SearchRun, overrides: Overrides, console: Console)
     refused before anything is written to `run.out`."""
     settings = check_search(cfg, overrides)
     check_shareable(run.storage, 1 if run.child else settings.n_jobs)
-    data = load_data(cfg)
+    data = load_data(cfg, console)
     space = parse_space(cfg.search.get("search_space", {}), make_model(cfg, data))
     model = existing_model(cfg, data, run.load, run.out, console)
     if model is None:
         run.out.mkdir(parents=True, exist_ok=True)
         model = train_to(cfg, data, run.out, console)
     strategy = STRATEGIES.get(settings.name, "search.strategy.name")
-    meta = {**_study_meta(cfg, settings, space), "checkpoint_sha256": state_digest(model)}
+    meta = _study_meta(cfg, settings, space, data, model)
     sampler = strategy.sampler(settings, space, settings.objective)
     if "://" not in run.storage:
         Path(run.storage).parent.mkdir(parents=True, exist_ok=True)
-    study = open_study(run.storage, run.study_name, settings.objective, meta, sampler)
+    study = open_study(
+        run.storage, run.study_name, settings.objective, meta, sampler, notify=console.print
+    )
     run.out.mkdir(parents=True, exist_ok=True)
     checkpoint = Path(run.load) if run.load else run.out / "model.pt"
     return Prepared(settings, space, model, checkpoint, study, data)
@@ -186,37 +196,61 @@ def run_search(cfg: Config, run: SearchRun, overrides: Overrides, console: Conso
     for t in before:  # a resumed search reuses what the store already holds
         evaluator.remember(t.params, t.user_attrs["metrics"])
     ctx = SearchContext(p.space, evaluator, p.settings.objective, p.settings, p.study)
+    ctx.notify = lambda message: console.print(message, highlight=False)
     console.print(
         f"searching {p.space.size} candidates with {describe(p.settings)}; "
         f"{len(before)} trials already in the store"
     )
-    procs = [] if run.child else spawn(extra_workers(cfg, run, p, overrides))
+    procs = [] if run.child else spawn(extra_workers(cfg, run, p, overrides), run.storage)
     table = TrialsCsv(
         run.out / "trials.csv", p.study, p.space, p.settings.objective, metric_names(p.settings)
     )
     if not run.child:
         table.rewrite()
+    own = Counted(table=None if run.child else table)
     start = time.perf_counter()
     try:
         with Reporter(console, ctx.budget(), p.settings.objective) as reporter:
-            ctx.on_trial = reporter if run.child else both(reporter, table)
+            ctx.on_trial = own.hook(reporter)
             STRATEGIES.get(p.settings.name, "search.strategy.name").run(ctx)
         join(procs, console)
-    finally:
-        wall = time.perf_counter() - start
-        if not run.child:
-            summary = write_outputs(cfg, run, p, table, wall, len(before), evaluator)
-    return {} if run.child else finish(console, run, p.settings, p.study, summary)
+    except BaseException:
+        if not run.child:  # keep what finished; an error writing it must not hide this one
+            with contextlib.suppress(OSError):
+                write_outputs(cfg, run, p, table, Tally(before, own.count, start), evaluator)
+        raise
+    if run.child:
+        return {}
+    summary = write_outputs(cfg, run, p, table, Tally(before, own.count, start), evaluator)
+    return finish(console, run, p.settings, p.study, summary)
 
 
-def both(reporter: Reporter, table: TrialsCsv) -> TrialHook:
-    """Show each finished trial and append it to trials.csv."""
+@dataclass
+class Counted:
+    """Counts this worker's own trials (others' land in the same study) and appends each to
+    trials.csv, when the worker keeps one."""
 
-    def hook(number: int, config: Mapping[str, Choice], result: Result) -> None:
-        table.append(number)
-        reporter(number, config, result)
+    table: TrialsCsv | None
+    count: int = 0
 
-    return hook
+    def hook(self, reporter: Reporter) -> TrialHook:
+        def on_trial(number: int, config: Mapping[str, Choice], result: Result) -> None:
+            self.count += 1
+            if self.table is not None:
+                self.table.append(number)
+            reporter(number, config, result)
+
+        return on_trial
+
+
+@dataclass(frozen=True)
+class Tally:
+    """What one invocation did: trials the study held before it, the trials this worker ran,
+    and when it started."""
+
+    before: list
+    own: int
+    start: float
 
 
 def extra_workers(cfg: Config, run: SearchRun, p: Prepared, o: Overrides) -> list[list[str]]:
@@ -230,7 +264,7 @@ def extra_workers(cfg: Config, run: SearchRun, p: Prepared, o: Overrides) -> lis
     flags += [f"--sampler={p.settings.sampler}"] if p.settings.name == "optuna" else []
     return [
         worker_argv(
-            cfg.source, run.out, p.checkpoint, run.storage, run.study_name,
+            cfg.source, run.out, p.checkpoint, run.study_name,
             [*(f for f in flags if not f.endswith("=None")), f"--seed={p.settings.seed + i}"],
         )
         for i in range(1, p.settings.n_jobs)
@@ -273,6 +307,15 @@ def state_digest(model: nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
+def tensors_digest(*tensors: torch.Tensor) -> str:
+    """SHA-256 of tensors' dtypes, shapes and values: the identity of the evaluation data."""
+    digest = hashlib.sha256()
+    for tensor in tensors:
+        digest.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
 def describe(settings: StrategySettings) -> str:
     if settings.name == "optuna":
         return f"optuna/{settings.sampler} (seed {settings.seed})"
@@ -280,13 +323,7 @@ def describe(settings: StrategySettings) -> str:
 
 
 def write_outputs(
-    cfg: Config,
-    run: SearchRun,
-    p: Prepared,
-    table: TrialsCsv,
-    wall: float,
-    before: int,
-    evaluator: Evaluator,
+    cfg: Config, run: SearchRun, p: Prepared, table: TrialsCsv, tally: Tally, evaluator: Evaluator
 ) -> dict[str, Any]:
     """trials.csv, best.toml, pareto.csv (multi-objective) and summary.json."""
     settings, space, study = p.settings, p.space, p.study
@@ -308,7 +345,8 @@ def write_outputs(
         "sampler": settings.sampler if settings.name == "optuna" else None,
         "seed": settings.seed,
         "space_size": space.size,
-        "trials_run": len(done) - before,
+        "trials_run": tally.own,
+        "trials_run_all_workers": len(done) - len(tally.before),
         "trials_total": len(states),
         "complete": states.count("complete") + states.count("infeasible"),
         "failed": states.count("failed"),
@@ -318,7 +356,7 @@ def write_outputs(
         "study": run.study_name,
         "best": best_entry(winners[0] if winners else None),
         "pareto_size": None if objective.single else len(winners),
-        "wall_s": wall,
+        "wall_s": time.perf_counter() - tally.start,
         "objective": objective_spec(objective),
         "eval_samples": len(evaluator.y),
         "dimensions": [d.name for d in space.dimensions],

@@ -1,6 +1,7 @@
 """`[search.strategy]`: which strategy, how many trials, the objective, evaluation options."""
 
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -15,8 +16,12 @@ STRATEGY_KEYS = ("name", "eval_mode", "setup", "metrics", "constraints", "sw_run
 SETUP_KEYS = (
     "n_jobs", "n_trials", "timeout", "sampler", "sum_scaled_metrics", "direction", "seed",
     "num_samples", "latency_repeats", "latency_warmup", "latency_budget_s", "latency_shared",
+    "n_jobs_limit",
 )  # fmt: skip
 KEY = "search.strategy"
+# Each extra worker is a process holding PyTorch (a few hundred MB): more than a couple per
+# core only adds memory pressure, and a typo such as 100000 would exhaust the machine.
+JOBS_PER_CPU = 2
 
 
 @dataclass(frozen=True)
@@ -92,6 +97,30 @@ def _choice(raw: Mapping[str, Any], name: str, allowed: tuple, default: Any, key
     return value
 
 
+def cpu_count() -> int:
+    """The CPUs this process may run on (a container or taskset may allow fewer than exist)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _n_jobs(setup: Mapping[str, Any], key: str) -> int:
+    """`n_jobs`, refused above `n_jobs_limit` (default: JOBS_PER_CPU per CPU of this machine)."""
+    n_jobs = _default(_int(setup, "n_jobs", key, 1), 1)
+    limit = _int(setup, "n_jobs_limit", key, 1)
+    if limit is not None and n_jobs > limit:
+        raise ConfigError(f"{key}.n_jobs", f"must be at most n_jobs_limit = {limit}", n_jobs)
+    cpus = cpu_count()
+    if limit is None and n_jobs > JOBS_PER_CPU * cpus:
+        rule = (
+            f"must be at most {JOBS_PER_CPU * cpus} on this machine ({cpus} CPUs x "
+            f"{JOBS_PER_CPU}); set {key}.n_jobs_limit to allow more"
+        )
+        raise ConfigError(f"{key}.n_jobs", rule, n_jobs)
+    return n_jobs
+
+
 def _num_samples(strategy: Mapping[str, Any], setup: Mapping[str, Any]) -> int | None:
     """`setup.num_samples`, else MASE's `sw_runner.basic_evaluation.num_samples`."""
     runner = _table(_table(strategy, "sw_runner", KEY), "basic_evaluation", f"{KEY}.sw_runner")
@@ -129,7 +158,7 @@ def parse_settings(search: Mapping[str, Any], default_seed: int) -> StrategySett
         objective=objective,
         n_trials=_int(setup, "n_trials", key, 1),
         timeout=_float(setup, "timeout", key, positive=True),  # 0 would run no trial at all
-        n_jobs=_default(_int(setup, "n_jobs", key, 1), 1),
+        n_jobs=_n_jobs(setup, key),
         seed=_default(_int(setup, "seed", key, 0, SEED_MAX), default_seed),
         num_samples=_num_samples(strategy, setup),
         latency_repeats=_default(_int(setup, "latency_repeats", key, 1), 5),

@@ -1,24 +1,17 @@
 """The study store: every trial of a search in one Optuna storage, and its CSV view."""
 
-import contextlib
 import csv
-import os
-import re
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import optuna
 from optuna.distributions import CategoricalDistribution
-from optuna.exceptions import DuplicatedStudyError
-from optuna.storages import BaseStorage, JournalStorage, RDBStorage
-from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
-from bitscout.errors import ConfigError
+from bitscout.files import atomic
 from bitscout.liveness import INTERRUPTED, worker_id
 from bitscout.objective import Objective
 from bitscout.space import Choice, SearchSpace
@@ -56,102 +49,21 @@ def distributions(space: SearchSpace) -> dict[str, CategoricalDistribution]:
     return {d.name: CategoricalDistribution(d.choices) for d in space.dimensions}
 
 
-def open_storage(url: str) -> BaseStorage:
-    """An RDB URL (`sqlite:///f.db`, `postgresql://...`) or else the path of an Optuna journal
-    file, which is safe for several processes on one machine and needs no server."""
-    if "://" not in url:
-        path = Path(url)
-        if path.is_dir():
-            raise ConfigError("--storage", "must be an RDB URL or a journal file, not a directory",
-                              url)  # fmt: skip
-        return JournalStorage(JournalFileBackend(str(path)))
-    for attempt in range(2):
-        try:  # SQLAlchemy >= 2.1 reads postgresql:// with psycopg 3
-            return RDBStorage(url)
-        except Exception as err:
-            # workers that start together on an empty database race to create Optuna's
-            # tables; the losers see "already exists" and succeed on a later try
-            if "already exists" not in str(err):
-                raise
-            time.sleep(0.5 * (attempt + 1))
-    return RDBStorage(url)
-
-
-def mask_password(url: str) -> str:
-    """`postgresql://user:secret@host/db` -> `postgresql://user:***@host/db`."""
-    return re.sub(r"(//[^:/@]+:)[^/]*@", r"\1***@", url)
-
-
-def _password(url: str) -> str | None:
-    found = re.search(r"//[^:/@]+:([^/]*)@", url)
-    return found.group(1) if found else None
-
-
-def _storage_error(url: str, err: Exception) -> ConfigError:
-    text = f"{err.__class__.__name__}: {' '.join(str(err).split())}"[:300]
-    secret = _password(url)
-    if secret:
-        text = text.replace(secret, "***")
-    return ConfigError(
-        "--storage",
-        f"cannot open the storage {mask_password(url)} ({text}); allowed: a journal file path, "
-        "sqlite:///FILE or postgresql://USER:PASSWORD@HOST:PORT/DB of a running server",
-    )
-
-
-def open_study(
-    url: str,
-    name: str,
-    objective: Objective,
-    meta: Mapping[str, Any],
-    sampler: optuna.samplers.BaseSampler | None = None,
-) -> optuna.Study:
-    """Create or resume study `name`; refuse to resume one made for another search (and
-    write nothing to the store then)."""
-    try:
-        storage = open_storage(url)
-        if name not in {s.study_name for s in storage.get_all_studies()}:
-            with contextlib.suppress(DuplicatedStudyError):  # another worker was first
-                optuna.create_study(
-                    storage=storage, study_name=name, directions=objective.directions
-                )
-        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
-    except ConfigError:
-        raise
-    except Exception as err:  # any driver error means a bad or unreachable store
-        raise _storage_error(url, err) from err
-    if [d.name.lower() for d in study.directions] != list(objective.directions):
-        raise ConfigError(
-            "--study",
-            f"study {name!r} exists with objective directions "
-            f"{[d.name.lower() for d in study.directions]}, this search has "
-            f"{list(objective.directions)}; use another --out or --study",
-        )
-    old = study.user_attrs
-    for k, v in meta.items():  # all checked before anything is written
-        if old.get(k) not in (None, v):
-            raise ConfigError(
-                "--study",
-                f"study {name!r} was made with {k} = {old[k]!r}, this "
-                f"search has {v!r}; use another --out or --study",
-            )
-    for k, v in meta.items():
-        if k not in old:
-            study.set_user_attr(k, v)
-    return study
-
-
 def record(
-    study: optuna.Study, space: SearchSpace, config: Mapping[str, Choice], result: Result
+    study: optuna.Study,
+    space: SearchSpace,
+    config: Mapping[str, Choice],
+    result: Result,
+    attrs: Mapping[str, Any] | None = None,
 ) -> int:
-    """Add one finished evaluation as a complete (or failed) trial, in one write; return
-    its trial number."""
+    """Add one finished evaluation as a complete (or failed) trial, in one write, with `attrs`
+    besides the result's; return its trial number."""
     failed = result.failure is not None
     trial = optuna.trial.create_trial(
         params=dict(config),
         distributions=distributions(space),
         values=None if failed else result.values,
-        user_attrs={"worker": worker_id(), **result.attrs()},
+        user_attrs={"worker": worker_id(), **(attrs or {}), **result.attrs()},
         constraints=None if failed else result.violations or None,
         state=TrialState.FAIL if failed else TrialState.COMPLETE,
     )
@@ -185,6 +97,14 @@ def finish_trial(study: optuna.Study, trial_id: int, result: Result) -> None:
     storage.set_trial_state_values(trial_id, TrialState.COMPLETE, result.values)
 
 
+def set_trial_attr(study: optuna.Study, trial_id: int, key: str, value: Any) -> None:
+    study._storage.set_trial_user_attr(trial_id, key, value)
+
+
+def trial_number(study: optuna.Study, trial_id: int) -> int:
+    return study._storage.get_trial_number_from_id(trial_id)
+
+
 def abandon_trial(study: optuna.Study, trial_id: int, state: TrialState, reason: str) -> None:
     """End a RUNNING trial that will not be evaluated here: FAIL (interrupted) or PRUNED."""
     storage = study._storage
@@ -214,14 +134,19 @@ def done_trials(study: optuna.Study) -> list[FrozenTrial]:
     return finish_order([t for t in complete if "metrics" in t.user_attrs])
 
 
+def has_ended(trial: FrozenTrial) -> bool:
+    """Whether a trial ran to an end: complete with its metrics, or failed by its own
+    evaluation. An interrupted trial has not, even when its metrics were written before the
+    interruption (it is evaluated again)."""
+    if trial.state == TrialState.COMPLETE:
+        return "metrics" in trial.user_attrs
+    return trial.state == TrialState.FAIL and trial.user_attrs.get("failure") == "error"
+
+
 def ended_trials(study: optuna.Study) -> list[FrozenTrial]:
-    """Trials that ran to an end: complete, or failed by their own evaluation (not the
-    interrupted ones, which are evaluated again)."""
-    return [
-        t
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL))
-        if "metrics" in t.user_attrs or t.user_attrs.get("failure") == "error"
-    ]
+    """Trials that ran to an end (see `has_ended`): what n_trials counts."""
+    states = (TrialState.COMPLETE, TrialState.FAIL)
+    return [t for t in study.get_trials(deepcopy=False, states=states) if has_ended(t)]
 
 
 def trial_state(trial: FrozenTrial) -> str:
@@ -286,14 +211,17 @@ class TrialsCsv:
 
     def rewrite(self) -> int:
         """Write every trial of the study (atomically); return the row count."""
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")  # shared directories
         trials = finish_order(self.study.get_trials(deepcopy=False))
-        with tmp.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=self.columns, extrasaction="ignore")
+        with atomic(self.path) as tmp, tmp.open("w", newline="") as f:
+            writer = self._writer(f)
             writer.writeheader()
             writer.writerows(_row(t, self.space, self.objective, self.names) for t in trials)
-        tmp.replace(self.path)
         return len(trials)
+
+    def _writer(self, f: TextIO) -> csv.DictWriter:
+        return csv.DictWriter(
+            f, fieldnames=self.columns, extrasaction="ignore", lineterminator="\n"
+        )
 
     def append(self, number: int) -> None:
         """Add the finished trial `number`."""
@@ -301,5 +229,4 @@ class TrialsCsv:
         trial_id = storage.get_trial_id_from_study_id_trial_number(self.study._study_id, number)
         row = _row(storage.get_trial(trial_id), self.space, self.objective, self.names)
         with self.path.open("a", newline="") as f:
-            csv.DictWriter(f, fieldnames=self.columns, extrasaction="ignore").writerow(row)
-
+            self._writer(f).writerow(row)

@@ -3,6 +3,7 @@
 import json
 import math
 import re
+import warnings
 from pathlib import Path
 
 import torch
@@ -14,6 +15,7 @@ from bitscout.config import Config
 from bitscout.data import Splits
 from bitscout.errors import ConfigError
 from bitscout.evaluate import evaluate_model
+from bitscout.files import atomic, write_text
 
 SCHEMA_VERSION = 1
 
@@ -81,7 +83,8 @@ def train_model(model: nn.Module, data: Splits, cfg: Config, *, show: bool = Tru
 def save_checkpoint(model: nn.Module, data: Splits, cfg: Config, out: Path) -> dict:
     """Write `out/model.pt` and `out/train.json`; return what train.json holds."""
     out.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), out / "model.pt")
+    with atomic(out / "model.pt") as tmp:
+        torch.save(model.state_dict(), tmp)
     info = {
         "schema_version": SCHEMA_VERSION,
         "model": cfg.model,
@@ -91,7 +94,7 @@ def save_checkpoint(model: nn.Module, data: Splits, cfg: Config, out: Path) -> d
         "val_accuracy": evaluate_model(model, data.x_val, data.y_val)["accuracy"],
         "test_accuracy": evaluate_model(model, data.x_test, data.y_test)["accuracy"],
     }
-    (out / "train.json").write_text(json.dumps(info, indent=2) + "\n")
+    write_text(out / "train.json", json.dumps(info, indent=2) + "\n")
     return info
 
 
@@ -110,7 +113,11 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
     """Load a state dict into `model` (weights only: pickled code is refused)."""
     path = Path(path)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # torch warns about a plain pickle's protocol before refusing it: the refusal below
+            # says everything, in one line
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError as err:
         raise ConfigError(str(path), "checkpoint file not found", file=True) from err
     except Exception as err:

@@ -6,15 +6,21 @@ from rich.console import Console
 from torch import nn
 
 from bitscout.config import Config
-from bitscout.data import Splits, load_dataset
+from bitscout.data import Splits, data_warnings, load_dataset
+from bitscout.errors import ConfigError
 from bitscout.models import build_model
 from bitscout.train import load_checkpoint, save_checkpoint, train_model
 
 
-def load_data(cfg: Config) -> Splits:
-    return load_dataset(
+def load_data(cfg: Config, console: Console | None = None) -> Splits:
+    """The configured dataset's splits; what is suspicious about them is said on `console`."""
+    data = load_dataset(
         cfg.dataset, seed=cfg.seed, path=cfg.dataset_path, **dict(cfg.dataset_options)
     )
+    for warning in data_warnings(data):
+        if console is not None:
+            console.print(f"warning: {warning}", highlight=False)
+    return data
 
 
 def make_model(cfg: Config, data: Splits) -> nn.Module:
@@ -22,12 +28,18 @@ def make_model(cfg: Config, data: Splits) -> nn.Module:
     import torch
 
     torch.manual_seed(cfg.seed)
-    return build_model(
-        cfg.model,
-        num_features=data.num_features,
-        num_classes=data.num_classes,
-        **dict(cfg.model_options),
-    )
+    try:
+        return build_model(
+            cfg.model,
+            num_features=data.num_features,
+            num_classes=data.num_classes,
+            **dict(cfg.model_options),
+        )
+    except (MemoryError, RuntimeError) as err:  # torch's allocator raises RuntimeError
+        if not isinstance(err, MemoryError) and "alloc" not in str(err).lower():
+            raise
+        rule = f"model {cfg.model!r} is too large for this machine's memory"
+        raise ConfigError("model_options", rule, dict(cfg.model_options)) from err
 
 
 def train_to(cfg: Config, data: Splits, out: Path, console: Console) -> nn.Module:

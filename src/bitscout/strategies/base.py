@@ -27,6 +27,7 @@ class SearchContext:
     settings: StrategySettings
     study: optuna.Study
     on_trial: TrialHook = lambda number, config, result: None
+    notify: Callable[[str], None] = lambda message: None  # one line for the user
     started: float = field(default_factory=time.perf_counter)
 
     def score(self, config: Mapping[str, Choice]) -> Result:

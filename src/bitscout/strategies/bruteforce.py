@@ -8,17 +8,31 @@ atomically by the store), and a worker that loses a race prunes its token. The o
 the chunk's other candidates as they finish and completes the token last, so a worker killed
 mid-chunk leaves exactly one RUNNING trial behind, which the next worker fails and evaluates
 again, together with the rest of the chunk.
+
+A token also reserves how many candidates its chunk will evaluate (its *quota*). A new claim
+takes no more than `n_trials` minus the trials that ended and the quotas still open in the
+live claims numbered before it, so however many workers run, the study ends with exactly
+`n_trials` trials (quotas only ever shrink, which keeps every later claim's count sound).
 """
 
 import random
 import time
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from optuna.trial import FrozenTrial, TrialState
 
 from bitscout.liveness import INTERRUPTED, Heartbeat, fail_stale, worker_id
-from bitscout.store import abandon_trial, finish_trial, record, start_trial
+from bitscout.store import (
+    abandon_trial,
+    finish_trial,
+    has_ended,
+    record,
+    set_trial_attr,
+    start_trial,
+    trial_number,
+)
 from bitscout.strategies.base import STRATEGIES, SearchContext, Strategy
 
 BATCH = 64  # candidates evaluated together, then streamed to the store
@@ -38,6 +52,23 @@ class Survey:
     complete: int  # how many of `done`: n_trials counts both
     held: dict[int, list[FrozenTrial]]  # chunk -> its RUNNING tokens
     others_running: bool
+    by_claim: Counter[int] = field(default_factory=Counter)  # token number -> trials it ended
+
+    def open_quota(self, token: FrozenTrial) -> int:
+        """How many more candidates the live claim `token` may still evaluate."""
+        quota = int(token.user_attrs.get("quota", 0))
+        return max(0, quota - self.by_claim[token.number])
+
+    def tokens(self) -> list[FrozenTrial]:
+        return [t for tokens in self.held.values() for t in tokens]
+
+    def room(self, target: int, before: int | None = None) -> int:
+        """Trials still free for a claim: `target` minus those ended and the open quotas of
+        the live claims (only those numbered below `before`, counting only trials that did
+        not end under a later claim, when given)."""
+        later = 0 if before is None else sum(n for c, n in self.by_claim.items() if c > before)
+        live = [t for t in self.tokens() if before is None or t.number < before]
+        return target - (self.complete - later) - sum(self.open_quota(t) for t in live)
 
 
 class Surveyor:
@@ -48,6 +79,7 @@ class Surveyor:
         self.finished: set[int] = set()
         self.done: set[int] = set()
         self.complete = 0
+        self.by_claim: Counter[int] = Counter()
 
     def __call__(self) -> Survey:
         held: dict[int, list[FrozenTrial]] = {}
@@ -60,13 +92,15 @@ class Surveyor:
             elif t.state.is_finished() and t.number not in self.finished:
                 self.finished.add(t.number)
                 self._index(t)
-        return Survey(self.done, self.complete, held, others)
+        return Survey(self.done, self.complete, held, others, self.by_claim)
 
     def _index(self, t: FrozenTrial) -> None:
-        ended = "metrics" in t.user_attrs or t.user_attrs.get("failure") == "error"
-        if ended and t.state in (TrialState.COMPLETE, TrialState.FAIL):
+        if has_ended(t):
             self.done.add(self.ctx.space.index(t.params))
             self.complete += 1
+            claim = t.user_attrs.get("claim", t.number if "chunk" in t.user_attrs else None)
+            if claim is not None:
+                self.by_claim[claim] += 1
 
 
 class BruteForce(Strategy):
@@ -74,7 +108,7 @@ class BruteForce(Strategy):
     starting more workers on the same study) evaluates only what no one has."""
 
     def run(self, ctx: SearchContext) -> None:
-        target = ctx.settings.n_trials or ctx.space.size
+        target = min(ctx.settings.n_trials or ctx.space.size, ctx.space.size)
         size = chunk_size(ctx.space.size)
         rng = random.Random(worker_id())
         survey = Surveyor(ctx)
@@ -83,18 +117,17 @@ class BruteForce(Strategy):
             while not ctx.timed_out():
                 fail_stale(ctx.study)
                 view = survey()
-                if view.complete >= target:
-                    return
-                chunk = _pick(ctx.space.size, size, view, rng, full)
+                room = view.room(target)
+                chunk = _pick(ctx.space.size, size, view, rng, full) if room > 0 else None
                 if chunk is None:
                     if not view.held:
                         return  # nothing left that anyone could still evaluate
                     time.sleep(POLL_S)  # other workers hold the rest: wait, take over the dead
                     continue
-                todo = _pending(chunk, size, ctx.space.size, view.done)
-                claim = _claim(ctx, survey, chunk, todo[: target - view.complete][-1])
+                todo = _pending(chunk, size, ctx.space.size, view.done)[:room]
+                claim = _claim(ctx, survey, chunk, todo[-1], len(todo), target)
                 if claim is not None:
-                    _run_chunk(ctx, survey, claim, target, heartbeat)
+                    _run_chunk(ctx, survey, claim, heartbeat)
 
 
 def _pending(chunk: int, size: int, total: int, done: set[int]) -> list[int]:
@@ -120,39 +153,48 @@ def _pick(total: int, size: int, view: Survey, rng: random.Random, full: set[int
 class Claim:
     chunk: int
     token: int  # trial id of the RUNNING token
+    number: int  # its trial number: the `claim` tag of the chunk's other trials
     index: int  # the token's candidate, evaluated last
+    quota: int  # candidates this claim evaluates, the token's own included
 
 
-def _claim(ctx: SearchContext, survey: Surveyor, chunk: int, index: int) -> Claim | None:
+def _claim(
+    ctx: SearchContext, survey: Surveyor, chunk: int, index: int, quota: int, target: int
+) -> Claim | None:
     """Start this worker's token for `chunk`; the claim if it holds. Of the chunk's RUNNING
-    tokens the earliest wins: a later one always sees it, so exactly one worker owns a chunk."""
-    token = start_trial(ctx.study, ctx.space, ctx.space.config(index), {"chunk": chunk})
+    tokens the earliest wins: a later one always sees it, so exactly one worker owns a chunk.
+    The quota is cut to what the claims numbered before it leave of `target`."""
+    attrs = {"chunk": chunk, "quota": quota}
+    token = start_trial(ctx.study, ctx.space, ctx.space.config(index), attrs)
+    number = trial_number(ctx.study, token)
     view = survey()
     first = min(view.held[chunk], key=lambda t: t.number)
+    room = view.room(target, before=number)
     if first._trial_id != token:
         reason = f"chunk {chunk} was claimed first by trial {first.number}"
     elif index in view.done:  # finished by a worker whose token ended after our survey
         reason = f"candidate {index} was evaluated meanwhile"
+    elif room <= 0:
+        reason = "n_trials is reached by the chunks other workers hold"
     else:
-        return Claim(chunk, token, index)
+        if room < quota:
+            set_trial_attr(ctx.study, token, "quota", room)
+        return Claim(chunk, token, number, index, min(quota, room))
     abandon_trial(ctx.study, token, TrialState.PRUNED, reason)
     return None
 
 
-def _run_chunk(
-    ctx: SearchContext, survey: Surveyor, claim: Claim, target: int, heartbeat: Heartbeat
-) -> None:
+def _run_chunk(ctx: SearchContext, survey: Surveyor, claim: Claim, heartbeat: Heartbeat) -> None:
     """Evaluate the claimed chunk's pending candidates (from a fresh survey), token last."""
     size = chunk_size(ctx.space.size)
-    view = survey()
-    todo = _pending(claim.chunk, size, ctx.space.size, view.done)
-    rest = [i for i in todo if i < claim.index][: max(0, target - view.complete - 1)]
+    todo = _pending(claim.chunk, size, ctx.space.size, survey().done)
+    rest = [i for i in todo if i < claim.index][: claim.quota - 1]
     heartbeat.watch(claim.token)
     try:
         for start in range(0, len(rest), BATCH):
             if ctx.timed_out():
                 break  # the token's own candidate still runs, so the claim ends cleanly
-            _evaluate(ctx, rest[start : start + BATCH])
+            _evaluate(ctx, rest[start : start + BATCH], claim.number)
         config = ctx.space.config(claim.index)
         result = ctx.score(config)
     except BaseException:
@@ -161,14 +203,15 @@ def _run_chunk(
     finally:
         heartbeat.watch(None)
     finish_trial(ctx.study, claim.token, result)
-    ctx.on_trial(ctx.study._storage.get_trial_number_from_id(claim.token), config, result)
+    ctx.on_trial(claim.number, config, result)
 
 
-def _evaluate(ctx: SearchContext, indices: Sequence[int]) -> None:
-    """Score `indices` together and stream each result to the store."""
+def _evaluate(ctx: SearchContext, indices: Sequence[int], claim: int) -> None:
+    """Score `indices` together and stream each result to the store, tagged with the claim."""
     configs = [ctx.space.config(i) for i in indices]
     for config, result in zip(configs, ctx.score_many(configs), strict=True):
-        ctx.on_trial(record(ctx.study, ctx.space, config, result), config, result)
+        number = record(ctx.study, ctx.space, config, result, {"claim": claim})
+        ctx.on_trial(number, config, result)
 
 
 STRATEGIES.register("bruteforce")(BruteForce())

@@ -1,18 +1,22 @@
 """Optuna's samplers as one strategy, `optuna`, picked with `setup.sampler`."""
 
+import time
 from collections.abc import Callable
 from typing import Any
 
 import optuna
 from optuna.samplers import BaseSampler
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 
-from bitscout.liveness import Heartbeat, fail_stale, worker_id
+from bitscout.liveness import Heartbeat, fail_stale, is_stale, worker_id
 from bitscout.objective import Objective
 from bitscout.settings import StrategySettings
 from bitscout.space import SearchSpace
-from bitscout.store import Result
+from bitscout.store import Result, ended_trials
 from bitscout.strategies.base import STRATEGIES, SearchContext, Strategy
+
+POLL_S = 0.2  # how often a trial waiting for room looks again
+WAIT_LIMIT_S = 30.0  # then it is pruned and the worker asks again (a queued retry comes first)
 
 
 def build_sampler(name: str, seed: int, space: SearchSpace) -> BaseSampler:
@@ -50,33 +54,83 @@ class OptunaStrategy(Strategy):
     def run(self, ctx: SearchContext) -> None:
         for dead in fail_stale(ctx.study):
             ctx.study.enqueue_trial(dead.params, user_attrs={"retry_of": dead.number})
-        budget = ctx.budget()
+        if ctx.budget() <= 0 or _all_known(ctx, _known(ctx.study)):
+            return
         scored: dict[int, tuple[dict, Result]] = {}
-        if budget > 0:
-            with Heartbeat(ctx.study) as heartbeat:
-                ctx.study.optimize(
-                    lambda trial: _objective(ctx, heartbeat, trial, scored),
-                    n_trials=budget,
-                    timeout=ctx.settings.timeout,
-                    catch=(CandidateFailed,),
-                    callbacks=[_after_trial(ctx, scored)],
-                    gc_after_trial=False,
-                )
+        with Heartbeat(ctx.study) as heartbeat:
+            ctx.study.optimize(
+                lambda trial: _objective(ctx, heartbeat, trial, scored),
+                n_trials=ctx.budget(),  # a bound even when other workers' trials never end
+                timeout=ctx.settings.timeout,
+                catch=(CandidateFailed,),
+                callbacks=[_after_trial(ctx, scored, _known(ctx.study))],
+                gc_after_trial=False,
+            )
+
+
+def _config_key(params: dict) -> tuple:
+    return tuple(sorted(params.items()))
+
+
+def _known(study: optuna.Study) -> set[tuple]:
+    return {_config_key(t.params) for t in ended_trials(study)}
+
+
+def _all_known(ctx: SearchContext, known: set[tuple]) -> bool:
+    """Whether every candidate of the space has ended once: a sampler would only repeat
+    itself from then on (TPE proposes cached configs for ever when n_trials exceeds the space)."""
+    if len(known) < ctx.space.size:
+        return False
+    ctx.notify(
+        f"all {ctx.space.size} candidates of the space are evaluated: stopping before "
+        f"n_trials = {ctx.settings.n_trials}"
+    )
+    return True
 
 
 def _after_trial(
-    ctx: SearchContext, scored: dict[int, tuple[dict, Result]]
+    ctx: SearchContext, scored: dict[int, tuple[dict, Result]], known: set[tuple]
 ) -> Callable[[optuna.Study, FrozenTrial], None]:
     """Report each trial once the store has it finished; stop once the study holds `n_trials`
-    ended trials, so workers sharing it stop together."""
+    ended trials (so workers sharing it stop together) or every candidate is known."""
 
     def callback(study: optuna.Study, trial: FrozenTrial) -> None:
         if trial.number in scored:
-            ctx.on_trial(trial.number, *scored.pop(trial.number))
-        if ctx.budget() <= 0:
+            config, result = scored.pop(trial.number)
+            ctx.on_trial(trial.number, config, result)
+            known.add(_config_key(config))
+        if ctx.budget() <= 0 or _all_known(ctx, known):
             study.stop()
 
     return callback
+
+
+def _ahead(study: optuna.Study, number: int, retry: bool) -> tuple[int, int]:
+    """Trials that may count towards n_trials ahead of trial `number`: those that ended, and
+    those running live (numbered below it; all of them for a retried trial, which was queued
+    before trials numbered after it started). Also, how many ended."""
+    ended = {t.number for t in ended_trials(study)}
+    running = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if t.number != number and (retry or t.number < number) and not is_stale(t)
+    ]
+    return len(ended - {number}) + len(running), len(ended)
+
+
+def _wait_for_room(ctx: SearchContext, trial: optuna.Trial) -> None:
+    """Wait while the trials ahead of this one fill n_trials; prune it when they do (so
+    several workers end with exactly n_trials), or when waiting took too long."""
+    target = ctx.settings.n_trials or ctx.space.size
+    retry = "retry_of" in trial.user_attrs
+    deadline = time.monotonic() + WAIT_LIMIT_S
+    while True:
+        ahead, ended = _ahead(ctx.study, trial.number, retry)
+        if ahead < target:
+            return
+        if ended >= target or time.monotonic() > deadline:
+            raise optuna.TrialPruned("n_trials is reached by other workers' trials")
+        time.sleep(POLL_S)
 
 
 def _objective(
@@ -87,6 +141,7 @@ def _objective(
 ) -> Any:
     trial.set_user_attr("worker", worker_id())
     heartbeat.watch(trial._trial_id)
+    _wait_for_room(ctx, trial)
     config = {d.name: trial.suggest_categorical(d.name, d.choices) for d in ctx.space.dimensions}
     result = ctx.score(config)
     for key, value in result.attrs().items():

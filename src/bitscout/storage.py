@@ -1,0 +1,208 @@
+"""Opening a study store: URLs and their passwords, torn journals, and the study's fingerprint.
+
+A study holds the trials of one search. Its fingerprint (model, checkpoint, validation data,
+space, strategy, objective) is settled once, atomically, by the first worker that opens it:
+every later worker, resumed run or extra process must present the same one or is refused, so
+trials that mean different things never mix.
+"""
+
+import contextlib
+import json
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.exceptions import DuplicatedStudyError
+from optuna.storages import BaseStorage, JournalStorage, RDBStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState
+
+from bitscout.errors import ConfigError
+from bitscout.journal import repair_journal
+from bitscout.objective import Objective
+
+FINGERPRINT_STUDY = "{name}.fingerprint"  # companion study whose first trial is the fingerprint
+# The fingerprint key of the validation data: a dict of `sha256` (of the evaluated rows and
+# labels, which decides) and the settings that produced them (which name what changed).
+DATA_KEY = "data"
+Notify = Callable[[str], None]
+STORAGE_FORMS = (
+    "a journal file path, sqlite:///FILE or postgresql://USER:PASSWORD@HOST:PORT/DB of a "
+    "running server"
+)
+
+
+def _credentials(url: str) -> tuple[Any, str | None]:
+    """SQLAlchemy's parse of `url` and its password. A raw '@' inside a password (it should be
+    written %40) makes SQLAlchemy split at the first '@'; the host then holds the rest of the
+    password, which is moved back."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    host, password = parsed.host, parsed.password
+    if host and "@" in host and password is not None:
+        extra, host = host.rsplit("@", 1)
+        password = f"{password}@{extra}"
+        parsed = parsed.set(host=host, password=password)
+    return parsed, password
+
+
+def mask_password(url: str) -> str:
+    """`url` with any password shown as `***` (`postgresql://user:***@host/db`)."""
+    if "://" not in url:
+        return url
+    try:
+        parsed, password = _credentials(url)
+    except Exception:  # noqa: BLE001 - not a URL SQLAlchemy reads: hide all credentials
+        scheme, _, rest = url.partition("://")
+        return f"{scheme}://***@{rest.rsplit('@', 1)[1]}" if "@" in rest else url
+    return url if password is None else parsed.render_as_string(hide_password=True)
+
+
+def _hide(text: str, url: str) -> str:
+    with contextlib.suppress(Exception):
+        password = _credentials(url)[1]
+        if password:
+            text = text.replace(password, "***")
+    return text
+
+
+def _storage_error(url: str, err: BaseException) -> ConfigError:
+    text = _hide(f"{err.__class__.__name__}: {' '.join(str(err).split())}"[:300], url)
+    return ConfigError(
+        "--storage",
+        f"cannot open the storage {mask_password(url)} ({text}); allowed: {STORAGE_FORMS}",
+    )
+
+
+def open_storage(url: str, notify: Notify | None = None) -> BaseStorage:
+    """An RDB URL (`sqlite:///f.db`, `postgresql://...`) or else the path of an Optuna journal
+    file, which is safe for several processes on one machine and needs no server. A journal
+    torn by a crash is repaired first, and `notify` told so in one line."""
+    if "://" not in url:
+        path = Path(url)
+        if path.is_dir():
+            raise ConfigError("--storage", "must be an RDB URL or a journal file, not a directory",
+                              url)  # fmt: skip
+        message = repair_journal(path)
+        if message and notify:
+            notify(message)
+        return JournalStorage(JournalFileBackend(str(path)))
+    for attempt in range(2):
+        try:  # SQLAlchemy >= 2.1 reads postgresql:// with psycopg 3
+            return RDBStorage(url)
+        except Exception as err:
+            # workers that start together on an empty database race to create Optuna's
+            # tables; the losers see "already exists" and succeed on a later try
+            if "already exists" not in str(err):
+                raise
+            time.sleep(0.5 * (attempt + 1))
+    return RDBStorage(url)
+
+
+def _open_any(url: str, notify: Notify | None) -> BaseStorage:
+    """open_storage, retrying once with a full repair when a journal does not replay (records
+    glued together by an earlier bitscout that appended after a torn line)."""
+    try:
+        return open_storage(url, notify)
+    except ValueError as err:  # JSONDecodeError: a bad record before the journal's end
+        if "://" in url or isinstance(err, ConfigError):
+            raise
+        message = repair_journal(url, full=True)
+        if message is None:
+            raise
+        if notify:
+            notify(message)
+        return open_storage(url, notify)
+
+
+def _create(storage: BaseStorage, name: str, directions: list[str]) -> None:
+    if name not in {s.study_name for s in storage.get_all_studies()}:
+        with contextlib.suppress(DuplicatedStudyError):  # another worker was first
+            optuna.create_study(storage=storage, study_name=name, directions=directions)
+
+
+def settle_fingerprint(
+    storage: BaseStorage, name: str, proposal: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The fingerprint of study `name`: the first one ever proposed. Proposals are trials of a
+    companion study, and the store numbers trials atomically, so of several workers starting
+    at once exactly one proposal wins and every worker sees the same winner."""
+    companion = FINGERPRINT_STUDY.format(name=name)
+    _create(storage, companion, ["maximize"])
+    study_id = storage.get_study_id_from_name(companion)
+    trials = storage.get_all_trials(study_id, deepcopy=False)
+    if not trials:
+        template = optuna.trial.create_trial(
+            value=0.0, user_attrs={"fingerprint": dict(proposal)}, state=TrialState.COMPLETE
+        )
+        storage.create_new_trial(study_id, template_trial=template)
+        trials = storage.get_all_trials(study_id, deepcopy=False)
+    return dict(min(trials, key=lambda t: t.number).user_attrs["fingerprint"])
+
+
+def _data_change(settled: Mapping[str, Any], mine: Mapping[str, Any]) -> str | None:
+    """How this search's validation data differ from the study's, or None when the rows and
+    labels are the same (whatever path or options produced them)."""
+    if settled.get("sha256") == mine.get("sha256"):
+        return None
+    for key, value in mine.items():
+        if key != "sha256" and key in settled and settled[key] != value:
+            return f"was made with {key} = {settled[key]!r}, this search has {value!r}"
+    return (
+        "was evaluated on other validation rows or labels (their SHA-256 differs although "
+        f"{', '.join(k for k in mine if k != 'sha256')} are the same: did the data file change?)"
+    )
+
+
+def _check(name: str, settled: Mapping[str, Any], mine: Mapping[str, Any]) -> None:
+    """Refuse when a key both fingerprints have differs: the first such key is named."""
+    for key, value in mine.items():
+        if key not in settled or settled[key] == value:
+            continue
+        if key == DATA_KEY:
+            change = _data_change(settled[key], value)
+            if change is None:
+                continue
+        else:
+            change = f"was made with {key} = {settled[key]!r}, this search has {value!r}"
+        raise ConfigError("--study", f"study {name!r} {change}; use another --out or --study")
+
+
+def open_study(
+    url: str,
+    name: str,
+    objective: Objective,
+    meta: Mapping[str, Any],
+    sampler: optuna.samplers.BaseSampler | None = None,
+    notify: Notify | None = None,
+) -> optuna.Study:
+    """Create or resume study `name`; refuse one made for another search. `meta` is this
+    search's fingerprint, in the order its keys should be checked (settings before the data
+    hash they produce, so the message names the setting that changed)."""
+    mine = json.loads(json.dumps(dict(meta)))  # as the store gives it back: lists, not tuples
+    try:
+        storage = _open_any(url, notify)
+        _create(storage, name, list(objective.directions))
+        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
+        # A study made by an earlier bitscout keeps its fingerprint in its user attrs.
+        legacy = {k: v for k, v in study.user_attrs.items() if k in mine}
+        settled = settle_fingerprint(storage, name, {**mine, **legacy})
+    except ConfigError:
+        raise
+    except Exception as err:  # any driver error means a bad or unreachable store
+        raise _storage_error(url, err) from err
+    stored = [d.name.lower() for d in study.directions]
+    if stored != list(objective.directions):
+        raise ConfigError(
+            "--study",
+            f"study {name!r} exists with objective directions {stored}, this search has "
+            f"{list(objective.directions)}; use another --out or --study",
+        )
+    _check(name, settled, mine)
+    for key, value in mine.items():  # readable in the dashboard; the companion is the truth
+        if key not in study.user_attrs:
+            study.set_user_attr(key, value)
+    return study

@@ -1,6 +1,5 @@
 """Config files: MASE-layout TOML loaded into a validated, frozen `Config`."""
 
-import difflib
 import math
 import tomllib
 from collections.abc import Mapping
@@ -11,6 +10,7 @@ from typing import Any
 
 from bitscout.errors import ConfigError
 from bitscout.quant.apply import QuantPlan, parse_plan
+from bitscout.validate import SEED_MAX, check_keys, finite_float
 
 # MASE keys that a Lab config carries but bitscout has no use for: accepted, ignored.
 MASE_IGNORED = (
@@ -23,22 +23,7 @@ TOP_LEVEL = (
 ) + MASE_IGNORED  # fmt: skip
 
 
-def suggest(name: str, known: list[str] | tuple[str, ...]) -> str:
-    """`; did you mean 'x'?` for the closest known name, or nothing."""
-    close = difflib.get_close_matches(name, list(known), n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""
-
-
-def check_keys(table: Mapping[str, Any], known: tuple[str, ...], prefix: str) -> None:
-    """Reject keys of `table` that are not in `known`, suggesting the closest."""
-    for k in table:
-        if k not in known:
-            key = f"{prefix}.{k}" if prefix else k
-            raise ConfigError(key, f"unknown key{suggest(k, known)} (known: {', '.join(known)})")
-
-
-SEED_MAX = 2**32 - 1
-MAX_CONFIG_BYTES = 2**20  # NumPy's and Optuna's samplers refuse larger seeds
+MAX_CONFIG_BYTES = 2**20
 
 
 def _number(
@@ -63,18 +48,6 @@ def _number(
         bound = f"in {low}..{high}" if too_big else f">= {low}"
         raise ConfigError(name, f"must be {noun} {bound}", value)
     return kind(value)
-
-
-def finite_float(value: object) -> float | None:
-    """`value` as a finite float; None for non-numbers, bools, inf, nan and integers too large
-    for a float (TOML allows them; math.isfinite would raise OverflowError on them)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    try:
-        number = float(value)
-    except OverflowError:
-        return None
-    return number if math.isfinite(number) else None
 
 
 def _string(raw: Mapping[str, Any], name: str, default: str | None) -> str | None:

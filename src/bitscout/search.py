@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 from torch import nn
 
-from bitscout.config import SEED_MAX, Config, check_keys
+from bitscout.config import Config
 from bitscout.data import Splits
 from bitscout.errors import ConfigError, SearchFailed
 from bitscout.evaluate import Evaluator
@@ -37,6 +37,7 @@ from bitscout.storage import DATA_KEY, mask_password, open_study
 from bitscout.store import Result, TrialsCsv, done_trials, trial_state
 from bitscout.strategies import STRATEGIES, SearchContext
 from bitscout.strategies.base import TrialHook
+from bitscout.validate import SEED_MAX, check_keys
 from bitscout.workflow import existing_model, load_data, make_model, train_to
 
 # Cheap metrics reported for every candidate besides the objective's (latency only on request).

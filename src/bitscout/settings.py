@@ -6,9 +6,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from bitscout.config import SEED_MAX, check_keys
 from bitscout.errors import ConfigError
 from bitscout.objective import Objective, parse_objective
+from bitscout.validate import SEED_MAX, check_keys
 
 STRATEGY_NAMES = ("bruteforce", "optuna")
 SAMPLER_NAMES = ("tpe", "random", "nsgaii", "nsgaiii", "qmc", "gp", "grid", "bruteforce")

@@ -7,7 +7,6 @@ from typing import Any
 
 from torch import nn
 
-from bitscout.config import check_keys
 from bitscout.errors import ConfigError
 from bitscout.quant.apply import (
     LAYER_FIELDS,
@@ -20,6 +19,7 @@ from bitscout.quant.apply import (
 )  # fmt: skip
 from bitscout.quant.formats import OVERFLOWS, ROUNDINGS
 from bitscout.quant.layers import TYPE_NAMES, LayerQuant
+from bitscout.validate import check_keys
 
 SPACE_NAMES = ("graph/quantize/mixed_precision_ptq",)
 Choice = int | str

@@ -26,9 +26,9 @@ from bitscout.evaluate import predict
 from bitscout.metrics import MetricContext, compute_metrics
 from bitscout.quant.apply import quantize_model
 from bitscout.quant.layers import to_quant
+from bitscout.quant.space import parse_space
 from bitscout.search import REPORTED
 from bitscout.settings import StrategySettings
-from bitscout.space import parse_space
 from bitscout.train import load_checkpoint
 from bitscout.workflow import load_data, make_model
 

@@ -23,7 +23,7 @@ from bitscout.evaluate import Evaluator, operations, predict
 from bitscout.metrics import METRICS, Metric, MetricContext, compute_metrics
 from bitscout.models import build_model
 from bitscout.quant import Integer, LayerQuant, quantize_model
-from bitscout.space import SearchSpace
+from bitscout.quant.space import SearchSpace
 
 METRIC_NAMES = ["accuracy", "loss", "average_bitwidth", "model_size", "bops", "flops"]
 CONFIGS = 30  # random configs per model

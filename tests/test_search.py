@@ -22,7 +22,7 @@ from bitscout import quantize_model
 from bitscout.cli import main
 from bitscout.data import load_dataset
 from bitscout.evaluate import Evaluator
-from bitscout.space import parse_space
+from bitscout.quant.space import parse_space
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "jsc_tiny_lab3.toml"
 SEED = 42

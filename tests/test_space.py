@@ -1,4 +1,4 @@
-"""Tests for bitscout.space: MASE `[search.search_space]` seed tables as categorical dimensions."""
+"""Tests for bitscout.quant.space: MASE `[search.search_space]` seed tables as categorical dimensions."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from bitscout.errors import ConfigError
 from bitscout.models import build_model
 from bitscout.quant import Integer, LayerQuant, QuantLinear, quantize_model
-from bitscout.space import parse_space
+from bitscout.quant.space import parse_space
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "jsc_tiny_lab3.toml"
 KEY = "search.search_space.seed.seq_blocks_2.config"

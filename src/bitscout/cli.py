@@ -21,10 +21,10 @@ from bitscout.evaluate import evaluate_model
 from bitscout.parallel import STORAGE_ENV
 from bitscout.quant.apply import fx_name, parse_plan, quantizable_layers, quantize_model
 from bitscout.quant.layers import TYPE_NAMES
+from bitscout.quant.space import parse_space
 from bitscout.report import load_run, rerank_objective
 from bitscout.report_md import write_report
 from bitscout.search import Overrides, SearchRun, check_search, run_search
-from bitscout.space import parse_space
 from bitscout.train import load_checkpoint
 from bitscout.workflow import load_data, make_model, train_to
 

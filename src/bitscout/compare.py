@@ -23,9 +23,9 @@ from bitscout.errors import ConfigError
 from bitscout.evaluate import Evaluator
 from bitscout.files import atomic, write_text
 from bitscout.objective import Objective
+from bitscout.quant.space import SearchSpace, parse_space
 from bitscout.search import Overrides, check_search, make_evaluator
 from bitscout.settings import SAMPLER_NAMES, StrategySettings
-from bitscout.space import SearchSpace, parse_space
 from bitscout.store import done_trials
 from bitscout.strategies import STRATEGIES, SearchContext
 from bitscout.workflow import float_model, load_data, make_model

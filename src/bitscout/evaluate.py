@@ -22,7 +22,7 @@ from bitscout.metrics import (
 from bitscout.quant.apply import QuantPlan, quantize_model
 from bitscout.quant.formats import Integer, float32_exact
 from bitscout.quant.layers import LayerQuant
-from bitscout.space import Choice, SearchSpace
+from bitscout.quant.space import Choice, SearchSpace
 
 CHUNK = 65536  # rows per forward pass: bounds memory on large splits
 BLOCK_BYTES = 2**20  # per tensor of a block of rows of candidates run together

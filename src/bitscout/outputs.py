@@ -14,7 +14,7 @@ from bitscout.files import atomic, write_text
 from bitscout.objective import Objective, pareto_front
 from bitscout.quant.apply import fx_name
 from bitscout.quant.formats import Integer
-from bitscout.space import SearchSpace
+from bitscout.quant.space import SearchSpace
 
 SCHEMA_VERSION = 1
 

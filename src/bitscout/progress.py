@@ -7,7 +7,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from bitscout.objective import Objective
-from bitscout.space import Choice
+from bitscout.quant.space import Choice
 from bitscout.store import Result
 
 SHORT = {"name": "q", "data_in_width": "in", "data_in_frac_width": "in.f", "weight_width": "w",

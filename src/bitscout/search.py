@@ -29,10 +29,10 @@ from bitscout.outputs import (
 )  # fmt: skip
 from bitscout.parallel import check_shareable, join, spawn, worker_argv
 from bitscout.progress import Reporter, config_text
+from bitscout.quant.space import Choice, SearchSpace, parse_space
 from bitscout.report import load_run
 from bitscout.report_md import write_report
 from bitscout.settings import SAMPLER_NAMES, STRATEGY_NAMES, StrategySettings, parse_settings
-from bitscout.space import Choice, SearchSpace, parse_space
 from bitscout.storage import DATA_KEY, mask_password, open_study
 from bitscout.store import Result, TrialsCsv, done_trials, trial_state
 from bitscout.strategies import STRATEGIES, SearchContext

@@ -14,7 +14,7 @@ from optuna.trial import FrozenTrial, TrialState
 from bitscout.files import atomic
 from bitscout.liveness import INTERRUPTED, worker_id
 from bitscout.objective import Objective
-from bitscout.space import Choice, SearchSpace
+from bitscout.quant.space import Choice, SearchSpace
 
 SCHEMA_VERSION = 2  # 2: trials.csv gained `reason`
 CONSTRAINTS_KEY = "constraints"  # Optuna's system-attr prefix, as `Trial.set_constraint` uses

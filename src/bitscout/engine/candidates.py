@@ -4,7 +4,7 @@ from collections.abc import Mapping
 
 from bitscout.quant.apply import fx_name, parse_layer_config
 from bitscout.quant.layers import TYPE_NAMES, LayerQuant
-from bitscout.space import Choice, SearchSpace
+from bitscout.quant.space import Choice, SearchSpace
 
 Key = tuple[int, ...]  # a format id per quantizable layer, in the space's layer order
 

@@ -11,9 +11,9 @@ import optuna
 
 from bitscout.evaluate import Evaluator
 from bitscout.objective import Objective
+from bitscout.quant.space import Choice, SearchSpace
 from bitscout.registry import Registry
 from bitscout.settings import StrategySettings
-from bitscout.space import Choice, SearchSpace
 from bitscout.store import Result, ended_trials
 
 TrialHook = Callable[[int, Mapping[str, Choice], Result], None]

@@ -10,8 +10,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from bitscout.liveness import Heartbeat, fail_stale, is_stale, worker_id
 from bitscout.objective import Objective
+from bitscout.quant.space import SearchSpace
 from bitscout.settings import StrategySettings
-from bitscout.space import SearchSpace
 from bitscout.store import Result, ended_trials
 from bitscout.strategies.base import STRATEGIES, SearchContext, Strategy
 

@@ -49,8 +49,8 @@ from bench_support import (
     write,
 )
 
-from bitscout import evaluate
-from bitscout.evaluate import Evaluator
+from bitscout.evaluate import evaluator as evaluate
+from bitscout.evaluate.evaluator import Evaluator
 
 
 def ms_per(fn: Callable, items: Sequence) -> float:

@@ -19,11 +19,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from bitscout import evaluate
 from bitscout.cli import main as cli
 from bitscout.config import load_config
-from bitscout.evaluate import predict
-from bitscout.metrics import MetricContext, compute_metrics
+from bitscout.evaluate import evaluator as evaluate
+from bitscout.evaluate.evaluator import predict
+from bitscout.evaluate.metrics import MetricContext, compute_metrics
 from bitscout.quant.apply import quantize_model
 from bitscout.quant.layers import to_quant
 from bitscout.quant.space import parse_space

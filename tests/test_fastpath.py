@@ -15,12 +15,12 @@ import torch
 from torch import nn
 
 from bitscout.data import load_dataset
-from bitscout.engine.caches import BoundaryCache, MetricsCache
-from bitscout.engine.candidates import Resolver
-from bitscout.engine.chain import trace_chain
-from bitscout.engine.runner import Runner
-from bitscout.evaluate import Evaluator, operations, predict
-from bitscout.metrics import METRICS, Metric, MetricContext, compute_metrics
+from bitscout.evaluate.engine.caches import BoundaryCache, MetricsCache
+from bitscout.evaluate.engine.candidates import Resolver
+from bitscout.evaluate.engine.chain import trace_chain
+from bitscout.evaluate.engine.runner import Runner
+from bitscout.evaluate.evaluator import Evaluator, operations, predict
+from bitscout.evaluate.metrics import METRICS, Metric, MetricContext, compute_metrics
 from bitscout.models import build_model
 from bitscout.quant import Integer, LayerQuant, quantize_model
 from bitscout.quant.space import SearchSpace

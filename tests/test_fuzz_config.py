@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, Phase, event, given, note, settings
 from hypothesis import strategies as st
 
 from bitscout.cli import main
-from bitscout.metrics import METRICS
+from bitscout.evaluate.metrics import METRICS
 from bitscout.settings import SAMPLER_NAMES
 
 EXAMPLES = int(os.environ.get("BITSCOUT_FUZZ_EXAMPLES", "60"))

@@ -1,4 +1,4 @@
-"""Tests for bitscout.metrics: every expected value is worked out by hand or by another tool."""
+"""Tests for bitscout.evaluate.metrics: every expected value is worked out by hand or by another tool."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from bitscout.errors import ConfigError
-from bitscout.metrics import (
+from bitscout.evaluate.metrics import (
     METRICS,
     MetricContext,
     compute_metrics,

@@ -23,7 +23,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from bitscout.cli import main
-from bitscout.evaluate import Evaluator
+from bitscout.evaluate.evaluator import Evaluator
 
 DRIVER = Path(__file__).with_name("worker_driver.py")
 LAYER = {

@@ -10,7 +10,7 @@ from bitscout import quantize_model
 from bitscout.cli import main
 from bitscout.config import load_config
 from bitscout.errors import ConfigError
-from bitscout.evaluate import evaluate_model
+from bitscout.evaluate.evaluator import evaluate_model
 from bitscout.models import build_model
 from bitscout.train import load_checkpoint
 from bitscout.workflow import load_data, make_model

@@ -17,7 +17,7 @@ from bitscout.compare import run_compare
 from bitscout.config import load_config, read_toml
 from bitscout.dashboard import serve_dashboard
 from bitscout.errors import ConfigError, SearchFailed
-from bitscout.evaluate import evaluate_model
+from bitscout.evaluate.evaluator import evaluate_model
 from bitscout.parallel import STORAGE_ENV
 from bitscout.quant.apply import fx_name, parse_plan, quantizable_layers, quantize_model
 from bitscout.quant.layers import TYPE_NAMES

@@ -20,7 +20,7 @@ from rich.table import Table
 
 from bitscout.config import Config
 from bitscout.errors import ConfigError
-from bitscout.evaluate import Evaluator
+from bitscout.evaluate.evaluator import Evaluator
 from bitscout.files import atomic, write_text
 from bitscout.objective import Objective
 from bitscout.quant.space import SearchSpace, parse_space

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from bitscout.errors import ConfigError
-from bitscout.metrics import get_metric
+from bitscout.evaluate.metrics import get_metric
 from bitscout.validate import check_keys, finite_float
 
 DIRECTIONS = ("maximize", "minimize")

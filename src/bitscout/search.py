@@ -17,7 +17,7 @@ from torch import nn
 from bitscout.config import Config
 from bitscout.data import Splits
 from bitscout.errors import ConfigError, SearchFailed
-from bitscout.evaluate import Evaluator
+from bitscout.evaluate.evaluator import Evaluator
 from bitscout.objective import Objective
 from bitscout.outputs import (
     best_entry,

@@ -14,7 +14,7 @@ from torch import nn
 from bitscout.config import Config
 from bitscout.data import Splits
 from bitscout.errors import ConfigError
-from bitscout.evaluate import evaluate_model
+from bitscout.evaluate.evaluator import evaluate_model
 from bitscout.files import atomic, write_text
 
 SCHEMA_VERSION = 1

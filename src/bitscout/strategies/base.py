@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import optuna
 
-from bitscout.evaluate import Evaluator
+from bitscout.evaluate.evaluator import Evaluator
 from bitscout.objective import Objective
 from bitscout.quant.space import Choice, SearchSpace
 from bitscout.registry import Registry

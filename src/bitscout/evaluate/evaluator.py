@@ -8,11 +8,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bitscout.engine.caches import MetricsCache
-from bitscout.engine.candidates import Key, Resolver
-from bitscout.engine.chain import trace_chain
-from bitscout.engine.runner import Runner
-from bitscout.metrics import (
+from bitscout.evaluate.engine.caches import MetricsCache
+from bitscout.evaluate.engine.candidates import Key, Resolver
+from bitscout.evaluate.engine.chain import trace_chain
+from bitscout.evaluate.engine.runner import Runner
+from bitscout.evaluate.metrics import (
     MetricContext,
     compute_metrics,
     forward_sums,
@@ -66,8 +66,8 @@ class Evaluator:
     """Scores candidates of one search and caches their metrics by candidate.
 
     The pristine float model is never modified. Forward metrics come from a fast path that
-    reuses whatever candidates share (see `bitscout.engine.runner`) and gives what the plain
-    path gives, building the quantized model with `quantize_model` and running it: the same
+    reuses whatever candidates share (see `engine.runner`) and gives what the plain path
+    gives, building the quantized model with `quantize_model` and running it: the same
     predicted class for every sample, the loss up to the rounding of grouped sums. Models
     that are not one chain of per-sample modules take the plain path.
 

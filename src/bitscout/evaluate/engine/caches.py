@@ -5,7 +5,7 @@ from collections.abc import Hashable, Iterator, Mapping, MutableMapping, Sequenc
 
 import torch
 
-from bitscout.engine.candidates import Key
+from bitscout.evaluate.engine.candidates import Key
 from bitscout.quant.formats import Integer
 
 BoundaryKey = tuple[int, Key, Integer | None]  # stage, formats before it, its data_in format

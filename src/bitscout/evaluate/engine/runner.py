@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 import torch
 
-from bitscout.engine.caches import BoundaryCache, BoundaryKey
-from bitscout.engine.candidates import Key
-from bitscout.engine.chain import Chain, run
+from bitscout.evaluate.engine.caches import BoundaryCache, BoundaryKey
+from bitscout.evaluate.engine.candidates import Key
+from bitscout.evaluate.engine.chain import Chain, run
 from bitscout.quant.formats import Integer, quantize_values
 from bitscout.quant.layers import LayerQuant
 

@@ -1,3 +1,0 @@
-"""The evaluation engine behind `bitscout.evaluate.Evaluator`: a model as a chain of stages
-(`chain`), candidates as compact keys (`candidates`), the fast forward (`runner`) and the
-caches (`caches`)."""

@@ -1,0 +1,1 @@
+"""Scoring candidates: the evaluator, its fast engine and the metric registry."""

@@ -28,7 +28,7 @@ from bitscout.quant.apply import quantize_model
 from bitscout.quant.layers import to_quant
 from bitscout.quant.space import parse_space
 from bitscout.search import REPORTED
-from bitscout.settings import StrategySettings
+from bitscout.study.settings import StrategySettings
 from bitscout.train import load_checkpoint
 from bitscout.workflow import load_data, make_model
 

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from bitscout.cli import main
 from bitscout.evaluate.metrics import METRICS
-from bitscout.settings import SAMPLER_NAMES
+from bitscout.study.settings import SAMPLER_NAMES
 
 EXAMPLES = int(os.environ.get("BITSCOUT_FUZZ_EXAMPLES", "60"))
 FUZZ = settings(

@@ -21,10 +21,10 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from bitscout.cli import main
-from bitscout.journal import repair_journal
-from bitscout.objective import MetricSpec, Objective
-from bitscout.settings import JOBS_PER_CPU, cpu_count, parse_settings
-from bitscout.storage import mask_password, open_storage, open_study, settle_fingerprint
+from bitscout.study.journal import repair_journal
+from bitscout.study.objective import MetricSpec, Objective
+from bitscout.study.settings import JOBS_PER_CPU, cpu_count, parse_settings
+from bitscout.study.storage import mask_password, open_storage, open_study, settle_fingerprint
 
 OBJECTIVE = Objective((MetricSpec("accuracy", 1.0, "maximize"),))
 
@@ -104,7 +104,7 @@ def test_a_journal_glued_by_an_earlier_version_is_mended(tmp_path):
 
 
 def test_a_search_resumes_twice_from_a_truncated_journal(run_dir, tmp_path, capsys, monkeypatch):
-    from bitscout import liveness
+    from bitscout.study import liveness
 
     monkeypatch.setattr(liveness, "_TOKEN", "resumed")  # as a new process: the old one is dead
     out = copy_run(run_dir, tmp_path / "run")
@@ -309,7 +309,7 @@ def test_an_unreachable_store_never_prints_its_password(run_dir, tmp_path, capsy
 
 
 def test_extra_workers_get_the_storage_through_their_environment(run_dir, tmp_path, monkeypatch):
-    from bitscout import parallel
+    from bitscout.study import parallel
 
     seen = []
     monkeypatch.setattr(parallel.subprocess, "Popen", lambda argv, **kw: seen.append((argv, kw)))

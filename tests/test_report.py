@@ -10,7 +10,6 @@ import pytest
 
 from bitscout.cli import main
 from bitscout.errors import ConfigError
-from bitscout.objective import MetricSpec, Objective
 from bitscout.plots import metrics_figure
 from bitscout.report import (
     Run,
@@ -22,6 +21,7 @@ from bitscout.report import (
     wilson_interval,
     winners,
 )  # fmt: skip
+from bitscout.study.objective import MetricSpec, Objective
 
 PNG = b"\x89PNG\r\n\x1a\n"
 DIMS = ["l/weight_width", "l/data_in_width"]

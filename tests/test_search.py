@@ -524,7 +524,7 @@ def test_evaluator_state_isolation(ckpt, data, reference):
 @pytest.mark.parametrize("shared", [True, False])
 def test_latency_shared_reaches_the_evaluator(float_model, data, shared):
     from bitscout.search import make_evaluator
-    from bitscout.settings import parse_settings
+    from bitscout.study.settings import parse_settings
 
     doc = base_doc()
     doc["search"]["strategy"]["setup"]["latency_shared"] = shared

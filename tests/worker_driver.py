@@ -11,7 +11,7 @@ import sys
 import time
 
 from bitscout.cli import main
-from bitscout.strategies import base, bruteforce
+from bitscout.study.strategies import base, bruteforce
 
 SLOW = float(os.environ.get("DRIVER_SLOW_S", "0"))
 KILL_AT = int(os.environ.get("DRIVER_KILL_AT", "-1"))

@@ -18,13 +18,13 @@ from bitscout.config import load_config, read_toml
 from bitscout.dashboard import serve_dashboard
 from bitscout.errors import ConfigError, SearchFailed
 from bitscout.evaluate.evaluator import evaluate_model
-from bitscout.parallel import STORAGE_ENV
 from bitscout.quant.apply import fx_name, parse_plan, quantizable_layers, quantize_model
 from bitscout.quant.layers import TYPE_NAMES
 from bitscout.quant.space import parse_space
 from bitscout.report import load_run, rerank_objective
 from bitscout.report_md import write_report
 from bitscout.search import Overrides, SearchRun, check_search, run_search
+from bitscout.study.parallel import STORAGE_ENV
 from bitscout.train import load_checkpoint
 from bitscout.workflow import load_data, make_model, train_to
 

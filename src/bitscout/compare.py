@@ -22,12 +22,12 @@ from bitscout.config import Config
 from bitscout.errors import ConfigError
 from bitscout.evaluate.evaluator import Evaluator
 from bitscout.files import atomic, write_text
-from bitscout.objective import Objective
 from bitscout.quant.space import SearchSpace, parse_space
 from bitscout.search import Overrides, check_search, make_evaluator
-from bitscout.settings import SAMPLER_NAMES, StrategySettings
-from bitscout.store import done_trials
-from bitscout.strategies import STRATEGIES, SearchContext
+from bitscout.study.objective import Objective
+from bitscout.study.settings import SAMPLER_NAMES, StrategySettings
+from bitscout.study.store import done_trials
+from bitscout.study.strategies import STRATEGIES, SearchContext
 from bitscout.workflow import float_model, load_data, make_model
 
 ENUMERABLE_MAX = 100_000  # enumerate the space for the optimum only up to this many candidates

@@ -5,7 +5,7 @@ import importlib
 from rich.console import Console
 
 from bitscout.errors import ConfigError
-from bitscout.storage import mask_password, open_storage
+from bitscout.study.storage import mask_password, open_storage
 
 
 def serve_dashboard(storage_url: str, host: str, port: int, console: Console) -> None:

@@ -11,10 +11,10 @@ from optuna.trial import FrozenTrial
 from torch import nn
 
 from bitscout.files import atomic, write_text
-from bitscout.objective import Objective, pareto_front
 from bitscout.quant.apply import fx_name
 from bitscout.quant.formats import Integer
 from bitscout.quant.space import SearchSpace
+from bitscout.study.objective import Objective, pareto_front
 
 SCHEMA_VERSION = 1
 

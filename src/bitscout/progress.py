@@ -6,9 +6,9 @@ from types import TracebackType
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from bitscout.objective import Objective
 from bitscout.quant.space import Choice
-from bitscout.store import Result
+from bitscout.study.objective import Objective
+from bitscout.study.store import Result
 
 SHORT = {"name": "q", "data_in_width": "in", "data_in_frac_width": "in.f", "weight_width": "w",
          "weight_frac_width": "w.f", "bias_width": "b", "bias_frac_width": "b.f",

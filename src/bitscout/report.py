@@ -12,7 +12,13 @@ import pandas as pd
 
 from bitscout.errors import ConfigError
 from bitscout.evaluate.metrics import get_metric
-from bitscout.objective import Constraint, MetricSpec, Objective, pareto_front, parse_constraint
+from bitscout.study.objective import (
+    Constraint,
+    MetricSpec,
+    Objective,
+    pareto_front,
+    parse_constraint,
+)
 
 Z95 = 1.959963984540054  # standard normal quantile for a two-sided 95% interval
 

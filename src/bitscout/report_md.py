@@ -8,7 +8,6 @@ import pandas as pd
 
 from bitscout import plots
 from bitscout.files import write_text
-from bitscout.objective import Objective
 from bitscout.progress import config_text
 from bitscout.report import (
     Run,
@@ -18,6 +17,7 @@ from bitscout.report import (
     wilson_interval,
     winners,
 )  # fmt: skip
+from bitscout.study.objective import Objective
 
 ALWAYS_PLOTTED = ("latency", "model_size", "flops")
 

@@ -18,7 +18,6 @@ from bitscout.config import Config
 from bitscout.data import Splits
 from bitscout.errors import ConfigError, SearchFailed
 from bitscout.evaluate.evaluator import Evaluator
-from bitscout.objective import Objective
 from bitscout.outputs import (
     best_entry,
     best_trials,
@@ -27,16 +26,17 @@ from bitscout.outputs import (
     write_pareto_csv,
     write_summary,
 )  # fmt: skip
-from bitscout.parallel import check_shareable, join, spawn, worker_argv
 from bitscout.progress import Reporter, config_text
 from bitscout.quant.space import Choice, SearchSpace, parse_space
 from bitscout.report import load_run
 from bitscout.report_md import write_report
-from bitscout.settings import SAMPLER_NAMES, STRATEGY_NAMES, StrategySettings, parse_settings
-from bitscout.storage import DATA_KEY, mask_password, open_study
-from bitscout.store import Result, TrialsCsv, done_trials, trial_state
-from bitscout.strategies import STRATEGIES, SearchContext
-from bitscout.strategies.base import TrialHook
+from bitscout.study.objective import Objective
+from bitscout.study.parallel import check_shareable, join, spawn, worker_argv
+from bitscout.study.settings import SAMPLER_NAMES, STRATEGY_NAMES, StrategySettings, parse_settings
+from bitscout.study.storage import DATA_KEY, mask_password, open_study
+from bitscout.study.store import Result, TrialsCsv, done_trials, trial_state
+from bitscout.study.strategies import STRATEGIES, SearchContext
+from bitscout.study.strategies.base import TrialHook
 from bitscout.validate import SEED_MAX, check_keys
 from bitscout.workflow import existing_model, load_data, make_model, train_to
 

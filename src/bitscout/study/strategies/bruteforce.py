@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 
 from optuna.trial import FrozenTrial, TrialState
 
-from bitscout.liveness import INTERRUPTED, Heartbeat, fail_stale, worker_id
-from bitscout.store import (
+from bitscout.study.liveness import INTERRUPTED, Heartbeat, fail_stale, worker_id
+from bitscout.study.store import (
     abandon_trial,
     finish_trial,
     has_ended,
@@ -33,7 +33,7 @@ from bitscout.store import (
     start_trial,
     trial_number,
 )
-from bitscout.strategies.base import STRATEGIES, SearchContext, Strategy
+from bitscout.study.strategies.base import STRATEGIES, SearchContext, Strategy
 
 BATCH = 64  # candidates evaluated together, then streamed to the store
 POLL_S = 1.0  # how often an idle worker looks for chunks freed by a dead one

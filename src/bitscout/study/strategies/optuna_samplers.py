@@ -8,12 +8,12 @@ import optuna
 from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
 
-from bitscout.liveness import Heartbeat, fail_stale, is_stale, worker_id
-from bitscout.objective import Objective
 from bitscout.quant.space import SearchSpace
-from bitscout.settings import StrategySettings
-from bitscout.store import Result, ended_trials
-from bitscout.strategies.base import STRATEGIES, SearchContext, Strategy
+from bitscout.study.liveness import Heartbeat, fail_stale, is_stale, worker_id
+from bitscout.study.objective import Objective
+from bitscout.study.settings import StrategySettings
+from bitscout.study.store import Result, ended_trials
+from bitscout.study.strategies.base import STRATEGIES, SearchContext, Strategy
 
 POLL_S = 0.2  # how often a trial waiting for room looks again
 WAIT_LIMIT_S = 30.0  # then it is pruned and the worker asks again (a queued retry comes first)

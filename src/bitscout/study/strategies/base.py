@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 import optuna
 
 from bitscout.evaluate.evaluator import Evaluator
-from bitscout.objective import Objective
 from bitscout.quant.space import Choice, SearchSpace
 from bitscout.registry import Registry
-from bitscout.settings import StrategySettings
-from bitscout.store import Result, ended_trials
+from bitscout.study.objective import Objective
+from bitscout.study.settings import StrategySettings
+from bitscout.study.store import Result, ended_trials
 
 TrialHook = Callable[[int, Mapping[str, Choice], Result], None]
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bitscout.errors import ConfigError
-from bitscout.objective import Objective, parse_objective
+from bitscout.study.objective import Objective, parse_objective
 from bitscout.validate import SEED_MAX, check_keys
 
 STRATEGY_NAMES = ("bruteforce", "optuna")

@@ -12,9 +12,9 @@ from optuna.distributions import CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from bitscout.files import atomic
-from bitscout.liveness import INTERRUPTED, worker_id
-from bitscout.objective import Objective
 from bitscout.quant.space import Choice, SearchSpace
+from bitscout.study.liveness import INTERRUPTED, worker_id
+from bitscout.study.objective import Objective
 
 SCHEMA_VERSION = 2  # 2: trials.csv gained `reason`
 CONSTRAINTS_KEY = "constraints"  # Optuna's system-attr prefix, as `Trial.set_constraint` uses

@@ -29,8 +29,8 @@ from bitscout.quant.layers import to_quant
 from bitscout.quant.space import parse_space
 from bitscout.search import REPORTED
 from bitscout.study.settings import StrategySettings
-from bitscout.train import load_checkpoint
 from bitscout.workflow import load_data, make_model
+from bitscout.zoo.train import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED_METRICS = ["accuracy", "loss", "average_bitwidth", "model_size", "flops"]

@@ -6,7 +6,7 @@ import pytest
 
 from bitscout.config import Config, load_config
 from bitscout.errors import ConfigError
-from bitscout.models import build_model
+from bitscout.zoo.models import build_model
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 

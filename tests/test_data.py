@@ -1,4 +1,4 @@
-"""Tests for bitscout.data: splitting, standardizing and the dataset loaders (all offline)."""
+"""Tests for bitscout.zoo.data: splitting, standardizing and the dataset loaders (all offline)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 import torch
 
-from bitscout import data
-from bitscout.data import JSC_CLASSES, JSC_FEATURES, Splits, load_dataset
 from bitscout.errors import ConfigError
+from bitscout.zoo import data
+from bitscout.zoo.data import JSC_CLASSES, JSC_FEATURES, Splits, load_dataset
 
 
 def _rows(x: torch.Tensor) -> set[bytes]:

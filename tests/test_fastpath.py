@@ -14,16 +14,16 @@ import pytest
 import torch
 from torch import nn
 
-from bitscout.data import load_dataset
 from bitscout.evaluate.engine.caches import BoundaryCache, MetricsCache
 from bitscout.evaluate.engine.candidates import Resolver
 from bitscout.evaluate.engine.chain import trace_chain
 from bitscout.evaluate.engine.runner import Runner
 from bitscout.evaluate.evaluator import Evaluator, operations, predict
 from bitscout.evaluate.metrics import METRICS, Metric, MetricContext, compute_metrics
-from bitscout.models import build_model
 from bitscout.quant import Integer, LayerQuant, quantize_model
 from bitscout.quant.space import SearchSpace
+from bitscout.zoo.data import load_dataset
+from bitscout.zoo.models import build_model
 
 METRIC_NAMES = ["accuracy", "loss", "average_bitwidth", "model_size", "bops", "flops"]
 CONFIGS = 30  # random configs per model

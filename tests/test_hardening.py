@@ -207,7 +207,7 @@ def test_a_resume_on_other_validation_data_is_refused(run_dir, tmp_path, capsys,
 
 def test_the_data_file_decides_not_its_path(tmp_path, capsys):
     """The same rows under another path resume; other rows under the same path are refused."""
-    from bitscout.data import JSC_FEATURES
+    from bitscout.zoo.data import JSC_FEATURES
 
     rows = "\n".join(",".join(["0.5"] * 16 + ["g"]) for _ in range(2))
     table = [",".join([*JSC_FEATURES, "class"])]
@@ -447,7 +447,7 @@ def test_an_empty_study_name_is_refused(run_dir, tmp_path, capsys):
 
 
 def _jsc_csv(path: Path, labels: str, value: str = "0.5") -> Path:
-    from bitscout.data import JSC_FEATURES
+    from bitscout.zoo.data import JSC_FEATURES
 
     lines = [",".join([*JSC_FEATURES, "class"])]
     for i in range(100):

@@ -20,7 +20,7 @@ from cli_support import Outcome, base_doc, edit, error_problems, run_cli, snapsh
 from malformed_corpus import CASES, Case
 
 from bitscout.cli import main
-from bitscout.models import build_model
+from bitscout.zoo.models import build_model
 
 
 @pytest.fixture(scope="module")

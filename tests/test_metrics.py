@@ -18,9 +18,9 @@ from bitscout.evaluate.metrics import (
     metric,
     profile_model,
 )
-from bitscout.models import build_model
 from bitscout.quant.formats import Integer
 from bitscout.quant.layers import LayerQuant
+from bitscout.zoo.models import build_model
 
 TOY_LAYERS = ("seq_blocks.2", "seq_blocks.5", "seq_blocks.8")
 

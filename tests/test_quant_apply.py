@@ -13,7 +13,6 @@ from fixed_point_ref import ref_quantize, ref_tensor
 from torch import nn
 
 from bitscout.errors import ConfigError
-from bitscout.models import build_model
 from bitscout.quant import (
     Integer,
     LayerQuant,
@@ -24,6 +23,7 @@ from bitscout.quant import (
     resolve_plan,
 )
 from bitscout.quant.apply import parse_layer_config
+from bitscout.zoo.models import build_model
 
 JSC_TOY_LAYERS = ("seq_blocks.2", "seq_blocks.5", "seq_blocks.8")
 CNN_LAYERS = ("seq_blocks.1", "seq_blocks.4", "seq_blocks.8")

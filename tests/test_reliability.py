@@ -338,9 +338,9 @@ def test_n_jobs_refuses_sqlite(assets, tmp_path, capsys):
 
 
 def test_tpe_uses_the_constant_liar_so_workers_spread_out():
-    from bitscout.models import build_model
     from bitscout.quant.space import parse_space
     from bitscout.study.strategies.optuna_samplers import build_sampler
+    from bitscout.zoo.models import build_model
 
     space = parse_space(config_doc()["search"]["search_space"], build_model("jsc-tiny"))
     assert build_sampler("tpe", 0, space)._constant_liar is True

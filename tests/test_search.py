@@ -20,9 +20,9 @@ from torch import nn
 
 from bitscout import quantize_model
 from bitscout.cli import main
-from bitscout.data import load_dataset
 from bitscout.evaluate.evaluator import Evaluator
 from bitscout.quant.space import parse_space
+from bitscout.zoo.data import load_dataset
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "jsc_tiny_lab3.toml"
 SEED = 42

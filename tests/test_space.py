@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 
 from bitscout.errors import ConfigError
-from bitscout.models import build_model
 from bitscout.quant import Integer, LayerQuant, QuantLinear, quantize_model
 from bitscout.quant.space import parse_space
+from bitscout.zoo.models import build_model
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "jsc_tiny_lab3.toml"
 KEY = "search.search_space.seed.seq_blocks_2.config"

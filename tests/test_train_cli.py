@@ -11,9 +11,9 @@ from bitscout.cli import main
 from bitscout.config import load_config
 from bitscout.errors import ConfigError
 from bitscout.evaluate.evaluator import evaluate_model
-from bitscout.models import build_model
-from bitscout.train import load_checkpoint
 from bitscout.workflow import load_data, make_model
+from bitscout.zoo.models import build_model
+from bitscout.zoo.train import load_checkpoint
 
 EXAMPLE = Path(__file__).parent.parent / "examples" / "digits_mlp.toml"
 

@@ -25,8 +25,8 @@ from bitscout.report import load_run, rerank_objective
 from bitscout.report_md import write_report
 from bitscout.search import Overrides, SearchRun, check_search, run_search
 from bitscout.study.parallel import STORAGE_ENV
-from bitscout.train import load_checkpoint
 from bitscout.workflow import load_data, make_model, train_to
+from bitscout.zoo.train import load_checkpoint
 
 console = Console()
 

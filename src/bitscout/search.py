@@ -15,7 +15,6 @@ from rich.table import Table
 from torch import nn
 
 from bitscout.config import Config
-from bitscout.data import Splits
 from bitscout.errors import ConfigError, SearchFailed
 from bitscout.evaluate.evaluator import Evaluator
 from bitscout.outputs import (
@@ -39,6 +38,7 @@ from bitscout.study.strategies import STRATEGIES, SearchContext
 from bitscout.study.strategies.base import TrialHook
 from bitscout.validate import SEED_MAX, check_keys
 from bitscout.workflow import existing_model, load_data, make_model, train_to
+from bitscout.zoo.data import Splits
 
 # Cheap metrics reported for every candidate besides the objective's (latency only on request).
 REPORTED = (

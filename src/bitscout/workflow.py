@@ -6,10 +6,10 @@ from rich.console import Console
 from torch import nn
 
 from bitscout.config import Config
-from bitscout.data import Splits, data_warnings, load_dataset
 from bitscout.errors import ConfigError
-from bitscout.models import build_model
-from bitscout.train import load_checkpoint, save_checkpoint, train_model
+from bitscout.zoo.data import Splits, data_warnings, load_dataset
+from bitscout.zoo.models import build_model
+from bitscout.zoo.train import load_checkpoint, save_checkpoint, train_model
 
 
 def load_data(cfg: Config, console: Console | None = None) -> Splits:

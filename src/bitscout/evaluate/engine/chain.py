@@ -1,7 +1,7 @@
 """A model seen as a chain of modules, split at its quantizable layers.
 
 The fast path only handles models whose forward is one chain of per-sample modules (every
-model in `bitscout.models`): then the float part in front of the first quantized layer can be
+model in `bitscout.zoo.models`): then the float part in front of the first quantized layer can be
 computed once, a quantized layer can be swapped for its arithmetic, and the batch can stand
 for several candidates at once (rows `n * g + i` for candidate `i` of `g`).
 """

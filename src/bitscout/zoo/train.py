@@ -12,10 +12,10 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
 
 from bitscout.config import Config
-from bitscout.data import Splits
 from bitscout.errors import ConfigError
 from bitscout.evaluate.evaluator import evaluate_model
 from bitscout.files import atomic, write_text
+from bitscout.zoo.data import Splits
 
 SCHEMA_VERSION = 1
 

@@ -1,0 +1,1 @@
+"""Models and datasets: the built-in registries, plug-ins from files or packages, training."""

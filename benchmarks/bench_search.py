@@ -72,7 +72,7 @@ def evaluator_ms(setup: tuple, metrics: list[str], many: bool, **options) -> tup
     """(ms per candidate over the whole space, ms to build the Evaluator)."""
     model, space, x, y = setup
     start = time.perf_counter()
-    ev = Evaluator(model, space, x, y, metrics, latency=LATENCY, **options)
+    ev = Evaluator(model, space, (x, y), metrics, latency=LATENCY, **options)
     built = 1000 * (time.perf_counter() - start)
     configs = [space.config(i) for i in range(space.size)]
     if many:  # consecutive chunks, as brute force hands them over
@@ -84,7 +84,7 @@ def evaluator_ms(setup: tuple, metrics: list[str], many: bool, **options) -> tup
 
 def per_candidate(setup: tuple, baseline_n: int, latency: bool) -> dict[str, float]:
     model, space, x, y = setup
-    profile = Evaluator(model, space, x[:1], y[:1], []).profile
+    profile = Evaluator(model, space, (x[:1], y[:1]), []).profile
     some = [space.config(i) for i in random.Random(1).sample(range(space.size), baseline_n)]
     metrics = SEED_METRICS + (["latency"] if latency else [])
     one, built = evaluator_ms(setup, metrics, many=False)

@@ -240,7 +240,7 @@ def _evaluator_child(
     data = load_data(cfg)
     model = load_checkpoint(make_model(cfg, data), ckpt)
     space = parse_space(cfg.search["search_space"], model)
-    evaluator = evaluate.Evaluator(model, space, data.x_val, data.y_val, list(REPORTED))
+    evaluator = evaluate.Evaluator(model, space, (data.x_val, data.y_val), list(REPORTED))
     rss: dict[int, float] = {}
     for start in range(0, space.size, CHUNK):
         stop = min(start + CHUNK, space.size)

@@ -126,7 +126,7 @@ def plain_logits(model, space, config, x):
 def plain_metrics(model, space, config, x, y) -> dict[str, float]:
     """The reference: the candidate built from scratch, scored by the unbatched metrics."""
     ctx = MetricContext(
-        profile=Evaluator(model, space, x[:1], y[:1], []).profile,
+        profile=Evaluator(model, space, (x[:1], y[:1]), []).profile,
         plan=space.resolved(model, config),
         logits=plain_logits(model, space, config, x),
         targets=y,
@@ -158,7 +158,7 @@ def case(request):
 
 def test_evaluate_one_at_a_time_matches_plain_path(case):
     model, space, x, y, refs = case
-    evaluator = Evaluator(model, space, x, y, METRIC_NAMES)
+    evaluator = Evaluator(model, space, (x, y), METRIC_NAMES)
     for i, want in refs.items():  # random order: caches of earlier candidates get in the way
         got, cached = evaluator.evaluate(space.config(i))
         assert not cached
@@ -168,7 +168,7 @@ def test_evaluate_one_at_a_time_matches_plain_path(case):
 def test_evaluate_many_matches_plain_path_on_consecutive_chunks(case):
     model, space, x, y, refs = case
     # Small blocks: many blocks of rows per group, on small data.
-    evaluator = Evaluator(model, space, x, y, METRIC_NAMES, block_bytes=2**16)
+    evaluator = Evaluator(model, space, (x, y), METRIC_NAMES, block_bytes=2**16)
     for start in random.Random(11).sample(range(0, space.size, 20), 3):  # disjoint chunks
         configs = [space.config(i) for i in range(start, min(start + 20, space.size))]
         results = evaluator.evaluate_many(configs)
@@ -233,7 +233,7 @@ def test_resolver_agrees_with_the_space():
 
 def test_configs_that_quantize_alike_share_a_key():
     model, space, x, y = jsc_s()
-    evaluator = Evaluator(model, space, x, y, METRIC_NAMES)
+    evaluator = Evaluator(model, space, (x, y), METRIC_NAMES)
     base = space.config(0)
     unquantized = {**base, "seq_blocks_2/name": "NA", "seq_blocks_2/data_in_width": 4}
     other = {**unquantized, "seq_blocks_2/data_in_width": 8}
@@ -242,7 +242,7 @@ def test_configs_that_quantize_alike_share_a_key():
 
 def test_cache_hits_and_copies():
     model, space, x, y = jsc_tiny()
-    evaluator = Evaluator(model, space, x, y, METRIC_NAMES)
+    evaluator = Evaluator(model, space, (x, y), METRIC_NAMES)
     a, b = space.config(5), space.config(40)
     first, cached = evaluator.evaluate(a)
     assert not cached
@@ -260,7 +260,7 @@ def test_cache_hits_and_copies():
 
 def test_remember_fills_the_cache_from_elsewhere():
     model, space, x, y = jsc_tiny()
-    evaluator = Evaluator(model, space, x, y, ["accuracy", "flops"])
+    evaluator = Evaluator(model, space, (x, y), ["accuracy", "flops"])
     config = space.config(3)
     assert not evaluator.remember(config, {"accuracy": 0.5})  # incomplete: not cached
     assert evaluator.evaluate(config)[1] is False
@@ -292,7 +292,7 @@ def test_models_that_are_not_chains_take_the_plain_path():
     assert trace_chain(nn.Sequential(nn.Flatten(0), nn.Linear(4, 4))) is None
     space = SearchSpace(model, "name", {"default": _layer([4, 8], [2, 8], [8])})
     x, y = _jsc_data()
-    evaluator = Evaluator(model, space, x, y, METRIC_NAMES)
+    evaluator = Evaluator(model, space, (x, y), METRIC_NAMES)
     results = evaluator.evaluate_many([space.config(i) for i in range(space.size)])
     for i, (got, _) in enumerate(results):
         assert_same(got, plain_metrics(model, space, space.config(i), x, y))
@@ -309,7 +309,7 @@ def test_forward_metric_without_batched_form(monkeypatch):
     )
     model, space, x, y = jsc_s()
     names = ["top2", "accuracy"]
-    evaluator = Evaluator(model, space, x, y, names, block_bytes=2**14)
+    evaluator = Evaluator(model, space, (x, y), names, block_bytes=2**14)
     configs = [space.config(i) for i in range(8)]
     for config, (got, _) in zip(configs, evaluator.evaluate_many(configs), strict=True):
         logits = plain_logits(model, space, config, x)
@@ -323,7 +323,7 @@ def test_latency_times_the_built_candidate():
     model, space, x, y = jsc_tiny()
     latency = {"latency_repeats": 2, "latency_warmup": 0, "latency_budget_s": 0.0}
     threads = torch.get_num_threads()
-    evaluator = Evaluator(model, space, x, y, ["latency", "accuracy"], latency=latency)
+    evaluator = Evaluator(model, space, (x, y), ["latency", "accuracy"], latency=latency)
     (got, _), (other, _) = evaluator.evaluate_many([space.config(0), space.config(1)])
     assert got["latency"] > 0 and other["latency"] > 0
     assert got["accuracy"] == plain_metrics(model, space, space.config(0), x, y)["accuracy"]
@@ -362,12 +362,12 @@ def test_latency_is_timed_once_per_computation(monkeypatch):
     plans = [space.resolved(model, c) for c in configs]
     distinct = len({operations(p) for p in plans})
     assert 1 < distinct < len(configs)
-    results = Evaluator(model, space, x, y, ["latency"]).evaluate_many(configs)
+    results = Evaluator(model, space, (x, y), ["latency"]).evaluate_many(configs)
     assert len(timed) == distinct
     by_ops = {}
     for plan, (metrics, _) in zip(plans, results, strict=True):
         assert by_ops.setdefault(operations(plan), metrics["latency"]) == metrics["latency"]
-    Evaluator(model, space, x, y, ["latency"], share_latency=False).evaluate_many(configs)
+    Evaluator(model, space, (x, y), ["latency"], share_latency=False).evaluate_many(configs)
     assert len(timed) == distinct + len(configs)
 
 
@@ -393,7 +393,7 @@ def test_boundary_cache_pins_shared_inputs_and_keeps_the_latest_prefix():
 
 def test_cached_activations_stay_bounded():
     model, space, x, y = jsc_s()
-    evaluator = Evaluator(model, space, x, y, METRIC_NAMES)
+    evaluator = Evaluator(model, space, (x, y), METRIC_NAMES)
     cache = evaluator._runner.cache
     evaluator.evaluate_many([space.config(i) for i in range(64)])
     held = cache.bytes

@@ -16,8 +16,8 @@ from bitscout.evaluate.metrics import (
     forward_sums,
     get_metric,
     metric,
-    profile_model,
 )
+from bitscout.evaluate.profile import profile_model
 from bitscout.quant.formats import Integer
 from bitscout.quant.layers import LayerQuant
 from bitscout.zoo.models import build_model
@@ -68,11 +68,30 @@ def test_profile_leaves_model_untouched():
     assert all(not m._forward_hooks for m in model.modules())
 
 
-def test_profile_rejects_batch_and_unknown_module():
+def test_profile_rejects_a_batch():
     with pytest.raises(ValueError, match="batch of one"):
         profile_model(build_model("jsc-tiny"), torch.zeros(2, 16))
-    with pytest.raises(ValueError, match="Softmax"):
-        profile_model(nn.Sequential(nn.Linear(4, 2), nn.Softmax(dim=1)), torch.zeros(1, 4))
+
+
+class _Mix(nn.Module):
+    """A matrix product inline in forward, beside modules without an analytic FLOP rule."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(8, 8))
+        self.norm = nn.LayerNorm(8)
+
+    def forward(self, x):
+        return torch.softmax(self.norm(x) @ self.w, dim=-1) + x
+
+
+def test_flops_of_modules_without_a_rule_come_from_flop_counter_mode():
+    model = nn.Sequential(nn.Linear(4, 8), _Mix(), nn.GELU(), nn.Linear(8, 2))
+    profile = profile_model(model, torch.zeros(1, 4))
+    # Linear 2*4*8 and 2*8*2 by rule, GELU 8 by rule; the inline 8x8 product 2*8*8 as counted
+    # by FlopCounterMode; LayerNorm, softmax and the residual add count 0 there.
+    assert profile.flops == 2 * 4 * 8 + 2 * 8 * 8 + 8 + 2 * 8 * 2
+    assert [layer.macs for layer in profile.layers] == [32, 16]
 
 
 def test_model_size_bits():

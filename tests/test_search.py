@@ -476,7 +476,7 @@ def test_evaluator_state_isolation(ckpt, data, reference):
     a = dict(zip(DIMS, (4, 2, 2), strict=True))
     b = dict(zip(DIMS, (16, 16, 16), strict=True))
 
-    evaluator = Evaluator(model, space, data.x_val, data.y_val, metrics)
+    evaluator = Evaluator(model, space, (data.x_val, data.y_val), metrics)
     first, cached = evaluator.evaluate(a)
     assert not cached
     evaluator.cache.clear()
@@ -486,7 +486,7 @@ def test_evaluator_state_isolation(ckpt, data, reference):
     again, cached = evaluator.evaluate(a)
     assert not cached
     assert again == first
-    fresh, cached = Evaluator(model, space, data.x_val, data.y_val, metrics).evaluate(a)
+    fresh, cached = Evaluator(model, space, (data.x_val, data.y_val), metrics).evaluate(a)
     assert not cached
     assert fresh == first
     assert other != first

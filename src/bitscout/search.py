@@ -138,8 +138,7 @@ def make_evaluator(
     return Evaluator(
         model,
         space,
-        data.x_val[:n],
-        data.y_val[:n],
+        (data.x_val[:n], data.y_val[:n]),
         metric_names(settings),
         latency=latency,
         share_latency=settings.latency_shared,

@@ -1,24 +1,23 @@
-"""Evaluate models on held tensors: one model (`evaluate_model`) or a search's candidates."""
+"""Evaluate models on validation data: one model (`evaluate_model`) or a search's candidates."""
 
+import copy
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from bitscout.errors import ConfigError
+from bitscout.evaluate.data import EvalData, prepare
 from bitscout.evaluate.engine.caches import MetricsCache
 from bitscout.evaluate.engine.candidates import Key, Resolver
 from bitscout.evaluate.engine.chain import trace_chain
 from bitscout.evaluate.engine.runner import Runner
-from bitscout.evaluate.metrics import (
-    MetricContext,
-    compute_metrics,
-    forward_sums,
-    get_metric,
-    profile_model,
-)  # fmt: skip
+from bitscout.evaluate.metrics import Metric, MetricContext, compute_metrics, forward_sums
+from bitscout.evaluate.metrics import get_metric as lookup
+from bitscout.evaluate.profile import profile_model
 from bitscout.quant.apply import QuantPlan, quantize_model
 from bitscout.quant.formats import Integer, float32_exact
 from bitscout.quant.layers import LayerQuant
@@ -27,20 +26,21 @@ from bitscout.quant.space import Choice, SearchSpace
 CHUNK = 65536  # rows per forward pass: bounds memory on large splits
 BLOCK_BYTES = 2**20  # per tensor of a block of rows of candidates run together
 Plan = dict[str, LayerQuant | None]
+LossFn = Any  # (outputs, targets) -> the mean loss over the batch, as a scalar tensor
+Blocks = Iterable[tuple[torch.Tensor, torch.Tensor]]  # logits [rows, g, ...] and their targets
 
 
 def evaluate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-    """Top-1 accuracy and mean cross-entropy of `model` on (x, y), computed afresh."""
+    """Top-1 accuracy and mean cross-entropy of `model` on (x, y), computed afresh with the
+    definitions of the `accuracy` and `loss` metrics."""
     model.eval()
-    correct = 0
-    loss_sum = 0.0
+    sums = {"accuracy": 0.0, "loss": 0.0}
     with torch.inference_mode():
         for start in range(0, len(y), CHUNK):
-            logits = model(x[start : start + CHUNK])
-            target = y[start : start + CHUNK]
-            correct += int((logits.argmax(dim=1) == target).sum())
-            loss_sum += float(F.cross_entropy(logits, target, reduction="sum"))
-    return {"accuracy": correct / len(y), "loss": loss_sum / len(y)}
+            logits = model(x[start : start + CHUNK]).unsqueeze(1)
+            for name, value in forward_sums(sums, logits, y[start : start + CHUNK]).items():
+                sums[name] += float(value[0])
+    return {name: total / len(y) for name, total in sums.items()}
 
 
 @contextmanager
@@ -62,6 +62,18 @@ def predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([model(x[s : s + CHUNK]) for s in range(0, len(x), CHUNK)])
 
 
+def _floating_dtype(model: nn.Module) -> torch.dtype:
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+
+
+def _on(model: nn.Module, device: torch.device) -> nn.Module:
+    """`model` on `device`: itself when it is there already, else a copy (never moved)."""
+    params = list(model.parameters())
+    if not params or params[0].device == device:
+        return model
+    return copy.deepcopy(model).to(device)
+
+
 class Evaluator:
     """Scores candidates of one search and caches their metrics by candidate.
 
@@ -69,7 +81,8 @@ class Evaluator:
     reuses whatever candidates share (see `engine.runner`) and gives what the plain path
     gives, building the quantized model with `quantize_model` and running it: the same
     predicted class for every sample, the loss up to the rounding of grouped sums. Models
-    that are not one chain of per-sample modules take the plain path.
+    that are not one chain of per-sample modules, and data read batch by batch, take the
+    plain path.
 
     Latency times the candidate built by `quantize_model`, once per distinct computation (see
     `operations`) unless `share_latency` is False, so that it costs a few measurements per
@@ -80,37 +93,88 @@ class Evaluator:
         self,
         model: nn.Module,
         space: SearchSpace,
-        x: torch.Tensor,
-        y: torch.Tensor,
+        data: EvalData | tuple,
         metrics: Sequence[str],
         *,
+        extra: Mapping[str, Metric] | None = None,
+        loss_fn: LossFn | None = None,
         latency: Mapping[str, float] | None = None,
         block_bytes: int = BLOCK_BYTES,
         share_latency: bool = True,
+        device: torch.device | str | None = None,
     ) -> None:
-        self.model = model.eval()
+        if not isinstance(data, EvalData):
+            data = prepare(data, dtype=_floating_dtype(model), device=device or "cpu")
+        self.data = data
+        self.model = _on(model, data.device).eval()
         self.space = space
-        self.x, self.y = x, y
-        self.metrics = [get_metric(m).name for m in metrics]
+        self.extra = dict(extra or {})
+        self.loss_fn = loss_fn
+        self.metrics = [self.get(m).name for m in metrics]
         self.latency = dict(latency or {})
         self.share_latency = share_latency
         self._timings: dict[tuple, dict[str, float]] = {}
-        self.profile = profile_model(self.model, x[:1])
+        sample = data.sample()
+        self.profile = profile_model(self.model, sample)
+        self.out_shape = self._output_shape(sample)
         self.cache = MetricsCache(self.metrics)
         self._resolver = Resolver(space)
-        kinds = {name: get_metric(name).kind for name in self.metrics}
-        self._static = [m for m in self.metrics if kinds[m] == "static"]
-        self._forward = [m for m in self.metrics if kinds[m] == "forward"]
-        self._timed = [m for m in self.metrics if kinds[m] == "timing"]
-        chain = trace_chain(self.model) if self._forward else None
-        fixed = self._resolver.fixed
+        kinds = {name: self.get(name).kind for name in self.metrics}
+        self._by_kind = {k: [m for m in self.metrics if kinds[m] == k] for k in set(kinds.values())}
+        self._check_available()
+        chain = trace_chain(self.model) if self._kind("forward") and data.held else None
         self._runner = (
-            None if chain is None else Runner(chain, x, fixed=fixed, block_bytes=block_bytes)
+            None
+            if chain is None
+            else Runner(chain, data.x, fixed=self._resolver.fixed, block_bytes=block_bytes)
         )
+
+    @property
+    def x(self) -> torch.Tensor | None:
+        return self.data.x
+
+    @property
+    def y(self) -> torch.Tensor | None:
+        return self.data.y
+
+    @property
+    def rows(self) -> int:
+        return self.data.rows
+
+    def get(self, name: str) -> Metric:
+        return lookup(name, extra=self.extra)
+
+    def _kind(self, kind: str) -> list[str]:
+        return self._by_kind.get(kind, [])
+
+    def _output_shape(self, sample: torch.Tensor) -> tuple[int, ...]:
+        with torch.inference_mode():
+            out = self.model(sample)
+        if not isinstance(out, torch.Tensor):
+            raise ConfigError("model", "must return one tensor of outputs", type(out).__name__)
+        return tuple(out.shape[1:])
+
+    def _check_available(self) -> None:
+        _, y = next(iter(self.data.batches()))
+        classes = not (y.is_floating_point() or y.is_complex()) and y.dim() == 1
+        logits = len(self.out_shape) == 1
+        if "accuracy" in self.metrics and not (classes and logits):
+            rule = "is not available: it needs class-index targets and outputs [rows, classes]"
+            raise ConfigError("accuracy", f"{rule}, got targets {y.dtype} {tuple(y.shape[1:])}")
+        if "loss" in self.metrics and self.loss_fn is None and not (classes and logits):
+            rule = "needs class-index targets for cross-entropy: pass loss_fn for other targets"
+            raise ConfigError("loss", rule, str(y.dtype))
+        if self._kind("timing") and not self.data.held:
+            rule = "needs the validation data in memory: raise the memory budget"
+            raise ConfigError("latency", rule)
 
     def key(self, config: Mapping[str, Choice]) -> Key:
         """A compact hashable identity of `config`: configs that quantize alike share it."""
         return self._resolver.key(config)
+
+    def plan(self, config: Mapping[str, Choice]) -> Plan:
+        """The formats per layer path of candidate `config`."""
+        return self._resolver.plan(self.key(config))
 
     def remember(self, config: Mapping[str, Choice], metrics: Mapping[str, float]) -> bool:
         """Cache metrics found elsewhere (a resumed study) unless `config` is cached already;
@@ -140,50 +204,71 @@ class Evaluator:
 
     def _compute(self, keys: Sequence[Key]) -> list[dict[str, float]]:
         plans = [self._resolver.plan(k) for k in keys]
-        rows = [compute_metrics(self._static, MetricContext(self.profile, p)) for p in plans]
-        if self._forward and keys:
+        rows = [self._static(p) for p in plans]
+        if self._kind("forward") and keys:
             with torch.inference_mode(), one_thread():
                 self._add_forward(keys, plans, rows)
         for plan, row in zip(plans, rows, strict=True):
-            if self._timed:
+            if self._kind("timing"):
                 row.update(self._time(plan))
+            if self._kind("model"):
+                row.update(self._by_model(plan))
         return [{m: row[m] for m in self.metrics} for row in rows]
+
+    def _static(self, plan: Plan) -> dict[str, float]:
+        return compute_metrics(self._kind("static"), MetricContext(self.profile, plan), self.extra)
+
+    def _by_model(self, plan: Plan) -> dict[str, float]:
+        """The user's metrics, each given the candidate's quantized model and the data."""
+        candidate = quantize_model(self.model, QuantPlan("name", plan)).eval()
+        ctx = MetricContext(self.profile, plan, model=candidate, data=self.data.source)
+        return compute_metrics(self._kind("model"), ctx, self.extra)
 
     def _add_forward(self, keys: Sequence[Key], plans: Sequence[Plan], rows: list[dict]) -> None:
         runner = self._runner
         if runner is None:
             for plan, row in zip(plans, rows, strict=True):
-                logits = predict(quantize_model(self.model, QuantPlan("name", plan)), self.x)
-                row.update(self._forward_metrics([plan], [logits.unsqueeze(1)])[0])
+                candidate = quantize_model(self.model, QuantPlan("name", plan))
+                blocks = ((predict(candidate, x).unsqueeze(1), y) for x, y in self.data.batches())
+                row.update(self._forward_metrics(1, blocks)[0])
             return
         candidates = [runner.candidate(k, p) for k, p in zip(keys, plans, strict=True)]
         for stage, members in runner.groups(candidates):
-            blocks = runner.logits(stage, [candidates[i] for i in members])
-            values = self._forward_metrics([plans[i] for i in members], blocks)
+            logits = runner.logits(stage, [candidates[i] for i in members])
+            values = self._forward_metrics(len(members), self._with_targets(logits))
             for i, metrics in zip(members, values, strict=True):
                 rows[i].update(metrics)
 
-    def _forward_metrics(self, plans: Sequence[Plan], blocks: Iterable[torch.Tensor]) -> list[dict]:
-        """Forward metrics of candidates `plans` from blocks of rows of their logits [rows,
-        candidate, class]: summed block by block where the metric is batched, else computed
-        on each candidate's whole logits."""
-        unbatched = [m for m in self._forward if get_metric(m).batched is None]
-        sums: dict[str, np.ndarray] = {}
-        kept = []
+    def _with_targets(self, blocks: Iterable[torch.Tensor]) -> Blocks:
         start = 0
         for block in blocks:
-            targets = self.y[start : start + len(block)]
-            for name, value in forward_sums(self._forward, block, targets).items():
-                sums[name] = sums[name] + value if name in sums else value
+            yield block, self.y[start : start + len(block)]  # type: ignore[index]
             start += len(block)
-            kept += [block] if unbatched else []
-        result = [
-            {m: float(total[i]) / start for m, total in sums.items()} for i in range(len(plans))
-        ]
-        for i, plan in enumerate(plans if unbatched else ()):
-            logits = torch.cat([block[:, i] for block in kept])
-            ctx = MetricContext(self.profile, plan, logits=logits, targets=self.y)
-            result[i].update(compute_metrics(unbatched, ctx))
+
+    def _forward_metrics(self, g: int, blocks: Blocks) -> list[dict]:
+        """Forward metrics of g candidates from blocks of rows of their logits [rows, g, ...]
+        and the targets of those rows: sums over rows divided by the row count."""
+        names = self._kind("forward")
+        by_user = {"loss"} & set(names) if self.loss_fn is not None else set()
+        batched = [m for m in names if m not in by_user and self.get(m).batched is not None]
+        other = [m for m in names if m not in by_user and m not in batched]
+        sums = {m: np.zeros(g) for m in (*batched, *by_user)}
+        kept: list[tuple[torch.Tensor, torch.Tensor]] = []
+        total = 0
+        for block, targets in blocks:
+            for name, value in forward_sums(batched, block, targets).items():
+                sums[name] += value
+            for i in range(g) if by_user else ():
+                outputs = block[:, i].reshape(len(block), *self.out_shape)
+                sums["loss"][i] += float(self.loss_fn(outputs, targets)) * len(block)
+            total += len(block)
+            kept += [(block, targets)] if other else []
+        result = [{m: float(sums[m][i]) / total for m in sums} for i in range(g)]
+        for i in range(g) if other else ():
+            logits = torch.cat([b[:, i] for b, _ in kept]).reshape(total, *self.out_shape)
+            targets = torch.cat([t for _, t in kept])
+            ctx = MetricContext(self.profile, {}, logits=logits, targets=targets)
+            result[i].update(compute_metrics(other, ctx, self.extra))
         return result
 
     def _time(self, plan: Plan) -> dict[str, float]:
@@ -191,7 +276,7 @@ class Evaluator:
         if signature not in self._timings:
             candidate = quantize_model(self.model, QuantPlan("name", plan))
             ctx = MetricContext(self.profile, plan, model=candidate, inputs=self.x, **self.latency)  # type: ignore[arg-type]
-            self._timings[signature] = compute_metrics(self._timed, ctx)
+            self._timings[signature] = compute_metrics(self._kind("timing"), ctx, self.extra)
         return self._timings[signature]
 
 

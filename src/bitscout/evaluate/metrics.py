@@ -1,65 +1,29 @@
-"""Metric registry of the quantization search; each metric's docstring is its exact definition.
-
-FLOPs are per sample over the leaf modules of one forward pass: Linear/Conv 2 * MACs (no bias
-additions, agreeing with torch's FlopCounterMode); BatchNorm (eval) 2 per output element (it
-folds into one multiply-add); ReLU, ReLU6, LeakyReLU, Sigmoid, Tanh, GELU, SiLU 1 per output
-element; MaxPool kernel elements - 1 and AvgPool kernel elements per output element; Flatten,
-Unflatten, Dropout, Identity 0. Other leaf modules are refused rather than guessed; arithmetic
-inline in a `forward` is not seen. Quantization does not change FLOPs.
-"""
+"""Metric registry of the quantization search; each metric's docstring is its exact definition
+(the FLOP rules are in `profile`)."""
 
 import inspect
-import math
 import statistics
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from functools import partial
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bitscout.quant.apply import quantizable_layers
+from bitscout.errors import ConfigError
+from bitscout.evaluate.profile import LayerStats, ModelProfile, eval_mode
 from bitscout.quant.formats import Integer
-from bitscout.quant.layers import TYPE_NAMES, LayerQuant
+from bitscout.quant.layers import LayerQuant
 from bitscout.registry import Registry
+from bitscout.validate import suggest
 
 Direction = Literal["maximize", "minimize"]
-Kind = Literal["forward", "static", "timing"]
+Kind = Literal["forward", "static", "timing", "model"]
 FLOAT_BITS = 32
 _FLOAT = LayerQuant()  # a float layer stores and computes everything at FLOAT_BITS
-
-_ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Sigmoid, nn.Tanh, nn.GELU, nn.SiLU)
-_FREE = (nn.Flatten, nn.Unflatten, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Identity)
-_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-_CONVS = (nn.Conv1d, nn.Conv2d)
-_MAX_POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)
-_AVG_POOLS = (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)
-_COUNTED = (*_ACTIVATIONS, *_FREE, *_NORMS, nn.Linear, *_CONVS, *_MAX_POOLS, *_AVG_POOLS)
-
-
-@dataclass(frozen=True)
-class LayerStats:
-    """One Linear/Conv1d/Conv2d layer, as seen in a float forward pass of one sample."""
-
-    path: str
-    type: str
-    macs: int
-    weight_count: int
-    bias_count: int
-
-
-@dataclass(frozen=True)
-class ModelProfile:
-    """The float model's structure, computed once per search."""
-
-    layers: tuple[LayerStats, ...]
-    param_count: int
-    flops: int
 
 
 @dataclass
@@ -72,6 +36,8 @@ class MetricContext:
     targets: torch.Tensor | None = None
     model: nn.Module | None = None
     inputs: torch.Tensor | None = None
+    data: Any = None  # the validation data as the user gave it (for user metrics)
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
     latency_repeats: int = 5
     latency_warmup: int = 1
     latency_budget_s: float = 2.0
@@ -104,98 +70,81 @@ MetricFn = Callable[[MetricContext], float]
 Decorator = Callable[[MetricFn], MetricFn]
 
 
-def metric(
-    name: str, *, unit: str, direction: Direction, kind: Kind, batched: BatchFn | None = None
-) -> Decorator:
-    """Register the decorated `(ctx) -> float` function as metric `name`; returns it unchanged."""
+def make_metric(
+    name: str,
+    fn: MetricFn,
+    *,
+    unit: str,
+    direction: Direction,
+    kind: Kind,
+    batched: BatchFn | None = None,
+) -> Metric:
+    """A metric definition, checked (registered or not)."""
+    _check(name, direction, kind, batched)
+    return Metric(name, unit, direction, kind, fn, batched)
+
+
+def _check(name: str, direction: str, kind: str, batched: BatchFn | None) -> None:
     if direction not in get_args(Direction) or kind not in get_args(Kind):
         raise ValueError(f"metric {name!r}: bad direction {direction!r} or kind {kind!r}")
     if batched is not None and kind != "forward":
         raise ValueError(f"metric {name!r}: only forward metrics can be batched")
 
+
+def metric(
+    name: str, *, unit: str, direction: Direction, kind: Kind, batched: BatchFn | None = None
+) -> Decorator:
+    """Register the decorated `(ctx) -> float` function as metric `name`; returns it unchanged."""
+    _check(name, direction, kind, batched)
+
     def add(fn: MetricFn) -> MetricFn:
-        METRICS.register(name)(Metric(name, unit, direction, kind, fn, batched))
+        METRICS.register(name)(make_metric(name, fn, unit=unit, direction=direction, kind=kind,
+                                           batched=batched))  # fmt: skip
         return fn
 
     return add
 
 
-def get_metric(name: str, key: str | None = None) -> Metric:
-    """Metric `name`; an unknown name is a ConfigError listing the known ones."""
+UserFn = Callable[[nn.Module, Any], float]
+
+
+def user_metric(name: str, fn: UserFn, *, direction: str = "maximize", unit: str = "") -> Metric:
+    """A metric computed by the user's `fn(quantized_model, data) -> float`, where `data` is the
+    validation data as the search was given it."""
+    if not callable(fn):
+        raise ConfigError(f"metrics.{name}", "must be a function (model, data) -> float", fn)
+    if direction not in get_args(Direction):
+        raise ConfigError(f"metrics.{name}.direction", "must be 'maximize' or 'minimize'",
+                          direction)  # fmt: skip
+
+    def compute(ctx: MetricContext) -> float:
+        if ctx.model is None:
+            raise ValueError(f"metric {name!r} needs the quantized model in the MetricContext")
+        return fn(ctx.model, ctx.data)
+
+    compute.__doc__ = inspect.getdoc(fn) or f"{name}: the user's function {fn!r}"
+    return make_metric(name, compute, unit=unit, direction=direction, kind="model")  # type: ignore[arg-type]
+
+
+def get_metric(
+    name: str, key: str | None = None, extra: Mapping[str, Metric] | None = None
+) -> Metric:
+    """Metric `name` among the registered ones and `extra` (a search's own); an unknown name
+    is a ConfigError listing the known ones and the closest."""
+    if extra and name in extra:
+        return extra[name]
+    if name not in METRICS:
+        known = sorted({*METRICS.names(), *(extra or {})})
+        rule = f"unknown metric{suggest(name, known)} (known: {', '.join(known)})"
+        raise ConfigError(key or "metric", rule, name)
     return METRICS.get(name, key)
 
 
-def compute_metrics(names: Iterable[str], ctx: MetricContext) -> dict[str, float]:
+def compute_metrics(
+    names: Iterable[str], ctx: MetricContext, extra: Mapping[str, Metric] | None = None
+) -> dict[str, float]:
     """Each named metric's value on `ctx` as a Python float (float() refuses a None result)."""
-    return {name: float(get_metric(name).compute(ctx)) for name in names}
-
-
-@contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    """Eval mode for the block, then every module's own training flag back as it was."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for module, training in modes:
-            module.training = training
-
-
-def _leaf_flops(module: nn.Module, out: torch.Tensor) -> int:
-    n = out.numel()
-    if isinstance(module, nn.Linear):
-        return 2 * n * module.in_features
-    if isinstance(module, _CONVS):
-        return 2 * n * (module.in_channels // module.groups) * math.prod(module.kernel_size)
-    if isinstance(module, _NORMS + _ACTIVATIONS):
-        return n * (2 if isinstance(module, _NORMS) else 1)
-    if isinstance(module, _FREE):
-        return 0
-    k = module.kernel_size
-    # An int kernel spans every spatial dim of the (batch, channels, *spatial) output.
-    elements = k ** (out.dim() - 2) if isinstance(k, int) else math.prod(k)
-    return n * (elements - 1 if isinstance(module, _MAX_POOLS) else elements)
-
-
-def _record(flops: dict[str, int], path: str, module: nn.Module, _: object, output: object) -> None:
-    out = output[0] if isinstance(output, tuple) else output  # pools may return indices too
-    flops[path] += _leaf_flops(module, out)  # type: ignore[arg-type]
-
-
-def _flops_by_path(model: nn.Module, sample: torch.Tensor) -> dict[str, int]:
-    """FLOPs per leaf module path in one float forward pass of `sample`."""
-    leaves = {p: m for p, m in model.named_modules() if next(m.children(), None) is None}
-    # An unknown module is refused: a silent 0 would understate its FLOPs.
-    bad = [f"{type(m).__name__} at {p!r}" for p, m in leaves.items() if not isinstance(m, _COUNTED)]
-    if bad:
-        raise ValueError(f"flops: no FLOP rule for {', '.join(bad)}")
-    flops = dict.fromkeys(leaves, 0)
-    handles = [m.register_forward_hook(partial(_record, flops, p)) for p, m in leaves.items()]
-    try:
-        with _eval_mode(model), torch.inference_mode():
-            model(sample)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return flops
-
-
-def profile_model(model: nn.Module, sample: torch.Tensor) -> ModelProfile:
-    """Layer stats, parameter count and FLOPs of the float `model` (left as it was) on one row."""
-    if sample.dim() < 1 or sample.shape[0] != 1:
-        raise ValueError(f"profile_model needs a batch of one, got shape {tuple(sample.shape)}")
-    flops = _flops_by_path(model, sample)
-    layers = tuple(
-        # A Linear/Conv layer's FLOPs are 2 * MACs by definition.
-        LayerStats(path, TYPE_NAMES[type(m)], flops[path] // 2, m.weight.numel(), _bias_count(m))
-        for path, m in quantizable_layers(model).items()
-    )
-    return ModelProfile(layers, sum(p.numel() for p in model.parameters()), sum(flops.values()))
-
-
-def _bias_count(layer: nn.Module) -> int:
-    return 0 if layer.bias is None else layer.bias.numel()
+    return {name: float(get_metric(name, extra=extra).compute(ctx)) for name in names}
 
 
 def _bits(fmt: Integer | None) -> int:
@@ -236,8 +185,8 @@ def forward_sums(
         got = f"{tuple(logits.shape)} and {tuple(targets.shape)} {targets.dtype}"
         raise ValueError(f"batched metrics need logits [b, g, classes], integer targets [b]: {got}")
     # Class-major, so each step over the few classes runs over long contiguous rows.
-    z = logits.detach().permute(2, 0, 1).contiguous().numpy()
-    y = targets.long().numpy()
+    z = logits.detach().permute(2, 0, 1).contiguous().cpu().numpy()
+    y = targets.long().cpu().numpy()
     with np.errstate(all="ignore"):  # inf and NaN logits give inf and NaN metrics, as unbatched
         return {m.name: m.batched(z, y) for m in batched}  # type: ignore[misc]
 
@@ -274,7 +223,12 @@ def accuracy(ctx: MetricContext) -> float:
 
 @metric("loss", unit="nats", direction="minimize", kind="forward", batched=_cross_entropy)
 def loss(ctx: MetricContext) -> float:
-    """Mean cross-entropy of softmax(logits) against the targets, in nats (float64)."""
+    """Mean cross-entropy of softmax(logits) against the targets, in nats (float64); with a
+    user's `loss_fn`, its value on all rows (it must return the mean over its batch)."""
+    if ctx.loss_fn is not None:
+        if ctx.logits is None or ctx.targets is None:
+            raise ValueError("metric 'loss' needs logits and targets in the MetricContext")
+        return float(ctx.loss_fn(ctx.logits, ctx.targets))
     logits, targets = _logits_targets(ctx, "loss")
     return F.cross_entropy(logits.double(), targets, reduction="sum").item() / len(targets)
 
@@ -293,7 +247,7 @@ def latency(ctx: MetricContext) -> float:
     torch.set_num_threads(1)
     times: list[float] = []
     try:
-        with _eval_mode(ctx.model), torch.inference_mode():
+        with eval_mode(ctx.model), torch.inference_mode():
             for _ in range(ctx.latency_warmup):
                 ctx.model(ctx.inputs)
             start = time.perf_counter()

@@ -141,7 +141,7 @@ class Runner:
         first = fn(x[:rows])
         out = self.cache.take(key)
         if out is None or out.shape != (self.n, *first.shape[1:]) or out.dtype != first.dtype:
-            out = torch.empty((self.n, *first.shape[1:]), dtype=first.dtype)
+            out = torch.empty((self.n, *first.shape[1:]), dtype=first.dtype, device=first.device)
         out[:rows] = first
         for start in range(rows, self.n, rows):
             out[start : start + rows] = fn(x[start : start + rows])

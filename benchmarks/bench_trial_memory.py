@@ -13,7 +13,7 @@ from pathlib import Path
 
 import tomli_w
 
-from bitscout import search
+from bitscout import job as search
 from bitscout.cli import main
 
 LAYER = {

@@ -17,10 +17,10 @@ import tomli_w
 from rich.console import Console
 
 from bitscout import compare
+from bitscout.build import load_data, train_to
 from bitscout.compare import COLUMNS, CompareResult, run_compare
 from bitscout.config import load_config
 from bitscout.errors import ConfigError
-from bitscout.workflow import load_data, train_to
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "jsc_tiny_lab3.toml"
 STRATEGIES = ["bruteforce", "tpe", "random"]

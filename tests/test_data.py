@@ -5,36 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
 from bitscout.errors import ConfigError
-from bitscout.zoo import data
-from bitscout.zoo.data import JSC_CLASSES, JSC_FEATURES, Splits, load_dataset
+from bitscout.zoo.data import Splits, load_dataset
 
 
 def _rows(x: torch.Tensor) -> set[bytes]:
     return {row.tobytes() for row in x.numpy()}
-
-
-def _jsc_frame(n: int = 500, seed: int = 1) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    # Three decimals so CSV and ARFF text parse to the very same doubles.
-    values = np.round(rng.normal(size=(n, len(JSC_FEATURES))) * 10, 3)
-    frame = pd.DataFrame(values, columns=list(JSC_FEATURES))
-    frame["class"] = [JSC_CLASSES[i % 5] for i in range(n)]
-    return frame
-
-
-def _write_arff(frame: pd.DataFrame, path: Path) -> None:
-    lines = ["@RELATION hls4ml_lhc_jets_hlf", ""]
-    lines += [f"@ATTRIBUTE {name} NUMERIC" for name in JSC_FEATURES]
-    lines += ["@ATTRIBUTE class {g,q,t,w,z}", "", "@DATA"]
-    for row in frame.itertuples(index=False):
-        *features, label = row
-        lines.append(",".join(f"{v:.3f}" for v in features) + f",{label}")
-    path.write_text("\n".join(lines) + "\n")
 
 
 def _all_x(s: Splits) -> torch.Tensor:
@@ -98,92 +77,6 @@ def test_train_standardized_with_train_stats_only() -> None:
     assert torch.isfinite(_all_x(s)).all()
     # Val/test use train statistics, so their means are not forced to 0 exactly.
     assert not torch.allclose(s.x_val.mean(dim=0), torch.zeros(64), atol=1e-6)
-
-
-def test_jsc_csv_and_arff_agree(tmp_path: Path) -> None:
-    frame = _jsc_frame()
-    csv, arff = tmp_path / "jsc.csv", tmp_path / "jsc.arff"
-    frame.to_csv(csv, index=False, float_format="%.3f")
-    _write_arff(frame, arff)
-    a = load_dataset("jsc", path=csv, seed=2)
-    b = load_dataset("jsc", path=str(arff), seed=2)
-    assert a.num_features == 16 and a.num_classes == 5
-    assert a.class_names == ("g", "q", "t", "w", "z")
-    assert len(a.y_train) + len(a.y_val) + len(a.y_test) == 500
-    for name in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"):
-        assert torch.equal(getattr(a, name), getattr(b, name)), name
-
-
-def test_jsc_class_mapping_and_quoted_or_numeric_labels(tmp_path: Path) -> None:
-    frame = _jsc_frame(n=100)
-    frame["class"] = ["t"] * 100  # one class only is enough to read the mapping
-    frame.loc[:19, "class"] = "w"
-    frame.loc[20:39, "class"] = "g"
-    quoted = frame.assign(**{"class": "'" + frame["class"] + "'"})
-    numeric = frame.assign(**{"class": frame["class"].map(JSC_CLASSES.index)})
-    expected = None
-    for i, variant in enumerate((frame, quoted, numeric)):
-        path = tmp_path / f"v{i}.csv"
-        variant.to_csv(path, index=False)
-        s = load_dataset("jsc", path=path, seed=0)
-        labels = torch.cat([s.y_train, s.y_val, s.y_test])
-        assert torch.bincount(labels, minlength=5).tolist() == [20, 0, 60, 20, 0]
-        if expected is not None:
-            assert torch.equal(s.y_test, expected)
-        expected = s.y_test
-
-
-def test_jsc_num_samples_subsample(tmp_path: Path) -> None:
-    path = tmp_path / "jsc.csv"
-    _jsc_frame().to_csv(path, index=False)
-    s = load_dataset("jsc", path=path, num_samples=200, seed=0)
-    labels = torch.cat([s.y_train, s.y_val, s.y_test])
-    assert len(labels) == 200
-    assert torch.bincount(labels).tolist() == [40] * 5
-    with pytest.raises(ConfigError, match=r"dataset_options\.num_samples"):
-        load_dataset("jsc", path=path, num_samples=501)
-    with pytest.raises(ConfigError, match=r"dataset_options\.num_samples"):
-        load_dataset("jsc", path=tmp_path / "absent.csv", num_samples=0)
-
-
-def test_jsc_parquet(tmp_path: Path) -> None:
-    pytest.importorskip("pyarrow")
-    frame = _jsc_frame()
-    csv, parquet = tmp_path / "jsc.csv", tmp_path / "jsc.parquet"
-    frame.to_csv(csv, index=False, float_format="%.3f")
-    frame.to_parquet(parquet)
-    a, b = load_dataset("jsc", path=csv), load_dataset("jsc", path=parquet)
-    # Parquet keeps the exact doubles; CSV text may parse one ulp away.
-    assert torch.allclose(a.x_train, b.x_train, atol=1e-6) and torch.equal(a.y_test, b.y_test)
-
-
-def test_jsc_offline_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    def offline(cache_dir: Path) -> pd.DataFrame:
-        raise OSError("[Errno -3] Temporary failure in name resolution")
-
-    monkeypatch.setattr(data, "_fetch_openml_jsc", offline)
-    with pytest.raises(ConfigError) as info:
-        load_dataset("jsc", cache_dir=tmp_path)
-    message = str(info.value)
-    assert info.value.key == "dataset_path"
-    assert "42468" in message and "dataset_path" in message and "\n" not in message
-
-
-def test_jsc_bad_files(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"dataset_path.*no such file"):
-        load_dataset("jsc", path=tmp_path / "missing.csv")
-    wrong = tmp_path / "jsc.txt"
-    wrong.write_text("x")
-    with pytest.raises(ConfigError, match=r"dataset_path.*unsupported"):
-        load_dataset("jsc", path=wrong)
-    partial = tmp_path / "partial.csv"
-    _jsc_frame(n=50).drop(columns=["j_mass_mmdt", "class"]).to_csv(partial, index=False)
-    with pytest.raises(ConfigError, match=r"dataset_path.*j_mass_mmdt, class"):
-        load_dataset("jsc", path=partial)
-    bad_labels = tmp_path / "labels.csv"
-    _jsc_frame(n=50).assign(**{"class": "x"}).to_csv(bad_labels, index=False)
-    with pytest.raises(ConfigError, match=r"dataset_path.*class must be one of"):
-        load_dataset("jsc", path=bad_labels)
 
 
 @pytest.mark.parametrize(

@@ -207,7 +207,7 @@ def test_a_resume_on_other_validation_data_is_refused(run_dir, tmp_path, capsys,
 
 def test_the_data_file_decides_not_its_path(tmp_path, capsys):
     """The same rows under another path resume; other rows under the same path are refused."""
-    from bitscout.zoo.data import JSC_FEATURES
+    from bitscout.zoo.jsc import FEATURES as JSC_FEATURES
 
     rows = "\n".join(",".join(["0.5"] * 16 + ["g"]) for _ in range(2))
     table = [",".join([*JSC_FEATURES, "class"])]
@@ -308,17 +308,38 @@ def test_an_unreachable_store_never_prints_its_password(run_dir, tmp_path, capsy
     assert secret not in outcome.err + outcome.out and "***" in outcome.err
 
 
-def test_extra_workers_get_the_storage_through_their_environment(run_dir, tmp_path, monkeypatch):
-    from bitscout.study import parallel
+def test_no_worker_shows_the_storage_in_its_command_line(run_dir, tmp_path):
+    """BITSCOUT_STORAGE names the store; n_jobs = 2 forks a worker: neither process's argv
+    (what `ps` shows every local user) holds it, and both workers evaluate."""
+    doc = edit(base_doc(), "search.strategy.setup.n_jobs", 2)
+    doc = edit(doc, "search.strategy.setup.n_trials", 6)
+    config = write_config(tmp_path / "jobs.toml", doc)
+    store = tmp_path / "s3cret-store.journal"
+    driver = Path(__file__).with_name("worker_driver.py")
+    argv = [sys.executable, str(driver), "search", str(config), "--out", str(tmp_path / "o"),
+            "--load", str(run_dir["ckpt"]), "--sampler", "random"]  # fmt: skip
+    env = {**os.environ, "BITSCOUT_STORAGE": str(store), "DRIVER_SLOW_S": "0.3"}
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    cmdlines: list[bytes] = []
+    try:
+        while proc.poll() is None:
+            pids = [proc.pid, *_children(proc.pid)]
+            cmdlines += [Path(f"/proc/{pid}/cmdline").read_bytes() for pid in pids
+                         if Path(f"/proc/{pid}/cmdline").exists()]  # fmt: skip
+            if len(pids) > 1:
+                break
+    finally:
+        _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert cmdlines and not any(b"s3cret" in c for c in cmdlines)
+    study = optuna.load_study(study_name="bitscout", storage=_journal(store))
+    pids = {t.user_attrs["worker"].split(":")[1] for t in study.trials if t.state.is_finished()}
+    assert len(pids) == 2
 
-    seen = []
-    monkeypatch.setattr(parallel.subprocess, "Popen", lambda argv, **kw: seen.append((argv, kw)))
-    url = "postgresql://user:s3c/ret@host/db"
-    argv = parallel.worker_argv(Path("c.toml"), Path("o"), Path("m.pt"), "study", ["--seed=1"])
-    parallel.spawn([argv], url)
-    (got, kwargs), = seen  # fmt: skip
-    assert not any("s3c" in a for a in got)
-    assert kwargs["env"][parallel.STORAGE_ENV] == url
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
 
 
 def test_the_dashboard_line_masks_the_password(monkeypatch, capsys):
@@ -447,7 +468,7 @@ def test_an_empty_study_name_is_refused(run_dir, tmp_path, capsys):
 
 
 def _jsc_csv(path: Path, labels: str, value: str = "0.5") -> Path:
-    from bitscout.zoo.data import JSC_FEATURES
+    from bitscout.zoo.jsc import FEATURES as JSC_FEATURES
 
     lines = [",".join([*JSC_FEATURES, "class"])]
     for i in range(100):

@@ -523,12 +523,14 @@ def test_evaluator_state_isolation(ckpt, data, reference):
 
 @pytest.mark.parametrize("shared", [True, False])
 def test_latency_shared_reaches_the_evaluator(float_model, data, shared):
-    from bitscout.search import make_evaluator
+    from bitscout.evaluate.data import prepare
+    from bitscout.job import Job, make_evaluator
     from bitscout.study.settings import parse_settings
 
     doc = base_doc()
     doc["search"]["strategy"]["setup"]["latency_shared"] = shared
     settings = parse_settings(doc["search"], 0)
     space = parse_space(doc["search"]["search_space"], float_model)
-    evaluator = make_evaluator(settings, space, data, float_model)
+    job = Job(float_model, prepare((data.x_val, data.y_val)), space, settings)
+    evaluator = make_evaluator(job)
     assert evaluator.share_latency is shared

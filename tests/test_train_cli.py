@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from bitscout import quantize_model
+from bitscout.build import load_data, make_model
 from bitscout.cli import main
 from bitscout.config import load_config
 from bitscout.errors import ConfigError
 from bitscout.evaluate.evaluator import evaluate_model
-from bitscout.workflow import load_data, make_model
 from bitscout.zoo.models import build_model
 from bitscout.zoo.train import load_checkpoint
 

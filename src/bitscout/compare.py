@@ -18,17 +18,18 @@ from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
+from bitscout.build import Overrides, check_search, float_model, load_data, make_model
 from bitscout.config import Config
 from bitscout.errors import ConfigError
+from bitscout.evaluate.data import prepare
 from bitscout.evaluate.evaluator import Evaluator
 from bitscout.files import atomic, write_text
+from bitscout.job import Job, make_evaluator
 from bitscout.quant.space import SearchSpace, parse_space
-from bitscout.search import Overrides, check_search, make_evaluator
 from bitscout.study.objective import Objective
 from bitscout.study.settings import SAMPLER_NAMES, StrategySettings
 from bitscout.study.store import done_trials
 from bitscout.study.strategies import STRATEGIES, SearchContext
-from bitscout.workflow import float_model, load_data, make_model
 
 ENUMERABLE_MAX = 100_000  # enumerate the space for the optimum only up to this many candidates
 TOL = 1e-12  # relative: a regret this small is float noise, not a miss
@@ -366,7 +367,10 @@ def run_compare(
     data = load_data(cfg, console)
     space = parse_space(cfg.search.get("search_space", {}), make_model(cfg, data))
     out.mkdir(parents=True, exist_ok=True)  # only once the whole config is known good
-    evaluator = make_evaluator(settings, space, data, float_model(cfg, data, load, out, console))
+    model, _ = float_model(cfg, data, load, out, console)
+    n = settings.num_samples or len(data.y_val)
+    job = Job(model, prepare((data.x_val[:n], data.y_val[:n])), space, settings)
+    evaluator = make_evaluator(job)
     n_trials = trials or settings.n_trials or space.size
     optimum = find_optimum(space, evaluator, settings.objective, console)
     console.print(

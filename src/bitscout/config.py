@@ -11,6 +11,7 @@ from typing import Any
 from bitscout.errors import ConfigError
 from bitscout.quant.apply import QuantPlan, parse_plan
 from bitscout.validate import SEED_MAX, check_keys, finite_float
+from bitscout.zoo.plugins import resolve_spec
 
 # MASE keys that a Lab config carries but bitscout has no use for: accepted, ignored.
 MASE_IGNORED = (
@@ -98,9 +99,10 @@ class Config:
         dataset_path = _string(raw, "dataset_path", None)
         if dataset_path and source is not None and not Path(dataset_path).is_absolute():
             dataset_path = str((source.parent / dataset_path).resolve())
+        base = None if source is None else source.parent
         return cls(
-            model=_name(raw, "model", cls.model),
-            dataset=_name(raw, "dataset", cls.dataset),
+            model=resolve_spec(_name(raw, "model", cls.model), base),
+            dataset=resolve_spec(_name(raw, "dataset", cls.dataset), base),
             dataset_path=dataset_path,
             dataset_options=_table(raw, "dataset_options"),
             model_options=_table(raw, "model_options"),

@@ -109,3 +109,15 @@ def best_entry(trial: FrozenTrial | None) -> dict[str, Any] | None:
         "metrics": trial.user_attrs["metrics"],
         "objective": list(trial.values),
     }
+
+
+def objective_spec(objective: Objective) -> dict[str, Any]:
+    """The objective as summary.json records it, so a report can re-read and re-rank."""
+    return {
+        "single": objective.single,
+        "direction": objective.direction,
+        "metrics": [
+            {"name": m.name, "scale": m.scale, "direction": m.direction} for m in objective.metrics
+        ],
+        "constraints": [str(c) for c in objective.constraints],
+    }

@@ -3,9 +3,12 @@
 from collections.abc import Mapping
 from types import TracebackType
 
+from optuna.trial import FrozenTrial
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
+from bitscout.outputs import ranked
 from bitscout.quant.space import Choice
 from bitscout.study.objective import Objective
 from bitscout.study.store import Result
@@ -70,3 +73,30 @@ class Reporter:
                 self.best = value
         best = "" if self.best is None else f"best {self.best:.6g}"
         self.progress.update(self.task, advance=1, description=best)
+
+
+def show_best(console: Console, objective: Objective, done: list[FrozenTrial]) -> None:
+    """The best candidates (or the Pareto set), the best config and its score."""
+    rows = ranked(done, objective, top=10)
+    if not rows:
+        console.print("no feasible candidate found")
+        return
+    title = "best candidates" if objective.single else "Pareto set"
+    table = Table(title=title)
+    table.add_column("trial", justify="right")
+    table.add_column("config")
+    for m in objective.names:
+        table.add_column(m, justify="right")
+    table.add_column("objective", justify="right")
+    for t in rows:
+        metrics = t.user_attrs["metrics"]
+        table.add_row(
+            str(t.number),
+            config_text(t.params),
+            *[f"{metrics[m]:.6g}" for m in objective.names],
+            ", ".join(f"{v:.6g}" for v in t.values),
+        )
+    console.print(table)
+    best = rows[0]
+    console.print(f"best config: {config_text(best.params)}")
+    console.print(f"best score: {', '.join(f'{v:.6g}' for v in best.values)}")

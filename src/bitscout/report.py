@@ -2,7 +2,6 @@
 
 import json
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,13 +11,7 @@ import pandas as pd
 
 from bitscout.errors import ConfigError
 from bitscout.evaluate.metrics import get_metric
-from bitscout.study.objective import (
-    Constraint,
-    MetricSpec,
-    Objective,
-    pareto_front,
-    parse_constraint,
-)
+from bitscout.study.objective import MetricSpec, Objective, constraint_text, pareto_front
 
 Z95 = 1.959963984540054  # standard normal quantile for a two-sided 95% interval
 
@@ -35,7 +28,7 @@ class Run:
 
 def objective_from_spec(spec: dict[str, Any]) -> Objective:
     metrics = tuple(MetricSpec(m["name"], m["scale"], m["direction"]) for m in spec["metrics"])
-    constraints = tuple(_constraint(text, "summary.json") for text in spec["constraints"])
+    constraints = tuple(constraint_text(text, "summary.json") for text in spec["constraints"])
     return Objective(metrics, spec["single"], spec["direction"], constraints)
 
 
@@ -71,18 +64,11 @@ def parse_objective_arg(text: str) -> list[MetricSpec]:
     return specs
 
 
-def _constraint(text: str, key: str) -> Constraint:
-    match = re.match(r"^\s*([A-Za-z_]\w*)\s*(.*)$", text)
-    if match is None:
-        raise ConfigError(key, 'must look like "accuracy>=0.9"', text)
-    return parse_constraint(match.group(1), match.group(2), key)
-
-
 def rerank_objective(run: Run, objective: str | None, constraints: list[str]) -> Objective:
     """The run's objective with `--objective` scales and/or `--constraint`s replacing its own."""
     base = run.objective
     metrics = tuple(parse_objective_arg(objective)) if objective else base.metrics
-    cons = tuple(_constraint(c, "--constraint") for c in constraints) or base.constraints
+    cons = tuple(constraint_text(c, "--constraint") for c in constraints) or base.constraints
     single = True if objective else base.single
     new = Objective(metrics, single, "maximize" if objective else base.direction, cons)
     missing = [m for m in [*new.names, *(c.metric for c in cons)] if m not in run.trials]

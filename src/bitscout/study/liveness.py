@@ -25,6 +25,15 @@ INTERRUPTED = "interrupted"
 _TOKEN = uuid.uuid4().hex[:8]
 
 
+def _new_token() -> None:
+    """A forked worker is a worker of its own, whatever pid the parent had."""
+    global _TOKEN
+    _TOKEN = uuid.uuid4().hex[:8]
+
+
+os.register_at_fork(after_in_child=_new_token)
+
+
 def worker_id() -> str:
     """host:pid:token; the token tells this process from a dead one that had the same pid."""
     return f"{socket.gethostname()}:{os.getpid()}:{_TOKEN}"

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from bitscout.errors import ConfigError
-from bitscout.evaluate.metrics import get_metric
+from bitscout.evaluate.metrics import Metric, get_metric
 from bitscout.validate import check_keys, finite_float
 
 DIRECTIONS = ("maximize", "minimize")
@@ -48,14 +48,26 @@ class Constraint:
         return f"{self.metric} {self.op} {self.bound!r}"
 
 
-def parse_constraint(metric: str, text: object, key: str) -> Constraint:
+def parse_constraint(
+    metric: str, text: object, key: str, extra: Mapping[str, Metric] | None = None
+) -> Constraint:
     match = _CONSTRAINT.match(text) if isinstance(text, str) else None
     if match is None:
         raise ConfigError(
             key, 'must be a comparison such as ">= 0.9" (ops: >=, <=, >, <, ==)', text
         )
-    get_metric(metric, key)
+    get_metric(metric, key, extra)
     return Constraint(metric, match.group(1), float(match.group(2)))
+
+
+def constraint_text(
+    text: object, key: str, extra: Mapping[str, Metric] | None = None
+) -> Constraint:
+    """A whole constraint, `accuracy >= 0.9`."""
+    match = re.match(r"^\s*([A-Za-z_]\w*)\s*(.*)$", text) if isinstance(text, str) else None
+    if match is None:
+        raise ConfigError(key, 'must look like "accuracy >= 0.9"', text)
+    return parse_constraint(match.group(1), match.group(2), key, extra)
 
 
 @dataclass(frozen=True)
@@ -97,7 +109,7 @@ class Objective:
 
 
 def _metric_spec(name: str, raw: object, key: str) -> MetricSpec:
-    metric = get_metric(name, key)
+    metric = get_metric(name, key)  # registered metrics: a config cannot define its own
     if not isinstance(raw, Mapping):
         raise ConfigError(key, "must be a table with `scale` and `direction`", raw)
     check_keys(raw, ("scale", "direction"), key)
@@ -128,6 +140,43 @@ def parse_objective(
         raise ConfigError(f"{key}.constraints", "must be a table", constraints)
     cons = tuple(parse_constraint(n, v, f"{key}.constraints.{n}") for n, v in constraints.items())
     return Objective(specs, single, direction, cons)
+
+
+def objective_from(
+    spec: Mapping[str, Any] | Sequence[str],
+    constraints: Sequence[str] = (),
+    extra: Mapping[str, Metric] | None = None,
+) -> Objective:
+    """The Python API's objective: `{"accuracy": 2.0, "average_bitwidth": -0.1}` is one
+    maximized weighted sum (MASE's `sum_scaled_metrics`); `["accuracy", "bops"]` a Pareto
+    search with each metric's own direction, `{"accuracy": "maximize", "bops": "minimize"}`
+    one with the directions given."""
+    names = list(spec)
+    if not names:
+        raise ConfigError("objective", "needs at least one metric", spec)
+    metrics = {n: get_metric(n, f"objective.{n}", extra) for n in names}
+    values = list(spec.values()) if isinstance(spec, Mapping) else []
+    if values and all(isinstance(v, str) for v in values):
+        for name, direction in zip(names, values, strict=True):
+            if direction not in DIRECTIONS:
+                raise ConfigError(f"objective.{name}", f"must be one of {list(DIRECTIONS)}",
+                                  direction)  # fmt: skip
+        specs = tuple(MetricSpec(n, 1.0, d) for n, d in zip(names, values, strict=True))
+        single = False
+    elif values:
+        scales = [finite_float(v) for v in values]
+        if None in scales:
+            rule = "scales must be finite numbers (or all directions, for a Pareto search)"
+            raise ConfigError("objective", rule, dict(spec))
+        specs = tuple(
+            MetricSpec(n, s, metrics[n].direction) for n, s in zip(names, scales, strict=True)
+        )  # type: ignore[arg-type]
+        single = True
+    else:
+        specs = tuple(MetricSpec(n, 1.0, metrics[n].direction) for n in names)
+        single = False
+    cons = tuple(constraint_text(c, "constraints", extra) for c in constraints)
+    return Objective(specs, single, "maximize", cons)
 
 
 def dominates(a: Sequence[float], b: Sequence[float], directions: Sequence[str]) -> bool:

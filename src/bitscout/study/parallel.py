@@ -1,34 +1,35 @@
-"""`n_jobs > 1`: more worker processes on the same study (processes, not threads: PyTorch
-and Python's GIL make threads share one core's worth of evaluation)."""
+"""`n_jobs > 1`: more worker processes on the same study (processes, not threads: PyTorch and
+Python's GIL make threads share one core's worth of evaluation).
 
+Workers are forked once the model, the data and the evaluator are ready, so they start at
+once, share those pages with the parent, need no config file and see exactly the model and
+data the parent sees (a plug-in or an in-memory model alike). Each opens the store again and
+runs the strategy with its own seed; the parent writes the outputs once all are done.
+"""
+
+import contextlib
+import multiprocessing
 import os
-import subprocess
 import sys
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Callable, Sequence
+from multiprocessing.process import BaseProcess
 
 from rich.console import Console
 
 from bitscout.errors import ConfigError
 
-# The storage URL reaches extra workers through their environment, which only their user can
-# read, not through argv, which any local user sees in `ps`: it may hold a password.
+# `--storage` may come from the environment: it keeps a password out of `ps` and shell history.
 STORAGE_ENV = "BITSCOUT_STORAGE"
+INTERRUPTED_EXIT = 130
 
 
-def worker_argv(
-    config: Path, out: Path, checkpoint: Path, study: str, flags: Sequence[str]
-) -> list[str]:
-    """The command line of one extra worker: the same search, the same checkpoint and study
-    (and the same storage, from `spawn`'s environment)."""
-    return [
-        sys.executable, "-m", "bitscout", "search", str(config), "--out", str(out),
-        "--load", str(checkpoint), "--study", study, "--child", *flags,
-    ]  # fmt: skip
-
-
-def check_shareable(storage: str, n_jobs: int) -> None:
-    if n_jobs > 1 and storage.startswith("sqlite:"):
+def check_shareable(storage: str | None, n_jobs: int) -> None:
+    if n_jobs <= 1:
+        return
+    if storage is None:
+        rule = "needs a store several processes can share: give an output directory or storage"
+        raise ConfigError("search.strategy.setup.n_jobs", rule, n_jobs)
+    if storage.startswith("sqlite:"):
         raise ConfigError(
             "search.strategy.setup.n_jobs",
             "needs a store several processes can write: a journal file (the default) or "
@@ -37,30 +38,41 @@ def check_shareable(storage: str, n_jobs: int) -> None:
         )
 
 
-def spawn(argvs: Sequence[list[str]], storage: str) -> list[subprocess.Popen]:
-    """Start the extra workers on `storage`; their own output is dropped (the parent reports
-    progress)."""
-    env = {**os.environ, STORAGE_ENV: storage}
-    return [
-        subprocess.Popen(
-            argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env
-        )
-        for argv in argvs
-    ]
+def _child(work: Callable[[int], None], index: int) -> None:
+    """One extra worker: quiet on stdout, one line on stderr when it fails."""
+    with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
+        try:
+            work(index)
+        except KeyboardInterrupt:
+            sys.exit(INTERRUPTED_EXIT)
+        except Exception as err:  # noqa: BLE001 - reported in one line, then exit 1
+            text = " ".join(f"{type(err).__name__}: {err}".split())
+            print(f"bitscout: worker {index}: error: {text}", file=sys.stderr)
+            sys.exit(1)
 
 
-def join(procs: Sequence[subprocess.Popen], console: Console) -> None:
+def fork(n_jobs: int, work: Callable[[int], None]) -> list[BaseProcess]:
+    """Start workers 1..n_jobs-1 running `work(index)`."""
+    if n_jobs <= 1:
+        return []
+    context = multiprocessing.get_context("fork")
+    procs = [context.Process(target=_child, args=(work, i)) for i in range(1, n_jobs)]
+    for proc in procs:
+        proc.start()
+    return procs
+
+
+def join(procs: Sequence[BaseProcess], console: Console) -> None:
     """Wait for the extra workers; on an interruption, stop them too (their running trials
     are recorded as interrupted and run again on resume)."""
     try:
         for proc in procs:
-            _, err = proc.communicate()
-            if proc.returncode not in (0, 130):
-                last = (err or "").strip().splitlines()[-1:] or ["no message"]
-                console.print(f"a worker process ended with status {proc.returncode}: {last[0]}")
+            proc.join()
+            if proc.exitcode not in (0, INTERRUPTED_EXIT):
+                console.print(f"a worker process ended with status {proc.exitcode}")
     except BaseException:
         for proc in procs:
             proc.terminate()
         for proc in procs:
-            proc.wait()
+            proc.join()
         raise

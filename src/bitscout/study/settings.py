@@ -105,20 +105,25 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
-def _n_jobs(setup: Mapping[str, Any], key: str) -> int:
-    """`n_jobs`, refused above `n_jobs_limit` (default: JOBS_PER_CPU per CPU of this machine)."""
-    n_jobs = _default(_int(setup, "n_jobs", key, 1), 1)
-    limit = _int(setup, "n_jobs_limit", key, 1)
+def check_n_jobs(n_jobs: int, key: str, limit: int | None = None) -> int:
+    """`n_jobs` refused above `limit` (default: JOBS_PER_CPU per CPU of this machine)."""
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs < 1:
+        raise ConfigError(key, "must be an integer >= 1", n_jobs)
     if limit is not None and n_jobs > limit:
-        raise ConfigError(f"{key}.n_jobs", f"must be at most n_jobs_limit = {limit}", n_jobs)
+        raise ConfigError(key, f"must be at most n_jobs_limit = {limit}", n_jobs)
     cpus = cpu_count()
     if limit is None and n_jobs > JOBS_PER_CPU * cpus:
         rule = (
             f"must be at most {JOBS_PER_CPU * cpus} on this machine ({cpus} CPUs x "
-            f"{JOBS_PER_CPU}); set {key}.n_jobs_limit to allow more"
+            f"{JOBS_PER_CPU}); set n_jobs_limit to allow more"
         )
-        raise ConfigError(f"{key}.n_jobs", rule, n_jobs)
+        raise ConfigError(key, rule, n_jobs)
     return n_jobs
+
+
+def _n_jobs(setup: Mapping[str, Any], key: str) -> int:
+    n_jobs = _default(_int(setup, "n_jobs", key, 1), 1)
+    return check_n_jobs(n_jobs, f"{key}.n_jobs", _int(setup, "n_jobs_limit", key, 1))
 
 
 def _num_samples(strategy: Mapping[str, Any], setup: Mapping[str, Any]) -> int | None:

@@ -172,7 +172,7 @@ def _check(name: str, settled: Mapping[str, Any], mine: Mapping[str, Any]) -> No
 
 
 def open_study(
-    url: str,
+    url: str | BaseStorage,
     name: str,
     objective: Objective,
     meta: Mapping[str, Any],
@@ -184,7 +184,7 @@ def open_study(
     hash they produce, so the message names the setting that changed)."""
     mine = json.loads(json.dumps(dict(meta)))  # as the store gives it back: lists, not tuples
     try:
-        storage = _open_any(url, notify)
+        storage = url if isinstance(url, BaseStorage) else _open_any(url, notify)
         _create(storage, name, list(objective.directions))
         study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
         # A study made by an earlier bitscout keeps its fingerprint in its user attrs.
@@ -193,7 +193,7 @@ def open_study(
     except ConfigError:
         raise
     except Exception as err:  # any driver error means a bad or unreachable store
-        raise _storage_error(url, err) from err
+        raise _storage_error(str(url), err) from err
     stored = [d.name.lower() for d in study.directions]
     if stored != list(objective.directions):
         raise ConfigError(

@@ -193,6 +193,15 @@ def csv_columns(space: SearchSpace, objective: Objective, names: Sequence[str]) 
     return columns + ["duration_s", "reason"]
 
 
+def trial_rows(
+    study: optuna.Study, space: SearchSpace, objective: Objective, metric_names: Sequence[str]
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """trials.csv's rows (every trial, in the order they finished) and its columns."""
+    names = list(dict.fromkeys([*objective.names, *metric_names]))
+    trials = finish_order(study.get_trials(deepcopy=False))
+    return [_row(t, space, objective, names) for t in trials], csv_columns(space, objective, names)
+
+
 class TrialsCsv:
     """`trials.csv`: rewritten whole from the store (at the start and the end of a search) and
     appended to as this worker's trials finish, so it is current while a search runs."""
@@ -211,12 +220,12 @@ class TrialsCsv:
 
     def rewrite(self) -> int:
         """Write every trial of the study (atomically); return the row count."""
-        trials = finish_order(self.study.get_trials(deepcopy=False))
+        rows, _ = trial_rows(self.study, self.space, self.objective, self.names)
         with atomic(self.path) as tmp, tmp.open("w", newline="") as f:
             writer = self._writer(f)
             writer.writeheader()
-            writer.writerows(_row(t, self.space, self.objective, self.names) for t in trials)
-        return len(trials)
+            writer.writerows(rows)
+        return len(rows)
 
     def _writer(self, f: TextIO) -> csv.DictWriter:
         return csv.DictWriter(

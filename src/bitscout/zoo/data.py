@@ -1,11 +1,17 @@
-"""Datasets as standardized train/val/test tensors, looked up by name in `DATASETS`."""
+"""Datasets by name (`DATASETS`) or plug-in spec, as train/val/test tensors.
+
+Built-in datasets (digits, fake, jsc) are split here (stratified, seeded) and standardized with
+the training split's statistics. A user's dataset (a registered loader or a `file.py:load`
+plug-in) is used exactly as it is returned: `(x, y)` validation data, or a dict of `train`,
+`val` and optional `test` pairs.
+"""
 
 from __future__ import annotations
 
 import inspect
 import math
 import numbers
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,27 +21,39 @@ import pandas as pd
 import torch
 
 from bitscout.errors import ConfigError
+from bitscout.evaluate.data import pair
 from bitscout.registry import Registry
+from bitscout.zoo import jsc
+from bitscout.zoo.plugins import call_plugin, is_spec, load_callable
 
 
 @dataclass(frozen=True)
 class Splits:
-    """Standardized float32 features [N, F] and int64 labels [N] for each split."""
+    """Float32 features [N, ...] and targets [N, ...] for each split; a user's dataset may
+    have no train or test split (None)."""
 
-    x_train: torch.Tensor
-    y_train: torch.Tensor
     x_val: torch.Tensor
     y_val: torch.Tensor
-    x_test: torch.Tensor
-    y_test: torch.Tensor
-    num_features: int
-    num_classes: int
-    class_names: tuple[str, ...]
+    x_train: torch.Tensor | None = None
+    y_train: torch.Tensor | None = None
+    x_test: torch.Tensor | None = None
+    y_test: torch.Tensor | None = None
+    num_features: int | None = None
+    num_classes: int | None = None
+    class_names: tuple[str, ...] = ()
+
+    @property
+    def has_train(self) -> bool:
+        return self.x_train is not None
+
+    @property
+    def has_test(self) -> bool:
+        return self.x_test is not None
 
 
 @dataclass(frozen=True)
 class _Raw:
-    """What a dataset loader hands back before splitting and standardizing."""
+    """What a built-in loader hands back before splitting and standardizing."""
 
     x: np.ndarray
     y: np.ndarray
@@ -46,26 +64,41 @@ class _Raw:
 
 @dataclass(frozen=True)
 class _Source:
-    """Where and how to load; passed to every loader, separate from its user options."""
+    """Where and how to load; passed to every built-in loader, apart from its user options."""
 
     seed: int
     path: Path | None
     cache_dir: Path
 
 
-Loader = Callable[..., _Raw]
-DATASETS: Registry[Loader] = Registry("dataset")
-_SPLIT_OPTIONS = {"val_fraction": 0.2, "test_fraction": 0.2}
+@dataclass(frozen=True)
+class Dataset:
+    """A registered dataset: a built-in loader `(source, **options) -> _Raw`, or a user's
+    `(**options) -> (x, y) | {"train": ..., "val": ..., "test": ...}`."""
 
-JSC_OPENML_ID = 42468
-JSC_FEATURES = (
-    "j_zlogz", "j_c1_b0_mmdt", "j_c1_b1_mmdt", "j_c1_b2_mmdt", "j_c2_b1_mmdt", "j_c2_b2_mmdt",
-    "j_d2_b1_mmdt", "j_d2_b2_mmdt", "j_d2_a1_b1_mmdt", "j_d2_a1_b2_mmdt", "j_m2_b1_mmdt",
-    "j_m2_b2_mmdt", "j_n2_b1_mmdt", "j_n2_b2_mmdt", "j_mass_mmdt", "j_multiplicity",
-)  # fmt: skip
-JSC_TARGET = "class"
-JSC_CLASSES = ("g", "q", "t", "w", "z")
+    loader: Callable[..., Any]
+    builtin: bool = False
+
+
+DATASETS: Registry[Dataset] = Registry("dataset")
+_SPLIT_OPTIONS = {"val_fraction": 0.2, "test_fraction": 0.2}
+USER_SPLITS = ("train", "val", "test")
 DEFAULT_CACHE_DIR = Path("~/.cache/bitscout/openml")
+
+
+def register_dataset(name: str, loader: Callable[..., Any]) -> None:
+    """Make `loader(**options)` the dataset `name` (`dataset = "name"` in a config, options
+    from `[dataset_options]`). It returns `(x, y)` arrays or tensors of validation data, or a
+    dict with `train`, `val` and optionally `test` pairs; they are used as returned."""
+    DATASETS.register(name)(Dataset(loader))
+
+
+def _builtin(name: str) -> Callable[[Callable], Callable]:
+    def add(loader: Callable) -> Callable:
+        DATASETS.register(name)(Dataset(loader, builtin=True))
+        return loader
+
+    return add
 
 
 def load_dataset(
@@ -76,13 +109,17 @@ def load_dataset(
     cache_dir: str | Path | None = None,
     **options: Any,
 ) -> Splits:
-    """Load dataset `name`, split it (stratified unless noted) and standardize on train stats.
-
-    Options common to all datasets: `val_fraction`, `test_fraction` (both default 0.2).
-    """
-    loader = DATASETS.get(name, "dataset")
+    """Dataset `name` (registered, or a plug-in spec `file.py:load`). Built-ins are split
+    (stratified unless noted) and standardized on train statistics; options common to them:
+    `val_fraction`, `test_fraction` (both default 0.2)."""
     if not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or not 0 <= seed < 2**32:
         raise ConfigError("seed", "must be an integer in [0, 2**32)", seed)
+    if is_spec(name):
+        return _user(load_callable(name, "dataset"), name, seed, path, options)
+    dataset = DATASETS.get(name, "dataset")
+    if not dataset.builtin:
+        return _user(dataset.loader, name, seed, path, options)
+    loader = dataset.loader
     own = _loader_options(loader)
     unknown = sorted(set(options) - own - set(_SPLIT_OPTIONS))
     if unknown:
@@ -103,7 +140,56 @@ def load_dataset(
     return _to_splits(raw, *parts)
 
 
-def _loader_options(loader: Loader) -> set[str]:
+def _user(
+    loader: Callable[..., Any], name: str, seed: int, path: str | Path | None, options: dict
+) -> Splits:
+    """A user's dataset: its loader called with the options (and `seed`, `path` when it takes
+    them), its arrays used as returned."""
+    params = _parameters(loader)
+    extra: dict[str, Any] = {"seed": seed} if "seed" in params else {}
+    if path is not None:
+        if "path" not in params:
+            raise ConfigError("dataset_path", f"dataset {name!r} takes no path", str(path))
+        extra["path"] = str(path)
+    return user_splits(call_plugin(loader, {**options, **extra}, name, "dataset"), name)
+
+
+def _parameters(fn: Callable[..., Any]) -> set[str]:
+    try:
+        return set(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):
+        return set()
+
+
+def user_splits(result: Any, name: str) -> Splits:
+    """What a user's loader returned, checked, as Splits: floating features as float32,
+    targets as given."""
+    key = f"dataset {name!r}"
+    if isinstance(result, Mapping):
+        unknown = sorted(set(result) - set(USER_SPLITS))
+        if unknown or "val" not in result:
+            rule = "must return (x, y) or a dict with 'val' and optionally 'train' and 'test'"
+            raise ConfigError(key, rule, sorted(result))
+        parts = {k: pair(v, f"{key} {k!r}") for k, v in result.items()}
+    else:
+        parts = {"val": pair(result, key)}
+    parts = {k: (x.float() if x.is_floating_point() else x, y) for k, (x, y) in parts.items()}
+    ys = [y for _, y in parts.values()]
+    classes = None
+    if all(not (y.is_floating_point() or y.is_complex()) and y.dim() == 1 for y in ys):
+        classes = int(max(int(y.max()) for y in ys)) + 1
+    x_val = parts["val"][0]
+    return Splits(
+        x_val=x_val, y_val=parts["val"][1],
+        x_train=parts.get("train", (None, None))[0], y_train=parts.get("train", (None, None))[1],
+        x_test=parts.get("test", (None, None))[0], y_test=parts.get("test", (None, None))[1],
+        num_features=x_val.shape[1] if x_val.dim() == 2 else None,
+        num_classes=classes,
+        class_names=tuple(str(i) for i in range(classes or 0)),
+    )  # fmt: skip
+
+
+def _loader_options(loader: Callable[..., Any]) -> set[str]:
     # A loader's keyword-only parameters are its user options, so declaring an option and
     # validating against it cannot drift apart.
     params = inspect.signature(loader).parameters.values()
@@ -183,7 +269,10 @@ def _to_splits(raw: _Raw, train: np.ndarray, val: np.ndarray, test: np.ndarray) 
 def data_warnings(data: Splits) -> list[str]:
     """What makes results on `data` suspicious though not impossible: one class only (every
     model is then 100% accurate)."""
-    classes = torch.unique(data.y_train).tolist()
+    y = data.y_train
+    if y is None or y.is_floating_point() or not data.class_names:
+        return []
+    classes = torch.unique(y).tolist()
     if len(classes) >= 2:
         return []
     found = ", ".join(data.class_names[int(c)] for c in classes) or "none"
@@ -198,7 +287,7 @@ def _no_path(name: str, path: Path | None) -> None:
         raise ConfigError("dataset_path", f"dataset {name!r} does not read a file", str(path))
 
 
-@DATASETS.register("digits")
+@_builtin("digits")
 def _digits(source: _Source) -> _Raw:
     from sklearn.datasets import load_digits
 
@@ -207,7 +296,7 @@ def _digits(source: _Source) -> _Raw:
     return _Raw(x=x, y=y, class_names=tuple(str(i) for i in range(10)))
 
 
-@DATASETS.register("fake")
+@_builtin("fake")
 def _fake(
     source: _Source,
     *,
@@ -229,118 +318,30 @@ def _fake(
     return _Raw(x=x, y=y, class_names=tuple(str(i) for i in range(c)), stratify=False)
 
 
-@DATASETS.register("jsc")
+@_builtin("jsc")
 def _jsc(source: _Source, *, num_samples: int | None = None) -> _Raw:
     # Validate before reading: a typo should not cost an 830k-row download or parse.
     n = None if num_samples is None else _positive_int("num_samples", num_samples)
     path = source.path
-    frame = _read_jsc_file(path) if path is not None else _download_jsc(source.cache_dir)
-    where = str(path) if path is not None else f"OpenML dataset {JSC_OPENML_ID}"
-    x, y = _jsc_arrays(frame, where)
+    frame = jsc.read_file(path) if path is not None else _download_jsc(source.cache_dir)
+    where = str(path) if path is not None else f"OpenML dataset {jsc.OPENML_ID}"
+    x, y = jsc.arrays(frame, where)
     if n is not None:
         x, y = _subsample(x, y, n, source.seed)
-    return _Raw(x=x, y=y, class_names=JSC_CLASSES)
-
-
-def _fetch_openml_jsc(cache_dir: Path) -> pd.DataFrame:
-    """Download (once; then from `cache_dir`) the JSC frame. Tests monkeypatch this."""
-    from sklearn.datasets import fetch_openml
-
-    bunch = fetch_openml(data_id=JSC_OPENML_ID, as_frame=True, data_home=str(cache_dir),
-                         parser="auto")  # fmt: skip
-    return bunch.frame
+    return _Raw(x=x, y=y, class_names=jsc.CLASSES)
 
 
 def _download_jsc(cache_dir: Path) -> pd.DataFrame:
     try:
-        return _fetch_openml_jsc(cache_dir)
+        return jsc.fetch_frame(cache_dir)
     except Exception as exc:  # any fetch failure gets the same offline advice
         reason = " ".join(f"{type(exc).__name__}: {exc}".split())
         raise ConfigError(
             "dataset_path",
             f"could not download the JSC data ({reason}); on a machine with internet, "
-            f"download OpenML dataset {JSC_OPENML_ID} (hls4ml_lhc_jets_hlf) as CSV, ARFF or "
+            f"download OpenML dataset {jsc.OPENML_ID} (hls4ml_lhc_jets_hlf) as CSV, ARFF or "
             'Parquet and set dataset_path = "/path/to/file" in the config',
         ) from exc
-
-
-def _read_jsc_file(path: Path) -> pd.DataFrame:
-    suffix = path.suffix.lower()
-    readers: dict[str, Callable[[Path], pd.DataFrame]] = {
-        ".csv": pd.read_csv,
-        ".parquet": _read_parquet,
-        ".arff": _read_arff,
-    }
-    if suffix not in readers:
-        rule = f"unsupported file type {suffix or '(none)'!r}; use .csv, .parquet or .arff"
-        raise ConfigError("dataset_path", rule, str(path))
-    if not path.is_file():
-        raise ConfigError("dataset_path", "no such file", str(path))
-    try:
-        frame = readers[suffix](path)
-    except ConfigError:
-        raise
-    except Exception as exc:  # readers raise many types; all mean unreadable
-        reason = " ".join(f"{type(exc).__name__}: {exc}".split())
-        raise ConfigError("dataset_path", f"cannot read file ({reason})", str(path)) from exc
-    # Exports differ in quoting header names ('j_zlogz' vs j_zlogz); compare bare names.
-    frame.columns = [str(c).strip().strip("'\"") for c in frame.columns]
-    missing = [c for c in (*JSC_FEATURES, JSC_TARGET) if c not in frame.columns]
-    if missing:
-        raise ConfigError("dataset_path", f"missing columns: {', '.join(missing)}", str(path))
-    return frame
-
-
-def _read_parquet(path: Path) -> pd.DataFrame:
-    try:
-        return pd.read_parquet(path)
-    except ImportError as exc:
-        rule = "reading .parquet needs pyarrow: pip install pyarrow"
-        raise ConfigError("dataset_path", rule, str(path)) from exc
-
-
-def _read_arff(path: Path) -> pd.DataFrame:
-    # scipy ships with scikit-learn; if it is missing, the caller reports the ImportError.
-    from scipy.io import arff
-
-    data, _ = arff.loadarff(path)
-    frame = pd.DataFrame(data)
-    for column in frame.columns:
-        if frame[column].dtype == object:  # nominal values come back as bytes
-            frame[column] = frame[column].str.decode("utf-8")
-    return frame
-
-
-def _jsc_arrays(frame: pd.DataFrame, where: str) -> tuple[np.ndarray, np.ndarray]:
-    try:
-        x = frame[list(JSC_FEATURES)].apply(pd.to_numeric).to_numpy(np.float64)
-    except (ValueError, TypeError) as exc:
-        raise ConfigError("dataset_path", f"non-numeric feature values ({exc})", where) from exc
-    kinds = (("missing values (empty or NaN)", np.isnan(x)), ("infinite values", np.isinf(x)))
-    for kind, bad in kinds:
-        if bad.any():
-            column = JSC_FEATURES[int(np.flatnonzero(bad.any(axis=0))[0])]
-            rule = f"feature column {column} holds {kind} in {int(bad.any(axis=1).sum())} rows"
-            raise ConfigError("dataset_path", rule, where)
-    return x, _jsc_labels(frame[JSC_TARGET], where)
-
-
-def _jsc_labels(target: pd.Series, where: str) -> np.ndarray:
-    if pd.api.types.is_numeric_dtype(target):
-        # Some exports already store the class index 0..4 instead of the letter.
-        y = target.to_numpy()
-        if not np.isin(y, np.arange(len(JSC_CLASSES))).all():
-            bad = sorted(set(np.unique(y)) - set(range(len(JSC_CLASSES))))[:5]
-            raise ConfigError("dataset_path", f"class indices must be 0..4, found {bad}", where)
-        return y.astype(np.int64)
-    names = target.astype(str).str.strip().str.strip("'\"").str.lower()
-    index = {name: i for i, name in enumerate(JSC_CLASSES)}
-    y = names.map(index)
-    if y.isna().any():
-        bad = sorted(set(names[y.isna()]))[:5]
-        allowed = ", ".join(JSC_CLASSES)
-        raise ConfigError("dataset_path", f"class must be one of {allowed}, found {bad}", where)
-    return y.to_numpy(np.int64)
 
 
 def _subsample(x: np.ndarray, y: np.ndarray, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -6,13 +6,14 @@ MASE config's `seq_blocks_2` names the same layer here.
 
 import inspect
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from torch import nn
 
 from bitscout.errors import ConfigError
 from bitscout.registry import Registry
+from bitscout.zoo.plugins import call_plugin, is_spec, load_callable
 
 Builder = Callable[..., nn.Module]
 MODELS: Registry[Builder] = Registry("model")
@@ -111,14 +112,42 @@ def cnn(
     )  # fmt: skip
 
 
+def register_model(name: str, builder: Builder) -> None:
+    """Make `builder(**options)` the model `name` (`model = "name"` in a config, options from
+    `[model_options]`); it may also take `num_features` and `num_classes` from the data."""
+    MODELS.register(name)(builder)
+
+
 def build_model(name: str, **kwargs: Any) -> nn.Module:
-    """Build registered model `name`; `kwargs` are its options (see each builder)."""
-    builder = MODELS.get(name, "model")
-    allowed = inspect.signature(builder).parameters
-    for option in kwargs:
-        if option not in allowed:
-            known = ", ".join(p for p in allowed if p not in ("num_features", "num_classes"))
-            raise ConfigError(
-                f"model_options.{option}", f"unknown option for {name}; known: {known or 'none'}"
-            )
-    return builder(**kwargs)
+    """Build model `name` (registered, or a plug-in spec `file.py:build`); `kwargs` are its
+    options, and `num_features`/`num_classes` from the data, which a builder may take or not."""
+    builder = load_callable(name, "model") if is_spec(name) else MODELS.get(name, "model")
+    allowed = _parameters(builder)
+    data = {k: kwargs.pop(k) for k in ("num_features", "num_classes") if k in kwargs}
+    takes_any = allowed is None or any(p.kind is p.VAR_KEYWORD for p in allowed.values())
+    data = {k: v for k, v in data.items() if takes_any or k in (allowed or {})}
+    if is_spec(name):
+        model = call_plugin(builder, {**kwargs, **data}, name, "model")
+    else:
+        for option in kwargs:
+            if option not in (allowed or {}):
+                known = ", ".join(p for p in allowed or {} if p not in DATA_OPTIONS)
+                raise ConfigError(
+                    f"model_options.{option}",
+                    f"unknown option for {name}; known: {known or 'none'}",
+                )
+        model = builder(**kwargs, **data)
+    if not isinstance(model, nn.Module):
+        rule = f"{name!r} returned {type(model).__name__}, not a torch.nn.Module"
+        raise ConfigError("model", rule)
+    return model
+
+
+DATA_OPTIONS = ("num_features", "num_classes")
+
+
+def _parameters(fn: Builder) -> Mapping[str, inspect.Parameter] | None:
+    try:
+        return inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return None

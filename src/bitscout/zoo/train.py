@@ -4,98 +4,118 @@ import json
 import math
 import re
 import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
 
-from bitscout.config import Config
 from bitscout.errors import ConfigError
-from bitscout.evaluate.evaluator import evaluate_model
+from bitscout.evaluate.data import pair
 from bitscout.files import atomic, write_text
-from bitscout.zoo.data import Splits
 
 SCHEMA_VERSION = 1
 
 
+@dataclass(frozen=True)
+class TrainOptions:
+    """How `train` trains: Adam with a cosine learning-rate schedule, seeded."""
+
+    epochs: int = 30
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    seed: int = 0
+
+
 def _epoch(
     model: nn.Module,
-    data: Splits,
-    cfg: Config,
-    opt: torch.optim.Optimizer,
-    sched: torch.optim.lr_scheduler.LRScheduler,
+    xy: tuple[torch.Tensor, torch.Tensor],
+    batch_size: int,
+    step: Callable[[torch.Tensor, torch.Tensor], float],
     gen: torch.Generator,
 ) -> float:
+    x, y = xy
     model.train()
-    order = torch.randperm(len(data.y_train), generator=gen)
+    order = torch.randperm(len(y), generator=gen)
     total = 0.0
-    for start in range(0, len(order), cfg.batch_size):
-        idx = order[start : start + cfg.batch_size]
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
         if len(idx) < 2 and start > 0:
             continue  # BatchNorm cannot train on a batch of one
-        loss = F.cross_entropy(model(data.x_train[idx]), data.y_train[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        total += float(loss.detach()) * len(idx)
+        total += step(x[idx], y[idx]) * len(idx)
     return total / len(order)
 
 
-def _check_batches(model: nn.Module, data: Splits, cfg: Config) -> None:
+def _check_batches(model: nn.Module, rows: int, options: TrainOptions, name: str) -> None:
     """BatchNorm cannot train on a batch of one sample: refuse before torch fails mid-epoch."""
     if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
         return
-    if cfg.batch_size < 2:
-        rule = f"must be >= 2 for {cfg.model}: its BatchNorm layers need 2 samples per batch"
-        raise ConfigError("batch_size", rule, cfg.batch_size)
-    if len(data.y_train) < 2:
+    if options.batch_size < 2:
+        rule = f"must be >= 2 for {name}: its BatchNorm layers need 2 samples per batch"
+        raise ConfigError("batch_size", rule, options.batch_size)
+    if rows < 2:
         rule = (
-            f"leave too few training samples for {cfg.model} ({len(data.y_train)}; its "
-            "BatchNorm layers need at least 2): raise num_samples or lower the split fractions"
+            f"leave too few training samples for {name} ({rows}; its BatchNorm layers need at "
+            "least 2): raise num_samples or lower the split fractions"
         )
         raise ConfigError("dataset_options", rule)
 
 
-def train_model(model: nn.Module, data: Splits, cfg: Config, *, show: bool = True) -> nn.Module:
-    """Adam with a cosine learning-rate schedule on cross-entropy; seeded by `cfg.seed`."""
-    _check_batches(model, data, cfg)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    steps = cfg.max_epochs * math.ceil(len(data.y_train) / cfg.batch_size)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
-    columns = (
-        TextColumn("training"),
-        BarColumn(),
-        TextColumn("{task.description}"),
-        TimeElapsedColumn(),
+def train(
+    model: nn.Module,
+    data: Any,
+    options: TrainOptions | None = None,
+    *,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    show: bool = False,
+    name: str = "the model",
+) -> nn.Module:
+    """Train `model` in place on `data`, an (x, y) pair of arrays or tensors, and return it in
+    eval mode: Adam with a cosine schedule on cross-entropy (or `loss_fn`), seeded."""
+    options = options or TrainOptions()
+    x, y = pair(data, "train data")
+    x = x.float() if x.is_floating_point() else x
+    _check_batches(model, len(y), options, name)
+    criterion = loss_fn or F.cross_entropy
+    gen = torch.Generator().manual_seed(options.seed)
+    opt = torch.optim.Adam(
+        model.parameters(), lr=options.learning_rate, weight_decay=options.weight_decay
     )
+    steps = options.epochs * math.ceil(len(y) / options.batch_size)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+
+    def step(xb: torch.Tensor, yb: torch.Tensor) -> float:
+        loss = criterion(model(xb), yb)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        return float(loss.detach())
+
+    columns = (TextColumn("training"), BarColumn(), TextColumn("{task.description}"),
+               TimeElapsedColumn())  # fmt: skip
     with Progress(*columns, disable=not show, transient=True) as bar:
-        task = bar.add_task("", total=cfg.max_epochs)
-        for epoch in range(cfg.max_epochs):
-            loss = _epoch(model, data, cfg, opt, sched, gen)
+        task = bar.add_task("", total=options.epochs)
+        for epoch in range(options.epochs):
+            loss = _epoch(model, (x, y), options.batch_size, step, gen)
             bar.update(task, advance=1, description=f"epoch {epoch + 1} loss {loss:.4f}")
     return model.eval()
 
 
-def save_checkpoint(model: nn.Module, data: Splits, cfg: Config, out: Path) -> dict:
-    """Write `out/model.pt` and `out/train.json`; return what train.json holds."""
+def save_checkpoint(model: nn.Module, out: Path, info: Mapping[str, Any]) -> Path:
+    """Write `out/model.pt` (the state dict) and `out/train.json` (`info`); return the
+    checkpoint's path."""
     out.mkdir(parents=True, exist_ok=True)
     with atomic(out / "model.pt") as tmp:
         torch.save(model.state_dict(), tmp)
-    info = {
-        "schema_version": SCHEMA_VERSION,
-        "model": cfg.model,
-        "dataset": cfg.dataset,
-        "seed": cfg.seed,
-        "epochs": cfg.max_epochs,
-        "val_accuracy": evaluate_model(model, data.x_val, data.y_val)["accuracy"],
-        "test_accuracy": evaluate_model(model, data.x_test, data.y_test)["accuracy"],
-    }
-    write_text(out / "train.json", json.dumps(info, indent=2) + "\n")
-    return info
+    write_text(out / "train.json", json.dumps({"schema_version": SCHEMA_VERSION, **info},
+                                              indent=2) + "\n")  # fmt: skip
+    return out / "model.pt"
 
 
 def _load_failure(err: Exception) -> str:

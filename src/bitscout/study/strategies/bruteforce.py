@@ -15,12 +15,14 @@ live claims numbered before it, so however many workers run, the study ends with
 `n_trials` trials (quotas only ever shrink, which keeps every later claim's count sound).
 """
 
+import contextlib
 import random
 import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
 from bitscout.study.liveness import INTERRUPTED, Heartbeat, fail_stale, worker_id
@@ -166,6 +168,18 @@ def _claim(
     The quota is cut to what the claims numbered before it leave of `target`."""
     attrs = {"chunk": chunk, "quota": quota}
     token = start_trial(ctx.study, ctx.space, ctx.space.config(index), attrs)
+    try:
+        return _settle(ctx, survey, Claim(chunk, token, -1, index, quota), target)
+    except BaseException:  # interrupted between starting the token and owning the chunk
+        with contextlib.suppress(UpdateFinishedTrialError):  # pruned already
+            abandon_trial(ctx.study, token, TrialState.FAIL, f"{INTERRUPTED}: search stopped")
+        raise
+
+
+def _settle(ctx: SearchContext, survey: Surveyor, claim: Claim, target: int) -> Claim | None:
+    """The claim with its number and final quota if this worker owns the chunk, else None
+    (its token pruned)."""
+    chunk, token, index, quota = claim.chunk, claim.token, claim.index, claim.quota
     number = trial_number(ctx.study, token)
     view = survey()
     first = min(view.held[chunk], key=lambda t: t.number)
@@ -187,10 +201,10 @@ def _claim(
 def _run_chunk(ctx: SearchContext, survey: Surveyor, claim: Claim, heartbeat: Heartbeat) -> None:
     """Evaluate the claimed chunk's pending candidates (from a fresh survey), token last."""
     size = chunk_size(ctx.space.size)
-    todo = _pending(claim.chunk, size, ctx.space.size, survey().done)
-    rest = [i for i in todo if i < claim.index][: claim.quota - 1]
     heartbeat.watch(claim.token)
     try:
+        todo = _pending(claim.chunk, size, ctx.space.size, survey().done)
+        rest = [i for i in todo if i < claim.index][: claim.quota - 1]
         for start in range(0, len(rest), BATCH):
             if ctx.timed_out():
                 break  # the token's own candidate still runs, so the claim ends cleanly

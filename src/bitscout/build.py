@@ -1,0 +1,192 @@
+"""From a config file to the pieces the commands work on: the data, the float model (loaded,
+trained here, or as its builder made it) and a search `Job`. Parsing only: the work is done
+by `job.run_job`, the same code path as `bitscout.search(...)`."""
+
+import dataclasses
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from torch import nn
+
+from bitscout.config import Config
+from bitscout.errors import ConfigError
+from bitscout.evaluate.data import prepare
+from bitscout.evaluate.evaluator import evaluate_model
+from bitscout.job import Job
+from bitscout.quant.space import parse_space
+from bitscout.study.parallel import check_shareable
+from bitscout.study.settings import SAMPLER_NAMES, STRATEGY_NAMES, StrategySettings, parse_settings
+from bitscout.validate import SEED_MAX, check_keys
+from bitscout.zoo.data import Splits, data_warnings, load_dataset
+from bitscout.zoo.models import build_model
+from bitscout.zoo.train import TrainOptions, load_checkpoint, save_checkpoint, train
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """Command-line values, which win over the config's."""
+
+    strategy: str | None = None
+    sampler: str | None = None
+    trials: int | None = None
+    seed: int | None = None
+
+
+def apply_overrides(settings: StrategySettings, o: Overrides) -> StrategySettings:
+    if o.strategy is not None and o.strategy not in STRATEGY_NAMES:
+        raise ConfigError(
+            "--strategy", f"unknown strategy; known: {', '.join(STRATEGY_NAMES)}", o.strategy
+        )
+    if o.sampler is not None and o.sampler not in SAMPLER_NAMES:
+        raise ConfigError(
+            "--sampler", f"unknown sampler; known: {', '.join(SAMPLER_NAMES)}", o.sampler
+        )
+    if o.trials is not None and o.trials < 1:
+        raise ConfigError("--trials", "must be an integer >= 1", o.trials)
+    if o.seed is not None and o.seed < 0:
+        raise ConfigError("--seed", "must be an integer >= 0", o.seed)
+    if o.seed is not None and o.seed > SEED_MAX:
+        rule = f"must be an integer <= {SEED_MAX} (samplers take 32-bit seeds)"
+        raise ConfigError("--seed", rule, o.seed)
+    name = o.strategy or ("optuna" if o.sampler else settings.name)
+    changes = {
+        "name": name,
+        "sampler": o.sampler or settings.sampler,
+        "n_trials": o.trials or settings.n_trials,
+        "seed": settings.seed if o.seed is None else o.seed,
+    }
+    return dataclasses.replace(settings, **changes)
+
+
+def check_search(cfg: Config, overrides: Overrides) -> StrategySettings:
+    if not cfg.search:
+        raise ConfigError("search", "table is required for `bitscout search`")
+    check_keys(cfg.search, ("search_space", "strategy"), "search")
+    return apply_overrides(parse_settings(cfg.search, cfg.seed), overrides)
+
+
+def load_data(cfg: Config, console: Console | None = None) -> Splits:
+    """The configured dataset's splits; what is suspicious about them is said on `console`."""
+    data = load_dataset(
+        cfg.dataset, seed=cfg.seed, path=cfg.dataset_path, **dict(cfg.dataset_options)
+    )
+    for warning in data_warnings(data):
+        if console is not None:
+            console.print(f"warning: {warning}", highlight=False)
+    return data
+
+
+def make_model(cfg: Config, data: Splits) -> nn.Module:
+    """The configured float model, freshly initialised from `cfg.seed`."""
+    torch.manual_seed(cfg.seed)
+    try:
+        return build_model(
+            cfg.model,
+            num_features=data.num_features,
+            num_classes=data.num_classes,
+            **dict(cfg.model_options),
+        )
+    except (MemoryError, RuntimeError) as err:  # torch's allocator raises RuntimeError
+        if not isinstance(err, MemoryError) and "alloc" not in str(err).lower():
+            raise
+        rule = f"model {cfg.model!r} is too large for this machine's memory"
+        raise ConfigError("model_options", rule, dict(cfg.model_options)) from err
+
+
+def train_options(cfg: Config) -> TrainOptions:
+    return TrainOptions(
+        epochs=cfg.max_epochs, batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
+        weight_decay=cfg.weight_decay, seed=cfg.seed,
+    )  # fmt: skip
+
+
+def train_to(cfg: Config, data: Splits, out: Path, console: Console) -> nn.Module:
+    """Train the float model on the train split and write its checkpoint into `out`."""
+    if data.x_train is None:
+        rule = "provides no train split: training needs a dict with 'train', 'val' (and 'test')"
+        raise ConfigError("dataset", f"{cfg.dataset!r} {rule}")
+    model = make_model(cfg, data)
+    xy = (data.x_train, data.y_train)
+    train(model, xy, train_options(cfg), show=console.is_terminal, name=cfg.model)
+    info: dict[str, Any] = {"model": cfg.model, "dataset": cfg.dataset, "seed": cfg.seed,
+                            "epochs": cfg.max_epochs}  # fmt: skip
+    message = f"trained {cfg.model} on {cfg.dataset}"
+    for split, x, y in (("val", data.x_val, data.y_val), ("test", data.x_test, data.y_test)):
+        if x is not None and data.num_classes:
+            info[f"{split}_accuracy"] = evaluate_model(model, x, y)["accuracy"]
+            message += f", {split} accuracy {info[f'{split}_accuracy']:.4f}"
+    path = save_checkpoint(model, out, info)
+    console.print(f"{message} -> {path}")
+    return model
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(2**20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def float_model(
+    cfg: Config, data: Splits, load: str | Path | None, out: Path, console: Console
+) -> tuple[nn.Module, Any]:
+    """The float model and where it came from (`model_source`): the checkpoint at `load`, else
+    the one already in `out`, else one trained here (said in one line first), else, for a
+    dataset without a train split, the model as its builder made it."""
+    if load is None and (out / "model.pt").exists():
+        load = out / "model.pt"
+        console.print(f"reusing checkpoint {load}", highlight=False)
+    if load is not None:
+        model = load_checkpoint(make_model(cfg, data), load)
+        return model, {"path": str(load), "sha256": file_sha256(Path(load))}
+    if data.x_train is None:
+        message = f"using {cfg.model} with the weights it was built with: {cfg.dataset} has "
+        console.print(message + "no train split and no checkpoint was given", highlight=False)
+        return make_model(cfg, data).eval(), "as built"
+    console.print(f"no --load and no checkpoint in {out}: training {cfg.model} on "
+                  f"{cfg.dataset} first", highlight=False)  # fmt: skip
+    return train_to(cfg, data, out, console), "trained"
+
+
+@dataclass(frozen=True)
+class Where:
+    """Where a command-line search writes: its directory, store and study."""
+
+    out: Path
+    storage: str
+    study: str
+    load: str | None = None
+
+
+def search_job(cfg: Config, where: Where, overrides: Overrides, console: Console) -> Job:
+    """Validate everything, then get the data and the float model: the search as a Job. Bad
+    input is refused before anything is written to `where.out`."""
+    settings = check_search(cfg, overrides)
+    check_shareable(where.storage, settings.n_jobs)
+    data = load_data(cfg, console)
+    space = parse_space(cfg.search.get("search_space", {}), make_model(cfg, data))
+    model, source = float_model(cfg, data, where.load, where.out, console)
+    n = settings.num_samples or len(data.y_val)
+    return Job(
+        model=model,
+        data=prepare((data.x_val[:n], data.y_val[:n])),
+        space=space,
+        settings=settings,
+        out=where.out,
+        storage=where.storage,
+        study_name=where.study,
+        identity={"model": cfg.model, "dataset": cfg.dataset},
+        data_settings={
+            "seed": cfg.seed,  # the top-level seed splits the data
+            "dataset_path": cfg.dataset_path,
+            "dataset_options": dict(cfg.dataset_options),
+            "num_samples": settings.num_samples,
+        },
+        model_source=source,
+        config_path=None if cfg.source is None else str(cfg.source),
+    )

@@ -1,0 +1,312 @@
+"""One search, whoever asked for it: the one code path behind `bitscout.search(...)` and
+`bitscout search CONFIG`. A `Job` holds a float model, validation data, a space and the
+strategy's settings; `run_job` opens (or resumes) the study, evaluates, and writes the outputs
+when the job has an output directory."""
+
+import contextlib
+import dataclasses
+import hashlib
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+from rich.console import Console
+from torch import nn
+
+from bitscout.errors import SearchFailed
+from bitscout.evaluate.data import EvalData
+from bitscout.evaluate.evaluator import Evaluator
+from bitscout.evaluate.metrics import Metric
+from bitscout.outputs import (
+    best_entry,
+    best_trials,
+    objective_spec,
+    write_best_toml,
+    write_pareto_csv,
+    write_summary,
+)  # fmt: skip
+from bitscout.progress import Reporter, show_best
+from bitscout.quant.space import Choice, SearchSpace
+from bitscout.report import load_run
+from bitscout.report_md import write_report
+from bitscout.study.parallel import check_shareable, fork, join
+from bitscout.study.settings import StrategySettings
+from bitscout.study.storage import DATA_KEY, mask_password, open_study
+from bitscout.study.store import Result, TrialsCsv, done_trials, trial_state
+from bitscout.study.strategies import STRATEGIES, SearchContext
+from bitscout.study.strategies.base import TrialHook
+
+# Cheap metrics reported for every candidate besides the objective's (latency only on request).
+REPORTED = (
+    "accuracy", "loss", "model_size", "model_size_bits", "flops", "bops", "average_bitwidth",
+    "memory_density",
+)  # fmt: skip
+CLASSIFICATION_ONLY = ("accuracy", "loss")  # loss: cross-entropy unless the job has a loss_fn
+
+
+@dataclass(frozen=True)
+class Job:
+    """A search to run. `out` None writes nothing (the study lives in memory unless `storage`
+    names one); `identity` names the model and data in the study's fingerprint."""
+
+    model: nn.Module
+    data: EvalData
+    space: SearchSpace
+    settings: StrategySettings
+    out: Path | None = None
+    storage: str | None = None
+    study_name: str = "bitscout"
+    identity: Mapping[str, Any] = field(default_factory=dict)
+    data_settings: Mapping[str, Any] = field(default_factory=dict)
+    metrics: Mapping[str, Metric] = field(default_factory=dict)  # the user's own
+    loss_fn: Any = None
+    model_source: Any = "given"
+    config_path: str | None = None
+
+
+@dataclass
+class Finished:
+    """What a job leaves: the study, the evaluator (its cache), and the summary."""
+
+    study: optuna.Study
+    evaluator: Evaluator
+    summary: dict[str, Any]
+
+
+def metric_names(job: Job) -> list[str]:
+    """The objective's, the constraints', the user's and the cheap reported metrics (those
+    that these targets allow: no accuracy or cross-entropy for regression targets)."""
+    objective = job.settings.objective
+    _, y = next(iter(job.data.batches()))
+    classes = not y.is_floating_point() and y.dim() == 1
+    skip = () if classes else (("accuracy",) if job.loss_fn else CLASSIFICATION_ONLY)
+    reported = [m for m in REPORTED if m not in skip]
+    wanted = [*objective.names, *(c.metric for c in objective.constraints), *job.metrics]
+    return list(dict.fromkeys([*wanted, *reported]))
+
+
+def make_evaluator(job: Job) -> Evaluator:
+    settings = job.settings
+    names = ("latency_repeats", "latency_warmup", "latency_budget_s")
+    return Evaluator(
+        job.model,
+        job.space,
+        job.data,
+        metric_names(job),
+        extra=job.metrics,
+        loss_fn=job.loss_fn,
+        latency={name: getattr(settings, name) for name in names},
+        share_latency=settings.latency_shared,
+    )
+
+
+def state_digest(model: nn.Module) -> str:
+    """Identifies the float weights, so workers with different checkpoints can't share a
+    study."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def fingerprint(job: Job) -> dict[str, Any]:
+    """What a resumed study must share with this search, or its trials mean something else
+    (in the order a difference is reported)."""
+    s = job.settings
+    data = {**job.data_settings, "rows": job.data.rows, "sha256": job.data.sha256}
+    return {
+        **job.identity,
+        DATA_KEY: data,
+        "checkpoint_sha256": state_digest(job.model),
+        "dimensions": [[d.name, list(d.choices)] for d in job.space.dimensions],
+        "strategy": s.name,
+        "sampler": s.sampler if s.name == "optuna" else None,
+        "objective": [[m.name, m.scale, m.direction] for m in s.objective.metrics],
+    }
+
+
+def storage_of(job: Job) -> str | optuna.storages.BaseStorage:
+    """The job's store: as given, else the run's journal file, else memory."""
+    if job.storage is not None:
+        return job.storage
+    if job.out is not None:
+        return str(job.out / "study.journal")
+    return optuna.storages.InMemoryStorage()
+
+
+def open_job_study(job: Job, storage: Any, console: Console) -> optuna.Study:
+    strategy = STRATEGIES.get(job.settings.name, "search.strategy.name")
+    sampler = strategy.sampler(job.settings, job.space, job.settings.objective)
+    if isinstance(storage, str) and "://" not in storage:
+        Path(storage).parent.mkdir(parents=True, exist_ok=True)
+    notify = lambda message: console.print(message, highlight=False)  # noqa: E731
+    return open_study(storage, job.study_name, job.settings.objective, fingerprint(job),
+                      sampler, notify=notify)  # fmt: skip
+
+
+def describe(settings: StrategySettings) -> str:
+    if settings.name == "optuna":
+        return f"optuna/{settings.sampler} (seed {settings.seed})"
+    return settings.name
+
+
+@dataclass
+class Counted:
+    """Counts this worker's own trials (others' land in the same study) and appends each to
+    trials.csv, when the worker keeps one."""
+
+    table: TrialsCsv | None
+    count: int = 0
+
+    def hook(self, reporter: Reporter) -> TrialHook:
+        def on_trial(number: int, config: Mapping[str, Choice], result: Result) -> None:
+            self.count += 1
+            if self.table is not None:
+                self.table.append(number)
+            reporter(number, config, result)
+
+        return on_trial
+
+
+@dataclass(frozen=True)
+class Tally:
+    """What one invocation did: trials the study held before it, the trials this worker ran,
+    and when it started."""
+
+    before: list
+    own: int
+    start: float
+
+
+def _strategy(job: Job, study: optuna.Study, evaluator: Evaluator, console: Console) -> Any:
+    ctx = SearchContext(job.space, evaluator, job.settings.objective, job.settings, study)
+    ctx.notify = lambda message: console.print(message, highlight=False)
+    return ctx
+
+
+def _worker(job: Job, storage: Any, evaluator: Evaluator, index: int) -> None:
+    """Extra worker `index` (forked): the same study, its own seed, no outputs."""
+    settings = dataclasses.replace(job.settings, seed=job.settings.seed + index)
+    job = dataclasses.replace(job, settings=settings)
+    console = Console(quiet=True)
+    study = open_job_study(job, storage, console)
+    STRATEGIES.get(settings.name, "search.strategy.name").run(
+        _strategy(job, study, evaluator, console)
+    )
+
+
+def run_job(job: Job, console: Console) -> Finished:
+    """Run (or resume) `job`; write its outputs when it has an output directory."""
+    storage = storage_of(job)
+    check_shareable(storage if isinstance(storage, str) else None, job.settings.n_jobs)
+    study = open_job_study(job, storage, console)
+    if job.out is not None:
+        job.out.mkdir(parents=True, exist_ok=True)
+    evaluator = make_evaluator(job)
+    before = done_trials(study)
+    for t in before:  # a resumed search reuses what the store already holds
+        evaluator.remember(t.params, t.user_attrs["metrics"])
+    ctx = _strategy(job, study, evaluator, console)
+    console.print(
+        f"searching {job.space.size} candidates with {describe(job.settings)}; "
+        f"{len(before)} trials already in the store",
+        highlight=False,
+    )
+    procs = fork(job.settings.n_jobs, lambda i: _worker(job, storage, evaluator, i))
+    table = None
+    if job.out is not None:
+        table = TrialsCsv(job.out / "trials.csv", study, job.space, job.settings.objective,
+                          evaluator.metrics)  # fmt: skip
+        table.rewrite()
+    own = Counted(table)
+    start = time.perf_counter()
+    try:
+        with Reporter(console, ctx.budget(), job.settings.objective) as reporter:
+            ctx.on_trial = own.hook(reporter)
+            STRATEGIES.get(job.settings.name, "search.strategy.name").run(ctx)
+        join(procs, console)
+    except BaseException:
+        if table is not None:  # keep what finished; an error writing it must not hide this one
+            with contextlib.suppress(OSError):
+                write_outputs(job, study, table, Tally(before, own.count, start), evaluator)
+        raise
+    summary = write_outputs(job, study, table, Tally(before, own.count, start), evaluator)
+    check_failed(summary, study, job.out)
+    if summary["complete"] == 0:
+        console.print("no trial has finished yet (timeout?): nothing to report")
+    else:
+        show_best(console, job.settings.objective, done_trials(study))
+        if job.out is not None:
+            title = f"bitscout search: {job.out.name}"
+            report = write_report(load_run(job.out), job.settings.objective, job.out, title)
+            console.print(f"report: {report}", highlight=False)
+    return Finished(study, evaluator, summary)
+
+
+def write_outputs(
+    job: Job, study: optuna.Study, table: TrialsCsv | None, tally: Tally, evaluator: Evaluator
+) -> dict[str, Any]:
+    """The summary; with an output directory also trials.csv, best.toml, pareto.csv
+    (multi-objective) and summary.json."""
+    objective = job.settings.objective
+    done = done_trials(study)
+    winners = best_trials(done, objective)
+    summary = summarize(job, study, tally, evaluator, winners)
+    if table is None or job.out is None:
+        return summary
+    table.rewrite()
+    if winners:
+        write_best_toml(job.out / "best.toml", job.model, job.space, winners[0])
+    if not objective.single:
+        write_pareto_csv(job.out / "pareto.csv", winners, job.space, evaluator.metrics)
+    write_summary(job.out / "summary.json", summary)
+    return summary
+
+
+def summarize(
+    job: Job, study: optuna.Study, tally: Tally, evaluator: Evaluator, winners: list
+) -> dict[str, Any]:
+    settings, objective = job.settings, job.settings.objective
+    states = [trial_state(t) for t in study.get_trials(deepcopy=False)]
+    done = done_trials(study)
+    storage = job.storage or (str(job.out / "study.journal") if job.out else None)
+    return {
+        "config": job.config_path,
+        **job.identity,
+        "model_source": job.model_source,
+        "strategy": settings.name,
+        "sampler": settings.sampler if settings.name == "optuna" else None,
+        "seed": settings.seed,
+        "space_size": job.space.size,
+        "trials_run": tally.own,
+        "trials_run_all_workers": len(done) - len(tally.before),
+        "trials_total": len(states),
+        "complete": states.count("complete") + states.count("infeasible"),
+        "failed": states.count("failed"),
+        "infeasible": states.count("infeasible"),
+        "unique_configs": len({evaluator.key(t.params) for t in done}),
+        "storage": None if storage is None else mask_password(storage),
+        "study": job.study_name,
+        "best": best_entry(winners[0] if winners else None),
+        "pareto_size": None if objective.single else len(winners),
+        "wall_s": time.perf_counter() - tally.start,
+        "objective": objective_spec(objective),
+        "eval_samples": evaluator.rows,
+        "dimensions": [d.name for d in job.space.dimensions],
+        "metric_units": {m: evaluator.get(m).unit for m in evaluator.metrics},
+    }
+
+
+def check_failed(summary: Mapping[str, Any], study: optuna.Study, out: Path | None) -> None:
+    """A search where every candidate failed is an error that says why."""
+    if summary["complete"] == 0 and summary["failed"] > 0:
+        reasons = [t.user_attrs.get("reason") for t in study.get_trials(deepcopy=False)]
+        first = next((r for r in reasons if r), "unknown")
+        where = f" (details in {out / 'trials.csv'})" if out is not None else ""
+        raise SearchFailed(
+            f"all {summary['failed']} evaluated candidates failed; first reason: {first}{where}"
+        )

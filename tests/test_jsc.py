@@ -94,7 +94,7 @@ def _layouts(tmp_path: Path) -> dict[str, Path]:
 
 
 def test_every_layout_loads_to_the_same_arrays(tmp_path):
-    x, letters = _values()
+    _, letters = _values()
     expected_y = torch.tensor([LETTERS.index(c) for c in letters])
     reference = None
     for name, path in _layouts(tmp_path).items():

@@ -116,7 +116,40 @@ def digits_cnn():
     return model, SearchSpace(model, "name", tables), *_digits_data()
 
 
-CASES = {"jsc-tiny": jsc_tiny, "jsc-s": jsc_s, "digits-mlp": digits_mlp, "digits-cnn": digits_cnn}
+class _SeqModel(nn.Module):
+    def __init__(self, *layers: nn.Module) -> None:
+        super().__init__()
+        self.seq = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.seq(x)
+
+
+def digits_layernorm_gelu():
+    """A chain with modules bitscout's zoo does not use: LayerNorm and GELU."""
+    torch.manual_seed(4)
+    model = _SeqModel(
+        nn.Linear(64, 32), nn.LayerNorm(32), nn.GELU(), nn.Linear(32, 32), nn.LayerNorm(32),
+        nn.GELU(), nn.Linear(32, 10),
+    ).eval()  # fmt: skip
+    tables = {
+        "default": {"name": ["NA"]},
+        "seq_0": _layer([6, 8], [3, 4, 8], [8]),
+        "seq_3": _layer([4, 8], [2, 4, 8], [8, 16]),
+        "seq_6": _layer([4, 8], [3, 8], [8]),
+    }
+    return model, SearchSpace(model, "name", tables), *_digits_data()
+
+
+CASES = {
+    "jsc-tiny": jsc_tiny, "jsc-s": jsc_s, "digits-mlp": digits_mlp, "digits-cnn": digits_cnn,
+    "layernorm-gelu": digits_layernorm_gelu,
+}  # fmt: skip
+
+
+def test_a_chain_with_layernorm_and_gelu_takes_the_fast_path():
+    model, space, x, y = digits_layernorm_gelu()
+    assert Evaluator(model, space, (x, y), ["accuracy"])._runner is not None
 
 
 def plain_logits(model, space, config, x):

@@ -23,6 +23,7 @@ from bitscout.study.settings import SAMPLER_NAMES, STRATEGY_NAMES, StrategySetti
 from bitscout.validate import SEED_MAX, check_keys
 from bitscout.zoo.data import Splits, data_warnings, load_dataset
 from bitscout.zoo.models import build_model
+from bitscout.zoo.plugins import display_name
 from bitscout.zoo.train import TrainOptions, load_checkpoint, save_checkpoint, train
 
 
@@ -108,13 +109,13 @@ def train_to(cfg: Config, data: Splits, out: Path, console: Console) -> nn.Modul
     """Train the float model on the train split and write its checkpoint into `out`."""
     if data.x_train is None:
         rule = "provides no train split: training needs a dict with 'train', 'val' (and 'test')"
-        raise ConfigError("dataset", f"{cfg.dataset!r} {rule}")
+        raise ConfigError("dataset", f"{display_name(cfg.dataset)!r} {rule}")
     model = make_model(cfg, data)
     xy = (data.x_train, data.y_train)
     train(model, xy, train_options(cfg), show=console.is_terminal, name=cfg.model)
     info: dict[str, Any] = {"model": cfg.model, "dataset": cfg.dataset, "seed": cfg.seed,
                             "epochs": cfg.max_epochs}  # fmt: skip
-    message = f"trained {cfg.model} on {cfg.dataset}"
+    message = f"trained {display_name(cfg.model)} on {display_name(cfg.dataset)}"
     for split, x, y in (("val", data.x_val, data.y_val), ("test", data.x_test, data.y_test)):
         if x is not None and data.num_classes:
             info[f"{split}_accuracy"] = evaluate_model(model, x, y)["accuracy"]
@@ -145,11 +146,12 @@ def float_model(
         model = load_checkpoint(make_model(cfg, data), load)
         return model, {"path": str(load), "sha256": file_sha256(Path(load))}
     if data.x_train is None:
-        message = f"using {cfg.model} with the weights it was built with: {cfg.dataset} has "
+        model, dataset = display_name(cfg.model), display_name(cfg.dataset)
+        message = f"using {model} with the weights it was built with: {dataset} has "
         console.print(message + "no train split and no checkpoint was given", highlight=False)
         return make_model(cfg, data).eval(), "as built"
-    console.print(f"no --load and no checkpoint in {out}: training {cfg.model} on "
-                  f"{cfg.dataset} first", highlight=False)  # fmt: skip
+    console.print(f"no --load and no checkpoint in {out}: training {display_name(cfg.model)} "
+                  f"on {display_name(cfg.dataset)} first", highlight=False)  # fmt: skip
     return train_to(cfg, data, out, console), "trained"
 
 

@@ -83,6 +83,13 @@ def top_table(best: pd.DataFrame, run: Run, objective: Objective) -> str:
     return "\n".join(lines)
 
 
+def _source(source: Any) -> str:
+    """Where the float model came from: trained here, a checkpoint (path and SHA-256), ..."""
+    if isinstance(source, dict):
+        return f"checkpoint {source.get('path')} (SHA-256 {source.get('sha256')})"
+    return {"trained": "trained by this search", None: "not recorded"}.get(source, str(source))
+
+
 def _setup(run: Run, objective: Objective) -> str:
     s = run.summary
     terms = " + ".join(f"{m.scale:g} * {m.name}" for m in objective.metrics)
@@ -95,6 +102,7 @@ def _setup(run: Run, objective: Objective) -> str:
         ("config", s.get("config")),
         ("model", s["model"]),
         ("dataset", s["dataset"]),
+        ("float model", _source(s.get("model_source"))),
         ("strategy", s["strategy"] + (f" / {s['sampler']}" if s.get("sampler") else "")),
         ("seed", s["seed"]),
         ("space size", s["space_size"]),

@@ -102,6 +102,17 @@ class EvalData:
         return x[:1]
 
 
+def check_device(device: torch.device | str) -> torch.device:
+    """`device` as a torch.device that this machine has."""
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ConfigError("device", f"is not a torch device ({err})", str(device)) from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device", "CUDA is not available on this machine", str(device))
+    return device
+
+
 def _batch_pair(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
     if not isinstance(batch, tuple | list) or len(batch) != 2:
         raise ConfigError("data", "batches must be (x, y) pairs", type(batch).__name__)
@@ -139,7 +150,7 @@ def prepare(
     max_bytes: int = MAX_BYTES,
 ) -> EvalData:
     """The evaluator's view of `data`: an (x, y) pair, a Dataset or a DataLoader."""
-    device = torch.device(device)
+    device = check_device(device)
     if isinstance(data, Dataset | DataLoader | IterableDataset):
         loader = _loader(data)
         gathered = _gather(loader, max_bytes)

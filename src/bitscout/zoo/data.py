@@ -24,7 +24,7 @@ from bitscout.errors import ConfigError
 from bitscout.evaluate.data import pair
 from bitscout.registry import Registry
 from bitscout.zoo import jsc
-from bitscout.zoo.plugins import call_plugin, is_spec, load_callable
+from bitscout.zoo.plugins import call_plugin, display_name, is_spec, load_callable
 
 
 @dataclass(frozen=True)
@@ -164,7 +164,7 @@ def _parameters(fn: Callable[..., Any]) -> set[str]:
 def user_splits(result: Any, name: str) -> Splits:
     """What a user's loader returned, checked, as Splits: floating features as float32,
     targets as given."""
-    key = f"dataset {name!r}"
+    key = f"dataset {display_name(name)!r}"
     if isinstance(result, Mapping):
         unknown = sorted(set(result) - set(USER_SPLITS))
         if unknown or "val" not in result:

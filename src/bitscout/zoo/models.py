@@ -13,7 +13,7 @@ from torch import nn
 
 from bitscout.errors import ConfigError
 from bitscout.registry import Registry
-from bitscout.zoo.plugins import call_plugin, is_spec, load_callable
+from bitscout.zoo.plugins import call_plugin, display_name, is_spec, load_callable
 
 Builder = Callable[..., nn.Module]
 MODELS: Registry[Builder] = Registry("model")
@@ -138,7 +138,7 @@ def build_model(name: str, **kwargs: Any) -> nn.Module:
                 )
         model = builder(**kwargs, **data)
     if not isinstance(model, nn.Module):
-        rule = f"{name!r} returned {type(model).__name__}, not a torch.nn.Module"
+        rule = f"{display_name(name)!r} returned {type(model).__name__}, not a torch.nn.Module"
         raise ConfigError("model", rule)
     return model
 

@@ -26,6 +26,12 @@ def resolve_spec(spec: str, base: Path | None) -> str:
     return f"{(base / target).resolve()}:{attr}"
 
 
+def display_name(name: str) -> str:
+    """How messages show a model or dataset: a plug-in file by its file name."""
+    target, _, attr = name.rpartition(":")
+    return f"{Path(target).name}:{attr}" if is_spec(name) and target.endswith(".py") else name
+
+
 def _module_from_file(path: Path, key: str, spec: str) -> Any:
     if not path.is_file():
         raise ConfigError(key, f"plug-in {spec!r}: no such file {str(path)!r}")
@@ -50,6 +56,7 @@ def _module_from_file(path: Path, key: str, spec: str) -> Any:
 def load_callable(spec: str, key: str) -> Callable[..., Any]:
     """The callable that `spec` names; any failure is a ConfigError naming `key` and `spec`."""
     target, _, attr = spec.rpartition(":")
+    shown = display_name(spec)
     if not target or not attr:
         rule = f"plug-in {spec!r} must look like 'file.py:callable' or 'package.module:callable'"
         raise ConfigError(key, rule)
@@ -61,12 +68,12 @@ def load_callable(spec: str, key: str) -> Callable[..., Any]:
     except ConfigError:
         raise
     except Exception as err:
-        raise ConfigError(key, f"plug-in {spec!r} does not import: {_one_line(err)}") from err
+        raise ConfigError(key, f"plug-in {shown!r} does not import: {_one_line(err)}") from err
     if not hasattr(module, attr):
-        raise ConfigError(key, f"plug-in {spec!r}: {target!r} has no attribute {attr!r}")
+        raise ConfigError(key, f"plug-in {shown!r}: its module has no attribute {attr!r}")
     obj = getattr(module, attr)
     if not callable(obj):
-        raise ConfigError(key, f"plug-in {spec!r}: {attr!r} is not callable")
+        raise ConfigError(key, f"plug-in {shown!r}: {attr!r} is not callable")
     return obj
 
 
@@ -81,14 +88,15 @@ def call_plugin(fn: Callable[..., Any], options: Mapping[str, Any], spec: str, k
         unknown = [o for o in options if o not in bound.parameters and not takes_any]
         if unknown:
             known = ", ".join(bound.parameters) or "none"
-            rule = f"plug-in {spec!r} takes no option {unknown[0]!r} (its parameters: {known})"
+            rule = f"plug-in {display_name(spec)!r} takes no option {unknown[0]!r} (its "
+            rule += f"parameters: {known})"
             raise ConfigError(f"{key}_options.{unknown[0]}", rule)
     try:
         return fn(**options)
     except ConfigError:
         raise
     except Exception as err:
-        raise ConfigError(key, f"plug-in {spec!r} raised {_one_line(err)}") from err
+        raise ConfigError(key, f"plug-in {display_name(spec)!r} raised {_one_line(err)}") from err
 
 
 def _one_line(err: BaseException) -> str:

@@ -21,7 +21,7 @@ from bitscout.quant.apply import quantizable_layers
 _ELEMENTWISE = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Sigmoid, nn.Tanh, nn.GELU, nn.SiLU)
 _PER_SAMPLE = (
     *_ELEMENTWISE,
-    nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d,
+    nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm,
     nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Identity,
     nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
     nn.Linear, nn.Conv1d, nn.Conv2d,

@@ -10,8 +10,8 @@ import pytest
 
 from bitscout.cli import main
 from bitscout.errors import ConfigError
-from bitscout.plots import metrics_figure
-from bitscout.report import (
+from bitscout.results.plots import metrics_figure
+from bitscout.results.report import (
     Run,
     best_so_far,
     load_run,

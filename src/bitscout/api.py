@@ -25,9 +25,9 @@ from bitscout.evaluate.data import MAX_BYTES, prepare
 from bitscout.evaluate.evaluator import LossFn
 from bitscout.evaluate.metrics import METRICS, Metric, user_metric
 from bitscout.job import Finished, Job, run_job
-from bitscout.outputs import best_trials, plan_table
 from bitscout.quant.apply import QuantPlan, quantize_model
 from bitscout.quant.space import Choice, SearchSpace, parse_space
+from bitscout.results.outputs import best_trials, plan_table
 from bitscout.study.objective import Objective, objective_from
 from bitscout.study.settings import SAMPLER_NAMES, StrategySettings, check_n_jobs
 from bitscout.study.store import done_trials, trial_rows

@@ -146,8 +146,8 @@ def cmd_space(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from bitscout.report import load_run, rerank_objective
-    from bitscout.report_md import write_report
+    from bitscout.results.report import load_run, rerank_objective
+    from bitscout.results.report_md import write_report
 
     out = Path(args.dir)
     run = load_run(out)

@@ -20,7 +20,9 @@ from bitscout.errors import SearchFailed
 from bitscout.evaluate.data import EvalData
 from bitscout.evaluate.evaluator import Evaluator
 from bitscout.evaluate.metrics import Metric
-from bitscout.outputs import (
+from bitscout.quant.space import Choice, SearchSpace
+from bitscout.results.console import Reporter, show_best
+from bitscout.results.outputs import (
     best_entry,
     best_trials,
     objective_spec,
@@ -28,10 +30,8 @@ from bitscout.outputs import (
     write_pareto_csv,
     write_summary,
 )  # fmt: skip
-from bitscout.progress import Reporter, show_best
-from bitscout.quant.space import Choice, SearchSpace
-from bitscout.report import load_run
-from bitscout.report_md import write_report
+from bitscout.results.report import load_run
+from bitscout.results.report_md import write_report
 from bitscout.study.parallel import check_shareable, fork, join
 from bitscout.study.settings import StrategySettings
 from bitscout.study.storage import DATA_KEY, mask_password, open_study

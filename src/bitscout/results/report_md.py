@@ -6,10 +6,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bitscout import plots
 from bitscout.files import write_text
-from bitscout.progress import config_text
-from bitscout.report import (
+from bitscout.results import plots
+from bitscout.results.console import config_text
+from bitscout.results.report import (
     Run,
     best_so_far,
     objective_columns,

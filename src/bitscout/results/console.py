@@ -8,8 +8,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from bitscout.outputs import ranked
 from bitscout.quant.space import Choice
+from bitscout.results.outputs import ranked
 from bitscout.study.objective import Objective
 from bitscout.study.store import Result
 

@@ -1,0 +1,1 @@
+"""Results: ranking, best-so-far, output schemas and files, reports, plots and the console."""

@@ -104,7 +104,7 @@ def mase_style(model, space, config, x, y, profile, latency: bool) -> dict:
     """MASE's way: copy the model, swap the layer, iterate a per-sample DataLoader in batches of
     512, accumulate the metrics batch by batch."""
     candidate = copy.deepcopy(model)
-    for path, quant in space.resolved(model, config).items():
+    for path, quant in space.resolved(config).items():
         if quant is not None:
             parent, _, name = path.rpartition(".")
             layer = candidate.get_submodule(path)
@@ -115,9 +115,7 @@ def mase_style(model, space, config, x, y, profile, latency: bool) -> dict:
             logits = candidate(xb)
             correct += int((logits.argmax(dim=1) == yb).sum())
             loss_sum += float(F.cross_entropy(logits, yb)) * len(yb)
-    ctx = MetricContext(
-        profile, space.resolved(model, config), model=candidate, inputs=x, **LATENCY
-    )
+    ctx = MetricContext(profile, space.resolved(config), model=candidate, inputs=x, **LATENCY)
     static = compute_metrics(STATIC + (["latency"] if latency else []), ctx)
     return {"accuracy": correct / len(y), "loss": loss_sum / len(y), **static}
 
@@ -127,7 +125,7 @@ def plain(model, space, config, x, y, profile, latency: bool) -> dict:
     candidate = quantize_model(model, space.plan(config))
     ctx = MetricContext(
         profile,
-        space.resolved(model, config),
+        space.resolved(config),
         logits=predict(candidate, x),
         targets=y,
         model=candidate,

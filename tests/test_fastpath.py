@@ -160,7 +160,7 @@ def plain_metrics(model, space, config, x, y) -> dict[str, float]:
     """The reference: the candidate built from scratch, scored by the unbatched metrics."""
     ctx = MetricContext(
         profile=Evaluator(model, space, (x[:1], y[:1]), []).profile,
-        plan=space.resolved(model, config),
+        plan=space.resolved(config),
         logits=plain_logits(model, space, config, x),
         targets=y,
     )
@@ -253,15 +253,13 @@ def test_resolver_agrees_with_the_space():
         resolver = Resolver(space)
         for i in random_indexes(space, 5):
             config = space.config(i)
-            assert resolver.plan(resolver.key(config)) == space.resolved(model, config)
+            assert resolver.plan(resolver.key(config)) == space.resolved(config)
     model = build_model("jsc-toy")
     tables = {"default": {"name": ["NA"]}, "linear": _layer([4, 8], [2, 4], [8])}
     space = SearchSpace(model, "type", tables)
     resolver = Resolver(space)
     for i in range(space.size):
-        assert resolver.plan(resolver.key(space.config(i))) == space.resolved(
-            model, space.config(i)
-        )
+        assert resolver.plan(resolver.key(space.config(i))) == space.resolved(space.config(i))
 
 
 def test_configs_that_quantize_alike_share_a_key():
@@ -346,9 +344,7 @@ def test_forward_metric_without_batched_form(monkeypatch):
     configs = [space.config(i) for i in range(8)]
     for config, (got, _) in zip(configs, evaluator.evaluate_many(configs), strict=True):
         logits = plain_logits(model, space, config, x)
-        ctx = MetricContext(
-            evaluator.profile, space.resolved(model, config), logits=logits, targets=y
-        )
+        ctx = MetricContext(evaluator.profile, space.resolved(config), logits=logits, targets=y)
         assert got == compute_metrics(names, ctx)
 
 
@@ -392,7 +388,7 @@ def test_latency_is_timed_once_per_computation(monkeypatch):
     monkeypatch.setitem(METRICS._items, "latency", fake)
     model, space, x, y = jsc_s()
     configs = [space.config(i) for i in random_indexes(space, 3)]
-    plans = [space.resolved(model, c) for c in configs]
+    plans = [space.resolved(c) for c in configs]
     distinct = len({operations(p) for p in plans})
     assert 1 < distinct < len(configs)
     results = Evaluator(model, space, (x, y), ["latency"]).evaluate_many(configs)

@@ -249,7 +249,7 @@ def test_summary_schema(brute):
         "wall_s",
     ):
         assert key in summary
-    assert summary["schema_version"] == 1
+    assert summary["schema_version"] == 3
     assert summary["strategy"] == "bruteforce"
     assert summary["sampler"] is None
     assert summary["seed"] == SEED
@@ -257,8 +257,14 @@ def test_summary_schema(brute):
     assert summary["trials_run"] == 48
     assert summary["unique_configs"] == 48
     assert summary["infeasible"] == 0
+    assert summary["feasible"] + summary["infeasible"] == summary["complete"] == 48
+    assert summary["model_source"]["path"].endswith("model.pt")
+    assert summary["metric_units"]["accuracy"] == "fraction"
+    assert set(summary["float"]["validation"]) >= {"accuracy", "loss", "average_bitwidth"}
+    assert summary["float"]["validation"]["average_bitwidth"] == 32.0
+    assert summary["test"]["candidates"][0]["number"] == summary["best"]["number"]
     best = summary["best"]
-    assert set(best) >= {"number", "config", "metrics", "objective"}
+    assert set(best) >= {"number", "config", "metrics", "objective", "proposals"}
     assert isinstance(best["number"], int)
     assert set(best["config"]) == set(DIMS)
     assert all(type(v) is int for v in best["config"].values())
@@ -396,11 +402,14 @@ def test_multi_objective_pareto_csv(ckpt, workdir, sampler):
     with (out / "pareto.csv").open(newline="") as f:
         front = list(csv.DictReader(f))
     assert front
+    # one row per distinct config on the front: its first trial, and how many proposed it
     assert {config_of(r) for r in front} == {config_of(by_number[i]) for i in expected}
-    assert {int(r["number"]) for r in front} == expected
+    assert len({config_of(r) for r in front}) == len(front)
+    order = [int(r["number"]) for r in complete]  # trials.csv is in the order they finished
     for r in front:
+        same = [n for n in order if config_of(by_number[n]) == config_of(r)]
+        assert int(r["number"]) == same[0] and int(r["proposals"]) == len(same)
         trial = by_number[int(r["number"])]
-        assert config_of(r) == config_of(trial)
         assert float(r["accuracy"]) == float(trial["accuracy"])
         assert float(r["average_bitwidth"]) == float(trial["average_bitwidth"])
     summary = read_summary(out)

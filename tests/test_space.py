@@ -132,11 +132,10 @@ def test_config_index_out_of_range(seed_space, index):
 
 
 def test_seed_plan_leaves_other_layers_float_and_frac_is_half_width(seed_space):
-    model = tiny()
     for i in range(48):
         cfg = seed_space.config(i)
         d, w, b = (cfg[n] for n in SEED_NAMES)
-        resolved = seed_space.resolved(model, cfg)
+        resolved = seed_space.resolved(cfg)
         assert resolved == {
             "seq_blocks.2": LayerQuant(Integer(d, d // 2), Integer(w, w // 2), Integer(b, b // 2))
         }
@@ -215,7 +214,7 @@ def test_by_type_dimensions_are_shared_by_all_linear_layers():
         cfg = space.config(i)
         d, w = cfg["linear/data_in_width"], cfg["linear/weight_width"]
         expected = LayerQuant(Integer(d, d // 2), Integer(w, w // 2), Integer(8, 4))
-        resolved = space.resolved(model, cfg)
+        resolved = space.resolved(cfg)
         assert resolved == {
             "seq_blocks.2": expected,
             "seq_blocks.5": expected,
@@ -249,7 +248,7 @@ def test_by_name_default_choices_give_per_layer_dimensions():
         "seq_blocks_5/weight_width": 4,
         "seq_blocks_8/weight_width": 8,
     }
-    resolved = space.resolved(model, cfg)
+    resolved = space.resolved(cfg)
     assert {p: q.weight.width for p, q in resolved.items()} == {
         "seq_blocks.2": 8,
         "seq_blocks.5": 4,
@@ -278,7 +277,7 @@ def test_by_name_layer_table_wins_over_default():
         "seq_blocks_2/weight_width",
         "seq_blocks_8/weight_width",
     ]
-    resolved = space.resolved(model, space.config(1))
+    resolved = space.resolved(space.config(1))
     assert resolved["seq_blocks.5"] is None
     assert resolved["seq_blocks.2"].weight == Integer(4, 2)
     assert resolved["seq_blocks.8"].weight == Integer(8, 4)

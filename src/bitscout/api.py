@@ -27,10 +27,10 @@ from bitscout.evaluate.metrics import METRICS, Metric, user_metric
 from bitscout.job import Finished, Job, run_job
 from bitscout.quant.apply import QuantPlan, quantize_model
 from bitscout.quant.space import Choice, SearchSpace, parse_space
-from bitscout.results.outputs import best_trials, plan_table
+from bitscout.results.outputs import plan_table, row_config
+from bitscout.results.ranking import objective_columns
 from bitscout.study.objective import Objective, objective_from
 from bitscout.study.settings import SAMPLER_NAMES, StrategySettings, check_n_jobs
-from bitscout.study.store import done_trials, trial_rows
 from bitscout.validate import SEED_MAX, suggest
 
 STRATEGIES = ("bruteforce", *(s for s in SAMPLER_NAMES if s != "bruteforce"))
@@ -48,38 +48,43 @@ def register_metric(
 
 @dataclass(frozen=True)
 class Candidate:
-    """One evaluated candidate: its trial, config (dimension -> choice), metrics, objective
-    value(s) and its quantization as a `[passes.quantize]` table (what best.toml holds)."""
+    """One evaluated candidate: its (first) trial, config (dimension -> choice), metrics,
+    objective value(s), its quantization as a `[passes.quantize]` table (what best.toml holds)
+    and how many trials proposed it."""
 
     trial: int
     config: dict[str, Choice]
     metrics: dict[str, float]
     objective: list[float]
     plan: dict[str, Any]
+    proposals: int = 1  # how many trials proposed this config
 
 
 class SearchResult:
-    """What a search found. `best` is the best feasible candidate (for a Pareto search, the
-    Pareto member best in the first metric); `pareto` the Pareto set of a multi-objective
-    search (empty otherwise); `trials` trials.csv's rows; `study` the Optuna study."""
+    """What a search found. `best` is the best feasible distinct config (for a Pareto search,
+    the Pareto member best in the first metric); `pareto` the Pareto set of a multi-objective
+    search (empty otherwise); `trials` trials.csv's rows; `study` the Optuna study; `summary`
+    what summary.json holds (the float baseline, the test split, ...)."""
 
     def __init__(self, finished: Finished, job: Job) -> None:
         self.study: optuna.Study = finished.study
         self.summary: dict[str, Any] = finished.summary
         self.out = job.out
         self._job = job
-        objective = job.settings.objective
-        winners = [self._candidate(t) for t in best_trials(done_trials(self.study), objective)]
+        c = finished.concluded
+        self.trials: pd.DataFrame = c.frame
+        winners = [self._candidate(row) for row in c.winners.to_dict("records")]
         self.best: Candidate | None = winners[0] if winners else None
-        self.pareto: list[Candidate] = [] if objective.single else winners
-        names = finished.evaluator.metrics
-        rows, columns = trial_rows(self.study, job.space, objective, names)
-        self.trials = pd.DataFrame(rows, columns=columns)
+        self.pareto: list[Candidate] = [] if job.settings.objective.single else winners
 
-    def _candidate(self, trial: optuna.trial.FrozenTrial) -> Candidate:
-        table = plan_table(self._job.model, self._job.space, trial.params)
-        return Candidate(trial.number, dict(trial.params), dict(trial.user_attrs["metrics"]),
-                         list(trial.values), table)  # fmt: skip
+    def _candidate(self, row: Mapping[str, Any]) -> Candidate:
+        space = self._job.space
+        config = row_config(row, [d.name for d in space.dimensions])
+        names = self._job.settings.objective
+        cols = objective_columns(names)
+        metrics = {m: float(row[m]) for m in self.summary["metric_units"] if m in row}
+        return Candidate(int(row["number"]), config, metrics, [float(row[c]) for c in cols],
+                         plan_table(space, config), int(row["proposals"]))  # fmt: skip
 
     def quantized_model(self, config: Mapping[str, Choice] | None = None) -> nn.Module:
         """A new model with the best config (or `config`, dimension -> choice) applied; the
@@ -91,7 +96,7 @@ class SearchResult:
         missing = [d.name for d in self._job.space.dimensions if d.name not in config]
         if missing:
             raise ConfigError("config", f"lacks the dimensions {', '.join(missing)}")
-        plan = QuantPlan("name", self._job.space.resolved(self._job.model, config))
+        plan = QuantPlan("name", self._job.space.resolved(config))
         return quantize_model(self._job.model, plan)
 
 
@@ -168,11 +173,14 @@ def search(
     loss_fn: LossFn | None = None,
     device: str | torch.device = "cpu",
     max_data_bytes: int = MAX_BYTES,
+    test_data: Any = None,
     quiet: bool = False,
+    verbose: bool = False,
 ) -> SearchResult:
     """Search how to quantize `model` (any float `nn.Module`, never modified) on validation
     `data` ((x, y) arrays or tensors, a Dataset or a DataLoader, used as given) over `space`.
-    See README "Your own model and data" for every argument."""
+    `test_data` (the same forms) is held out: the winners are evaluated on it once, at the
+    end. See README "Your own model and data" for every argument."""
     if not isinstance(model, nn.Module):
         raise ConfigError("model", "must be a torch.nn.Module", type(model).__name__)
     extra = user_metrics(metrics)
@@ -182,6 +190,9 @@ def search(
     settings = strategy_settings(strategy, goal, trials, seed, timeout=timeout,
                                  n_jobs=check_n_jobs(n_jobs, "n_jobs"))  # fmt: skip
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    held_out = None
+    if test_data is not None:
+        held_out = prepare(test_data, dtype=dtype, device=device, max_bytes=max_data_bytes)
     job = Job(
         model=copy.deepcopy(model).eval(),  # the caller's model keeps even its training flag
         data=prepare(data, dtype=dtype, device=device, max_bytes=max_data_bytes),
@@ -196,8 +207,10 @@ def search(
         },
         metrics=extra,
         loss_fn=loss_fn,
+        test_data=held_out,
     )
-    return SearchResult(run_job(job, Console(quiet=quiet)), job)
+    verbosity = "quiet" if quiet else "verbose" if verbose else "normal"
+    return SearchResult(run_job(job, Console(), verbosity), job)
 
 
 def _out_dir(path: Path) -> Path:

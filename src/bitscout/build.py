@@ -174,9 +174,11 @@ def search_job(cfg: Config, where: Where, overrides: Overrides, console: Console
     space = parse_space(cfg.search.get("search_space", {}), make_model(cfg, data))
     model, source = float_model(cfg, data, where.load, where.out, console)
     n = settings.num_samples or len(data.y_val)
+    test = None if data.x_test is None else prepare((data.x_test, data.y_test))
     return Job(
         model=model,
         data=prepare((data.x_val[:n], data.y_val[:n])),
+        test_data=test,
         space=space,
         settings=settings,
         out=where.out,

@@ -75,6 +75,9 @@ def _add_search(sub: Subparsers) -> None:
         help=f"journal file path or RDB URL (default: ${STORAGE_ENV}, else DIR/study.journal)",
     )
     search.add_argument("--study", default="bitscout", help="study name (default %(default)s)")
+    chatter = search.add_mutually_exclusive_group()
+    chatter.add_argument("--verbose", action="store_true", help="print every trial")
+    chatter.add_argument("--quiet", action="store_true", help="print only the final result")
     search.set_defaults(func="search")
 
 

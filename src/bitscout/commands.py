@@ -94,8 +94,12 @@ def cmd_search(args: argparse.Namespace) -> int:
         raise ConfigError("--study", "must be a non-empty name", args.study)
     storage = args.storage or os.environ.get(STORAGE_ENV) or default_storage(out)
     overrides = Overrides(args.strategy, args.sampler, args.trials, args.seed)
-    job = search_job(cfg, Where(out, storage, args.study, args.load), overrides, console)
-    summary = run_job(job, console).summary
+    verbosity = "quiet" if args.quiet else "verbose" if args.verbose else "normal"
+    quiet = Console(quiet=verbosity == "quiet")
+    job = search_job(cfg, Where(out, storage, args.study, args.load), overrides, quiet)
+    summary = run_job(job, console, verbosity).summary
+    if verbosity == "quiet":
+        return 0
     everyone = summary["trials_run_all_workers"]
     others = f" ({everyone} by all workers)" if everyone != summary["trials_run"] else ""
     console.print(
@@ -146,19 +150,21 @@ def cmd_space(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from bitscout.results.console import show_result
     from bitscout.results.report import load_run, rerank_objective
-    from bitscout.results.report_md import write_report
+    from bitscout.results.report_md import concluded, write_report
 
     out = Path(args.dir)
     run = load_run(out)
-    if args.objective is None and not args.constraint:
-        path = write_report(run, run.objective, out, f"bitscout report: {out.name}")
-    else:
+    objective, where, title = run.objective, out, f"bitscout report: {out.name}"
+    if args.objective is not None or args.constraint:
         objective = rerank_objective(run, args.objective, args.constraint)
-        path = write_report(
-            run, objective, out / args.name, f"bitscout re-ranking: {out.name}", tables=True
-        )
-    console.print(f"report written to {path}")
+        where, title = out / args.name, f"bitscout re-ranking: {out.name}"
+    path = write_report(run, objective, where, title, tables=where != out)
+    units = run.summary.get("metric_units", {})
+    rows = int(run.summary["eval_samples"])
+    show_result(console, concluded(run, objective), objective, run.dimensions, units, rows)
+    console.print(f"report written to {path}", highlight=False)
     return 0
 
 

@@ -23,9 +23,10 @@ from bitscout.config import Config
 from bitscout.errors import ConfigError
 from bitscout.evaluate.data import prepare
 from bitscout.evaluate.evaluator import Evaluator
-from bitscout.files import atomic, write_text
+from bitscout.files import SCHEMA_VERSION, atomic, write_text
 from bitscout.job import Job, make_evaluator
 from bitscout.quant.space import SearchSpace, parse_space
+from bitscout.results.ranking import best_so_far
 from bitscout.study.objective import Objective
 from bitscout.study.settings import SAMPLER_NAMES, StrategySettings
 from bitscout.study.store import done_trials
@@ -35,7 +36,9 @@ ENUMERABLE_MAX = 100_000  # enumerate the space for the optimum only up to this 
 TOL = 1e-12  # relative: a regret this small is float noise, not a miss
 WITHIN = 0.01  # "near the optimum": within 1% of |optimum|
 SINGLE_KEY = "search.strategy.setup.sum_scaled_metrics"
-COLUMNS = ("strategy", "seed", "trial", "config", "objective", "best_so_far", "regret")
+HATCHES = ["///", "\\\\\\", "...", "xx", "++", "oo", "--", "||"]
+COLUMNS = ("schema_version", "strategy", "seed", "trial", "config", "objective", "best_so_far",
+           "regret")  # fmt: skip
 # Here `bruteforce` is our exhaustive strategy, so Optuna's sampler of that name is left out.
 KNOWN = ("bruteforce", *(s for s in SAMPLER_NAMES if s != "bruteforce"))
 NO_REGRET = dict.fromkeys(
@@ -145,16 +148,15 @@ def run_rows(
     optimum: float | None,
 ) -> list[dict[str, Any]]:
     """compare.csv rows of one run. Only feasible trials count towards the best so far."""
+    values = np.array([t.values[0] for t in trials], dtype=float)
+    ok = np.array([t.user_attrs.get("feasible", True) for t in trials], dtype=bool)
+    best = best_so_far(values, ok & np.isfinite(values), objective.direction)
     rows: list[dict[str, Any]] = []
-    best: float | None = None
-    for position, t in enumerate(trials, start=1):
-        value = t.values[0]
-        ok = t.user_attrs.get("feasible", True) and math.isfinite(value)
-        if ok and (best is None or objective.better(value, best)):
-            best = value
-        regret = None if optimum is None or best is None else abs(optimum - best)
+    for position, (t, value, running) in enumerate(zip(trials, values, best, strict=True), 1):
+        known = None if np.isnan(running) else float(running)
+        regret = None if optimum is None or known is None else abs(optimum - known)
         config = json.dumps(t.params, sort_keys=True, separators=(",", ":"))
-        cells = (label, seed, position, config, value, best, regret)
+        cells = (SCHEMA_VERSION, label, seed, position, config, float(value), known, regret)
         rows.append(dict(zip(COLUMNS, cells, strict=True)))
     return rows
 
@@ -327,16 +329,19 @@ def draw(path: Path, summary: Sequence[dict[str, Any]], optimum: float | None, t
 
     fig = Figure(figsize=(7.5, 4.5), layout="constrained")
     ax = fig.add_subplot()
-    for entry in summary:
+    for entry, hatch in zip(summary, HATCHES * len(summary), strict=False):
         band = entry["best_so_far"]
         x = np.arange(1, len(band["mean"]) + 1)
-        (line,) = ax.plot(x, band["mean"], label=entry["strategy"])
-        ax.fill_between(x, band["q25"], band["q75"], color=line.get_color(), alpha=0.2, lw=0)
+        (line,) = ax.plot(x, band["mean"], label=f"{entry['strategy']}: mean over seeds")
+        # a hatch of its own, so overlapping bands stay apart in print and for colour-blindness
+        ax.fill_between(x, band["q25"], band["q75"], facecolor=line.get_color(), alpha=0.15,
+                        hatch=hatch, edgecolor=line.get_color(), linewidth=0,
+                        label=f"{entry['strategy']}: interquartile range")  # fmt: skip
     if optimum is not None:
         ax.axhline(optimum, color="black", linestyle="--", linewidth=1, label="optimum")
     ax.set(xlabel="trial", ylabel="best objective so far", title=title)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=8)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic(path) as tmp:
         fig.savefig(tmp, dpi=120, format="png")

@@ -1,9 +1,15 @@
-"""Writing output files whole or not at all."""
+"""Writing output files whole or not at all, under one schema version."""
 
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+# The version of every file bitscout writes (trials.csv, summary.json, best.toml, pareto.csv,
+# ranked.csv, compare.csv, train.json). 3: one version for all; ranking by distinct config
+# (`proposals`); summary.json gained `float`, `test`, `feasible`, `model_source`, `space`,
+# `layers`, `metric_units`; infeasible trials name the constraint they break in `reason`.
+SCHEMA_VERSION = 3
 
 
 @contextmanager

@@ -7,7 +7,8 @@ import contextlib
 import dataclasses
 import hashlib
 import time
-from collections.abc import Mapping
+import warnings
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,21 +22,16 @@ from bitscout.evaluate.data import EvalData
 from bitscout.evaluate.evaluator import Evaluator
 from bitscout.evaluate.metrics import Metric
 from bitscout.quant.space import Choice, SearchSpace
-from bitscout.results.console import Reporter, show_best
-from bitscout.results.outputs import (
-    best_entry,
-    best_trials,
-    objective_spec,
-    write_best_toml,
-    write_pareto_csv,
-    write_summary,
-)  # fmt: skip
+from bitscout.results.conclude import Concluded, conclude, summarize
+from bitscout.results.console import Reporter, Verbosity, show_result
+from bitscout.results.outputs import write_best_toml, write_pareto_csv, write_summary
 from bitscout.results.report import load_run
 from bitscout.results.report_md import write_report
+from bitscout.results.trials import TrialsCsv
 from bitscout.study.parallel import check_shareable, fork, join
 from bitscout.study.settings import StrategySettings
 from bitscout.study.storage import DATA_KEY, mask_password, open_study
-from bitscout.study.store import Result, TrialsCsv, done_trials, trial_state
+from bitscout.study.store import Result, done_trials
 from bitscout.study.strategies import STRATEGIES, SearchContext
 from bitscout.study.strategies.base import TrialHook
 
@@ -65,6 +61,7 @@ class Job:
     loss_fn: Any = None
     model_source: Any = "given"
     config_path: str | None = None
+    test_data: EvalData | None = None  # the winners are evaluated on it once, at the end
 
 
 @dataclass
@@ -74,6 +71,7 @@ class Finished:
     study: optuna.Study
     evaluator: Evaluator
     summary: dict[str, Any]
+    concluded: Concluded
 
 
 def metric_names(job: Job) -> list[str]:
@@ -144,8 +142,14 @@ def open_job_study(job: Job, storage: Any, console: Console) -> optuna.Study:
     if isinstance(storage, str) and "://" not in storage:
         Path(storage).parent.mkdir(parents=True, exist_ok=True)
     notify = lambda message: console.print(message, highlight=False)  # noqa: E731
-    return open_study(storage, job.study_name, job.settings.objective, fingerprint(job),
-                      sampler, notify=notify)  # fmt: skip
+    study = open_study(storage, job.study_name, job.settings.objective, fingerprint(job),
+                       sampler, notify=notify)  # fmt: skip
+    objective = job.settings.objective
+    if study.metric_names is None:  # optuna-dashboard's name for each objective value
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(["objective"] if objective.single else objective.names)
+    return study
 
 
 def describe(settings: StrategySettings) -> str:
@@ -199,8 +203,19 @@ def _worker(job: Job, storage: Any, evaluator: Evaluator, index: int) -> None:
     )
 
 
-def run_job(job: Job, console: Console) -> Finished:
-    """Run (or resume) `job`; write its outputs when it has an output directory."""
+def test_evaluator(job: Job, evaluator: Evaluator) -> Evaluator | None:
+    """The winners' judge on the held-out split: the same metrics, latency left out."""
+    if job.test_data is None:
+        return None
+    names = [m for m in evaluator.metrics if evaluator.get(m).kind != "timing"]
+    return Evaluator(job.model, job.space, job.test_data, names, extra=job.metrics,
+                     loss_fn=job.loss_fn)  # fmt: skip
+
+
+def run_job(job: Job, console: Console, verbosity: Verbosity = "normal") -> Finished:
+    """Run (or resume) `job`; write its outputs when it has an output directory. `quiet`
+    prints only the final result, `verbose` every trial."""
+    say = _sayer(console, verbosity)
     storage = storage_of(job)
     check_shareable(storage if isinstance(storage, str) else None, job.settings.n_jobs)
     study = open_job_study(job, storage, console)
@@ -211,11 +226,9 @@ def run_job(job: Job, console: Console) -> Finished:
     for t in before:  # a resumed search reuses what the store already holds
         evaluator.remember(t.params, t.user_attrs["metrics"])
     ctx = _strategy(job, study, evaluator, console)
-    console.print(
-        f"searching {job.space.size} candidates with {describe(job.settings)}; "
-        f"{len(before)} trials already in the store",
-        highlight=False,
-    )
+    ctx.notify = say
+    say(f"searching {job.space.size} candidates with {describe(job.settings)}; "
+        f"{len(before)} trials already in the store")  # fmt: skip
     procs = fork(job.settings.n_jobs, lambda i: _worker(job, storage, evaluator, i))
     table = None
     if job.out is not None:
@@ -225,7 +238,7 @@ def run_job(job: Job, console: Console) -> Finished:
     own = Counted(table)
     start = time.perf_counter()
     try:
-        with Reporter(console, ctx.budget(), job.settings.objective) as reporter:
+        with Reporter(console, ctx.budget(), job.settings.objective, verbosity) as reporter:
             ctx.on_trial = own.hook(reporter)
             STRATEGIES.get(job.settings.name, "search.strategy.name").run(ctx)
         join(procs, console)
@@ -234,45 +247,59 @@ def run_job(job: Job, console: Console) -> Finished:
             with contextlib.suppress(OSError):
                 write_outputs(job, study, table, Tally(before, own.count, start), evaluator)
         raise
-    summary = write_outputs(job, study, table, Tally(before, own.count, start), evaluator)
+    tally = Tally(before, own.count, start)
+    c, summary = write_outputs(job, study, table, tally, evaluator, test_evaluator(job, evaluator))
     check_failed(summary, study, job.out)
     if summary["complete"] == 0:
         console.print("no trial has finished yet (timeout?): nothing to report")
-    else:
-        show_best(console, job.settings.objective, done_trials(study))
-        if job.out is not None:
-            title = f"bitscout search: {job.out.name}"
-            report = write_report(load_run(job.out), job.settings.objective, job.out, title)
-            console.print(f"report: {report}", highlight=False)
-    return Finished(study, evaluator, summary)
+        return Finished(study, evaluator, summary, c)
+    units = summary["metric_units"]
+    show_result(console, c, job.settings.objective, summary["dimensions"], units, evaluator.rows)
+    if job.out is not None:
+        title = f"bitscout search: {job.out.name}"
+        say(f"report: {write_report(load_run(job.out), job.settings.objective, job.out, title)}")
+    return Finished(study, evaluator, summary, c)
+
+
+def _sayer(console: Console, verbosity: Verbosity) -> Callable[[str], None]:
+    """Informational lines: on the console unless quiet."""
+    if verbosity == "quiet":
+        return lambda message: None
+    return lambda message: console.print(message, highlight=False)
 
 
 def write_outputs(
-    job: Job, study: optuna.Study, table: TrialsCsv | None, tally: Tally, evaluator: Evaluator
-) -> dict[str, Any]:
-    """The summary; with an output directory also trials.csv, best.toml, pareto.csv
-    (multi-objective) and summary.json."""
+    job: Job,
+    study: optuna.Study,
+    table: TrialsCsv | None,
+    tally: Tally,
+    evaluator: Evaluator,
+    judge: Evaluator | None = None,
+) -> tuple[Concluded, dict[str, Any]]:
+    """The results and the summary; with an output directory also trials.csv, best.toml,
+    pareto.csv (multi-objective) and summary.json. `judge` evaluates the winners on the test
+    split."""
     objective = job.settings.objective
-    done = done_trials(study)
-    winners = best_trials(done, objective)
-    summary = summarize(job, study, tally, evaluator, winners)
+    c = conclude(study, job.space, objective, evaluator, judge)
+    dims = [d.name for d in job.space.dimensions]
+    summary = search_summary(job, study, tally, evaluator)
+    summary.update(summarize(c, objective, dims, evaluator.metrics))
     if table is None or job.out is None:
-        return summary
+        return c, summary
     table.rewrite()
-    if winners:
-        write_best_toml(job.out / "best.toml", job.model, job.space, winners[0])
+    if not c.winners.empty:
+        write_best_toml(job.out / "best.toml", job.space, c.winners.iloc[0].to_dict())
     if not objective.single:
-        write_pareto_csv(job.out / "pareto.csv", winners, job.space, evaluator.metrics)
+        write_pareto_csv(job.out / "pareto.csv", c.winners, dims, evaluator.metrics)
     write_summary(job.out / "summary.json", summary)
-    return summary
+    return c, summary
 
 
-def summarize(
-    job: Job, study: optuna.Study, tally: Tally, evaluator: Evaluator, winners: list
+def search_summary(
+    job: Job, study: optuna.Study, tally: Tally, evaluator: Evaluator
 ) -> dict[str, Any]:
-    settings, objective = job.settings, job.settings.objective
-    states = [trial_state(t) for t in study.get_trials(deepcopy=False)]
-    done = done_trials(study)
+    """summary.json's part about the search itself: what ran, on what, how long."""
+    settings = job.settings
     storage = job.storage or (str(job.out / "study.journal") if job.out else None)
     return {
         "config": job.config_path,
@@ -283,21 +310,15 @@ def summarize(
         "seed": settings.seed,
         "space_size": job.space.size,
         "trials_run": tally.own,
-        "trials_run_all_workers": len(done) - len(tally.before),
-        "trials_total": len(states),
-        "complete": states.count("complete") + states.count("infeasible"),
-        "failed": states.count("failed"),
-        "infeasible": states.count("infeasible"),
-        "unique_configs": len({evaluator.key(t.params) for t in done}),
+        "trials_run_all_workers": len(done_trials(study)) - len(tally.before),
         "storage": None if storage is None else mask_password(storage),
         "study": job.study_name,
-        "best": best_entry(winners[0] if winners else None),
-        "pareto_size": None if objective.single else len(winners),
         "wall_s": time.perf_counter() - tally.start,
-        "objective": objective_spec(objective),
         "eval_samples": evaluator.rows,
         "dimensions": [d.name for d in job.space.dimensions],
         "metric_units": {m: evaluator.get(m).unit for m in evaluator.metrics},
+        "space": job.space.table(),
+        "layers": job.space.types,
     }
 
 

@@ -224,13 +224,28 @@ class Evaluator:
         ctx = MetricContext(self.profile, plan, model=candidate, data=self.data.source)
         return compute_metrics(self._kind("model"), ctx, self.extra)
 
+    def baseline(self) -> dict[str, float]:
+        """The float model's metrics on the same rows (every layer left float), by the plain
+        path; latency is left out (it times fake quantization, which float does not run)."""
+        plan: Plan = dict.fromkeys(self._resolver.paths)
+        row = self._static(plan)
+        if self._kind("forward"):
+            with torch.inference_mode(), one_thread():
+                row.update(self._plain_forward(plan))
+        if self._kind("model"):
+            row.update(self._by_model(plan))
+        return {m: row[m] for m in self.metrics if m in row}
+
+    def _plain_forward(self, plan: Plan) -> dict[str, float]:
+        candidate = quantize_model(self.model, QuantPlan("name", plan))
+        blocks = ((predict(candidate, x).unsqueeze(1), y) for x, y in self.data.batches())
+        return self._forward_metrics(1, blocks)[0]
+
     def _add_forward(self, keys: Sequence[Key], plans: Sequence[Plan], rows: list[dict]) -> None:
         runner = self._runner
         if runner is None:
             for plan, row in zip(plans, rows, strict=True):
-                candidate = quantize_model(self.model, QuantPlan("name", plan))
-                blocks = ((predict(candidate, x).unsqueeze(1), y) for x, y in self.data.batches())
-                row.update(self._forward_metrics(1, blocks)[0])
+                row.update(self._plain_forward(plan))
             return
         candidates = [runner.candidate(k, p) for k, p in zip(keys, plans, strict=True)]
         for stage, members in runner.groups(candidates):

@@ -97,24 +97,35 @@ def quantizable_layers(model: nn.Module) -> dict[str, nn.Module]:
     return {path: m for path, m in model.named_modules() if type(m) in QUANT_TYPES}
 
 
+Layers = Mapping[str, str]  # module path -> layer type ("linear", "conv1d", "conv2d")
+
+
+def layer_types(model: "nn.Module | Layers") -> dict[str, str]:
+    """Path -> type of every quantizable layer, in module order: of a model, or as given (a
+    finished run's report knows its layers without the model)."""
+    if isinstance(model, Mapping):
+        return dict(model)
+    return {path: TYPE_NAMES[type(m)] for path, m in quantizable_layers(model).items()}
+
+
 def fx_name(path: str) -> str:
     """MASE's name for a layer: the torch.fx node name, `seq_blocks.2` -> `seq_blocks_2`."""
     return path.replace(".", "_")
 
 
-def _key_kind(model: nn.Module, by: str, name: str, key: str) -> str:
+def _key_kind(types: Layers, by: str, name: str, key: str) -> str:
     """Whether plan key `name` denotes a layer path (returned), a type (`type:`) or default."""
     if name == "default":
         return "default"
     if by == "name":
-        for path in quantizable_layers(model):
+        for path in types:
             if name in (path, fx_name(path)):
                 return path
     if name in LAYER_TYPES:
         return f"type:{name}"
     if by == "type":
         raise ConfigError(f"{key}.{name}", f"unknown layer type; known: {', '.join(LAYER_TYPES)}")
-    known = [fx_name(p) for p in quantizable_layers(model)]
+    known = [fx_name(p) for p in types]
     raise ConfigError(
         f"{key}.{name}",
         f"unknown layer name; this model's layers: {', '.join(known)} (or a type: "
@@ -123,16 +134,17 @@ def _key_kind(model: nn.Module, by: str, name: str, key: str) -> str:
 
 
 def resolve_plan(
-    model: nn.Module, plan: QuantPlan | Mapping[str, Any], key: str = "passes.quantize"
+    model: "nn.Module | Layers", plan: QuantPlan | Mapping[str, Any], key: str = "passes.quantize"
 ) -> dict[str, LayerQuant | None]:
-    """The formats of every quantizable layer, by precedence exact name > type > default."""
+    """The formats of every quantizable layer (of a model, or path -> type), by precedence
+    exact name > type > default."""
     if not isinstance(plan, QuantPlan):
         plan = parse_plan(plan, key)
-    kinds = {_key_kind(model, plan.by, name, key): q for name, q in plan.layers.items()}
+    types = layer_types(model)
+    kinds = {_key_kind(types, plan.by, name, key): q for name, q in plan.layers.items()}
     resolved: dict[str, LayerQuant | None] = {}
-    for path, layer in quantizable_layers(model).items():
-        type_key = f"type:{TYPE_NAMES[type(layer)]}"
-        for k in (path, type_key, "default"):
+    for path, kind in types.items():
+        for k in (path, f"type:{kind}", "default"):
             if k in kinds:
                 resolved[path] = kinds[k]
                 break

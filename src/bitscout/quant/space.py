@@ -11,14 +11,15 @@ from bitscout.errors import ConfigError
 from bitscout.quant.apply import (
     LAYER_FIELDS,
     LAYER_TYPES,
+    Layers,
     QuantPlan,
     fx_name,
+    layer_types,
     parse_layer_config,
-    quantizable_layers,
     resolve_plan,
 )  # fmt: skip
 from bitscout.quant.formats import OVERFLOWS, ROUNDINGS
-from bitscout.quant.layers import TYPE_NAMES, LayerQuant
+from bitscout.quant.layers import LayerQuant
 from bitscout.validate import check_keys
 
 SPACE_NAMES = ("graph/quantize/mixed_precision_ptq",)
@@ -97,13 +98,14 @@ class SearchSpace:
 
     def __init__(
         self,
-        model: nn.Module,
+        model: nn.Module | Layers,
         by: str,
         tables: Mapping[str, Mapping[str, Sequence]],
         key: str = "search.search_space.seed",
     ) -> None:
         self.by = by
-        self.layers = quantizable_layers(model)
+        self.types = layer_types(model)  # path -> type of each quantizable layer
+        self.tables = {k: {f: tuple(c) for f, c in t.items()} for k, t in tables.items()}
         self.layer_keys = self._layer_keys(tables, key)
         self.fields: dict[str, dict[str, tuple[Choice, ...]]] = {}
         for layer_key, table_key in self.layer_keys.items():
@@ -118,8 +120,8 @@ class SearchSpace:
 
     def _layer_keys(self, tables: Mapping[str, Any], key: str) -> dict[str, str]:
         """Plan key (layer fx name, or type) -> the seed table that configures it."""
-        names = {fx_name(p): p for p in self.layers}
-        types = [TYPE_NAMES[type(m)] for m in self.layers.values()]
+        names = {fx_name(p): p for p in self.types}
+        types = list(self.types.values())
         for k in tables:
             ok = (
                 k == "default"
@@ -137,9 +139,14 @@ class SearchSpace:
             return {k: k for k in dict.fromkeys(keys)}
         found = {}
         for fx, path in names.items():
-            t = TYPE_NAMES[type(self.layers[path])]
+            t = self.types[path]
             found[fx] = next(k for k in (fx, path, t, "default") if k in tables)
         return found
+
+    def table(self) -> dict[str, Any]:
+        """The space as a `[search.search_space]` table (what `parse_space` reads back)."""
+        seed = {k: {"config": {f: list(c) for f, c in t.items()}} for k, t in self.tables.items()}
+        return {"setup": {"by": self.by}, "seed": seed}
 
     def config(self, index: int) -> Config:
         """The candidate numbered `index` (0 <= index < size)."""
@@ -172,15 +179,13 @@ class SearchSpace:
         layers = {k: parse_layer_config(v, k) for k, v in self.layer_configs(config).items()}
         return QuantPlan(by=self.by, layers=layers)  # type: ignore[arg-type]
 
-    def resolved(
-        self, model: nn.Module, config: Mapping[str, Choice]
-    ) -> dict[str, LayerQuant | None]:
+    def resolved(self, config: Mapping[str, Choice]) -> dict[str, LayerQuant | None]:
         """Formats per layer path: the canonical identity of a candidate (used as cache key)."""
-        return resolve_plan(model, self.plan(config))
+        return resolve_plan(self.types, self.plan(config))
 
 
 def parse_space(
-    table: Mapping[str, Any], model: nn.Module, key: str = "search.search_space"
+    table: Mapping[str, Any], model: nn.Module | Layers, key: str = "search.search_space"
 ) -> SearchSpace:
     """Build a SearchSpace from MASE's `[search.search_space]` table."""
     if not isinstance(table, Mapping) or not table:

@@ -1,61 +1,31 @@
-"""What a search leaves in its directory: best.toml, pareto.csv, summary.json."""
+"""What a search (or a re-ranking) leaves in its directory: best.toml, pareto.csv, summary.json,
+written from the ranked trials (see `ranking`)."""
 
-import csv
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import tomli_w
-from optuna.trial import FrozenTrial
-from torch import nn
 
-from bitscout.files import atomic, write_text
+from bitscout.files import write_text
 from bitscout.quant.apply import fx_name
 from bitscout.quant.formats import Integer
 from bitscout.quant.space import SearchSpace
-from bitscout.study.objective import Objective, pareto_front
-
-SCHEMA_VERSION = 1
-
-
-def feasible(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
-    return [t for t in trials if t.user_attrs.get("feasible", True)]
-
-
-def best_trials(trials: Sequence[FrozenTrial], objective: Objective) -> list[FrozenTrial]:
-    """The winners among feasible trials, best first: for one objective the single best
-    (earliest on ties); otherwise the Pareto set sorted by the first metric."""
-    pool = feasible(trials)
-    if not pool:
-        return []
-    if objective.single:
-        sign = 1.0 if objective.direction == "maximize" else -1.0
-        return [max(pool, key=lambda t: (sign * t.values[0], -t.number))]
-    front = [pool[i] for i in pareto_front([t.values for t in pool], objective.directions)]
-    sign = 1.0 if objective.directions[0] == "maximize" else -1.0
-    return sorted(front, key=lambda t: (-sign * t.values[0], t.number))
-
-
-def ranked(trials: Sequence[FrozenTrial], objective: Objective, top: int) -> list[FrozenTrial]:
-    """For display: the `top` best feasible trials (single objective) or the Pareto set."""
-    if not objective.single:
-        return best_trials(trials, objective)
-    sign = 1.0 if objective.direction == "maximize" else -1.0
-    return sorted(feasible(trials), key=lambda t: (-sign * t.values[0], t.number))[:top]
+from bitscout.results.schema import SCHEMA_VERSION, choice_value
 
 
 def _format_fields(prefix: str, fmt: Integer | None) -> dict[str, Any]:
     if fmt is None:
         return {}
-    fields: dict[str, Any] = {f"{prefix}_width": fmt.width, f"{prefix}_frac_width": fmt.frac_width}
-    return fields
+    return {f"{prefix}_width": fmt.width, f"{prefix}_frac_width": fmt.frac_width}
 
 
-def plan_table(model: nn.Module, space: SearchSpace, config: Mapping[str, Any]) -> dict:
+def plan_table(space: SearchSpace, config: Mapping[str, Any]) -> dict:
     """`[passes.quantize]` by name, every frac width explicit, for `bitscout quantize --quant`."""
     table: dict[str, Any] = {"by": "name", "default": {"config": {"name": "NA"}}}
-    for path, quant in space.resolved(model, config).items():
+    for path, quant in space.resolved(config).items():
         if quant is None:
             continue
         cfg: dict[str, Any] = {"name": "integer"}
@@ -68,56 +38,31 @@ def plan_table(model: nn.Module, space: SearchSpace, config: Mapping[str, Any]) 
     return table
 
 
-def write_best_toml(path: Path, model: nn.Module, space: SearchSpace, trial: FrozenTrial) -> None:
+def row_config(row: Mapping[str, Any], dims: Sequence[str]) -> dict[str, Any]:
+    """A trials.csv row's config: dimension -> choice."""
+    return {d: choice_value(row[d]) for d in dims}
+
+
+def write_best_toml(path: Path, space: SearchSpace, row: Mapping[str, Any]) -> None:
+    """The winner as a `[passes.quantize]` table that `bitscout quantize --quant` applies."""
+    config = row_config(row, [d.name for d in space.dimensions])
     doc = {
         "schema_version": SCHEMA_VERSION,
-        "trial": trial.number,
-        "passes": {"quantize": plan_table(model, space, trial.params)},
+        "trial": int(row["number"]),
+        "passes": {"quantize": plan_table(space, config)},
     }
     write_text(path, tomli_w.dumps(doc))
 
 
 def write_pareto_csv(
-    path: Path, front: Sequence[FrozenTrial], space: SearchSpace, metric_names: Sequence[str]
+    path: Path, front: pd.DataFrame, dims: Sequence[str], metric_names: Sequence[str]
 ) -> None:
-    columns = ["schema_version", "number", *[d.name for d in space.dimensions], *metric_names]
-    with atomic(path) as tmp, tmp.open("w", newline="") as f:
-        writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(columns)
-        for t in front:
-            metrics = t.user_attrs["metrics"]
-            writer.writerow(
-                [
-                    SCHEMA_VERSION,
-                    t.number,
-                    *[t.params.get(d.name, "") for d in space.dimensions],
-                    *[metrics.get(m, "") for m in metric_names],
-                ]
-            )
+    """The Pareto set's distinct configs, with how many trials proposed each."""
+    columns = ["number", "proposals", *dims, *[m for m in metric_names if m in front]]
+    table = front[columns].copy()
+    table.insert(0, "schema_version", SCHEMA_VERSION)
+    write_text(path, table.to_csv(index=False, lineterminator="\n"))
 
 
 def write_summary(path: Path, summary: Mapping[str, Any]) -> None:
     write_text(path, json.dumps({"schema_version": SCHEMA_VERSION, **summary}, indent=2) + "\n")
-
-
-def best_entry(trial: FrozenTrial | None) -> dict[str, Any] | None:
-    if trial is None:
-        return None
-    return {
-        "number": trial.number,
-        "config": dict(trial.params),
-        "metrics": trial.user_attrs["metrics"],
-        "objective": list(trial.values),
-    }
-
-
-def objective_spec(objective: Objective) -> dict[str, Any]:
-    """The objective as summary.json records it, so a report can re-read and re-rank."""
-    return {
-        "single": objective.single,
-        "direction": objective.direction,
-        "metrics": [
-            {"name": m.name, "scale": m.scale, "direction": m.direction} for m in objective.metrics
-        ],
-        "constraints": [str(c) for c in objective.constraints],
-    }

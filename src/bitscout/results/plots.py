@@ -1,6 +1,6 @@
-"""Drawing only: every function takes a finished table and writes one PNG."""
+"""Drawing only: every function takes finished tables and writes one PNG (matplotlib's Agg)."""
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -12,8 +12,7 @@ import pandas as pd
 
 from bitscout.files import atomic
 
-MAX_WIDTH_IN = 24  # wider figures cost memory (GBs for 20,000 trials) and nobody reads them
-LABELLED_MAX = 60  # beyond this many trials, config labels on the x axis are unreadable
+DPI = 100
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:
@@ -21,77 +20,116 @@ def _save(fig: plt.Figure, path: Path) -> Path:
     fig.tight_layout()
     try:
         with atomic(path) as tmp:
-            fig.savefig(tmp, dpi=100, format="png")
+            fig.savefig(tmp, dpi=DPI, format="png")
     finally:
         plt.close(fig)
     return path
 
 
-def metrics_figure(df: pd.DataFrame, metrics: Sequence[str], labels: Sequence[str]) -> plt.Figure:
-    """One panel per metric against the trials in the order they finished, x ticks labelled
-    with the config when there are few enough to read."""
-    fig, axes = plt.subplots(
-        len(metrics),
-        1,
-        figsize=(min(MAX_WIDTH_IN, max(8, 0.25 * len(df))), 2.4 * len(metrics)),
-        sharex=True,
-        squeeze=False,
-    )
+def label(name: str, units: Mapping[str, str]) -> str:
+    unit = units.get(name)
+    return f"{name} [{unit}]" if unit else name
+
+
+def metrics_png(df: pd.DataFrame, metrics: Sequence[str], units: Mapping[str, str],
+                path: Path) -> Path:  # fmt: skip
+    """One panel per metric that varies, each trial a point, in the order trials finished."""
+    fig, axes = plt.subplots(len(metrics), 1, figsize=(8, 1.9 * len(metrics) + 0.6),
+                             sharex=True, squeeze=False)  # fmt: skip
     x = np.arange(1, len(df) + 1)
-    style = "o-" if len(df) <= LABELLED_MAX else "."  # thousands of trials: points only
     for ax, metric in zip(axes[:, 0], metrics, strict=True):
-        ax.plot(x, df[metric], style, markersize=3, linewidth=0.8)
-        ax.set_ylabel(metric)
+        ax.plot(x, df[metric], "o", markersize=2.5, alpha=0.7)
+        ax.set_ylabel(label(metric, units), fontsize=8)
         ax.grid(alpha=0.3)
-    bottom = axes[-1, 0]
-    bottom.set_xlabel("trials finished")
-    if len(df) <= LABELLED_MAX:
-        bottom.set_xticks(x, labels, rotation=90, fontsize=6)
-    return fig
+    axes[-1, 0].set_xlabel("trial, in the order trials finished")
+    return _save(fig, path)
 
 
-def metrics_png(
-    df: pd.DataFrame, metrics: Sequence[str], labels: Sequence[str], path: Path
-) -> Path:
-    return _save(metrics_figure(df, metrics, labels), path)
-
-
-def best_so_far_png(
-    numbers: np.ndarray, values: np.ndarray, best: np.ndarray, label: str, path: Path
-) -> Path:
+def best_so_far_png(values: np.ndarray, best: np.ndarray, ylabel: str, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot(numbers, values, ".", alpha=0.4, label="trial")
-    ax.step(numbers, best, where="post", label="best so far")
-    ax.set_xlabel("trials finished")
-    ax.set_ylabel(label)
+    x = np.arange(1, len(values) + 1)
+    ax.plot(x, values, "o", markersize=2.5, alpha=0.4, label="trial")
+    ax.step(x, best, where="post", label="best so far")
+    ax.set_xlabel("trial, in the order trials finished")
+    ax.set_ylabel(ylabel)
     ax.legend()
     ax.grid(alpha=0.3)
     return _save(fig, path)
 
 
-def pareto_png(df: pd.DataFrame, x: str, y: str, front: np.ndarray, path: Path) -> Path:
+def pareto_png(df: pd.DataFrame, x: str, y: str, front: np.ndarray, units: Mapping[str, str],
+               path: Path) -> Path:  # fmt: skip
     """Every trial faded, the Pareto front highlighted and joined."""
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    ax.scatter(df[x][~front], df[y][~front], alpha=0.25, label="dominated")
+    ax.scatter(df[x][~front], df[y][~front], s=10, alpha=0.3, label="dominated")
     ordered = df[front].sort_values(x)
     ax.plot(ordered[x], ordered[y], "o-", color="tab:red", label="Pareto front")
-    ax.set_xlabel(x)
-    ax.set_ylabel(y)
+    ax.set_xlabel(label(x, units))
+    ax.set_ylabel(label(y, units))
     ax.legend()
     ax.grid(alpha=0.3)
     return _save(fig, path)
 
 
-def heatmap_png(grid: pd.DataFrame, label: str, path: Path) -> Path:
-    """`grid`: rows x columns of choices (one column for a one-dimensional space)."""
-    fig, ax = plt.subplots(figsize=(1.2 * len(grid.columns) + 3, 0.6 * len(grid.index) + 2))
-    image = ax.imshow(grid.to_numpy(dtype=float), cmap="viridis", aspect="auto")
-    ax.set_xticks(range(len(grid.columns)), [str(c) for c in grid.columns])
-    ax.set_yticks(range(len(grid.index)), [str(i) for i in grid.index])
-    ax.set_xlabel(str(grid.columns.name or ""))
-    ax.set_ylabel(str(grid.index.name or ""))
-    for (i, j), value in np.ndenumerate(grid.to_numpy(dtype=float)):
-        if np.isfinite(value):
-            ax.text(j, i, f"{value:.3g}", ha="center", va="center", color="w", fontsize=8)
-    fig.colorbar(image, ax=ax, label=label)
+def tradeoff_png(
+    df: pd.DataFrame, costs: Sequence[str], fronts: Mapping[str, np.ndarray],
+    baseline: Mapping[str, float] | None, units: Mapping[str, str], path: Path,
+) -> Path:  # fmt: skip
+    """Accuracy against each cost, every trial a point, the front of the two drawn, and the
+    float model marked."""
+    fig, axes = plt.subplots(1, len(costs), figsize=(5.2 * len(costs), 4.2), squeeze=False)
+    for ax, cost in zip(axes[0], costs, strict=True):
+        front = fronts[cost]
+        ax.scatter(df[cost], df["accuracy"], s=10, alpha=0.35, label="trial")
+        ordered = df[front].sort_values(cost)
+        ax.step(ordered[cost], ordered["accuracy"], where="post", color="tab:red", marker="o",
+                markersize=4, label="front: no trial better in both")  # fmt: skip
+        if baseline and cost in baseline and "accuracy" in baseline:
+            ax.scatter([baseline[cost]], [baseline["accuracy"]], marker="*", s=120,
+                       color="black", label="float model", zorder=3)  # fmt: skip
+            ax.axhline(baseline["accuracy"], color="black", linestyle=":", linewidth=1)
+        ax.set_xscale("log" if cost == "bops" else "linear")
+        ax.set_xlabel(label(cost, units))
+        ax.set_ylabel(label("accuracy", units))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
+    return _save(fig, path)
+
+
+def importances_png(importances: Mapping[str, float], path: Path) -> Path:
+    """Which dimension (layer and tensor) matters: Optuna's parameter importances."""
+    names = list(importances)[::-1]
+    fig, ax = plt.subplots(figsize=(7, 0.35 * len(names) + 1.2))
+    ax.barh(names, [importances[n] for n in names], color="tab:blue")
+    ax.set_xlabel("importance for the objective (fANOVA, sums to 1)")
+    ax.tick_params(axis="y", labelsize=8)
+    ax.grid(alpha=0.3, axis="x")
+    return _save(fig, path)
+
+
+def _text_colour(rgba: Sequence[float]) -> str:
+    """Black on light cells, white on dark ones (relative luminance)."""
+    r, g, b = rgba[:3]
+    return "black" if 0.2126 * r + 0.7152 * g + 0.0722 * b > 0.5 else "white"
+
+
+def heatmap_png(grids: Sequence[tuple[pd.DataFrame, str]], path: Path) -> Path:
+    """One heatmap per (grid, label), side by side: rows x columns of choices."""
+    first = grids[0][0]
+    width = (1.1 * len(first.columns) + 2.8) * len(grids)
+    fig, axes = plt.subplots(1, len(grids), figsize=(width, 0.55 * len(first.index) + 2),
+                             squeeze=False)  # fmt: skip
+    for ax, (grid, name) in zip(axes[0], grids, strict=True):
+        values = grid.to_numpy(dtype=float)
+        image = ax.imshow(values, cmap="viridis", aspect="auto")
+        ax.set_xticks(range(len(grid.columns)), [str(c) for c in grid.columns])
+        ax.set_yticks(range(len(grid.index)), [str(i) for i in grid.index])
+        ax.set_xlabel(str(grid.columns.name or ""))
+        ax.set_ylabel(str(grid.index.name or ""))
+        ax.set_title(name, fontsize=9)
+        for (i, j), value in np.ndenumerate(values):
+            if np.isfinite(value):
+                colour = _text_colour(image.cmap(image.norm(value)))
+                ax.text(j, i, f"{value:.3g}", ha="center", va="center", color=colour, fontsize=8)
+        fig.colorbar(image, ax=ax, label=name)
     return _save(fig, path)

@@ -1,4 +1,5 @@
-"""Report tables, computed from a run's trials.csv and summary.json (drawing is in plots.py)."""
+"""A finished run as its directory holds it (trials.csv and summary.json), and re-ranking it
+under another objective or constraints. Drawing is in plots.py, the Markdown in report_md.py."""
 
 import json
 import math
@@ -6,41 +7,41 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from bitscout.errors import ConfigError
 from bitscout.evaluate.metrics import get_metric
-from bitscout.study.objective import MetricSpec, Objective, constraint_text, pareto_front
-
-Z95 = 1.959963984540054  # standard normal quantile for a two-sided 95% interval
+from bitscout.quant.space import SearchSpace, parse_space
+from bitscout.results.schema import objective_from_spec, read_trials
+from bitscout.study.objective import MetricSpec, Objective, constraint_text
 
 
 @dataclass(frozen=True)
 class Run:
     """A finished search as its directory holds it."""
 
-    trials: pd.DataFrame  # the evaluated rows of trials.csv (state complete or infeasible)
+    trials: pd.DataFrame  # every row of trials.csv
     summary: dict[str, Any]
     objective: Objective
     dimensions: list[str]
 
-
-def objective_from_spec(spec: dict[str, Any]) -> Objective:
-    metrics = tuple(MetricSpec(m["name"], m["scale"], m["direction"]) for m in spec["metrics"])
-    constraints = tuple(constraint_text(text, "summary.json") for text in spec["constraints"])
-    return Objective(metrics, spec["single"], spec["direction"], constraints)
+    def space(self) -> SearchSpace | None:
+        """The search space, rebuilt from summary.json (None for a run made before it kept
+        the space)."""
+        if "space" not in self.summary or "layers" not in self.summary:
+            return None
+        return parse_space(self.summary["space"], self.summary["layers"])
 
 
 def load_run(out: Path) -> Run:
     """Read `out/summary.json` and `out/trials.csv`; a missing file is a ConfigError."""
     try:
         summary = json.loads((out / "summary.json").read_text())
-        trials = pd.read_csv(out / "trials.csv")
     except (OSError, ValueError) as err:
         raise ConfigError(str(out), f"not a finished search directory ({err})") from err
-    evaluated = trials[trials["state"].isin(["complete", "infeasible"])].reset_index(drop=True)
-    return Run(evaluated, summary, objective_from_spec(summary["objective"]), summary["dimensions"])
+    dims = summary["dimensions"]
+    trials = read_trials(out / "trials.csv", dims)
+    return Run(trials, summary, objective_from_spec(summary["objective"]), dims)
 
 
 def parse_objective_arg(text: str) -> list[MetricSpec]:
@@ -71,58 +72,8 @@ def rerank_objective(run: Run, objective: str | None, constraints: list[str]) ->
     cons = tuple(constraint_text(c, "--constraint") for c in constraints) or base.constraints
     single = True if objective else base.single
     new = Objective(metrics, single, "maximize" if objective else base.direction, cons)
-    missing = [m for m in [*new.names, *(c.metric for c in cons)] if m not in run.trials]
-    if missing:
-        raise ConfigError("--objective", "metric not recorded in trials.csv", missing[0])
+    for flag, names in (("--objective", new.names), ("--constraint", [c.metric for c in cons])):
+        missing = [m for m in names if m not in run.trials]
+        if missing:
+            raise ConfigError(flag, "metric not recorded in trials.csv", missing[0])
     return new
-
-
-def rescore(trials: pd.DataFrame, objective: Objective) -> pd.DataFrame:
-    """A copy with `objective` column(s) and `feasible` recomputed from the stored metrics."""
-    df = trials.copy()
-    rows = df.to_dict("records")
-    values = [objective.values(r) for r in rows]
-    for i, name in enumerate(objective_columns(objective)):
-        df[name] = [v[i] for v in values]
-    df["feasible"] = [objective.feasible(r) for r in rows]
-    return df
-
-
-def objective_columns(objective: Objective) -> list[str]:
-    return ["objective"] if objective.single else [f"objective_{m}" for m in objective.names]
-
-
-def best_so_far(values: np.ndarray, feasible: np.ndarray, direction: str) -> np.ndarray:
-    """Running best of the feasible `values` in trial order; NaN before the first feasible."""
-    sign = 1.0 if direction == "maximize" else -1.0
-    signed = np.where(feasible, sign * np.asarray(values, dtype=float), -np.inf)
-    running = np.maximum.accumulate(signed)
-    return np.where(np.isfinite(running), sign * running, np.nan)
-
-
-def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion."""
-    if n <= 0:
-        raise ValueError(f"n must be positive, got {n}")
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    # At p = 0 or 1 a bound is exactly 0 or 1; floating point would miss it by an ulp.
-    lo = 0.0 if successes == 0 else max(0.0, centre - half)
-    hi = 1.0 if successes == n else min(1.0, centre + half)
-    return lo, hi
-
-
-def winners(df: pd.DataFrame, objective: Objective, top: int = 10) -> pd.DataFrame:
-    """Top `top` feasible rows (single objective; earliest first on ties) or the Pareto set
-    sorted by the first metric, from a `rescore`d frame."""
-    pool = df[df["feasible"]]
-    cols = objective_columns(objective)
-    first_up = objective.directions[0] == "maximize"
-    if not objective.single:
-        front = pareto_front(pool[cols].to_numpy().tolist(), objective.directions)
-        pool = pool.iloc[front]
-        top = len(pool)
-    ordered = pool.sort_values([cols[0], "number"], ascending=[not first_up, True])
-    return ordered.head(top)

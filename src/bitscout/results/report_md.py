@@ -1,4 +1,4 @@
-"""`bitscout report DIR`: tables from report.py, pictures from plots.py, one report.md."""
+"""report.md and its pictures, from the ranked trials (tables first, then plots.py draws)."""
 
 from pathlib import Path
 from typing import Any
@@ -8,78 +8,142 @@ import pandas as pd
 
 from bitscout.files import write_text
 from bitscout.results import plots
+from bitscout.results.conclude import Concluded, changes
 from bitscout.results.console import config_text
-from bitscout.results.report import (
-    Run,
+from bitscout.results.outputs import row_config, write_best_toml, write_pareto_csv
+from bitscout.results.ranking import (
     best_so_far,
     objective_columns,
+    param_importances,
     rescore,
-    wilson_interval,
+    varying,
     winners,
-)  # fmt: skip
-from bitscout.study.objective import Objective
+)
+from bitscout.results.report import Run
+from bitscout.results.stats import wilson_interval
+from bitscout.study.objective import Objective, pareto_front
 
-ALWAYS_PLOTTED = ("latency", "model_size", "flops")
-
-
-def _labels(df: pd.DataFrame, dims: list[str]) -> list[str]:
-    return [config_text({d: row[d] for d in dims}) for row in df.to_dict("records")]
+COSTS = ("average_bitwidth", "bops")  # what accuracy is traded against in tradeoff.png
 
 
-def draw(df: pd.DataFrame, run: Run, objective: Objective, plot_dir: Path) -> list[Path]:
+def concluded(run: Run, objective: Objective) -> Concluded:
+    """A run directory's trials ranked under `objective`. The test split was evaluated for the
+    search's own winners; a re-ranking's winners have no test figures."""
+    scored = rescore(run.trials, objective)
+    same = objective == run.objective
+    baseline = run.summary.get("float") or {"validation": None, "test": None}
+    test = run.summary.get("test") if same else None
+    counts = run.trials["state"].value_counts().to_dict()
+    return Concluded(run.trials, scored, winners(scored, objective, run.dimensions), baseline,
+                     test, counts)  # fmt: skip
+
+
+def _front(df: pd.DataFrame, cost: str) -> np.ndarray:
+    points = df[["accuracy", cost]].to_numpy().tolist()
+    mask = np.zeros(len(df), dtype=bool)
+    mask[pareto_front(points, ["maximize", "minimize"])] = True
+    return mask
+
+
+def draw(c: Concluded, run: Run, objective: Objective, plot_dir: Path) -> list[Path]:
     """Every picture of one (re)scored run; returns the files written."""
-    shown = [m for m in dict.fromkeys([*objective.names, *ALWAYS_PLOTTED]) if m in df]
-    files = [plots.metrics_png(df, shown, _labels(df, run.dimensions), plot_dir / "metrics.png")]
+    df, units, dims = c.scored, run.summary.get("metric_units", {}), run.dimensions
+    changing, _ = varying(df, [m for m in units if m in df])
+    files = [plots.metrics_png(df, changing, units, plot_dir / "metrics.png")] if changing else []
     col = objective_columns(objective)[0]
     if objective.single:
         best = best_so_far(df[col].to_numpy(), df["feasible"].to_numpy(), objective.direction)
-        files.append(
-            plots.best_so_far_png(
-                np.arange(1, len(df) + 1),
-                df[col].to_numpy(),
-                best,
-                col,
-                plot_dir / "best_so_far.png",
-            )
-        )
+        files.append(plots.best_so_far_png(df[col].to_numpy(), best, "objective",
+                                           plot_dir / "best_so_far.png"))  # fmt: skip
     else:
-        front = df["number"].isin(winners(df, objective)["number"]).to_numpy()
+        front = df["number"].isin(c.winners["number"]).to_numpy()
         x, y = objective.names[:2] if len(objective.names) > 1 else (objective.names[0],) * 2
-        files.append(plots.pareto_png(df, x, y, front, plot_dir / "pareto.png"))
-    if 1 <= len(run.dimensions) <= 2:
-        files.append(
-            plots.heatmap_png(heat_grid(df, run.dimensions, col), col, plot_dir / "heatmap.png")
-        )
+        files.append(plots.pareto_png(df, x, y, front, units, plot_dir / "pareto.png"))
+    costs = [k for k in COSTS if k in changing]
+    if "accuracy" in df and costs:
+        fronts = {k: _front(df, k) for k in costs}
+        files.append(plots.tradeoff_png(df, costs, fronts, c.baseline.get("validation"), units,
+                                        plot_dir / "tradeoff.png"))  # fmt: skip
+    importances = param_importances(df, dims, objective)
+    if importances:
+        files.append(plots.importances_png(importances, plot_dir / "importances.png"))
+    if 1 <= len(dims) <= 2:
+        grids = [(heat_grid(df, dims, col), col)]
+        grids += [(heat_grid(df, dims, "accuracy"), "accuracy")] if "accuracy" in df else []
+        files.append(plots.heatmap_png(grids, plot_dir / "heatmap.png"))
     return files
 
 
 def heat_grid(df: pd.DataFrame, dims: list[str], col: str) -> pd.DataFrame:
-    """The objective over the choices of one or two dimensions."""
+    """A value over the choices of one or two dimensions."""
     if len(dims) == 1:
         return df.groupby(dims[0])[col].mean().to_frame(col)
     return df.pivot_table(index=dims[0], columns=dims[1], values=col, aggfunc="mean")
 
 
-def _accuracy_cell(row: dict[str, Any], n: int) -> str:
-    acc = row["accuracy"]
+def _number(value: Any) -> str:
+    return "-" if value is None or value != value else f"{value:.6g}"
+
+
+def _accuracy(acc: float, n: int) -> str:
     lo, hi = wilson_interval(round(acc * n), n)
-    return f"{acc:.4f} (n={n}, 95% CI {lo:.4f}-{hi:.4f})"
+    return f"{acc:.4f} ({lo:.4f}-{hi:.4f})"
 
 
-def top_table(best: pd.DataFrame, run: Run, objective: Objective) -> str:
-    """The winners as a Markdown table; accuracy with its sample count and Wilson interval."""
-    metrics = [m for m in dict.fromkeys([*objective.names, "accuracy"]) if m in best]
-    cols = objective_columns(objective)
-    lines = [
-        "| rank | trial | config | " + " | ".join(metrics + cols) + " |",
-        "|---" * (3 + len(metrics) + len(cols)) + "|",
-    ]
+def top_table(c: Concluded, run: Run, objective: Objective) -> str:
+    """The winners as a Markdown table: every metric that varies, accuracy with its 95% Wilson
+    interval, the change from float, and the float model's own row."""
+    units = run.summary.get("metric_units", {})
+    metrics, _ = varying(c.scored, list(dict.fromkeys([*objective.names, "accuracy", "loss",
+                                                       *units])))  # fmt: skip
     n = int(run.summary["eval_samples"])
-    for rank, row in enumerate(best.to_dict("records"), start=1):
-        cells = [_accuracy_cell(row, n) if m == "accuracy" else f"{row[m]:.6g}" for m in metrics]
-        cells += [f"{row[c]:.6g}" for c in cols]
-        config = config_text({d: row[d] for d in run.dimensions})
-        lines.append(f"| {rank} | {int(row['number'])} | {config} | " + " | ".join(cells) + " |")
+    float_row = c.baseline.get("validation") or {}
+    cols = objective_columns(objective)
+    heads = [plots.label(m, units) for m in metrics]
+    extra = ["Δ accuracy [points]", "Δ loss"] if float_row else []
+    lines = ["| rank | trial | trials | config | " + " | ".join(heads + extra + cols) + " |",
+             "|---" * (4 + len(heads) + len(extra) + len(cols)) + "|"]  # fmt: skip
+    for rank, row in enumerate(c.winners.to_dict("records"), start=1):
+        cells = [_accuracy(row[m], n) if m == "accuracy" else _number(row[m]) for m in metrics]
+        delta = changes(row, float_row)
+        cells += [f"{delta.get('accuracy_points', float('nan')):+.2f}",
+                  f"{delta.get('loss', float('nan')):+.4g}"] if float_row else []  # fmt: skip
+        cells += [_number(row[col]) for col in cols]
+        config = config_text(row_config(row, run.dimensions))
+        lines.append(f"| {rank} | {int(row['number'])} | {int(row['proposals'])} | {config} | "
+                     + " | ".join(cells) + " |")  # fmt: skip
+    if float_row:
+        cells = [_accuracy(float_row[m], n) if m == "accuracy" else _number(float_row.get(m))
+                 for m in metrics]  # fmt: skip
+        lines.append("| float | | | every layer float | " + " | ".join(cells)
+                     + " |" * (len(extra) + len(cols)) + " |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def test_section(c: Concluded, run: Run) -> str:
+    if not c.test:
+        return "No test split was evaluated (the data has none, or this is a re-ranking)."
+    n_val, n_test = int(run.summary["eval_samples"]), int(c.test["rows"])
+    lines = [
+        f"The configs were chosen on the validation split ({n_val} rows). The test split "
+        f"({n_test} rows) was evaluated once, after the search, for the winners below "
+        "(accuracy with its 95% Wilson interval):",
+        "",
+        "| rank | trial | validation accuracy | test accuracy | test loss |",
+        "|---|---|---|---|---|",
+    ]
+    val = {int(r["number"]): r for r in c.winners.to_dict("records")}
+    for rank, cand in enumerate(c.test["candidates"], start=1):
+        m, v = cand["metrics"], val.get(cand["number"], {})
+        acc = _accuracy(m["accuracy"], n_test) if "accuracy" in m else "-"
+        vacc = _accuracy(v["accuracy"], n_val) if "accuracy" in v else "-"
+        lines.append(f"| {rank} | {cand['number']} | {vacc} | {acc} | {_number(m.get('loss'))} |")
+    test_float = c.baseline.get("test") or {}
+    val_float = c.baseline.get("validation") or {}
+    if "accuracy" in test_float:
+        lines.append(f"| float | | {_accuracy(val_float['accuracy'], n_val)} | "
+                     f"{_accuracy(test_float['accuracy'], n_test)} | "
+                     f"{_number(test_float.get('loss'))} |")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -90,7 +154,7 @@ def _source(source: Any) -> str:
     return {"trained": "trained by this search", None: "not recorded"}.get(source, str(source))
 
 
-def _setup(run: Run, objective: Objective) -> str:
+def _setup(run: Run, objective: Objective, c: Concluded) -> str:
     s = run.summary
     terms = " + ".join(f"{m.scale:g} * {m.name}" for m in objective.metrics)
     goal = (
@@ -98,22 +162,20 @@ def _setup(run: Run, objective: Objective) -> str:
         if objective.single
         else "Pareto front of " + ", ".join(f"{m.name} ({m.direction})" for m in objective.metrics)
     )
+    units = s.get("metric_units", {})
+    _, constant = varying(c.scored, [m for m in units if m in c.scored])
     rows = [
-        ("config", s.get("config")),
-        ("model", s["model"]),
-        ("dataset", s["dataset"]),
+        ("config", s.get("config")), ("model", s["model"]), ("dataset", s["dataset"]),
         ("float model", _source(s.get("model_source"))),
         ("strategy", s["strategy"] + (f" / {s['sampler']}" if s.get("sampler") else "")),
-        ("seed", s["seed"]),
-        ("space size", s["space_size"]),
-        ("trials", s["trials_total"]),
-        ("distinct configs", s["unique_configs"]),
-        ("failed", s["failed"]),
-        ("evaluation samples", s["eval_samples"]),
-        ("objective", goal),
+        ("seed", s["seed"]), ("space size", s["space_size"]), ("trials", s["trials_total"]),
+        ("distinct configs", s["unique_configs"]), ("failed", s["failed"]),
+        ("evaluation samples", s["eval_samples"]), ("objective", goal),
         ("constraints", ", ".join(map(str, objective.constraints)) or "none"),
+        ("the same for every trial", ", ".join(f"{k} {_number(v)} [{units.get(k, '')}]"
+                                              for k, v in constant.items()) or "-"),
         ("search time", f"{s['wall_s']:.2f} s"),
-    ]
+    ]  # fmt: skip
     return "\n".join(["| setting | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows])
 
 
@@ -121,24 +183,24 @@ def write_report(
     run: Run, objective: Objective, out: Path, title: str, *, tables: bool = False
 ) -> Path:
     """Write `out/report.md` and `out/plots/*.png`; with `tables` (a re-ranking) also
-    `ranked.csv` (every trial rescored) and, when multi-objective, `pareto.csv`."""
-    df = rescore(run.trials, objective)
-    best = winners(df, objective)
-    pictures = draw(df, run, objective, out / "plots")
-    heading = "Top candidates" if objective.single else "Pareto set"
+    `ranked.csv` (every trial rescored), `best.toml` and, multi-objective, `pareto.csv`."""
+    c = concluded(run, objective)
+    pictures = draw(c, run, objective, out / "plots")
+    heading = "Best distinct configs" if objective.single else "Pareto set (distinct configs)"
     parts = [
-        f"# {title}",
-        "## Setup",
-        _setup(run, objective),
-        f"## {heading}",
-        top_table(best, run, objective) if len(best) else "No feasible candidate.",
-        "## Plots",
-    ] + [f"![{p.stem}](plots/{p.name})" for p in pictures]
+        f"# {title}", "## Setup", _setup(run, objective, c), f"## {heading}",
+        top_table(c, run, objective) if len(c.winners) else "No feasible candidate.",
+        "## Test split", test_section(c, run), "## Plots",
+    ] + [f"![{p.stem}](plots/{p.name})" for p in pictures]  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     if tables:
-        write_text(out / "ranked.csv", df.to_csv(index=False, lineterminator="\n"))
+        write_text(out / "ranked.csv", c.scored.to_csv(index=False, lineterminator="\n"))
+        space = run.space()
+        if space is not None and len(c.winners):
+            write_best_toml(out / "best.toml", space, c.winners.iloc[0].to_dict())
         if not objective.single:
-            write_text(out / "pareto.csv", best.to_csv(index=False, lineterminator="\n"))
+            names = list(run.summary.get("metric_units", {}))
+            write_pareto_csv(out / "pareto.csv", c.winners, run.dimensions, names)
     path = out / "report.md"
     write_text(path, "\n\n".join(parts) + "\n")
     return path

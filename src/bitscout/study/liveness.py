@@ -17,6 +17,8 @@ import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
+from bitscout.study import adapter
+
 HEARTBEAT_S = 5.0
 # A trial from another host is stale once its heartbeat is this old; on this host a dead
 # process is seen at once, so only remote workers ever wait this long.
@@ -74,18 +76,17 @@ def fail_stale(study: optuna.Study, grace: float = GRACE_S) -> list[FrozenTrial]
     """Record the running trials of dead workers as failed; return those this call failed.
     Failing is atomic in the storage, so when several workers race, each trial is failed (and
     retried) by exactly one of them."""
-    storage = study._storage
     failed = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if not is_stale(trial, grace):
             continue
         worker = trial.user_attrs.get("worker", "an unknown worker")
         try:
-            storage.set_trial_user_attr(trial._trial_id, "failure", INTERRUPTED)
-            storage.set_trial_user_attr(
-                trial._trial_id, "reason", f"{INTERRUPTED}: worker {worker} stopped mid-trial"
-            )
-            storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+            number = adapter.trial_id(trial)
+            adapter.set_attr(study, number, "failure", INTERRUPTED)
+            reason = f"{INTERRUPTED}: worker {worker} stopped mid-trial"
+            adapter.set_attr(study, number, "reason", reason)
+            adapter.set_state(study, number, TrialState.FAIL)
         except UpdateFinishedTrialError:
             continue  # another worker got there first
         failed.append(trial)
@@ -96,7 +97,7 @@ class Heartbeat:
     """A daemon thread that stamps the watched trial every `interval` seconds."""
 
     def __init__(self, study: optuna.Study, interval: float = HEARTBEAT_S) -> None:
-        self._storage = study._storage
+        self._study = study
         self._interval = interval
         self._trial_id: int | None = None
         self._stop = threading.Event()
@@ -111,7 +112,7 @@ class Heartbeat:
             if trial_id is None:
                 continue
             with contextlib.suppress(UpdateFinishedTrialError):  # it finished meanwhile
-                self._storage.set_trial_user_attr(trial_id, "heartbeat", time.time())
+                adapter.set_attr(self._study, trial_id, "heartbeat", time.time())
 
     def __enter__(self) -> "Heartbeat":
         self._thread.start()

@@ -17,6 +17,7 @@ DIRECTIONS = ("maximize", "minimize")
 OPS: dict[str, Callable[[float, float], bool]] = {
     ">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt, "==": operator.eq,
 }  # fmt: skip
+NEGATION = {">=": "<", "<=": ">", ">": "<=", "<": ">=", "==": "!="}
 _CONSTRAINT = re.compile(r"^\s*(>=|<=|==|>|<)\s*([-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?)\s*$")
 
 
@@ -46,6 +47,13 @@ class Constraint:
 
     def __str__(self) -> str:
         return f"{self.metric} {self.op} {self.bound!r}"
+
+    def broken(self, metrics: Mapping[str, float]) -> str | None:
+        """`accuracy 0.931 < 0.95` when `metrics` break this constraint, else None."""
+        value = metrics[self.metric]
+        if self.satisfied(metrics):
+            return None
+        return f"{self.metric} {value:.6g} {NEGATION[self.op]} {self.bound:g}"
 
 
 def parse_constraint(
@@ -102,6 +110,10 @@ class Objective:
 
     def feasible(self, metrics: Mapping[str, float]) -> bool:
         return all(c.satisfied(metrics) for c in self.constraints)
+
+    def reason(self, metrics: Mapping[str, float]) -> str:
+        """Every constraint `metrics` break, and by how much; empty when feasible."""
+        return "; ".join(filter(None, (c.broken(metrics) for c in self.constraints)))
 
     def better(self, a: float, b: float) -> bool:
         """Whether single-objective value `a` beats `b`."""

@@ -1,25 +1,28 @@
 """The study store: every trial of a search in one Optuna storage, and its CSV view."""
 
-import csv
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import optuna
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from bitscout.files import atomic
 from bitscout.quant.space import Choice, SearchSpace
+from bitscout.study import adapter
 from bitscout.study.liveness import INTERRUPTED, worker_id
-from bitscout.study.objective import Objective
 
-SCHEMA_VERSION = 2  # 2: trials.csv gained `reason`
 CONSTRAINTS_KEY = "constraints"  # Optuna's system-attr prefix, as `Trial.set_constraint` uses
 # Optuna logs each caught candidate failure with a traceback; bitscout records the reason.
 optuna.logging.set_verbosity(optuna.logging.ERROR)
+
+
+# Attributes a trial already carries: a metric of the same name stays in `metrics` only.
+RESERVED_ATTRS = frozenset({
+    "metrics", "feasible", "cached", "duration_s", "reason", "failure", "worker", "heartbeat",
+    "chunk", "quota", "claim", "retry_of",
+})  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -33,15 +36,22 @@ class Result:
     cached: bool
     duration_s: float
     failure: str | None = None  # why the candidate failed (it raised, or a metric is not finite)
+    reason: str = ""  # why a complete candidate is infeasible: the constraints it breaks
 
     def attrs(self) -> dict[str, Any]:
+        """The trial's user attributes: every metric also on its own, so optuna-dashboard and
+        optuna.visualization can plot it."""
         if self.failure is not None:
             return {"failure": "error", "reason": self.failure, "duration_s": self.duration_s}
+        own = {k: v for k, v in self.metrics.items() if k not in RESERVED_ATTRS}
+        extra = {"reason": self.reason} if self.reason else {}
         return {
             "metrics": self.metrics,
+            **own,
             "feasible": self.feasible,
             "cached": self.cached,
             "duration_s": self.duration_s,
+            **extra,
         }
 
 
@@ -67,8 +77,7 @@ def record(
         constraints=None if failed else result.violations or None,
         state=TrialState.FAIL if failed else TrialState.COMPLETE,
     )
-    trial_id = study._storage.create_new_trial(study._study_id, template_trial=trial)
-    return study._storage.get_trial_number_from_id(trial_id)
+    return adapter.number_of(study, adapter.add_trial(study, trial))
 
 
 def start_trial(
@@ -81,37 +90,35 @@ def start_trial(
         user_attrs={"worker": worker_id(), **attrs},
         state=TrialState.RUNNING,
     )
-    return study._storage.create_new_trial(study._study_id, template_trial=trial)
+    return adapter.add_trial(study, trial)
 
 
 def finish_trial(study: optuna.Study, trial_id: int, result: Result) -> None:
     """Complete (or fail) a RUNNING trial with `result`."""
-    storage = study._storage
     for key, value in result.attrs().items():
-        storage.set_trial_user_attr(trial_id, key, value)
+        adapter.set_attr(study, trial_id, key, value)
     if result.failure is not None:
-        storage.set_trial_state_values(trial_id, TrialState.FAIL)
+        adapter.set_state(study, trial_id, TrialState.FAIL)
         return
     for name, violation in result.violations.items():
-        storage.set_trial_system_attr(trial_id, f"{CONSTRAINTS_KEY}:{name}", violation)
-    storage.set_trial_state_values(trial_id, TrialState.COMPLETE, result.values)
+        adapter.set_system_attr(study, trial_id, f"{CONSTRAINTS_KEY}:{name}", violation)
+    adapter.set_state(study, trial_id, TrialState.COMPLETE, result.values)
 
 
 def set_trial_attr(study: optuna.Study, trial_id: int, key: str, value: Any) -> None:
-    study._storage.set_trial_user_attr(trial_id, key, value)
+    adapter.set_attr(study, trial_id, key, value)
 
 
 def trial_number(study: optuna.Study, trial_id: int) -> int:
-    return study._storage.get_trial_number_from_id(trial_id)
+    return adapter.number_of(study, trial_id)
 
 
 def abandon_trial(study: optuna.Study, trial_id: int, state: TrialState, reason: str) -> None:
     """End a RUNNING trial that will not be evaluated here: FAIL (interrupted) or PRUNED."""
-    storage = study._storage
     failure = INTERRUPTED if state == TrialState.FAIL else "pruned"
-    storage.set_trial_user_attr(trial_id, "failure", failure)
-    storage.set_trial_user_attr(trial_id, "reason", reason)
-    storage.set_trial_state_values(trial_id, state)
+    adapter.set_attr(study, trial_id, "failure", failure)
+    adapter.set_attr(study, trial_id, "reason", reason)
+    adapter.set_state(study, trial_id, state)
 
 
 def finish_order(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
@@ -154,88 +161,3 @@ def trial_state(trial: FrozenTrial) -> str:
     if trial.state != TrialState.COMPLETE:
         return "failed" if trial.state == TrialState.FAIL else trial.state.name.lower()
     return "complete" if trial.user_attrs.get("feasible", True) else "infeasible"
-
-
-def _row(
-    trial: FrozenTrial, space: SearchSpace, objective: Objective, metric_names: Sequence[str]
-) -> dict[str, Any]:
-    metrics = trial.user_attrs.get("metrics", {})
-    row: dict[str, Any] = {
-        "schema_version": SCHEMA_VERSION,
-        "number": trial.number,
-        "state": trial_state(trial),
-        "cached": bool(trial.user_attrs.get("cached", False)),
-    }
-    row.update({d.name: trial.params.get(d.name, "") for d in space.dimensions})
-    row.update({m: metrics.get(m, "") for m in metric_names})
-    if metrics and all(m in metrics for m in objective.names):
-        row.update({f"scaled_{k}": v for k, v in objective.scaled(metrics).items()})
-    values = trial.values or []
-    for i, _ in enumerate(objective.directions):
-        col = "objective" if objective.single else f"objective_{objective.names[i]}"
-        row[col] = values[i] if i < len(values) else ""
-    row["duration_s"] = trial.user_attrs.get("duration_s", "")
-    row["reason"] = trial.user_attrs.get("reason", "")
-    return row
-
-
-def csv_columns(space: SearchSpace, objective: Objective, names: Sequence[str]) -> list[str]:
-    columns = [
-        "schema_version",
-        "number",
-        "state",
-        "cached",
-        *[d.name for d in space.dimensions],
-        *names,
-        *[f"scaled_{m}" for m in objective.names],
-    ]
-    columns += ["objective"] if objective.single else [f"objective_{m}" for m in objective.names]
-    return columns + ["duration_s", "reason"]
-
-
-def trial_rows(
-    study: optuna.Study, space: SearchSpace, objective: Objective, metric_names: Sequence[str]
-) -> tuple[list[dict[str, Any]], list[str]]:
-    """trials.csv's rows (every trial, in the order they finished) and its columns."""
-    names = list(dict.fromkeys([*objective.names, *metric_names]))
-    trials = finish_order(study.get_trials(deepcopy=False))
-    return [_row(t, space, objective, names) for t in trials], csv_columns(space, objective, names)
-
-
-class TrialsCsv:
-    """`trials.csv`: rewritten whole from the store (at the start and the end of a search) and
-    appended to as this worker's trials finish, so it is current while a search runs."""
-
-    def __init__(
-        self,
-        path: Path,
-        study: optuna.Study,
-        space: SearchSpace,
-        objective: Objective,
-        metric_names: Sequence[str],
-    ) -> None:
-        self.path, self.study, self.space, self.objective = path, study, space, objective
-        self.names = list(dict.fromkeys([*objective.names, *metric_names]))
-        self.columns = csv_columns(space, objective, self.names)
-
-    def rewrite(self) -> int:
-        """Write every trial of the study (atomically); return the row count."""
-        rows, _ = trial_rows(self.study, self.space, self.objective, self.names)
-        with atomic(self.path) as tmp, tmp.open("w", newline="") as f:
-            writer = self._writer(f)
-            writer.writeheader()
-            writer.writerows(rows)
-        return len(rows)
-
-    def _writer(self, f: TextIO) -> csv.DictWriter:
-        return csv.DictWriter(
-            f, fieldnames=self.columns, extrasaction="ignore", lineterminator="\n"
-        )
-
-    def append(self, number: int) -> None:
-        """Add the finished trial `number`."""
-        storage = self.study._storage
-        trial_id = storage.get_trial_id_from_study_id_trial_number(self.study._study_id, number)
-        row = _row(storage.get_trial(trial_id), self.space, self.objective, self.names)
-        with self.path.open("a", newline="") as f:
-            self._writer(f).writerow(row)

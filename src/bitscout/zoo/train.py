@@ -16,9 +16,7 @@ from torch import nn
 
 from bitscout.errors import ConfigError
 from bitscout.evaluate.data import pair
-from bitscout.files import atomic, write_text
-
-SCHEMA_VERSION = 1
+from bitscout.files import SCHEMA_VERSION, atomic, write_text
 
 
 @dataclass(frozen=True)

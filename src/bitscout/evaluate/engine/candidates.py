@@ -3,7 +3,7 @@
 from collections.abc import Mapping
 
 from bitscout.quant.apply import fx_name, parse_layer_config
-from bitscout.quant.layers import TYPE_NAMES, LayerQuant
+from bitscout.quant.layers import LayerQuant
 from bitscout.quant.space import Choice, SearchSpace
 
 Key = tuple[int, ...]  # a format id per quantizable layer, in the space's layer order
@@ -18,12 +18,12 @@ class Resolver:
     """
 
     def __init__(self, space: SearchSpace) -> None:
-        self.paths = tuple(space.layers)
+        self.paths = tuple(space.types)
         # The plan key that configures each layer: by name every layer has its own key, by
         # type the key is the layer's type when the seed has a table for it, else `default`.
         self._governing = tuple(
-            next(k for k in (fx_name(p), p, TYPE_NAMES[type(m)], "default") if k in space.fields)
-            for p, m in space.layers.items()
+            next(k for k in (fx_name(p), p, kind, "default") if k in space.fields)
+            for p, kind in space.types.items()
         )
         self._fields = {
             key: tuple((f"{key}/{field}", choices[0]) for field, choices in fields.items())

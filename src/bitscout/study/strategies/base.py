@@ -51,13 +51,15 @@ class SearchContext:
         bad = [f"{k} = {v}" for k, v in metrics.items() if not math.isfinite(v)]
         if bad:
             return _failed(f"non-finite metric: {', '.join(bad)}", duration)
+        reason = self.objective.reason(metrics)
         return Result(
             metrics=metrics,
             values=self.objective.values(metrics),
             violations=self.objective.violations(metrics),
-            feasible=self.objective.feasible(metrics),
+            feasible=not reason,
             cached=cached,
             duration_s=duration,
+            reason=reason,
         )
 
     def budget(self) -> int:

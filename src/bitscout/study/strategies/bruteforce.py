@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
+from bitscout.study import adapter
 from bitscout.study.liveness import INTERRUPTED, Heartbeat, fail_stale, worker_id
 from bitscout.study.store import (
     abandon_trial,
@@ -184,7 +185,7 @@ def _settle(ctx: SearchContext, survey: Surveyor, claim: Claim, target: int) -> 
     view = survey()
     first = min(view.held[chunk], key=lambda t: t.number)
     room = view.room(target, before=number)
-    if first._trial_id != token:
+    if adapter.trial_id(first) != token:
         reason = f"chunk {chunk} was claimed first by trial {first.number}"
     elif index in view.done:  # finished by a worker whose token ended after our survey
         reason = f"candidate {index} was evaluated meanwhile"

@@ -9,6 +9,7 @@ from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
 
 from bitscout.quant.space import SearchSpace
+from bitscout.study import adapter
 from bitscout.study.liveness import Heartbeat, fail_stale, is_stale, worker_id
 from bitscout.study.objective import Objective
 from bitscout.study.settings import StrategySettings
@@ -140,7 +141,7 @@ def _objective(
     scored: dict[int, tuple[dict, Result]],
 ) -> Any:
     trial.set_user_attr("worker", worker_id())
-    heartbeat.watch(trial._trial_id)
+    heartbeat.watch(adapter.trial_id(trial))
     _wait_for_room(ctx, trial)
     config = {d.name: trial.suggest_categorical(d.name, d.choices) for d in ctx.space.dimensions}
     result = ctx.score(config)

@@ -1,0 +1,58 @@
+"""The output files' shared schema: one version for all of them, the objective as summary.json
+records it, and trials.csv read back with its values as the search wrote them."""
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from bitscout import files
+from bitscout.errors import ConfigError
+from bitscout.study.objective import MetricSpec, Objective, constraint_text
+
+SCHEMA_VERSION = files.SCHEMA_VERSION
+
+
+def objective_spec(objective: Objective) -> dict[str, Any]:
+    """The objective as summary.json records it, so a report can re-read and re-rank."""
+    return {
+        "single": objective.single,
+        "direction": objective.direction,
+        "metrics": [
+            {"name": m.name, "scale": m.scale, "direction": m.direction} for m in objective.metrics
+        ],
+        "constraints": [str(c) for c in objective.constraints],
+    }
+
+
+def objective_from_spec(spec: dict[str, Any]) -> Objective:
+    metrics = tuple(MetricSpec(m["name"], m["scale"], m["direction"]) for m in spec["metrics"])
+    constraints = tuple(constraint_text(text, "summary.json") for text in spec["constraints"])
+    return Objective(metrics, spec["single"], spec["direction"], constraints)
+
+
+def choice_value(value: Any) -> Any:
+    """A config cell as the space has it: CSV text "4" is the integer 4 (a space's string
+    choices, such as "NA" or "half_even", are never numeric)."""
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def read_trials(path: Path, dims: list[str]) -> pd.DataFrame:
+    """trials.csv with empty cells as NaN but "NA" kept as a choice, config values typed."""
+    try:
+        frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    except (OSError, ValueError) as err:
+        raise ConfigError(str(path), f"cannot read trials.csv ({err})", file=True) from err
+    for dim in dims:
+        if dim in frame:
+            frame[dim] = frame[dim].map(choice_value).astype(object)
+    return frame

@@ -225,7 +225,7 @@ def test_the_data_file_decides_not_its_path(tmp_path, capsys):
     config = write_config(tmp_path / "jsc.toml", edit(doc, "dataset_path", str(moved)))
     outcome = run_cli(["search", str(config), "--out", str(out), "--trials", "3"], capsys)
     assert outcome.rc == 0, outcome.err
-    first.write_text("\n".join(table[:-1] + [rows]) + "\n")
+    first.write_text("\n".join(table[:-2] + [rows]) + "\n")  # as many rows, two of them new
     config = write_config(tmp_path / "jsc.toml", edit(doc, "dataset_path", str(first)))
     outcome = run_cli(["search", str(config), "--out", str(out), "--trials", "4"], capsys)
     assert error_problems(outcome) == []

@@ -1,5 +1,3 @@
-import sys
+from bitscout.cli import run
 
-from bitscout.cli import main
-
-sys.exit(main())
+run()

@@ -6,7 +6,7 @@ import dataclasses
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from rich.console import Console
@@ -15,16 +15,17 @@ from torch import nn
 from bitscout.config import Config
 from bitscout.errors import ConfigError
 from bitscout.evaluate.data import prepare
-from bitscout.evaluate.evaluator import evaluate_model
-from bitscout.job import Job
 from bitscout.quant.space import parse_space
 from bitscout.study.parallel import check_shareable
 from bitscout.study.settings import SAMPLER_NAMES, STRATEGY_NAMES, StrategySettings, parse_settings
-from bitscout.validate import SEED_MAX, check_keys
+from bitscout.validate import SEED_MAX, check_keys, suggest
 from bitscout.zoo.data import Splits, data_warnings, load_dataset
 from bitscout.zoo.models import build_model
 from bitscout.zoo.plugins import display_name
 from bitscout.zoo.train import TrainOptions, load_checkpoint, save_checkpoint, train
+
+if TYPE_CHECKING:
+    from bitscout.job import Job
 
 
 @dataclass(frozen=True)
@@ -38,14 +39,11 @@ class Overrides:
 
 
 def apply_overrides(settings: StrategySettings, o: Overrides) -> StrategySettings:
-    if o.strategy is not None and o.strategy not in STRATEGY_NAMES:
-        raise ConfigError(
-            "--strategy", f"unknown strategy; known: {', '.join(STRATEGY_NAMES)}", o.strategy
-        )
-    if o.sampler is not None and o.sampler not in SAMPLER_NAMES:
-        raise ConfigError(
-            "--sampler", f"unknown sampler; known: {', '.join(SAMPLER_NAMES)}", o.sampler
-        )
+    for flag, value, known in (("--strategy", o.strategy, STRATEGY_NAMES),
+                               ("--sampler", o.sampler, SAMPLER_NAMES)):  # fmt: skip
+        if value is not None and value not in known:
+            rule = f"unknown {flag[2:]}{suggest(value, known)}; known: {', '.join(known)}"
+            raise ConfigError(flag, rule, value)
     if o.trials is not None and o.trials < 1:
         raise ConfigError("--trials", "must be an integer >= 1", o.trials)
     if o.seed is not None and o.seed < 0:
@@ -115,6 +113,8 @@ def train_to(cfg: Config, data: Splits, out: Path, console: Console) -> nn.Modul
     train(model, xy, train_options(cfg), show=console.is_terminal, name=cfg.model)
     info: dict[str, Any] = {"model": cfg.model, "dataset": cfg.dataset, "seed": cfg.seed,
                             "epochs": cfg.max_epochs}  # fmt: skip
+    from bitscout.evaluate.evaluator import evaluate_model
+
     message = f"trained {display_name(cfg.model)} on {display_name(cfg.dataset)}"
     for split, x, y in (("val", data.x_val, data.y_val), ("test", data.x_test, data.y_test)):
         if x is not None and data.num_classes:
@@ -165,9 +165,11 @@ class Where:
     load: str | None = None
 
 
-def search_job(cfg: Config, where: Where, overrides: Overrides, console: Console) -> Job:
+def search_job(cfg: Config, where: Where, overrides: Overrides, console: Console) -> "Job":
     """Validate everything, then get the data and the float model: the search as a Job. Bad
     input is refused before anything is written to `where.out`."""
+    from bitscout.job import Job  # Optuna, pandas, matplotlib: not for `bitscout space`
+
     settings = check_search(cfg, overrides)
     check_shareable(where.storage, settings.n_jobs)
     data = load_data(cfg, console)

@@ -2,6 +2,7 @@
 
 import argparse
 import errno
+import os
 import signal
 import sys
 import threading
@@ -165,5 +166,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def run() -> NoReturn:
+    """The `bitscout` command: `main`, then out without the interpreter's teardown. Tearing
+    down PyTorch, pandas and matplotlib takes 0.3 to 0.6 s and frees nothing the operating
+    system does not; every output file is closed (and the store synced) by then."""
+    code = main()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -69,7 +69,12 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         raise ConfigError(f"{args.config}: passes.quantize", "table is required (or --quant)")
     data = load_data(cfg, console)
     model = load_checkpoint(make_model(cfg, data), args.load)
-    quantized = quantize_model(model, plan)
+    try:
+        quantized = quantize_model(model, plan)
+    except ConfigError as err:  # a layer the model lacks: the --quant file's error, if one
+        if args.quant is None:
+            raise
+        raise ConfigError(f"{args.quant}: {err.key}", err.rule, err.value, file=True) from err
     before = evaluate_model(model, data.x_val, data.y_val)
     after = evaluate_model(quantized, data.x_val, data.y_val)
     table = Table(title=f"{cfg.model} on {cfg.dataset} validation ({len(data.y_val)} samples)")
@@ -150,7 +155,7 @@ def cmd_space(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from bitscout.results.console import show_result
+    from bitscout.results.display import show_result
     from bitscout.results.report import load_run, rerank_objective
     from bitscout.results.report_md import concluded, write_report
 

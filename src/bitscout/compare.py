@@ -31,6 +31,7 @@ from bitscout.study.objective import Objective
 from bitscout.study.settings import SAMPLER_NAMES, StrategySettings
 from bitscout.study.store import done_trials
 from bitscout.study.strategies import STRATEGIES, SearchContext
+from bitscout.validate import suggest
 
 ENUMERABLE_MAX = 100_000  # enumerate the space for the optimum only up to this many candidates
 TOL = 1e-12  # relative: a regret this small is float noise, not a miss
@@ -67,7 +68,8 @@ def parse_strategies(names: Sequence[str] | str) -> list[str]:
         raise ConfigError("--strategies", f"needs at least one strategy; known: {', '.join(KNOWN)}")
     for name in names:
         if name not in KNOWN:
-            raise ConfigError("--strategies", f"unknown strategy; known: {', '.join(KNOWN)}", name)
+            rule = f"unknown strategy{suggest(name, KNOWN)}; known: {', '.join(KNOWN)}"
+            raise ConfigError("--strategies", rule, name)
     if len(set(names)) != len(names):
         raise ConfigError("--strategies", "must name each strategy once", ",".join(names))
     return names

@@ -6,12 +6,15 @@ when the job has an output directory."""
 import contextlib
 import dataclasses
 import hashlib
+import importlib
+import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from rich.console import Console
@@ -22,11 +25,7 @@ from bitscout.evaluate.data import EvalData
 from bitscout.evaluate.evaluator import Evaluator
 from bitscout.evaluate.metrics import Metric
 from bitscout.quant.space import Choice, SearchSpace
-from bitscout.results.conclude import Concluded, conclude, summarize
-from bitscout.results.console import Reporter, Verbosity, show_result
-from bitscout.results.outputs import write_best_toml, write_pareto_csv, write_summary
-from bitscout.results.report import load_run
-from bitscout.results.report_md import write_report
+from bitscout.results.console import Reporter, Verbosity
 from bitscout.results.trials import TrialsCsv
 from bitscout.study.parallel import check_shareable, fork, join
 from bitscout.study.settings import StrategySettings
@@ -35,11 +34,16 @@ from bitscout.study.store import Result, done_trials
 from bitscout.study.strategies import STRATEGIES, SearchContext
 from bitscout.study.strategies.base import TrialHook
 
+if TYPE_CHECKING:
+    from bitscout.results.conclude import Concluded
+
 # Cheap metrics reported for every candidate besides the objective's (latency only on request).
 REPORTED = (
     "accuracy", "loss", "model_size", "model_size_bits", "flops", "bops", "average_bitwidth",
     "memory_density",
 )  # fmt: skip
+# What the end of a search imports: pandas for the rankings, matplotlib for the report.
+FINAL_MODULES = ("bitscout.results.conclude", "bitscout.results.display")
 CLASSIFICATION_ONLY = ("accuracy", "loss")  # loss: cross-entropy unless the job has a loss_fn
 
 
@@ -71,7 +75,7 @@ class Finished:
     study: optuna.Study
     evaluator: Evaluator
     summary: dict[str, Any]
-    concluded: Concluded
+    concluded: "Concluded"
 
 
 def metric_names(job: Job) -> list[str]:
@@ -216,6 +220,7 @@ def run_job(job: Job, console: Console, verbosity: Verbosity = "normal") -> Fini
     """Run (or resume) `job`; write its outputs when it has an output directory. `quiet`
     prints only the final result, `verbose` every trial."""
     say = _sayer(console, verbosity)
+    _prefetch(job)
     storage = storage_of(job)
     check_shareable(storage if isinstance(storage, str) else None, job.settings.n_jobs)
     study = open_job_study(job, storage, console)
@@ -253,12 +258,28 @@ def run_job(job: Job, console: Console, verbosity: Verbosity = "normal") -> Fini
     if summary["complete"] == 0:
         console.print("no trial has finished yet (timeout?): nothing to report")
         return Finished(study, evaluator, summary, c)
+    from bitscout.results.display import show_result
+
     units = summary["metric_units"]
     show_result(console, c, job.settings.objective, summary["dimensions"], units, evaluator.rows)
     if job.out is not None:
+        from bitscout.results.report import load_run  # matplotlib: only once there is a report
+        from bitscout.results.report_md import write_report
+
         title = f"bitscout search: {job.out.name}"
         say(f"report: {write_report(load_run(job.out), job.settings.objective, job.out, title)}")
     return Finished(study, evaluator, summary, c)
+
+
+def _prefetch(job: Job) -> None:
+    """Import what the end of a search needs (pandas 0.3 s, matplotlib 0.4 s) in a thread
+    while the search runs: it waits on the store's writes and on PyTorch's kernels, which
+    leave the interpreter free."""
+    modules = [*FINAL_MODULES, *(["bitscout.results.report_md"] if job.out is not None else [])]
+    missing = [m for m in modules if m not in sys.modules]
+    if missing:
+        threading.Thread(target=lambda: [importlib.import_module(m) for m in missing],
+                         daemon=True, name="prefetch").start()  # fmt: skip
 
 
 def _sayer(console: Console, verbosity: Verbosity) -> Callable[[str], None]:
@@ -275,10 +296,13 @@ def write_outputs(
     tally: Tally,
     evaluator: Evaluator,
     judge: Evaluator | None = None,
-) -> tuple[Concluded, dict[str, Any]]:
+) -> tuple["Concluded", dict[str, Any]]:
     """The results and the summary; with an output directory also trials.csv, best.toml,
     pareto.csv (multi-objective) and summary.json. `judge` evaluates the winners on the test
     split."""
+    from bitscout.results.conclude import conclude, summarize
+    from bitscout.results.outputs import write_best_toml, write_pareto_csv, write_summary
+
     objective = job.settings.objective
     c = conclude(study, job.space, objective, evaluator, judge)
     dims = [d.name for d in job.space.dimensions]

@@ -10,6 +10,7 @@ in a `forward`) counts what `torch.utils.flop_counter.FlopCounterMode` counts th
 products and convolutions, with elementwise work counted 0. Quantization does not change FLOPs.
 """
 
+import contextlib
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +21,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from bitscout.evaluate.engine.chain import traced_modules
 from bitscout.quant.apply import quantizable_layers
 from bitscout.quant.layers import TYPE_NAMES
 
@@ -96,17 +98,29 @@ def _flops_by_path(model: nn.Module, sample: torch.Tensor) -> tuple[dict[str, in
         if next(m.children(), None) is None and isinstance(m, _COUNTED)
     }
     flops = dict.fromkeys(leaves, 0)
+    # A chain of counted modules does nothing the rules miss; anything else may (custom
+    # modules, inline products), which FlopCounterMode sees. It costs 1.6 s of imports
+    # (torch._dynamo), so it is only used when needed.
+    counter = None if _counted_chain(model, leaves) else FlopCounterMode(display=False)
     handles = [m.register_forward_hook(partial(_record, flops, p)) for p, m in leaves.items()]
     try:
-        with eval_mode(model), torch.inference_mode(), FlopCounterMode(display=False) as fcm:
+        with eval_mode(model), torch.inference_mode(), counter or contextlib.nullcontext():
             model(sample)
     finally:
         for handle in handles:
             handle.remove()
+    if counter is None:
+        return flops, 0
     # FlopCounterMode counts matrix products and convolutions only, which outside the other
     # counted leaves are exactly the Linear/Conv layers counted here already.
     products = sum(f for p, f in flops.items() if isinstance(leaves[p], (nn.Linear, *_CONVS)))
-    return flops, max(0, fcm.get_total_flops() - products)
+    return flops, max(0, counter.get_total_flops() - products)
+
+
+def _counted_chain(model: nn.Module, leaves: dict[str, nn.Module]) -> bool:
+    """Whether `model`'s forward is one chain of calls to counted leaf modules."""
+    paths = traced_modules(model)
+    return paths is not None and all(p in leaves for p in paths)
 
 
 def profile_model(model: nn.Module, sample: torch.Tensor) -> ModelProfile:

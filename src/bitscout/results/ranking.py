@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bitscout.study import adapter
 from bitscout.study.objective import Objective, pareto_front
 
 EVALUATED = ("complete", "infeasible")
@@ -68,7 +69,7 @@ def winners(
     metric (all of it)."""
     feasible = df[df["feasible"].astype(bool)] if len(df) else df
     if feasible.empty:
-        return feasible
+        return feasible.assign(proposals=pd.Series(dtype=int))
     pool = distinct(feasible, dims)
     cols = objective_columns(objective)
     if not objective.single:
@@ -120,14 +121,14 @@ def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
 
 
-IMPORTANCE_TRIALS = 1000  # fANOVA's forest grows with the trials; a sample tells as much
+IMPORTANCE_TRIALS = 10_000  # a sample of a huge search tells as much
 
 
 def param_importances(
     df: pd.DataFrame, dims: Sequence[str], objective: Objective
 ) -> dict[str, float]:
-    """Optuna's fANOVA importance of each dimension for the (first) objective, from a
-    `rescore`d frame's distinct configs; empty when there is too little to tell."""
+    """Optuna's importance of each dimension for the (first) objective, from a `rescore`d
+    frame's distinct configs; empty when there is too little to tell."""
     import optuna
     from optuna.distributions import CategoricalDistribution
 
@@ -143,9 +144,4 @@ def param_importances(
             params={d: row[d] for d in dims}, value=float(row[col]),
             distributions={d: CategoricalDistribution(choices[d]) for d in dims},
         ))  # fmt: skip
-    evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
-    try:
-        found = optuna.importance.get_param_importances(study, evaluator=evaluator)
-    except RuntimeError:  # fANOVA's trees saw no variance: no dimension explains anything
-        return {}
-    return {k: float(v) for k, v in found.items()}
+    return adapter.param_importances(study)

@@ -8,7 +8,7 @@ from typing import Any
 
 from bitscout.errors import ConfigError
 from bitscout.study.objective import Objective, parse_objective
-from bitscout.validate import SEED_MAX, check_keys
+from bitscout.validate import SEED_MAX, check_keys, suggest
 
 STRATEGY_NAMES = ("bruteforce", "optuna")
 SAMPLER_NAMES = ("tpe", "random", "nsgaii", "nsgaiii", "qmc", "gp", "grid", "bruteforce")
@@ -91,9 +91,9 @@ def _default(value: Any, default: Any) -> Any:
 def _choice(raw: Mapping[str, Any], name: str, allowed: tuple, default: Any, key: str) -> Any:
     value = raw.get(name, default)
     if value not in allowed:
-        raise ConfigError(
-            f"{key}.{name}", f"unknown value; known: {', '.join(map(str, allowed))}", value
-        )
+        hint = suggest(value, allowed) if isinstance(value, str) else ""
+        rule = f"unknown value{hint}; known: {', '.join(map(str, allowed))}"
+        raise ConfigError(f"{key}.{name}", rule, value)
     return value
 
 

@@ -8,6 +8,7 @@ plug-in) is used exactly as it is returned: `(x, y)` validation data, or a dict 
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import math
 import numbers
@@ -17,13 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 
 from bitscout.errors import ConfigError
 from bitscout.evaluate.data import pair
 from bitscout.registry import Registry
-from bitscout.zoo import jsc
 from bitscout.zoo.plugins import call_plugin, display_name, is_spec, load_callable
 
 
@@ -215,21 +214,33 @@ def _positive_int(key: str, value: object) -> int:
     return int(value)
 
 
+def stratified_take(y: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
+    """`count` row indexes of `y`, drawn at random within each class, the classes in
+    proportion (largest remainders break the rounding); sorted."""
+    classes, sizes = np.unique(y, return_counts=True)
+    exact = sizes * count / len(y)
+    share = np.floor(exact).astype(int)
+    for i in np.argsort(-(exact - share), kind="stable")[: count - share.sum()]:
+        share[i] += 1
+    chosen = [
+        rng.permutation(np.flatnonzero(y == c))[:k] for c, k in zip(classes, share, strict=True)
+    ]
+    return np.sort(np.concatenate(chosen))
+
+
 def _stratified_split(
     y: np.ndarray, val_fraction: float, test_fraction: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    from sklearn.model_selection import train_test_split  # 0.7 s to import: only when used
-
-    idx = np.arange(len(y))
-    try:
-        rest, test = train_test_split(idx, test_size=test_fraction, stratify=y, random_state=seed)
-        # Rescale so val is `val_fraction` of the whole set, not of what test left over.
-        train, val = train_test_split(
-            rest, test_size=val_fraction / (1 - test_fraction), stratify=y[rest], random_state=seed
-        )
-    except ValueError as exc:  # too few samples per class for the requested fractions
-        raise ConfigError("dataset_options", f"cannot split {len(y)} samples: {exc}") from exc
-    return train, val, test
+    """Train, validation and test row indexes, each split keeping the class proportions."""
+    rng = np.random.default_rng((seed, 2))
+    n = len(y)
+    test = stratified_take(y, math.ceil(test_fraction * n), rng)
+    rest = np.setdiff1d(np.arange(n), test)
+    val = rest[stratified_take(y[rest], math.ceil(val_fraction * n), rng)]
+    train = np.setdiff1d(rest, val)
+    if min(len(train), len(val), len(test)) == 0:
+        raise ConfigError("dataset_options", f"cannot split {n} samples into three parts")
+    return rng.permutation(train), val, test
 
 
 def _permutation_split(
@@ -289,11 +300,20 @@ def _no_path(name: str, path: Path | None) -> None:
 
 @_builtin("digits")
 def _digits(source: _Source) -> _Raw:
-    from sklearn.datasets import load_digits
-
     _no_path("digits", source.path)
-    x, y = load_digits(return_X_y=True)
+    x, y = digits_arrays()
     return _Raw(x=x, y=y, class_names=tuple(str(i) for i in range(10)))
+
+
+def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's bundled 8x8 digits, what `load_digits(return_X_y=True)` returns, read
+    from the file it ships without importing scikit-learn (0.8 s of start-up)."""
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError("dataset", "digits needs scikit-learn: pip install scikit-learn")
+    path = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "digits.csv.gz"
+    table = np.loadtxt(path, delimiter=",")
+    return table[:, :-1], table[:, -1].astype(np.int64)
 
 
 @_builtin("fake")
@@ -320,6 +340,8 @@ def _fake(
 
 @_builtin("jsc")
 def _jsc(source: _Source, *, num_samples: int | None = None) -> _Raw:
+    from bitscout.zoo import jsc  # pandas and the file readers: only for this dataset
+
     # Validate before reading: a typo should not cost an 830k-row download or parse.
     n = None if num_samples is None else _positive_int("num_samples", num_samples)
     path = source.path
@@ -331,7 +353,9 @@ def _jsc(source: _Source, *, num_samples: int | None = None) -> _Raw:
     return _Raw(x=x, y=y, class_names=jsc.CLASSES)
 
 
-def _download_jsc(cache_dir: Path) -> pd.DataFrame:
+def _download_jsc(cache_dir: Path) -> Any:
+    from bitscout.zoo import jsc
+
     try:
         return jsc.fetch_frame(cache_dir)
     except Exception as exc:  # any fetch failure gets the same offline advice
@@ -349,10 +373,5 @@ def _subsample(x: np.ndarray, y: np.ndarray, n: int, seed: int) -> tuple[np.ndar
         raise ConfigError("dataset_options.num_samples", f"only {len(y)} rows available", n)
     if n == len(y):
         return x, y
-    from sklearn.model_selection import train_test_split  # slow to import: only when used
-
-    try:
-        keep, _ = train_test_split(np.arange(len(y)), train_size=n, stratify=y, random_state=seed)
-    except ValueError as exc:  # fewer rows requested than classes to stratify over
-        raise ConfigError("dataset_options.num_samples", str(exc), n) from exc
+    keep = stratified_take(y, n, np.random.default_rng((seed, 3)))
     return x[keep], y[keep]

@@ -86,7 +86,7 @@ def _per_sample(module: nn.Module) -> bool:
     return type(module) in _PER_SAMPLE
 
 
-def _traced_modules(model: nn.Module) -> list[str] | None:
+def traced_modules(model: nn.Module) -> list[str] | None:
     """The module paths that `model.forward` calls one after the other, or None when the
     forward is anything but a single chain of module calls."""
     try:
@@ -106,7 +106,7 @@ def _traced_modules(model: nn.Module) -> list[str] | None:
 
 def trace_chain(model: nn.Module) -> Chain | None:
     """`model` as a Chain, or None when the fast path cannot run it exactly."""
-    paths = _traced_modules(model)
+    paths = traced_modules(model)
     quantizable = quantizable_layers(model)
     if paths is None or sorted(p for p in paths if p in quantizable) != sorted(quantizable):
         return None  # a layer called twice or never would break one-format-per-layer

@@ -133,3 +133,19 @@ def test_trials_csv_has_lf_line_endings(tmp_path, capsys, ckpt):
     _, out = _search(tmp_path, capsys, ckpt)
     data = (out / "trials.csv").read_bytes()
     assert b"\r\n" not in data and data.count(b"\n") == 25
+
+
+def test_long_configs_break_between_layers_never_inside_one():
+    from bitscout.results.console import config_text, wrap_config
+
+    config = {
+        f"seq_blocks_{i}/{k}": v
+        for i in range(0, 12, 2)
+        for k, v in (("data_in_width", 16), ("weight_width", 8), ("weight_frac_width", 7))
+    }
+    text = config_text(config)
+    for label in ("", "#10 ", "best config: "):
+        lines = (label + wrap_config(text, len(label) or 2, len(label))).splitlines()
+        assert len(lines) > 1 and all(len(line) <= 80 for line in lines)
+        assert all(line.count("(") == line.count(")") for line in lines)
+        assert " ".join(" ".join(lines).removeprefix(label).split()) == text

@@ -139,3 +139,41 @@ def test_unknown_dataset_lists_known() -> None:
         load_dataset("mnist")
     assert info.value.key == "dataset"
     assert "fake" in str(info.value) and "jsc" in str(info.value)
+
+
+# scikit-learn is the reference: bitscout's splits must equal the ones it made with it before,
+# or a checkpoint trained then would be scored on its own training rows.
+def _labels(rng: np.random.Generator, classes: int, n: int) -> np.ndarray:
+    weights = rng.dirichlet(np.full(classes, 0.7))
+    y = rng.choice(classes, size=n, p=weights)
+    y[: 6 * classes] = np.repeat(np.arange(classes), 6)  # every part can hold every class
+    return rng.permutation(y)
+
+
+@pytest.mark.parametrize("case", range(40))
+def test_splits_equal_scikit_learn_row_for_row(case):
+    from sklearn.model_selection import train_test_split
+
+    from bitscout.zoo.splits import stratified_split, stratified_subsample
+
+    rng = np.random.default_rng(case)
+    classes, n = int(rng.integers(2, 11)), int(rng.integers(60, 3000))
+    y, seed = _labels(rng, classes, n), int(rng.integers(0, 2**32))
+    val_f, test_f = (float(f) for f in rng.uniform(0.08, 0.35, size=2))
+    idx = np.arange(n)
+    rest, test = train_test_split(idx, test_size=test_f, stratify=y, random_state=seed)
+    train, val = train_test_split(rest, test_size=val_f / (1 - test_f), stratify=y[rest],
+                                  random_state=seed)  # fmt: skip
+    got = stratified_split(y, val_f, test_f, seed)
+    for ours, theirs in zip(got, (train, val, test), strict=True):
+        np.testing.assert_array_equal(ours, theirs)  # same rows in the same order
+    count = int(rng.integers(classes, n - classes))
+    keep, _ = train_test_split(idx, train_size=count, stratify=y, random_state=seed)
+    np.testing.assert_array_equal(stratified_subsample(y, count, seed), keep)
+
+
+def test_a_class_of_one_cannot_be_split():
+    from bitscout.zoo.splits import stratified_split
+
+    with pytest.raises(ConfigError, match="a class has only 1 member"):
+        stratified_split(np.array([0, 0, 0, 0, 1, 1, 1, 2]), 0.2, 0.2, 0)

@@ -316,7 +316,7 @@ def test_n_jobs_runs_extra_worker_processes_on_the_study(assets, tmp_path):
     assets = {**assets, "jobs": tmp_path / "jobs.toml"}
     assets["jobs"].write_text(tomli_w.dumps(doc))
     out = tmp_path / "jobs"
-    rc, err = run(assets, out, env={"DRIVER_SLOW_S": "0.3"}, config="jobs")
+    rc, err = run(assets, out, env={"DRIVER_SLOW_S": "0.1"}, config="jobs")
     assert rc == 0, err
     study = load(out / "study.journal")
     done = complete(study)

@@ -182,5 +182,4 @@ def cmd_compare(args: argparse.Namespace) -> int:
     run_compare(
         cfg, args.strategies, args.repeats, out, console, trials=args.trials, load=args.load
     )
-    console.print(f"comparison written to {out}")
     return 0

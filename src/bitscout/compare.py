@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import optuna
 from optuna.trial import FrozenTrial
+from rich import box
 from rich.console import Console
 from rich.progress import track
 from rich.table import Table
@@ -350,9 +351,9 @@ def draw(path: Path, summary: Sequence[dict[str, Any]], optimum: float | None, t
 
 
 def show(console: Console, summary: Sequence[dict[str, Any]], header: str) -> None:
-    table = Table(title="strategy comparison", caption=header)
-    for i, name in enumerate(HEADERS):
-        table.add_column(name, justify="left" if i == 0 else "right")
+    table = Table(title="strategy comparison", caption=header, box=box.SIMPLE_HEAD)
+    for i, name in enumerate(HEADERS):  # the strategy's name is never cut, headers wrap
+        table.add_column(name, justify="left" if i == 0 else "right", no_wrap=i == 0)
     for entry in summary:
         table.add_row(*cells(entry))
     console.print(table)

@@ -2,6 +2,7 @@
 and one line per new best (every trial with `--verbose`, nothing with `--quiet`). The result
 at the end is `display`'s."""
 
+import re
 from collections.abc import Mapping
 from types import TracebackType
 from typing import Literal
@@ -34,6 +35,21 @@ def config_text(config: Mapping[str, Choice]) -> str:
         layer, _, field = name.rpartition("/")
         layers.setdefault(layer, []).append(f"{SHORT.get(field, field)}={value}")
     return " ".join(f"{k}({' '.join(v)})" for k, v in layers.items()) or "(no dimensions)"
+
+
+def wrap_config(text: str, indent: int, first: int = 0) -> str:
+    """`text` in lines of at most WIDTH columns, broken between layers, never inside one (a
+    terminal would break `seq_blocks_4(in=8 w=2)` at its space); `first` columns of the first
+    line are already used, later lines start `indent` spaces in."""
+    lines: list[list[str]] = [[]]
+    used = first
+    for layer in re.split(r"(?<=\)) ", text):
+        if lines[-1] and used + 1 + len(layer) > WIDTH:
+            lines.append([])
+            used = indent
+        used += len(layer) + bool(lines[-1])
+        lines[-1].append(layer)
+    return ("\n" + " " * indent).join(" ".join(line) for line in lines)
 
 
 class Reporter:
@@ -93,4 +109,6 @@ class Reporter:
         flags = (" (cached)" if result.cached else "") + ("" if result.feasible else " infeasible")
         head = f"{news + ': ' if news else ''}trial {number}  score {values}{flags}"
         text = config_text(config)
-        return f"{head}  {text}" if len(head) + len(text) + 2 <= WIDTH else f"{head}\n  {text}"
+        if len(head) + len(text) + 2 <= WIDTH:
+            return f"{head}  {text}"
+        return f"{head}\n  {wrap_config(text, indent=2, first=2)}"

@@ -12,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from bitscout.results.conclude import Concluded, changes
-from bitscout.results.console import WIDTH, config_text
+from bitscout.results.console import WIDTH, config_text, wrap_config
 from bitscout.results.outputs import row_config
 from bitscout.results.ranking import objective_columns, varying
 from bitscout.results.stats import wilson_interval
@@ -46,7 +46,8 @@ def _table(
     for m in metrics:
         table.add_column(_header(m, units), justify="right")
         if m in ("accuracy", "loss") and float_row:
-            table.add_column(Text("Δ\n[points]" if m == "accuracy" else "Δ"), justify="right")
+            unit = "points" if m == "accuracy" else units.get(m, "")
+            table.add_column(Text(f"Δ\n[{unit}]"), justify="right")
     cols = objective_columns(objective) if objective.single else []
     for col in cols:
         table.add_column(col, justify="right")
@@ -108,13 +109,14 @@ def show_result(
         configs = False  # later tables are only more metrics
     if not inline:
         for rank, text in enumerate(texts, start=1):
-            console.print(f"#{rank} {text}", highlight=False)
+            label = f"#{rank} "
+            console.print(label + wrap_config(text, len(label), len(label)), highlight=False)
     if constant:
         same = ", ".join(f"{k} {_number(v)} [{units.get(k, '')}]" for k, v in constant.items())
         console.print(f"the same for every trial: {same}", highlight=False, markup=False)
     _show_test(console, c)
     best = c.winners.iloc[0]
-    console.print(f"best config: {texts[0]}", highlight=False)
+    console.print(f"best config: {wrap_config(texts[0], 2, len('best config: '))}", highlight=False)
     score = ", ".join(_number(best[k]) for k in objective_columns(objective))
     console.print(f"best score: {score}", highlight=False)
 

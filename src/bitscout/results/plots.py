@@ -9,6 +9,7 @@ matplotlib.use("Agg")  # files only, never a window
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import ScalarFormatter
 
 from bitscout.files import atomic
 
@@ -99,7 +100,7 @@ def tradeoff_png(
             ax.scatter([baseline[cost]], [baseline["accuracy"]], marker="*", s=120,
                        color="black", label="float model", zorder=3)  # fmt: skip
             ax.axhline(baseline["accuracy"], color="black", linestyle=":", linewidth=1)
-        ax.set_xscale("log" if cost == "bops" else "linear")
+        _cost_axis(ax, cost)
         ax.set_xlabel(label(cost, units))
         ax.set_ylabel(label("accuracy", units))
         ax.grid(alpha=0.3)
@@ -108,16 +109,26 @@ def tradeoff_png(
     return _save(fig, path)
 
 
+def _cost_axis(ax: plt.Axes, cost: str) -> None:
+    """Costs span decades (BOPs) or the float model's 32 bits against 2 to 8: a log axis keeps
+    the trials from being squeezed into one corner; bits get plain tick labels."""
+    if cost == "average_bitwidth":
+        ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+    else:
+        ax.set_xscale("log")
+
+
 def importances_png(importances: Mapping[str, float], path: Path) -> Path:
     """Which dimension (layer and tensor) matters: Optuna's parameter importances."""
     names = list(importances)[::-1]
     fig, ax = plt.subplots(figsize=(7, 0.35 * len(names) + 1.2))
     ax.barh(names, [importances[n] for n in names], color="tab:blue")
-    ax.set_xlabel("importance: how much each choice marks the best 10% of trials "
+    ax.set_xlabel("importance: how much each choice marks the best 10% of trials\n"
                   "(Optuna's PED-ANOVA, sums to 1)", fontsize=8)  # fmt: skip
     ax.tick_params(axis="y", labelsize=8)
     ax.grid(alpha=0.3, axis="x")
-    _margins(fig, left=0.3 + 0.065 * max(map(len, names)), bottom=0.5, top=0.15)
+    _margins(fig, left=0.3 + 0.065 * max(map(len, names)), bottom=0.65, top=0.15)
     return _save(fig, path)
 
 

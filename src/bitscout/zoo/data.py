@@ -24,6 +24,7 @@ from bitscout.errors import ConfigError
 from bitscout.evaluate.data import pair
 from bitscout.registry import Registry
 from bitscout.zoo.plugins import call_plugin, display_name, is_spec, load_callable
+from bitscout.zoo.splits import stratified_split, stratified_subsample
 
 
 @dataclass(frozen=True)
@@ -133,7 +134,7 @@ def load_dataset(
     )
     raw = loader(source, **{k: v for k, v in options.items() if k in own})
     if raw.stratify:
-        parts = _stratified_split(raw.y, val_fraction, test_fraction, seed)
+        parts = stratified_split(raw.y, val_fraction, test_fraction, seed)
     else:
         parts = _permutation_split(len(raw.y), val_fraction, test_fraction, seed)
     return _to_splits(raw, *parts)
@@ -212,35 +213,6 @@ def _positive_int(key: str, value: object) -> int:
     if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value <= 0:
         raise ConfigError(f"dataset_options.{key}", "must be a positive integer", value)
     return int(value)
-
-
-def stratified_take(y: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
-    """`count` row indexes of `y`, drawn at random within each class, the classes in
-    proportion (largest remainders break the rounding); sorted."""
-    classes, sizes = np.unique(y, return_counts=True)
-    exact = sizes * count / len(y)
-    share = np.floor(exact).astype(int)
-    for i in np.argsort(-(exact - share), kind="stable")[: count - share.sum()]:
-        share[i] += 1
-    chosen = [
-        rng.permutation(np.flatnonzero(y == c))[:k] for c, k in zip(classes, share, strict=True)
-    ]
-    return np.sort(np.concatenate(chosen))
-
-
-def _stratified_split(
-    y: np.ndarray, val_fraction: float, test_fraction: float, seed: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Train, validation and test row indexes, each split keeping the class proportions."""
-    rng = np.random.default_rng((seed, 2))
-    n = len(y)
-    test = stratified_take(y, math.ceil(test_fraction * n), rng)
-    rest = np.setdiff1d(np.arange(n), test)
-    val = rest[stratified_take(y[rest], math.ceil(val_fraction * n), rng)]
-    train = np.setdiff1d(rest, val)
-    if min(len(train), len(val), len(test)) == 0:
-        raise ConfigError("dataset_options", f"cannot split {n} samples into three parts")
-    return rng.permutation(train), val, test
 
 
 def _permutation_split(
@@ -373,5 +345,5 @@ def _subsample(x: np.ndarray, y: np.ndarray, n: int, seed: int) -> tuple[np.ndar
         raise ConfigError("dataset_options.num_samples", f"only {len(y)} rows available", n)
     if n == len(y):
         return x, y
-    keep = stratified_take(y, n, np.random.default_rng((seed, 3)))
+    keep = stratified_subsample(y, n, seed)
     return x[keep], y[keep]

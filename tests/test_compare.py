@@ -186,6 +186,23 @@ def test_plot_is_a_valid_png(result, workdir):
     assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
 
 
+def test_plot_names_each_band_and_keeps_them_apart(result, tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    drawn: list[Figure] = []
+    save = Figure.savefig
+    monkeypatch.setattr(
+        Figure, "savefig", lambda fig, *a, **k: (drawn.append(fig), save(fig, *a, **k))
+    )
+    compare.draw(tmp_path / "c.png", result.summary, result.optimum, "t")
+    (ax,) = drawn[0].axes
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    for entry in result.summary:
+        assert f"{entry['strategy']}: interquartile range" in labels
+    hatches = [c.get_hatch() for c in ax.collections]
+    assert len(hatches) == len(result.summary) == len(set(hatches))  # one pattern per band
+
+
 def test_same_seeds_give_the_same_rows(result, workdir, config_path, ckpt):
     """Another order of strategies, another cache history: the same rows for tpe and random."""
     cfg = load_config(config_path)

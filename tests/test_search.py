@@ -277,6 +277,20 @@ def test_summary_schema(brute):
     assert summary["wall_s"] >= 0
 
 
+def test_float_baseline_and_test_split_are_measured_on_their_own_rows(brute, float_model, data):
+    summary = read_summary(brute)
+    baseline = summary["float"]
+    assert baseline["validation"]["accuracy"] == accuracy(float_model, data.x_val, data.y_val)
+    assert baseline["test"]["accuracy"] == accuracy(float_model, data.x_test, data.y_test)
+    assert summary["test"]["rows"] == len(data.y_test)
+    first = summary["test"]["candidates"][0]
+    config = tuple(summary["best"]["config"][d] for d in DIMS)
+    winner = quantize_model(float_model, plan_for(*config))
+    assert first["metrics"]["accuracy"] == accuracy(winner, data.x_test, data.y_test)
+    numbers = [c["number"] for c in summary["test"]["candidates"]]
+    assert len(numbers) == len(set(numbers)) == 10  # the ten distinct winners, once each
+
+
 def test_stop_after_20_then_resume(ckpt, workdir):
     doc = base_doc()
     doc["search"]["strategy"]["name"] = "bruteforce"

@@ -81,7 +81,9 @@ def jsc_s():
         "default": {"name": ["NA"]},
         "seq_blocks_2": _layer([4, 8], [2, 8], [8], name=["integer", "NA"]),
         "seq_blocks_5": _layer([6, 16], [3, 8], [4, 16], rounding=["half_even", "floor"]),
-        "seq_blocks_7": _layer([8], [4, 16], [8], overflow=["saturate", "wrap"]),
+        "seq_blocks_7": _layer(
+            [8], [4, 16], [8], overflow=["saturate", "wrap"], accum_width=[10, 24]
+        ),  # a narrow and a wide accumulator
         "seq_blocks_9": _layer([4, 8, 12], [2, 4, 8], [4, 8], weight_frac_width=["NA", 3]),
     }
     return model, SearchSpace(model, "name", tables), *_jsc_data()
@@ -110,7 +112,7 @@ def digits_cnn():
     tables = {
         "default": {"name": ["NA"]},
         "seq_blocks_1": _layer([8], [3, 8], [8, 16]),
-        "seq_blocks_4": _layer([6, 8], [2, 4, 8], [8]),
+        "seq_blocks_4": _layer([6, 8], [2, 4, 8], [8], result_width=[6, 12]),
         "seq_blocks_8": _layer([4, 8], [4, 8], [4, 8]),
     }
     return model, SearchSpace(model, "name", tables), *_digits_data()

@@ -41,7 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     quant.add_argument("config")
     quant.add_argument("--load", required=True, help="float checkpoint (model.pt)")
     quant.add_argument("--quant", help="TOML file with a [passes.quantize] table (e.g. best.toml)")
+    quant.add_argument("--out", help="also write the hardware artifacts (as export) to DIR")
     quant.set_defaults(func="quantize")
+    _add_export(sub)
     _add_search(sub)
     _add_report(sub)
     _add_compare(sub)
@@ -58,6 +60,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 Subparsers = argparse._SubParsersAction
+
+
+def _add_export(sub: Subparsers) -> None:
+    export = sub.add_parser("export", help="write a searched config for a hardware flow")
+    export.add_argument("run_dir", help="a search's output directory")
+    which = export.add_mutually_exclusive_group()
+    which.add_argument("--trial", type=integer, help="export this trial's config")
+    which.add_argument("--quant", help="export this [passes.quantize] file (default: best.toml)")
+    export.add_argument(
+        "--to", required=True, help="hls4ml, checkpoint, npz, or several joined by commas"
+    )
+    export.add_argument("--out", help="output directory (default RUN_DIR/export)")
+    export.add_argument("--config", help="the search's config, when its recorded path moved")
+    export.add_argument(
+        "--verify", action="store_true",
+        help="compile hls4ml's C++ emulation and compare it with bitscout (needs g++)",
+    )  # fmt: skip
+    export.add_argument(
+        "--rows", type=integer, default=2000, help="validation rows to verify (default %(default)s)"
+    )
+    export.set_defaults(func="export")
 
 
 def _add_search(sub: Subparsers) -> None:

@@ -41,19 +41,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _quant_plan(args: argparse.Namespace):  # noqa: ANN202 - QuantPlan | None
     """`--quant FILE` (a `[passes.quantize]` table) wins over the config's own."""
-    from bitscout.config import load_config, read_toml
-    from bitscout.quant.apply import parse_plan
+    from bitscout.config import load_config
+    from bitscout.export.command import quant_file
 
-    if args.quant is None:
-        return load_config(args.config).quantize
-    raw = read_toml(args.quant)
-    table = raw.get("passes", {}).get("quantize")
-    if not isinstance(table, dict):
-        raise ConfigError(f"{args.quant}: passes.quantize", "table is required", file=True)
-    try:
-        return parse_plan(table)
-    except ConfigError as err:  # the key belongs to the --quant file, not the config
-        raise ConfigError(f"{args.quant}: {err.key}", err.rule, err.value, file=True) from err
+    return load_config(args.config).quantize if args.quant is None else quant_file(args.quant)
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
@@ -85,6 +76,31 @@ def cmd_quantize(args: argparse.Namespace) -> int:
             name, f"{before[name]:.4f}", f"{after[name]:.4f}", f"{after[name] - before[name]:+.4f}"
         )
     console.print(table)
+    if args.out is not None:
+        from bitscout.export.command import TARGETS, Subject, export
+
+        subject = Subject(model, plan, Path(args.config), data.x_val, "this plan")
+        export(subject, TARGETS, output_dir(args.out, "--out"), console)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from bitscout.export.command import check, export, parse_targets, subject_of_run
+
+    targets = parse_targets(args.to)
+    run_dir = Path(args.run_dir)
+    if args.trial is not None and args.quant is not None:
+        raise ConfigError("--trial", "and --quant exclude each other: give one")
+    subject = subject_of_run(run_dir, args.trial, args.quant, args.config)
+    default = run_dir / ("export" if args.trial is None else f"export_trial_{args.trial}")
+    out = output_dir(args.out or default, "--out")
+    export(subject, targets, out, console)
+    if args.verify:
+        found = check(subject, out, args.rows, console)
+        if args.out is None and args.trial is None and args.quant is None:
+            from bitscout.results.report_md import add_verification
+
+            add_verification(run_dir, found)
     return 0
 
 

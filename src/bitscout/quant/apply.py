@@ -8,13 +8,15 @@ from typing import Any, Literal
 from torch import nn
 
 from bitscout.errors import ConfigError
+from bitscout.quant.datapath import exact_frac
 from bitscout.quant.formats import OVERFLOWS, ROUNDINGS, Integer
 from bitscout.quant.layers import QUANT_TYPES, TYPE_NAMES, LayerQuant, to_quant
 
 FORMAT_NAMES = ("integer", "NA")
 TENSORS = ("data_in", "weight", "bias")
+DATAPATH = ("accum", "result")  # the hardware's accumulator and result types
 LAYER_FIELDS = ("name", "rounding", "overflow") + tuple(
-    f"{t}_{part}" for t in TENSORS for part in ("width", "frac_width")
+    f"{t}_{part}" for t in TENSORS + DATAPATH for part in ("width", "frac_width")
 )
 LAYER_TYPES = tuple(TYPE_NAMES.values())
 
@@ -67,14 +69,38 @@ def parse_layer_config(cfg: Mapping[str, Any], key: str) -> LayerQuant | None:
     rounding = _choice(cfg, "rounding", ROUNDINGS, key)
     overflow = _choice(cfg, "overflow", OVERFLOWS, key)
     formats: dict[str, Integer | None] = {}
-    for tensor in TENSORS:
+    for tensor in TENSORS + DATAPATH:
         if f"{tensor}_width" not in cfg:
+            if tensor in DATAPATH and f"{tensor}_frac_width" in cfg:
+                raise ConfigError(f"{key}.{tensor}_frac_width", f"needs {tensor}_width as well")
             formats[tensor] = None
             continue
         width = _width(cfg, f"{tensor}_width", key)
-        frac = _frac(cfg, f"{tensor}_frac_width", key)
+        frac = (
+            _datapath_frac(cfg, tensor, formats, key)
+            if tensor in DATAPATH
+            else _frac(cfg, f"{tensor}_frac_width", key)
+        )
         formats[tensor] = Integer(width, frac, rounding=rounding, overflow=overflow)  # type: ignore[arg-type]
     return LayerQuant(**formats)
+
+
+def _datapath_frac(
+    cfg: Mapping[str, Any], tensor: str, formats: Mapping[str, Integer | None], key: str
+) -> int | None:
+    """The frac width of a given `accum` or `result`: as given ("NA" is width // 2, as for
+    every MASE width); else the accumulator keeps the exact grid (input frac + weight frac, at
+    least the bias frac) and the result the accumulator's."""
+    if f"{tensor}_frac_width" in cfg:
+        return _frac(cfg, f"{tensor}_frac_width", key)
+    accum = formats.get("accum")
+    if tensor == "result" and accum is not None:
+        return accum.frac_width
+    data_in, weight = formats["data_in"], formats["weight"]
+    if data_in is None or weight is None:
+        rule = "is required when data_in or weight is float (their products have no fixed grid)"
+        raise ConfigError(f"{key}.{tensor}_frac_width", rule)
+    return exact_frac(data_in, weight, formats["bias"])
 
 
 def parse_plan(table: Mapping[str, Any], key: str = "passes.quantize") -> QuantPlan:
@@ -141,15 +167,17 @@ def resolve_plan(
     if not isinstance(plan, QuantPlan):
         plan = parse_plan(plan, key)
     types = layer_types(model)
-    kinds = {_key_kind(types, plan.by, name, key): q for name, q in plan.layers.items()}
+    kinds = {_key_kind(types, plan.by, name, key): name for name in plan.layers}
     resolved: dict[str, LayerQuant | None] = {}
     for path, kind in types.items():
-        for k in (path, f"type:{kind}", "default"):
-            if k in kinds:
-                resolved[path] = kinds[k]
-                break
-        else:
-            resolved[path] = None
+        name = next((kinds[k] for k in (path, f"type:{kind}", "default") if k in kinds), None)
+        quant = None if name is None else plan.layers[name]
+        if quant is not None and quant.accum is not None and kind != "linear":
+            # hls4ml's convolutions fill their products in an order of their own, so a
+            # saturating narrow accumulator could not be modeled exactly.
+            rule = f"is modeled on linear layers only ({fx_name(path)} is a {kind}); a "
+            raise ConfigError(f"{key}.{name}.config.accum_width", rule + "result_width can be set")
+        resolved[path] = quant
     return resolved
 
 

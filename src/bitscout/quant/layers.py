@@ -6,16 +6,26 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bitscout.quant import datapath
 from bitscout.quant.formats import Integer, quantize
 
 
 @dataclass(frozen=True)
 class LayerQuant:
-    """The formats of one layer's input (`data_in`), weight and bias; None means float."""
+    """The formats of one layer's input (`data_in`), weight and bias; None means float.
+    `accum` and `result`, when set, are the hardware's accumulator and result types, modeled
+    as `bitscout.quant.datapath` describes; None means the exact ones."""
 
     data_in: Integer | None = None
     weight: Integer | None = None
     bias: Integer | None = None
+    accum: Integer | None = None
+    result: Integer | None = None
+
+    @property
+    def tensors(self) -> dict[str, Integer | None]:
+        """The formats of the layer's input, weight and bias, by MASE's names."""
+        return {"data_in": self.data_in, "weight": self.weight, "bias": self.bias}
 
 
 class _QuantMixin:
@@ -43,21 +53,23 @@ class QuantLinear(_QuantMixin, nn.Linear):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(*self._quantized(x))
+        if self.quant.accum is None and self.quant.result is None:
+            return F.linear(*self._quantized(x))
+        return datapath.linear(*self._quantized(x), self.quant.accum, self.quant.result)
 
 
 class QuantConv1d(_QuantMixin, nn.Conv1d):
     quant: LayerQuant
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(*self._quantized(x))
+        return datapath.cast_result(self._conv_forward(*self._quantized(x)), self.quant.result)
 
 
 class QuantConv2d(_QuantMixin, nn.Conv2d):
     quant: LayerQuant
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(*self._quantized(x))
+        return datapath.cast_result(self._conv_forward(*self._quantized(x)), self.quant.result)
 
 
 def _conv_from_float(cls: type[nn.Module], layer: nn.Module, quant: LayerQuant) -> nn.Module:

@@ -24,7 +24,8 @@ from bitscout.study.store import Result
 Verbosity = Literal["quiet", "normal", "verbose"]
 SHORT = {"name": "q", "data_in_width": "in", "data_in_frac_width": "in.f", "weight_width": "w",
          "weight_frac_width": "w.f", "bias_width": "b", "bias_frac_width": "b.f",
-         "rounding": "rnd", "overflow": "ovf"}  # fmt: skip
+         "accum_width": "acc", "accum_frac_width": "acc.f", "result_width": "res",
+         "result_frac_width": "res.f", "rounding": "rnd", "overflow": "ovf"}  # fmt: skip
 WIDTH = 80
 
 

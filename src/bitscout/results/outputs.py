@@ -29,9 +29,9 @@ def plan_table(space: SearchSpace, config: Mapping[str, Any]) -> dict:
         if quant is None:
             continue
         cfg: dict[str, Any] = {"name": "integer"}
-        for tensor in ("data_in", "weight", "bias"):
+        for tensor in ("data_in", "weight", "bias", "accum", "result"):
             cfg.update(_format_fields(tensor, getattr(quant, tensor)))
-        fmt = quant.weight or quant.data_in or quant.bias
+        fmt = quant.weight or quant.data_in or quant.bias or quant.accum or quant.result
         if fmt is not None and (fmt.rounding, fmt.overflow) != ("half_even", "saturate"):
             cfg.update(rounding=fmt.rounding, overflow=fmt.overflow)
         table[fx_name(path)] = {"config": cfg}

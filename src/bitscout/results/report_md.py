@@ -1,5 +1,6 @@
 """report.md and its pictures, from the ranked trials (tables first, then plots.py draws)."""
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from bitscout.results.ranking import (
     varying,
     winners,
 )
-from bitscout.results.report import Run
+from bitscout.results.report import Run, load_run
 from bitscout.results.stats import wilson_interval
 from bitscout.study.objective import Objective, pareto_front
 
@@ -190,7 +191,7 @@ def write_report(
     parts = [
         f"# {title}", "## Setup", _setup(run, objective, c), f"## {heading}",
         top_table(c, run, objective) if len(c.winners) else "No feasible candidate.",
-        "## Test split", test_section(c, run), "## Plots",
+        "## Test split", test_section(c, run), *verification_section(out), "## Plots",
     ] + [f"![{p.stem}](plots/{p.name})" for p in pictures]  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     if tables:
@@ -204,3 +205,34 @@ def write_report(
     path = out / "report.md"
     write_text(path, "\n\n".join(parts) + "\n")
     return path
+
+
+VERIFY_FILE = "hls4ml_verify.json"
+
+
+def verification_section(out: Path) -> list[str]:
+    """The hls4ml check of the best config (`bitscout export DIR --to hls4ml --verify`)."""
+    path = out / VERIFY_FILE
+    if not path.is_file():
+        return []
+    found = json.loads(path.read_text())
+    rows = [f"| {e['layer']} | {e['max_abs_difference']:.3g} |" for e in found["layers"]]
+    floats = ", ".join(found["float_nodes"]) or "none"
+    return [
+        "## Hardware check (hls4ml)",
+        "\n".join([
+            f"`bitscout export {out} --to hls4ml --verify`: hls4ml {found['hls4ml']}'s C++ "
+            f"emulation of best.toml against bitscout on {found['rows']} validation rows.", "",
+            "| quantized layer | max abs difference, same layer input |", "|---|---|", *rows, "",
+            f"End to end the top class agrees on {found['top_class_agreement']:.2%} of rows; the "
+            f"largest logit difference is {found['max_logit_difference']:.3g}. Computed in float "
+            f"by bitscout and in wide fixed point by hls4ml: {floats}.",
+        ]),
+    ]  # fmt: skip
+
+
+def add_verification(run_dir: Path, found: dict[str, Any]) -> Path:
+    """Keep the check beside the run and rewrite its report with it."""
+    write_text(run_dir / VERIFY_FILE, json.dumps(found, indent=2) + "\n")
+    run = load_run(run_dir)
+    return write_report(run, run.objective, run_dir, f"bitscout report: {run_dir.name}")

@@ -14,7 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from bitscout.quant import datapath
 from bitscout.quant.apply import quantizable_layers
+from bitscout.quant.layers import LayerQuant
 
 # Module types that, in eval mode, compute each sample on its own: running several candidates
 # stacked along the batch dimension gives each one what it would get alone.
@@ -27,6 +29,8 @@ _PER_SAMPLE = (
     nn.Linear, nn.Conv1d, nn.Conv2d,
 )  # fmt: skip
 
+
+_FLOAT = LayerQuant()
 
 # CPU matrix kernels work on 16 output features at a time, so a Linear layer with fewer
 # outputs wastes most of each vector; W @ x^T runs along the samples instead and is two to
@@ -49,9 +53,15 @@ class Stage:
         return getattr(self.layer, "groups", 1) == 1
 
     def layer_op(
-        self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
-    ) -> torch.Tensor:
-        """The layer's arithmetic with the given (quantized) weight and bias."""
+        self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+        fmt: LayerQuant = _FLOAT,
+    ) -> torch.Tensor:  # fmt: skip
+        """The layer's arithmetic with the given (quantized) weight and bias, through the
+        accumulator and result types of `fmt` (none: the exact ones)."""
+        if isinstance(self.layer, nn.Linear) and (fmt.accum or fmt.result) is not None:
+            return datapath.linear(x, weight, bias, fmt.accum, fmt.result)
+        if fmt.result is not None:
+            return datapath.cast_result(self.layer_op(x, weight, bias), fmt.result)
         if isinstance(self.layer, nn.Linear):
             if x.dim() == 2 and len(weight) < NARROW:
                 # The result is x @ W^T transposed: a view with samples along its rows.

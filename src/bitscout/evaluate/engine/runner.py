@@ -72,7 +72,8 @@ class Runner:
             return [(last, [i]) for i in range(len(candidates))]
         buckets: dict[tuple, list[int]] = {}
         for i, c in enumerate(candidates):
-            shared = (c.key[:stage], c.formats[stage].data_in, c.key[stage + 1 :])
+            fmt = c.formats[stage]  # stacked candidates share one accumulator and result type
+            shared = (c.key[:stage], fmt.data_in, fmt.accum, fmt.result, c.key[stage + 1 :])
             buckets.setdefault(shared, []).append(i)
         # At least MIN_ROWS rows per block, so per-call overheads stay small against the work.
         size = max(1, self.block_bytes // (min(MIN_ROWS, self.n) * self._row_bytes(stage)))
@@ -96,7 +97,8 @@ class Runner:
         g = len(members)
         rows = max(1, self.block_bytes // (g * self._row_bytes(stage)))
         for start in range(0, self.n, rows):
-            out = self.stages[stage].layer_op(x[start : start + rows], weight, bias)
+            fmt = members[0].formats[stage]
+            out = self.stages[stage].layer_op(x[start : start + rows], weight, bias, fmt)
             b = len(out)
             # reshape copies only the few outputs of a narrow layer (see chain.NARROW).
             h = out.reshape(b * g, out.shape[1] // g, *out.shape[2:])
@@ -151,7 +153,7 @@ class Runner:
     def _forward(self, k: int, c: Candidate, x: torch.Tensor) -> torch.Tensor:
         weight, bias = self._weight_bias(k, c.formats[k])
         stage = self.stages[k]
-        return run(stage.tail, stage.layer_op(x, weight, bias))
+        return run(stage.tail, stage.layer_op(x, weight, bias, c.formats[k]))
 
     def _weight_bias(self, k: int, fmt: LayerQuant) -> tuple[torch.Tensor, torch.Tensor | None]:
         layer = self.stages[k].layer

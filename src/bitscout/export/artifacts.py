@@ -1,0 +1,107 @@
+"""What a hardware engineer loads: the float model's state dict with every quantized tensor on
+its grid (`quantized.pt`), each tensor's integer codes (`codes.npz`), and the precision of
+every tensor, accumulator and result (`precision.json`)."""
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from bitscout.export.hardware import HwType, Node, float_nodes, hardware
+from bitscout.files import atomic, write_text
+from bitscout.quant.apply import QuantPlan, fx_name, resolve_plan
+from bitscout.quant.formats import Integer, quantize_values
+
+PRECISION_VERSION = 1
+
+
+def quantized_tensors(
+    model: nn.Module, plan: QuantPlan | Mapping[str, Any]
+) -> dict[str, tuple[torch.Tensor, Integer]]:
+    """State-dict key -> (values on the grid, format) of every quantized weight and bias."""
+    out = {}
+    for path, quant in resolve_plan(model, plan).items():
+        layer = model.get_submodule(path)
+        for name in ("weight", "bias"):
+            fmt, value = getattr(quant, name, None), getattr(layer, name)
+            if fmt is not None and value is not None:
+                out[f"{path}.{name}"] = (quantize_values(value.detach(), fmt), fmt)
+    return out
+
+
+def grid_state_dict(model: nn.Module, plan: QuantPlan | Mapping[str, Any]) -> dict:
+    """`model`'s state dict with each quantized tensor replaced by its values on the grid: it
+    loads into the same module class, and quantizing it again changes nothing."""
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    for key, (value, _) in quantized_tensors(model, plan).items():
+        state[key] = value.to(state[key].dtype)
+    return state
+
+
+def write_checkpoint(model: nn.Module, plan: QuantPlan | Mapping[str, Any], path: Path) -> Path:
+    with atomic(path) as tmp:
+        torch.save(grid_state_dict(model, plan), tmp)
+    return path
+
+
+def codes(model: nn.Module, plan: QuantPlan | Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Each quantized tensor as int32 codes k (its values are k * 2**-frac_width), with its
+    `<key>.frac_width` and `<key>.width`, keyed by hls4ml's layer names (`seq_blocks_2.weight`)."""
+    out: dict[str, np.ndarray] = {}
+    for key, (value, fmt) in quantized_tensors(model, plan).items():
+        path, _, tensor = key.rpartition(".")
+        name = f"{fx_name(path)}.{tensor}"
+        k = torch.round(value.double() * 2.0**fmt.frac_width)  # exact: the values are on the grid
+        out[name] = k.numpy().astype(np.int32)
+        out[f"{name}.frac_width"] = np.array(fmt.frac_width, dtype=np.int32)
+        out[f"{name}.width"] = np.array(fmt.width, dtype=np.int32)
+    return out
+
+
+def write_npz(model: nn.Module, plan: QuantPlan | Mapping[str, Any], path: Path) -> Path:
+    with atomic(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **codes(model, plan))
+    return path
+
+
+def precision(model: nn.Module, plan: QuantPlan | Mapping[str, Any]) -> dict[str, Any]:
+    """Every node's result type and every layer's tensor, accumulator and result types, with
+    which of them bitscout computed and which the plan gave."""
+    nodes = hardware(model, plan)
+    resolved = resolve_plan(model, plan)
+    return {
+        "schema_version": PRECISION_VERSION,
+        "input": {"name": nodes[0].name, **nodes[0].result.describe()},
+        "layers": [_layer(n, resolved.get(n.path)) for n in nodes if n.fan_in is not None],
+        "nodes": [
+            {"name": n.name, "kind": n.kind, "float": n.float_, "result": n.result.describe()}
+            for n in nodes
+        ],
+        "float_nodes": float_nodes(nodes),
+    }
+
+
+def _layer(node: Node, quant: Any) -> dict[str, Any]:
+    entry: dict[str, Any] = {"name": node.name, "path": node.path, "type": node.kind,
+                             "fan_in": node.fan_in, "float": node.float_}  # fmt: skip
+    for tensor in ("data_in", "weight", "bias"):
+        fmt = getattr(quant, tensor, None)
+        entry[tensor] = "float" if fmt is None else _describe(fmt)
+    for tensor in ("accum", "result"):
+        hw = node.params["accum"] if tensor == "accum" else node.result
+        source = "given" if tensor in node.given else "computed"
+        entry[tensor] = {**hw.describe(), "source": source}
+    return entry
+
+
+def _describe(fmt: Integer) -> dict[str, Any]:
+    return HwType.of(fmt).describe()
+
+
+def write_precision(model: nn.Module, plan: QuantPlan | Mapping[str, Any], path: Path) -> Path:
+    write_text(path, json.dumps(precision(model, plan), indent=2) + "\n")
+    return path

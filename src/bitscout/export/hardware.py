@@ -1,0 +1,165 @@
+"""The whole datapath of a quantized model as fixed-point hardware carries it: one type per
+node (the input, then every module of the forward chain) and the parameter types of each.
+
+A quantized layer's input format is the result type of the node in front of it (hls4ml casts
+a tensor when a node writes it); its accumulator is the exact one (`quant.datapath`) unless the
+plan fixes it; its result keeps the accumulator's value. Modules that only pass or pick values
+(ReLU, max pooling, dropout, flatten) keep their input's type, so they stay exact. Everything
+bitscout computes in float (unquantized layers, normalizations, other activations) gets a
+wide stand-in type and is marked `float`: there the hardware and bitscout differ slightly.
+"""
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from torch import fx, nn
+
+from bitscout.errors import ConfigError
+from bitscout.evaluate.engine.chain import traced_modules
+from bitscout.quant.apply import QuantPlan, fx_name, resolve_plan
+from bitscout.quant.datapath import exact_accum, fan_in
+from bitscout.quant.formats import Integer
+from bitscout.quant.layers import QUANT_TYPES, TYPE_NAMES, LayerQuant
+
+AP_ROUNDING = {"half_even": "AP_RND_CONV", "half_up": "AP_RND", "floor": "AP_TRN"}
+AP_OVERFLOW = {"saturate": "AP_SAT", "wrap": "AP_WRAP"}
+# Modules whose outputs are some of their inputs' values (or zero): the input type holds them.
+PASS_THROUGH = (nn.ReLU, nn.Dropout, nn.Identity, nn.Flatten, nn.MaxPool1d, nn.MaxPool2d)
+NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
+
+
+@dataclass(frozen=True)
+class HwType:
+    """A signed fixed-point hardware type: the values k / 2**frac_width, k a `width`-bit
+    two's-complement integer; `ap_fixed<width, width - frac_width, Q, O>` in hls4ml."""
+
+    width: int
+    frac_width: int
+    rounding: str = "half_even"
+    overflow: str = "saturate"
+
+    @classmethod
+    def of(cls, fmt: Integer) -> "HwType":
+        return cls(fmt.width, fmt.frac_width, fmt.rounding, fmt.overflow)  # type: ignore[arg-type]
+
+    @property
+    def ap_fixed(self) -> str:
+        q, o = AP_ROUNDING[self.rounding], AP_OVERFLOW[self.overflow]
+        return f"ap_fixed<{self.width},{self.width - self.frac_width},{q},{o}>"
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "width": self.width, "frac_width": self.frac_width,
+            "integer_width": self.width - self.frac_width, "rounding": self.rounding,
+            "overflow": self.overflow, "scale": 2.0**-self.frac_width, "ap_fixed": self.ap_fixed,
+        }  # fmt: skip
+
+
+WIDE = HwType(32, 16)  # stands in for float: 16 integer and 16 fractional bits, saturating
+
+
+@dataclass(frozen=True)
+class Node:
+    """One node of the hardware graph, named as hls4ml (torch.fx) names it."""
+
+    name: str
+    path: str | None  # the module's path; None for the model's input
+    kind: str  # "input", "linear", "conv1d", "conv2d", or the module's class name
+    result: HwType
+    params: Mapping[str, HwType] = field(default_factory=dict)
+    float_: bool = False  # computed in float by bitscout: the hardware differs slightly
+    given: frozenset[str] = frozenset()  # types the plan fixed (the others are computed)
+    fan_in: int | None = None
+
+
+def chain(model: nn.Module) -> tuple[str, list[str]]:
+    """The input's name and the module paths the forward calls, one after the other."""
+    paths = traced_modules(model)
+    if paths is None:
+        raise ConfigError(
+            "model",
+            "export needs a model whose forward is one chain of module calls (an "
+            "nn.Sequential, or modules called one after the other); this one branches, "
+            "reuses a module or computes outside modules",
+        )
+    return str(next(iter(fx.symbolic_trace(model).graph.nodes)).name), paths
+
+
+def hardware(
+    model: nn.Module, plan: QuantPlan | Mapping[str, Any], wide: HwType = WIDE
+) -> list[Node]:
+    """Every node of `model`'s hardware graph for quantization `plan`."""
+    input_name, paths = chain(model)
+    resolved = resolve_plan(model, plan)
+    wanted = [_wanted(resolved.get(p)) for p in paths] + [None]
+    current = HwType.of(wanted[0]) if wanted[0] else wide
+    nodes = [Node(input_name, None, "input", current, float_=wanted[0] is None)]
+    for i, path in enumerate(paths):
+        node = _node(path, model.get_submodule(path), resolved.get(path), current, wide)
+        if wanted[i + 1] is not None:
+            node = _feeding(node, HwType.of(wanted[i + 1]), paths[i + 1])
+        nodes.append(node)
+        current = node.result
+    return nodes
+
+
+def _wanted(quant: LayerQuant | None) -> Integer | None:
+    return None if quant is None else quant.data_in
+
+
+def _feeding(node: Node, data_in: HwType, consumer: str) -> Node:
+    """`node` writing the input of a quantized layer: its result is that layer's data_in."""
+    if "result" in node.given and node.result != data_in:
+        raise ConfigError(
+            f"passes.quantize.{node.name}.config.result_width",
+            f"a layer's result feeds {fx_name(consumer)} directly, whose data_in format "
+            f"differs ({data_in.ap_fixed}); the hardware has one type there",
+            node.result.ap_fixed,
+        )
+    return replace(node, result=data_in, float_=False)
+
+
+def _node(
+    path: str, module: nn.Module, quant: LayerQuant | None, current: HwType, wide: HwType
+) -> Node:
+    name, kind = fx_name(path), TYPE_NAMES.get(type(module), type(module).__name__)
+    if type(module) in QUANT_TYPES:
+        return _layer(name, path, kind, module, quant, current, wide)
+    if isinstance(module, PASS_THROUGH):
+        return Node(name, path, kind, current)
+    params = {"scale": wide, "bias": wide} if isinstance(module, NORMS) else {}
+    return Node(name, path, kind, wide, params, float_=True)
+
+
+def _layer(
+    name: str, path: str, kind: str, module: nn.Module, quant: LayerQuant | None,
+    current: HwType, wide: HwType,
+) -> Node:  # fmt: skip
+    q = quant or LayerQuant()
+    weight = HwType.of(q.weight) if q.weight else wide
+    bias = None if module.bias is None else (HwType.of(q.bias) if q.bias else wide)
+    n = fan_in(module)
+    modes = q.weight or q.data_in or q.bias
+    given = frozenset(t for t in ("accum", "result") if getattr(q, t) is not None)
+    if q.accum is not None:
+        accum = HwType.of(q.accum)
+    else:
+        exact = exact_accum(current, weight, bias, n)
+        accum = HwType(
+            exact.width, exact.frac, *((modes.rounding, modes.overflow) if modes else ())
+        )
+    result = HwType.of(q.result) if q.result is not None else accum
+    params = {"weight": weight, "accum": accum, **({"bias": bias} if bias else {})}
+    float_ = (
+        quant is None or q.weight is None or (bias is not None and q.bias is None)
+        or (q.data_in is None and current == wide)
+    )  # fmt: skip
+    if quant is None:
+        result = wide  # a float layer's output: keep the types after it ordinary
+    return Node(name, path, kind, result, params, float_, given, n)
+
+
+def float_nodes(nodes: Sequence[Node]) -> list[str]:
+    """The nodes bitscout computes in float, which the hardware approximates."""
+    return [n.name for n in nodes if n.float_]

@@ -1,0 +1,164 @@
+"""hls4ml's per-layer configuration for a quantized model, and a check that hls4ml's C++
+emulation of it computes what bitscout scored."""
+
+import contextlib
+import copy
+import io
+import json
+import shutil
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from bitscout.errors import ConfigError
+from bitscout.export.artifacts import grid_state_dict
+from bitscout.export.hardware import WIDE, HwType, Node, hardware
+from bitscout.files import write_text
+from bitscout.quant.apply import QuantPlan, quantize_model, resolve_plan
+
+HLS4ML_VERSION = "1.3.0"  # the release the configuration and the check were written against
+
+
+def input_shape(model: nn.Module) -> tuple[int, ...]:
+    """One sample's shape, when the first module tells it (a Linear or a BatchNorm1d)."""
+    first = next((m for m in model.modules() if not list(m.children())), None)
+    if isinstance(first, nn.Linear):
+        return (first.in_features,)
+    if isinstance(first, nn.BatchNorm1d):
+        return (first.num_features,)
+    raise ConfigError("input_shape", "is needed: the model's first module does not tell it")
+
+
+def to_hls4ml(
+    model: nn.Module, plan: QuantPlan | Mapping[str, Any], shape: Sequence[int] | None = None,
+    *, wide: HwType = WIDE, trace: bool = False,
+) -> dict[str, Any]:  # fmt: skip
+    """hls4ml's `HLSConfig` for `model` quantized by `plan`: `Model` defaults (the wide type
+    that stands in for float) and one `LayerName` entry per node, every precision spelled out
+    with its rounding and overflow, as `config_from_pytorch_model(granularity='name')` lays
+    it out. Convert the model with its weights on the grid (`grid_state_dict`)."""
+    nodes = hardware(model, plan, wide)
+    layers = {}
+    for node in nodes:
+        precision = {"result": node.result.ap_fixed}
+        precision.update({k: t.ap_fixed for k, t in node.params.items()})
+        layers[node.name] = {"Precision": precision, "Trace": trace}
+        if node.fan_in is not None:
+            layers[node.name]["ReuseFactor"] = 1
+    return {
+        "Model": {
+            "Precision": {"default": wide.ap_fixed}, "ReuseFactor": 1,
+            "ChannelsLastConversion": "full", "TransposeOutputs": False, "Strategy": "Latency",
+            "BramFactor": 1_000_000_000, "TraceOutput": False,
+        },
+        "InputShape": [list(shape or input_shape(model))],  # one shape per input
+        "LayerName": layers,
+    }  # fmt: skip
+
+
+SNIPPET = '''"""Convert the quantized model with hls4ml {version} and bitscout's precision config.
+Computed in float by bitscout, approximated here in {wide}: {floats}."""
+import json
+
+import hls4ml
+import torch
+
+{model_code}
+model.load_state_dict(torch.load("quantized.pt", weights_only=True))  # weights on the grid
+with open("hls4ml_config.json") as f:
+    config = json.load(f)
+hls_model = hls4ml.converters.convert_from_pytorch_model(
+    model.eval(), hls_config=config, output_dir="hls4ml_prj", project_name="myproject",
+    backend="Vivado", io_type="io_parallel",
+)
+hls_model.compile()  # the C++ emulation: hls_model.predict(x); hls_model.build() synthesizes
+'''
+
+
+def write_hls4ml(
+    config: dict[str, Any], nodes: Sequence[Node], out: Path, model_code: str
+) -> list[Path]:
+    """`hls4ml_config.yml`, `hls4ml_config.json` and `convert_hls4ml.py` in `out`."""
+    import yaml
+
+    floats = ", ".join(n.name for n in nodes if n.float_) or "none"
+    wide = config["Model"]["Precision"]["default"]
+    files = {
+        "hls4ml_config.yml": yaml.safe_dump(config, sort_keys=False),
+        "hls4ml_config.json": json.dumps(config, indent=2) + "\n",
+        "convert_hls4ml.py": SNIPPET.format(
+            version=HLS4ML_VERSION, wide=wide, floats=floats, model_code=model_code
+        ),
+    }
+    for name, text in files.items():
+        write_text(out / name, text)
+    return [out / name for name in files]
+
+
+def _requirements() -> Any:
+    try:
+        import hls4ml
+    except ImportError as err:
+        rule = "needs hls4ml: pip install 'bitscout[hls4ml]'"
+        raise ConfigError("--verify", rule) from err
+    if shutil.which("g++") is None:
+        raise ConfigError("--verify", "needs a C++ compiler: g++ (Debian: apt-get install g++)")
+    return hls4ml
+
+
+def verify(
+    model: nn.Module, plan: QuantPlan | Mapping[str, Any], x: torch.Tensor, project: Path,
+    shape: Sequence[int] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """Convert `model` with hls4ml, compile its C++ emulation and run rows `x` through it and
+    through bitscout: per quantized layer the largest difference given hls4ml's own input to
+    that layer (0 when the layer is exact), and end to end the share of rows whose top class
+    agrees and the largest logit difference."""
+    hls4ml = _requirements()
+    convs = [n.name for n in hardware(model, plan) if n.kind in ("conv1d", "conv2d")]
+    if convs:  # hls4ml runs them channels-last with buffers of its own: not compared yet
+        rule = f"compares models whose layers are Linear; {', '.join(convs)} is a convolution"
+        raise ConfigError("--verify", rule)
+    grid = copy.deepcopy(model).eval()
+    grid.load_state_dict(grid_state_dict(model, plan))
+    config = to_hls4ml(grid, plan, shape, trace=True)
+    rows = np.ascontiguousarray(x.detach().double().numpy())
+    with contextlib.redirect_stdout(io.StringIO()):  # hls4ml narrates every step
+        hls = hls4ml.converters.convert_from_pytorch_model(
+            grid, output_dir=str(project), project_name="bitscout", backend="Vivado",
+            io_type="io_parallel", hls_config=config,
+        )  # fmt: skip
+        y, traced = hls.trace(rows)
+    quantized, nodes = quantize_model(grid, plan), hardware(grid, plan)
+    layers = _per_layer(nodes, resolve_plan(grid, plan), quantized, rows, traced)
+    with torch.inference_mode():
+        z = quantized(x.float()).double().numpy()
+    y = np.asarray(y, dtype=np.float64).reshape(z.shape)
+    return {
+        "hls4ml": hls4ml.__version__, "rows": len(rows), "layers": layers,
+        "top_class_agreement": float(np.mean(z.argmax(1) == y.argmax(1))),
+        "max_logit_difference": float(np.max(np.abs(z - y))),
+        "float_nodes": [n.name for n in nodes if n.float_],
+    }  # fmt: skip
+
+
+def _per_layer(
+    nodes: Sequence[Node], resolved: Mapping[str, Any], quantized: nn.Module,
+    rows: np.ndarray, traced: Mapping[str, np.ndarray],
+) -> list[dict[str, Any]]:  # fmt: skip
+    out = []
+    for i, node in enumerate(nodes):
+        if node.fan_in is None or resolved.get(node.path) is None:
+            continue
+        before = next((n.name for n in reversed(nodes[1:i]) if n.name in traced), None)
+        given = rows if before is None else traced[before]
+        layer = copy.deepcopy(quantized.get_submodule(node.path)).double()
+        with torch.inference_mode():
+            mine = layer(torch.from_numpy(np.asarray(given, dtype=np.float64))).numpy()
+        theirs = np.asarray(traced[node.name], dtype=np.float64).reshape(mine.shape)
+        out.append({"layer": node.name, "max_abs_difference": float(np.max(np.abs(mine - theirs)))})
+    return out

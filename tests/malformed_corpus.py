@@ -163,7 +163,7 @@ CASES = [
     Case("frac-out-of-range", "a frac width of 65",
          (f"{LAYER}.weight_frac_width", FRACS), edits=((f"{LAYER}.weight_frac_width", [65]),)),
     Case("format-name-unknown", 'name = ["minifloat"]',
-         (f"{LAYER}.name", 'choices must be "integer" or "NA"'),
+         (f"{LAYER}.name", "choices must be among ['binary', 'block_fp', 'integer', 'log',"),
          edits=((f"{LAYER}.name", ["minifloat"]),)),
     Case("rounding-unknown", 'rounding = ["nearest"]',
          (f"{LAYER}.rounding", "half_even"), edits=((f"{LAYER}.rounding", ["nearest"]),)),

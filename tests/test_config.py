@@ -78,7 +78,7 @@ def test_mase_only_keys_are_accepted(tmp_path):
         ),
         (
             "[passes.quantize.linear.config]\nname = 'minifloat'",
-            "passes.quantize.linear.config.name: must be one of ['integer', 'NA']",
+            "passes.quantize.linear.config.name: must be one of ['binary', 'block_fp', 'integer',",
         ),
         (
             "[passes.quantize.linear.config]\nweight_width = 8",

@@ -3,6 +3,7 @@
 import copy
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import fields
 from typing import Any
 
 import numpy as np
@@ -19,7 +20,7 @@ from bitscout.evaluate.metrics import Metric, MetricContext, compute_metrics, fo
 from bitscout.evaluate.metrics import get_metric as lookup
 from bitscout.evaluate.profile import profile_model
 from bitscout.quant.apply import QuantPlan, quantize_model
-from bitscout.quant.formats import Integer, float32_exact
+from bitscout.quant.formats import NumberFormat
 from bitscout.quant.layers import LayerQuant
 from bitscout.quant.space import Choice, SearchSpace
 
@@ -297,14 +298,15 @@ class Evaluator:
 
 def operations(plan: Plan) -> tuple:
     """What the simulated forward of a candidate computes, up to the values: per layer and
-    tensor, whether it is quantized, with which rounding and overflow, in float32 or float64.
+    tensor, whether it is quantized, and its format's signature (for fixed point: the rounding,
+    the overflow, float32 or float64; the accumulator and result types are cast alike).
     Fake quantization runs the same operations whatever the width, so candidates that agree
     here take the same time, and timing each again would only add noise."""
 
-    def ops(fmt: Integer | None) -> tuple | None:
-        return None if fmt is None else (fmt.rounding, fmt.overflow, float32_exact(fmt))
+    def ops(fmt: NumberFormat | None) -> tuple | None:
+        return None if fmt is None else fmt.signature()
 
     return tuple(
-        (path, None if q is None else (ops(q.data_in), ops(q.weight), ops(q.bias)))
+        (path, None if q is None else tuple(ops(getattr(q, f.name)) for f in fields(q)))
         for path, q in plan.items()
     )

@@ -15,7 +15,7 @@ from torch import nn
 
 from bitscout.errors import ConfigError
 from bitscout.evaluate.profile import LayerStats, ModelProfile, eval_mode
-from bitscout.quant.formats import Integer
+from bitscout.quant.formats import NumberFormat
 from bitscout.quant.layers import LayerQuant
 from bitscout.registry import Registry
 from bitscout.validate import suggest
@@ -147,8 +147,9 @@ def compute_metrics(
     return {name: float(get_metric(name, extra=extra).compute(ctx)) for name in names}
 
 
-def _bits(fmt: Integer | None) -> int:
-    return FLOAT_BITS if fmt is None else fmt.bits
+def _bits(fmt: NumberFormat | None, shape: tuple[int, ...]) -> float:
+    """Bits per value of a tensor of `shape` in `fmt` (shared scales amortized); 32 for float."""
+    return FLOAT_BITS if fmt is None else fmt.bits_for(shape)
 
 
 def _planned(ctx: MetricContext) -> list[tuple[LayerStats, LayerQuant | None]]:
@@ -274,8 +275,9 @@ def model_size_bits(ctx: MetricContext) -> float:
     (32 when float), every other parameter (BatchNorm, ...) at 32 bits."""
     bits = FLOAT_BITS * ctx.profile.param_count
     for layer, quant in _planned(ctx):
-        bits -= layer.weight_count * (FLOAT_BITS - _bits((quant or _FLOAT).weight))
-        bits -= layer.bias_count * (FLOAT_BITS - _bits((quant or _FLOAT).bias))
+        q = quant or _FLOAT
+        bits -= layer.weight_count * (FLOAT_BITS - _bits(q.weight, layer.weight_shape))
+        bits -= layer.bias_count * (FLOAT_BITS - _bits(q.bias, (layer.bias_count,)))
     return float(bits)
 
 
@@ -292,14 +294,18 @@ def bops(ctx: MetricContext) -> float:
     """Sum over Linear/Conv layers of MACs * weight bits * input (data_in) bits, where a
     float tensor or float layer counts 32 bits."""
     planned = [(layer, quant or _FLOAT) for layer, quant in _planned(ctx)]
-    return float(sum(layer.macs * _bits(q.weight) * _bits(q.data_in) for layer, q in planned))
+    return float(sum(
+        layer.macs * _bits(q.weight, layer.weight_shape) * _bits(q.data_in, layer.input_shape)
+        for layer, q in planned
+    ))  # fmt: skip
 
 
 @metric("average_bitwidth", unit="bits", direction="minimize", kind="static")
 def average_bitwidth(ctx: MetricContext) -> float:
     """MASE's: mean weight width over quantized Linear/Conv layers (plan entry not None),
     weighted by weight count, a float weight counting 32; 32.0 when no layer is quantized."""
-    quantized = [(s.weight_count, _bits(q.weight)) for s, q in _planned(ctx) if q is not None]
+    quantized = [(s.weight_count, _bits(q.weight, s.weight_shape))
+                 for s, q in _planned(ctx) if q is not None]  # fmt: skip
     count = sum(n for n, _ in quantized)
     return sum(n * bits for n, bits in quantized) / count if count else float(FLOAT_BITS)
 

@@ -43,6 +43,8 @@ class LayerStats:
     macs: int
     weight_count: int
     bias_count: int
+    weight_shape: tuple[int, ...] = ()
+    input_shape: tuple[int, ...] = ()  # of one sample: what a format's shared scales span
 
 
 @dataclass(frozen=True)
@@ -82,16 +84,23 @@ def _leaf_flops(module: nn.Module, out: torch.Tensor) -> int:
     return n * (elements - 1 if isinstance(module, _MAX_POOLS) else elements)
 
 
-def _record(flops: dict[str, int], path: str, module: nn.Module, _: object, output: object) -> None:
+def _record(
+    flops: dict[str, int], shapes: dict[str, tuple[int, ...]], path: str, module: nn.Module,
+    inputs: tuple, output: object,
+) -> None:  # fmt: skip
     out = output[0] if isinstance(output, tuple) else output  # pools may return indices too
     if isinstance(out, torch.Tensor):
         flops[path] += _leaf_flops(module, out)
+    if inputs and isinstance(inputs[0], torch.Tensor):
+        shapes[path] = tuple(inputs[0].shape[1:])
 
 
-def _flops_by_path(model: nn.Module, sample: torch.Tensor) -> tuple[dict[str, int], int]:
+def _flops_by_path(
+    model: nn.Module, sample: torch.Tensor, shapes: dict[str, tuple[int, ...]]
+) -> tuple[dict[str, int], int]:
     """FLOPs per counted leaf module path in one float forward of `sample`, and the FLOPs that
     FlopCounterMode sees outside the counted Linear/Conv layers (attention products, custom
-    modules, inline matrix products)."""
+    modules, inline matrix products). Each module's input shape goes into `shapes`."""
     leaves = {
         p: m
         for p, m in model.named_modules()
@@ -102,7 +111,8 @@ def _flops_by_path(model: nn.Module, sample: torch.Tensor) -> tuple[dict[str, in
     # modules, inline products), which FlopCounterMode sees. It costs 1.6 s of imports
     # (torch._dynamo), so it is only used when needed.
     counter = None if _counted_chain(model, leaves) else FlopCounterMode(display=False)
-    handles = [m.register_forward_hook(partial(_record, flops, p)) for p, m in leaves.items()]
+    hooks = {p: partial(_record, flops, shapes, p) for p in leaves}
+    handles = [m.register_forward_hook(hooks[p]) for p, m in leaves.items()]
     try:
         with eval_mode(model), torch.inference_mode(), counter or contextlib.nullcontext():
             model(sample)
@@ -127,11 +137,18 @@ def profile_model(model: nn.Module, sample: torch.Tensor) -> ModelProfile:
     """Layer stats, parameter count and FLOPs of the float `model` (left as it was) on one row."""
     if sample.dim() < 1 or sample.shape[0] != 1:
         raise ValueError(f"profile_model needs a batch of one, got shape {tuple(sample.shape)}")
-    flops, rest = _flops_by_path(model, sample)
+    shapes: dict[str, tuple[int, ...]] = {}
+    flops, rest = _flops_by_path(model, sample, shapes)
     layers = tuple(
         # A Linear/Conv layer's FLOPs are 2 * MACs by definition.
         LayerStats(
-            path, TYPE_NAMES[type(m)], flops.get(path, 0) // 2, m.weight.numel(), _bias_count(m)
+            path,
+            TYPE_NAMES[type(m)],
+            flops.get(path, 0) // 2,
+            m.weight.numel(),
+            _bias_count(m),
+            tuple(m.weight.shape),
+            shapes.get(path, ()),
         )
         for path, m in quantizable_layers(model).items()
     )

@@ -24,6 +24,7 @@ def quantized_tensors(
 ) -> dict[str, tuple[torch.Tensor, Integer]]:
     """State-dict key -> (values on the grid, format) of every quantized weight and bias."""
     out = {}
+    hardware(model, plan)  # refuses formats other than fixed point, naming the layer
     for path, quant in resolve_plan(model, plan).items():
         layer = model.get_submodule(path)
         for name in ("weight", "bias"):

@@ -92,6 +92,7 @@ def hardware(
     """Every node of `model`'s hardware graph for quantization `plan`."""
     input_name, paths = chain(model)
     resolved = resolve_plan(model, plan)
+    _fixed_point_only(resolved)
     wanted = [_wanted(resolved.get(p)) for p in paths] + [None]
     current = HwType.of(wanted[0]) if wanted[0] else wide
     nodes = [Node(input_name, None, "input", current, float_=wanted[0] is None)]
@@ -102,6 +103,16 @@ def hardware(
         nodes.append(node)
         current = node.result
     return nodes
+
+
+def _fixed_point_only(resolved: Mapping[str, LayerQuant | None]) -> None:
+    """The hardware types, hls4ml's ap_fixed and the integer codes exist for fixed point."""
+    for path, quant in resolved.items():
+        for tensor, fmt in (quant.tensors if quant else {}).items():
+            if fmt is not None and not isinstance(fmt, Integer):
+                rule = (f"exports fixed point (integer) formats only; {fx_name(path)}'s "
+                        f"{tensor} is {fmt.name}")  # fmt: skip
+                raise ConfigError("export", rule)
 
 
 def _wanted(quant: LayerQuant | None) -> Integer | None:

@@ -8,16 +8,19 @@ from typing import Any, Literal
 from torch import nn
 
 from bitscout.errors import ConfigError
-from bitscout.quant.datapath import exact_frac
-from bitscout.quant.formats import OVERFLOWS, ROUNDINGS, Integer
-from bitscout.quant.layers import QUANT_TYPES, TYPE_NAMES, LayerQuant, to_quant
-
-FORMAT_NAMES = ("integer", "NA")
-TENSORS = ("data_in", "weight", "bias")
-DATAPATH = ("accum", "result")  # the hardware's accumulator and result types
-LAYER_FIELDS = ("name", "rounding", "overflow") + tuple(
-    f"{t}_{part}" for t in TENSORS + DATAPATH for part in ("width", "frac_width")
+from bitscout.quant.catalog import (
+    DATAPATH,
+    FORMATS,
+    TENSORS,
+    all_field_names,
+    field_names,
+    format_names,
 )
+from bitscout.quant.datapath import exact_frac
+from bitscout.quant.formats import NO_FORMAT, REQUIRED, Integer, NumberFormat
+from bitscout.quant.layers import QUANT_TYPES, TYPE_NAMES, LayerQuant, to_quant
+from bitscout.validate import suggest
+
 LAYER_TYPES = tuple(TYPE_NAMES.values())
 
 
@@ -29,70 +32,85 @@ class QuantPlan:
     layers: Mapping[str, LayerQuant | None] = field(default_factory=dict)
 
 
-def _width(cfg: Mapping[str, Any], name: str, key: str) -> int:
-    value = cfg[name]
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 32:
-        raise ConfigError(f"{key}.{name}", "must be an integer in 1..32", value)
-    return value
-
-
-def _frac(cfg: Mapping[str, Any], name: str, key: str) -> int | None:
-    value = cfg.get(name, "NA")
-    if value == "NA":
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or not -64 <= value <= 64:
-        raise ConfigError(f"{key}.{name}", 'must be an integer in -64..64 or "NA"', value)
-    return value
-
-
-def _choice(cfg: Mapping[str, Any], name: str, allowed: tuple[str, ...], key: str) -> str:
-    value = cfg.get(name, allowed[0])
-    if value not in allowed:
-        raise ConfigError(f"{key}.{name}", f"must be one of {list(allowed)}", value)
-    return value
-
-
 def parse_layer_config(cfg: Mapping[str, Any], key: str) -> LayerQuant | None:
     """One MASE layer `config` table -> LayerQuant, or None for `name = "NA"`.
 
-    A tensor whose `<tensor>_width` is absent stays float; a missing frac width means "NA".
+    A tensor is quantized when its `<tensor>_width` is given (or, for a format whose width
+    is fixed, any of its fields); else it stays float.
     """
     if not isinstance(cfg, Mapping):
         raise ConfigError(key, "must be a table", cfg)
-    unknown = sorted(set(cfg) - set(LAYER_FIELDS))
-    if unknown:
-        raise ConfigError(f"{key}.{unknown[0]}", f"unknown field; known: {', '.join(LAYER_FIELDS)}")
+    names = format_names()
     if "name" not in cfg:
-        raise ConfigError(f"{key}.name", f"is required, one of {list(FORMAT_NAMES)}")
-    if _choice(cfg, "name", FORMAT_NAMES, key) == "NA":
+        raise ConfigError(f"{key}.name", f"is required, one of {names}")
+    name = cfg["name"]
+    if name not in names:
+        raise ConfigError(f"{key}.name", f"must be one of {names}{suggest(str(name), names)}", name)
+    known = all_field_names()
+    own = [] if name == NO_FORMAT else field_names(FORMATS.get(name))
+    for given in cfg:
+        if given not in known:
+            rule = f"unknown field{suggest(given, own or known)}; {name}'s fields: {', '.join(own)}"
+            raise ConfigError(f"{key}.{given}", rule)
+        if given != "name" and own and given not in own:
+            rule = f"does not apply to format {name!r} (its fields: {', '.join(own)})"
+            raise ConfigError(f"{key}.{given}", rule)
+    if name == NO_FORMAT:
         return None
-    rounding = _choice(cfg, "rounding", ROUNDINGS, key)
-    overflow = _choice(cfg, "overflow", OVERFLOWS, key)
-    formats: dict[str, Integer | None] = {}
-    for tensor in TENSORS + DATAPATH:
-        if f"{tensor}_width" not in cfg:
-            if tensor in DATAPATH and f"{tensor}_frac_width" in cfg:
-                raise ConfigError(f"{key}.{tensor}_frac_width", f"needs {tensor}_width as well")
-            formats[tensor] = None
-            continue
-        width = _width(cfg, f"{tensor}_width", key)
-        frac = (
-            _datapath_frac(cfg, tensor, formats, key)
-            if tensor in DATAPATH
-            else _frac(cfg, f"{tensor}_frac_width", key)
-        )
-        formats[tensor] = Integer(width, frac, rounding=rounding, overflow=overflow)  # type: ignore[arg-type]
+    cls = FORMATS.get(name)
+    shared = {f.suffix: cfg[f.suffix] for f in cls.FIELDS if f.layer and f.suffix in cfg}
+    for f in cls.FIELDS:  # checked even when no tensor is quantized
+        if f.suffix in shared and not f.check(shared[f.suffix]):
+            raise ConfigError(f"{key}.{f.suffix}", f"must be {f.rule}", shared[f.suffix])
+    formats: dict[str, Any] = {t: _tensor_format(cls, cfg, t, shared, key) for t in TENSORS}
+    if cls is Integer:
+        for tensor in DATAPATH:
+            formats[tensor] = _datapath_format(cfg, tensor, formats, shared, key)
     return LayerQuant(**formats)
 
 
+def _tensor_format(
+    cls: type[NumberFormat], cfg: Mapping[str, Any], tensor: str, shared: Mapping[str, Any],
+    key: str,
+) -> NumberFormat | None:  # fmt: skip
+    given = {f.suffix: cfg[f"{tensor}_{f.suffix}"] for f in cls.FIELDS
+             if not f.layer and f"{tensor}_{f.suffix}" in cfg}  # fmt: skip
+    width = next(f for f in cls.FIELDS if f.suffix == "width")
+    if "width" not in given and (width.default is REQUIRED or not given):
+        return None
+    try:
+        return cls.parse({**given, **shared})
+    except ConfigError as err:
+        layer_wide = {f.suffix for f in cls.FIELDS if f.layer}
+        field = err.key if err.key in layer_wide else f"{tensor}_{err.key}"
+        raise ConfigError(f"{key}.{field}", err.rule, err.value) from err
+
+
+def _datapath_format(
+    cfg: Mapping[str, Any], tensor: str, formats: Mapping[str, Any], shared: Mapping[str, Any],
+    key: str,
+) -> Integer | None:  # fmt: skip
+    if f"{tensor}_width" not in cfg:
+        if f"{tensor}_frac_width" in cfg:
+            raise ConfigError(f"{key}.{tensor}_frac_width", f"needs {tensor}_width as well")
+        return None
+    frac = _datapath_frac(cfg, tensor, formats, key)
+    values = {"width": cfg[f"{tensor}_width"], "frac_width": "NA" if frac is None else frac}
+    try:
+        return Integer.parse({**values, **shared})  # type: ignore[return-value]
+    except ConfigError as err:
+        raise ConfigError(f"{key}.{tensor}_{err.key}", err.rule, err.value) from err
+
+
 def _datapath_frac(
-    cfg: Mapping[str, Any], tensor: str, formats: Mapping[str, Integer | None], key: str
+    cfg: Mapping[str, Any], tensor: str, formats: Mapping[str, Any], key: str
 ) -> int | None:
     """The frac width of a given `accum` or `result`: as given ("NA" is width // 2, as for
     every MASE width); else the accumulator keeps the exact grid (input frac + weight frac, at
     least the bias frac) and the result the accumulator's."""
     if f"{tensor}_frac_width" in cfg:
-        return _frac(cfg, f"{tensor}_frac_width", key)
+        value = cfg[f"{tensor}_frac_width"]
+        return None if value == "NA" else value
     accum = formats.get("accum")
     if tensor == "result" and accum is not None:
         return accum.frac_width

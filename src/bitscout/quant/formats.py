@@ -1,14 +1,22 @@
-"""Number formats and the pure fake-quantization arithmetic.
+"""Number formats: one protocol, a registry filled by a decorator, and the shared
+fake-quantization wrapper with its straight-through gradient.
 
-Only arithmetic lives here; the layer wrappers are in `bitscout.quant.layers`.
+A format is a frozen dataclass, so it is hashable and the engine's caches key on it; equal
+formats share entries. It declares its TOML fields (`FIELDS`, with MASE's names: a tensor's
+field is `<tensor>_<suffix>`, a layer field such as `rounding` has no prefix), validates
+them, quantizes exactly, and says how many bits a value takes. Signed fixed point, `Integer`,
+lives here; the others are in `floats`, `blocks` and `binary`, and `bitscout.quant.catalog`
+imports them all so that the registry is complete.
 """
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 
 from bitscout.errors import ConfigError
+from bitscout.registry import Registry
 
 Rounding = Literal["half_even", "half_up", "floor"]
 Overflow = Literal["saturate", "wrap"]
@@ -16,14 +24,125 @@ ROUNDINGS: tuple[str, ...] = ("half_even", "half_up", "floor")
 OVERFLOWS: tuple[str, ...] = ("saturate", "wrap")
 MAX_WIDTH = 32
 MAX_ABS_FRAC = 64  # beyond this 2**frac leaves float32's exponent range
+REQUIRED = object()  # a field without a default
 
 
-def _is_int(value: object) -> bool:
+def is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def int_in(lo: int, hi: int) -> Callable[[object], bool]:
+    return lambda v: is_int(v) and lo <= v <= hi  # type: ignore[operator]
+
+
 @dataclass(frozen=True)
-class Integer:
+class Field:
+    """One TOML field of a format: `rule` completes "must be ..." and `rules` "choices must
+    be ..."; `layer` fields hold one value for the whole layer."""
+
+    suffix: str
+    rule: str
+    rules: str
+    check: Callable[[object], bool]
+    default: object = REQUIRED
+    layer: bool = False
+
+
+def width_field(lo: int, hi: int, default: object = REQUIRED) -> Field:
+    return Field("width", f"an integer in {lo}..{hi}", f"integers in {lo}..{hi}",
+                 int_in(lo, hi), default)  # fmt: skip
+
+
+def one_of(suffix: str, allowed: Sequence[object], default: object, layer: bool = False) -> Field:
+    def check(v: object) -> bool:
+        return v in allowed and type(v) is type(allowed[0])
+
+    return Field(suffix, f"one of {list(allowed)}", f"among {list(allowed)}", check, default, layer)
+
+
+def int_or_na(suffix: str, lo: int, hi: int) -> Field:
+    """An integer field where "NA" asks for the format's default."""
+    return Field(suffix, f'an integer in {lo}..{hi} or "NA"', f'integers in {lo}..{hi} or "NA"',
+                 lambda v: v == "NA" or int_in(lo, hi)(v), "NA")  # fmt: skip
+
+
+class NumberFormat:
+    """What every format provides. Subclasses are frozen dataclasses registered by name."""
+
+    name: ClassVar[str]
+    FIELDS: ClassVar[tuple[Field, ...]]
+    width: int
+
+    @classmethod
+    def parse(cls, values: Mapping[str, object]) -> "NumberFormat":
+        """The format from its fields' values (by suffix; absent ones take their defaults).
+        A bad value is a ConfigError keyed by the field's suffix, for the caller to prefix."""
+        given = {}
+        for f in cls.FIELDS:
+            value = values.get(f.suffix, f.default)
+            if value is REQUIRED:
+                raise ConfigError(f.suffix, "is required")
+            if not f.check(value):
+                raise ConfigError(f.suffix, f"must be {f.rule}", value)
+            given[f.suffix] = None if value == "NA" else value
+        return cls.build(given)
+
+    @classmethod
+    def build(cls, values: Mapping[str, Any]) -> "NumberFormat":
+        """Cross-field checks and construction; the default maps suffixes to attributes."""
+        return cls(**values)
+
+    def values(self) -> dict[str, object]:
+        """The fields as best.toml writes them (every default made explicit)."""
+        return {f.suffix: getattr(self, f.suffix) for f in self.FIELDS}
+
+    def quantize_values(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    @property
+    def bits(self) -> float:
+        """Storage bits of one value, shared scales or exponents amortized over a full block."""
+        return float(self.width)
+
+    def bits_for(self, shape: Sequence[int]) -> float:
+        """Storage bits per value of a tensor of `shape` (per sample for inputs): what a
+        shared scale costs depends on how many values share it."""
+        return self.bits
+
+    def signature(self) -> tuple:
+        """What the simulated computation does, up to the values: formats with equal
+        signatures run the same operations, so they take the same time."""
+        return (self.name,)
+
+    def describe(self) -> str:
+        """Compact text for tables: `minifloat_ieee(8, e=4)`."""
+        parts = [f"{k}={v}" for k, v in self.values().items()]
+        return f"{self.name}({', '.join(parts)})"
+
+
+FORMATS: Registry[type[NumberFormat]] = Registry("number format")
+NO_FORMAT = "NA"  # `name = "NA"`: the layer stays float
+
+
+def register_format(cls: type[NumberFormat]) -> type[NumberFormat]:
+    """Class decorator: make `cls` available under `cls.name` in configs and spaces."""
+    FORMATS.register(cls.name)(cls)
+    return cls
+
+
+def _round(scaled: torch.Tensor, mode: str) -> torch.Tensor:
+    if mode == "half_even":
+        return torch.round(scaled)
+    low = torch.floor(scaled)
+    if mode == "floor":
+        return low
+    # floor(x + 0.5) would round x + 0.5 itself for |x| >= 2**23 in float32; x - floor(x) is exact.
+    return torch.where(scaled - low >= 0.5, low + 1, low)
+
+
+@register_format
+@dataclass(frozen=True)
+class Integer(NumberFormat):
     """Signed fixed point: the values k / 2**frac_width, k in [-2**(width-1), 2**(width-1) - 1].
 
     `frac_width=None` (or MASE's "NA") means `width // 2` and is resolved at construction, so
@@ -33,28 +152,31 @@ class Integer:
     hls4ml AP_WRAP). In hls4ml terms this is `ap_fixed<width, width - frac_width>`.
     """
 
+    name: ClassVar[str] = "integer"
+    FIELDS: ClassVar[tuple[Field, ...]] = (
+        width_field(1, MAX_WIDTH),
+        int_or_na("frac_width", -MAX_ABS_FRAC, MAX_ABS_FRAC),
+        one_of("rounding", ROUNDINGS, "half_even", layer=True),
+        one_of("overflow", OVERFLOWS, "saturate", layer=True),
+    )
+
     width: int
     frac_width: int | None = None
     rounding: Rounding = "half_even"
     overflow: Overflow = "saturate"
 
     def __post_init__(self) -> None:
-        if not _is_int(self.width) or not 1 <= self.width <= MAX_WIDTH:
+        if not is_int(self.width) or not 1 <= self.width <= MAX_WIDTH:
             raise ConfigError("width", f"must be an integer in 1..{MAX_WIDTH}", self.width)
         if self.frac_width is None or self.frac_width == "NA":
             object.__setattr__(self, "frac_width", self.width // 2)
-        elif not _is_int(self.frac_width) or abs(self.frac_width) > MAX_ABS_FRAC:
+        elif not is_int(self.frac_width) or abs(self.frac_width) > MAX_ABS_FRAC:
             rule = f"must be an integer in -{MAX_ABS_FRAC}..{MAX_ABS_FRAC} or None (width // 2)"
             raise ConfigError("frac_width", rule, self.frac_width)
         if self.rounding not in ROUNDINGS:
             raise ConfigError("rounding", f"must be one of {list(ROUNDINGS)}", self.rounding)
         if self.overflow not in OVERFLOWS:
             raise ConfigError("overflow", f"must be one of {list(OVERFLOWS)}", self.overflow)
-
-    @property
-    def bits(self) -> int:
-        """Storage bits of one value."""
-        return self.width
 
     @property
     def step(self) -> float:
@@ -68,28 +190,28 @@ class Integer:
     def k_max(self) -> int:
         return 2 ** (self.width - 1) - 1
 
+    def signature(self) -> tuple:
+        return (self.name, self.rounding, self.overflow, float32_exact(self))
 
-NumberFormat = Integer
+    def quantize_values(self, x: torch.Tensor) -> torch.Tensor:
+        """Formats wider than float's 24-bit mantissa cannot be represented exactly in
+        float32; their results are the nearest float32 values inside the format's range."""
+        scale = 2.0**self.frac_width  # type: ignore[operator]
+        if x.dtype == torch.float64 or float32_exact(self):
+            # Multiplying and dividing by a power of two is exact in floating point.
+            return self._overflow(_round(x * scale, self.rounding)) / scale
+        q = (self._overflow(_round(x.double() * scale, self.rounding)) / scale).to(x.dtype)
+        lo, hi = -_below(-self.k_min / scale, x.dtype), _below(self.k_max / scale, x.dtype)
+        return torch.clamp(q, lo, hi)
 
-
-def _round(scaled: torch.Tensor, mode: str) -> torch.Tensor:
-    if mode == "half_even":
-        return torch.round(scaled)
-    low = torch.floor(scaled)
-    if mode == "floor":
-        return low
-    # floor(x + 0.5) would round x + 0.5 itself for |x| >= 2**23 in float32; x - floor(x) is exact.
-    return torch.where(scaled - low >= 0.5, low + 1, low)
-
-
-def _overflow(k: torch.Tensor, fmt: Integer) -> torch.Tensor:
-    if fmt.overflow == "saturate":
-        return torch.clamp(k, fmt.k_min, fmt.k_max)
-    # fmod by a power of two is exact; the shifts below are exact by Sterbenz's lemma.
-    span = 2.0**fmt.width
-    r = torch.fmod(k, span)
-    r = torch.where(r > fmt.k_max, r - span, r)
-    return torch.where(r < fmt.k_min, r + span, r)
+    def _overflow(self, k: torch.Tensor) -> torch.Tensor:
+        if self.overflow == "saturate":
+            return torch.clamp(k, self.k_min, self.k_max)
+        # fmod by a power of two is exact; the shifts below are exact by Sterbenz's lemma.
+        span = 2.0**self.width
+        r = torch.fmod(k, span)
+        r = torch.where(r > self.k_max, r - span, r)
+        return torch.where(r < self.k_min, r + span, r)
 
 
 def float32_exact(fmt: Integer) -> bool:
@@ -97,10 +219,6 @@ def float32_exact(fmt: Integer) -> bool:
     the exceptions are integers past 2**24, wrap-around of huge or infinite scaled values, and
     underflow of tiny inputs scaled by a negative frac width."""
     return fmt.width <= 24 and fmt.overflow == "saturate" and fmt.frac_width >= 0  # type: ignore[operator]
-
-
-def _needs_float64(x: torch.Tensor, fmt: Integer) -> bool:
-    return x.dtype != torch.float64 and not float32_exact(fmt)
 
 
 def _below(limit: float, dtype: torch.dtype) -> float:
@@ -111,39 +229,30 @@ def _below(limit: float, dtype: torch.dtype) -> float:
     return float(value)
 
 
-def quantize_values(x: torch.Tensor, fmt: Integer) -> torch.Tensor:
-    """The values of `x` on `fmt`'s grid, with no gradient bookkeeping.
-
-    Formats wider than float's 24-bit mantissa cannot be represented exactly in float32;
-    their results are the nearest float32 values that stay inside the format's range.
-    """
-    scale = 2.0**fmt.frac_width  # type: ignore[operator]
-    if not _needs_float64(x, fmt):
-        # Multiplying and dividing by a power of two is exact in floating point.
-        return _overflow(_round(x * scale, fmt.rounding), fmt) / scale
-    q = (_overflow(_round(x.double() * scale, fmt.rounding), fmt) / scale).to(x.dtype)
-    return torch.clamp(q, -_below(-fmt.k_min / scale, x.dtype), _below(fmt.k_max / scale, x.dtype))
+def quantize_values(x: torch.Tensor, fmt: NumberFormat) -> torch.Tensor:
+    """The values of `x` in `fmt`, with no gradient bookkeeping."""
+    return fmt.quantize_values(x)
 
 
 class _StraightThrough(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: object, x: torch.Tensor, fmt: Integer) -> torch.Tensor:
-        return quantize_values(x, fmt)
+    def forward(ctx: object, x: torch.Tensor, fmt: NumberFormat) -> torch.Tensor:
+        return fmt.quantize_values(x)
 
     @staticmethod
     def backward(ctx: object, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         return grad, None
 
 
-def quantize(x: torch.Tensor, fmt: Integer | None) -> torch.Tensor:
-    """Fake-quantize `x` to `fmt` (float values on its grid); `fmt=None` returns `x`.
+def quantize(x: torch.Tensor, fmt: NumberFormat | None) -> torch.Tensor:
+    """Fake-quantize `x` to `fmt` (float values in the format); `fmt=None` returns `x`.
 
-    The gradient is straight-through: the identity everywhere, including for values that
-    were clipped by saturation (as MASE does), so training through a saturated value still
+    The gradient is straight-through for every format: the identity everywhere, including
+    for values that were clipped (as MASE does), so training through a saturated value still
     moves it back into range.
     """
     if fmt is None:
         return x
     if x.requires_grad:
         return _StraightThrough.apply(x, fmt)
-    return quantize_values(x, fmt)
+    return fmt.quantize_values(x)

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bitscout.quant import datapath
-from bitscout.quant.formats import Integer, quantize
+from bitscout.quant.formats import Integer, NumberFormat, quantize
 
 
 @dataclass(frozen=True)
@@ -16,14 +16,14 @@ class LayerQuant:
     `accum` and `result`, when set, are the hardware's accumulator and result types, modeled
     as `bitscout.quant.datapath` describes; None means the exact ones."""
 
-    data_in: Integer | None = None
-    weight: Integer | None = None
-    bias: Integer | None = None
+    data_in: NumberFormat | None = None
+    weight: NumberFormat | None = None
+    bias: NumberFormat | None = None
     accum: Integer | None = None
     result: Integer | None = None
 
     @property
-    def tensors(self) -> dict[str, Integer | None]:
+    def tensors(self) -> dict[str, NumberFormat | None]:
         """The formats of the layer's input, weight and bias, by MASE's names."""
         return {"data_in": self.data_in, "weight": self.weight, "bias": self.bias}
 

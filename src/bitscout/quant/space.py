@@ -1,7 +1,14 @@
-"""The search space: MASE's `[search.search_space]` seed tables as named categorical dimensions."""
+"""The search space: MASE's `[search.search_space]` seed tables as named categorical
+dimensions, with the number format itself a dimension when `name` lists several.
 
+A layer key's candidates are, for each format in `name` order, every combination of the
+fields that format takes, so a space's size is a sum over formats, not a product of every
+field; a field that only some formats take is searched only when one of them is chosen.
+"""
+
+import itertools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -9,7 +16,6 @@ from torch import nn
 
 from bitscout.errors import ConfigError
 from bitscout.quant.apply import (
-    LAYER_FIELDS,
     LAYER_TYPES,
     Layers,
     QuantPlan,
@@ -18,59 +24,93 @@ from bitscout.quant.apply import (
     parse_layer_config,
     resolve_plan,
 )  # fmt: skip
-from bitscout.quant.formats import OVERFLOWS, ROUNDINGS
+from bitscout.quant.catalog import (
+    FORMATS,
+    TENSORS,
+    all_field_names,
+    field_names,
+    field_spec,
+    format_names,
+)
+from bitscout.quant.formats import NO_FORMAT, NumberFormat
 from bitscout.quant.layers import LayerQuant
 from bitscout.validate import check_keys
 
 SPACE_NAMES = ("graph/quantize/mixed_precision_ptq",)
-Choice = int | str
+Choice = int | str | bool
 Config = dict[str, Choice]  # dimension name -> chosen value
-
-
-def _valid(field: str, value: object) -> bool:
-    if field == "name":
-        return value in ("integer", "NA")
-    if field == "rounding":
-        return value in ROUNDINGS
-    if field == "overflow":
-        return value in OVERFLOWS
-    is_int = isinstance(value, int) and not isinstance(value, bool)
-    if field.endswith("frac_width"):
-        return value == "NA" or (is_int and -64 <= value <= 64)  # type: ignore[operator]
-    return is_int and 1 <= value <= 32  # type: ignore[operator]
-
-
-RULES = {
-    "name": 'choices must be "integer" or "NA"',
-    "rounding": f"choices must be among {list(ROUNDINGS)}",
-    "overflow": f"choices must be among {list(OVERFLOWS)}",
-    "frac_width": 'choices must be integers in -64..64 or "NA"',
-    "width": "choices must be integers in 1..32",
-}
-
-
-def _choices(field: str, value: object, key: str) -> tuple[Choice, ...]:
-    if not isinstance(value, list) or not value:
-        raise ConfigError(key, "must be a non-empty list of choices", value)
-    if not all(_valid(field, v) for v in value):
-        rule = RULES.get(field) or RULES["frac_width" if "frac" in field else "width"]
-        raise ConfigError(key, rule, value)
-    if len(set(value)) != len(value):
-        raise ConfigError(key, "choices must be distinct", value)
-    return tuple(value)
+MAX_COMBINATIONS = 100_000  # per tensor and format, when checking that every one is valid
 
 
 @dataclass(frozen=True)
 class Dimension:
-    """One searched field of one layer key; named `<layer>/<field>`."""
+    """One searched field of one layer key, named `<layer>/<field>`; `formats` lists the
+    formats under which it is searched (empty: always)."""
 
     layer: str
     field: str
     choices: tuple[Choice, ...]
+    formats: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
         return f"{self.layer}/{self.field}"
+
+
+def _choices(value: object, key: str) -> tuple[Choice, ...]:
+    if not isinstance(value, list) or not value:
+        raise ConfigError(key, "must be a non-empty list of choices", value)
+    plain = [(type(v), v) for v in value if isinstance(v, int | str | bool | float)]
+    if len(set(plain)) != len(plain):
+        raise ConfigError(key, "choices must be distinct", value)
+    return tuple(value)
+
+
+def _formats(cfg: Mapping[str, Any], key: str) -> tuple[str, ...]:
+    if "name" not in cfg:
+        raise ConfigError(f"{key}.name", 'is required, e.g. ["integer"]')
+    names = _choices(cfg["name"], f"{key}.name")
+    known = format_names()
+    if not all(isinstance(n, str) and n in known for n in names):
+        raise ConfigError(f"{key}.name", f"choices must be among {known}", list(names))
+    return names  # type: ignore[return-value]
+
+
+def _check_field(field: str, choices: Sequence[Choice], names: Sequence[str], key: str) -> None:
+    """Every choice of `field` valid for every listed format that takes it."""
+    users = [n for n in names if n != NO_FORMAT and field in field_names(FORMATS.get(n))]
+    if not users:
+        own = {n: field_names(FORMATS.get(n)) for n in names if n != NO_FORMAT}
+        listed = "; ".join(f"{n}: {', '.join(f)}" for n, f in own.items()) or "none (NA)"
+        raise ConfigError(key, f"applies to none of the formats in name (their fields: {listed})")
+    for name in users:
+        spec = field_spec(FORMATS.get(name), field)
+        if spec is not None and not all(spec.check(c) for c in choices):
+            raise ConfigError(key, f"choices must be {spec.rules}", list(choices))
+
+
+def _check_combinations(
+    cls: type[NumberFormat], table: Mapping[str, tuple[Choice, ...]], key: str
+) -> None:
+    """Every combination of a tensor's fields is a valid format (a minifloat with no
+    mantissa bits left, say, is refused here rather than mid-search)."""
+    shared = {f.suffix: table[f.suffix] for f in cls.FIELDS if f.layer and f.suffix in table}
+    for tensor in TENSORS:
+        fields = {f.suffix: table[f"{tensor}_{f.suffix}"] for f in cls.FIELDS
+                  if not f.layer and f"{tensor}_{f.suffix}" in table}  # fmt: skip
+        if not fields:
+            continue
+        options = {**fields, **shared}
+        if math.prod(len(c) for c in options.values()) > MAX_COMBINATIONS:
+            continue
+        for combo in itertools.product(*options.values()):
+            values = dict(zip(options, combo, strict=True))
+            try:
+                cls.parse(values)
+            except ConfigError as err:
+                shown = ", ".join(f"{tensor}_{k} = {v!r}" for k, v in values.items())
+                raise ConfigError(f"{key}.{tensor}_{err.key}", f"{cls.name} with {shown}: "
+                                  f"{err.rule}", err.value) from err  # fmt: skip
 
 
 def _seed_tables(seed: Mapping[str, Any], key: str) -> dict[str, dict[str, tuple[Choice, ...]]]:
@@ -79,21 +119,101 @@ def _seed_tables(seed: Mapping[str, Any], key: str) -> dict[str, dict[str, tuple
     for layer, entry in seed.items():
         if not isinstance(entry, Mapping) or set(entry) != {"config"}:
             raise ConfigError(f"{key}.{layer}", "must be a table holding one `config` table")
-        cfg = entry["config"]
+        cfg, at = entry["config"], f"{key}.{layer}.config"
         if not isinstance(cfg, Mapping):
-            raise ConfigError(f"{key}.{layer}.config", "must be a table", cfg)
-        check_keys(cfg, LAYER_FIELDS, f"{key}.{layer}.config")
-        if "name" not in cfg:
-            raise ConfigError(f"{key}.{layer}.config.name", 'is required, e.g. ["integer"]')
-        tables[layer] = {f: _choices(f, v, f"{key}.{layer}.config.{f}") for f, v in cfg.items()}
+            raise ConfigError(at, "must be a table", cfg)
+        check_keys(cfg, tuple(all_field_names()), at)
+        names = _formats(cfg, at)
+        table = {"name": names}
+        for field, value in cfg.items():
+            if field != "name":
+                table[field] = _choices(value, f"{at}.{field}")
+                _check_field(field, table[field], names, f"{at}.{field}")
+        for name in names:
+            if name != NO_FORMAT:
+                _check_combinations(FORMATS.get(name), table, at)
+                parse_layer_config(_first(table, name), at)  # structural errors (accum, ...)
+        tables[layer] = table
     return tables
+
+
+def _first(table: Mapping[str, Sequence[Choice]], name: str) -> dict[str, Choice]:
+    own = [] if name == NO_FORMAT else field_names(FORMATS.get(name))
+    return {"name": name, **{f: c[0] for f, c in table.items() if f in own}}
+
+
+@dataclass(frozen=True)
+class LayerChoices:
+    """One layer key's candidates: per format (in `name` order) the fields searched under it."""
+
+    key: str
+    table: Mapping[str, tuple[Choice, ...]]
+    options: tuple[tuple[str, tuple[str, ...]], ...]  # (format, its searched fields)
+
+    @classmethod
+    def of(cls, key: str, table: Mapping[str, tuple[Choice, ...]]) -> "LayerChoices":
+        options = []
+        for name in table["name"]:
+            own = [] if name == NO_FORMAT else field_names(FORMATS.get(name))
+            searched = tuple(f for f in table if f in own and len(table[f]) > 1)
+            options.append((name, searched))
+        return cls(key, table, tuple(options))
+
+    def count(self, searched: Sequence[str]) -> int:
+        return math.prod(len(self.table[f]) for f in searched)
+
+    @property
+    def size(self) -> int:
+        return sum(self.count(searched) for _, searched in self.options)
+
+    def values(self, index: int) -> dict[str, Choice]:
+        """Candidate `index` of this key: its format and searched fields (last fastest)."""
+        for name, searched in self.options:
+            if index < self.count(searched):
+                digits: dict[str, Choice] = {}
+                for field in reversed(searched):
+                    index, digit = divmod(index, len(self.table[field]))
+                    digits[field] = self.table[field][digit]
+                return {"name": name, **{f: digits[f] for f in searched}}
+            index -= self.count(searched)
+        raise IndexError(index)
+
+    def index(self, values: Mapping[str, Choice]) -> int:
+        offset = 0
+        for name, searched in self.options:
+            if values.get("name", self.table["name"][0]) == name:
+                index = 0
+                for field in searched:
+                    if values.get(field) not in self.table[field]:
+                        got = values.get(field)
+                        raise ValueError(f"{self.key}/{field}: {got!r} is not a choice")
+                    index = index * len(self.table[field]) + self.table[field].index(values[field])
+                return offset + index
+            offset += self.count(searched)
+        raise ValueError(f"{self.key}/name: {values.get('name')!r} is not a choice")
+
+    def table_for(self, values: Mapping[str, Choice]) -> dict[str, Choice]:
+        """The MASE config table of the chosen format: searched values, else first choices."""
+        name = values.get("name", self.table["name"][0])
+        own = [] if name == NO_FORMAT else field_names(FORMATS.get(str(name)))
+        return {"name": name, **{f: values.get(f, c[0]) for f, c in self.table.items() if f in own}}
+
+    def dimensions(self) -> Iterator[Dimension]:
+        mixed = len(self.options) > 1
+        if mixed:
+            yield Dimension(self.key, "name", self.table["name"])
+        for field, choices in self.table.items():
+            users = tuple(n for n, searched in self.options if field in searched)
+            if field != "name" and users:
+                yield Dimension(self.key, field, choices, users if mixed else ())
 
 
 class SearchSpace:
     """Categorical dimensions over per-layer quantization fields, in model order.
 
-    Candidates are numbered in mixed radix with the last dimension varying fastest, so
-    consecutive indexes share the longest prefix of (earlier) layer configs.
+    Candidates are numbered in mixed radix over the layer keys (each key's candidates in
+    format order, fields last-fastest), the last key varying fastest, so consecutive indexes
+    share the longest prefix of (earlier) layer configs.
     """
 
     def __init__(
@@ -107,16 +227,10 @@ class SearchSpace:
         self.types = layer_types(model)  # path -> type of each quantizable layer
         self.tables = {k: {f: tuple(c) for f, c in t.items()} for k, t in tables.items()}
         self.layer_keys = self._layer_keys(tables, key)
-        self.fields: dict[str, dict[str, tuple[Choice, ...]]] = {}
-        for layer_key, table_key in self.layer_keys.items():
-            self.fields[layer_key] = {f: tuple(c) for f, c in tables[table_key].items()}
-        self.dimensions = tuple(
-            Dimension(layer, f, choices)
-            for layer, fields in self.fields.items()
-            for f, choices in fields.items()
-            if len(choices) > 1
-        )
-        self.size = math.prod(len(d.choices) for d in self.dimensions)
+        self.layers = tuple(LayerChoices.of(k, self.tables[t]) for k, t in self.layer_keys.items())
+        self.fields = {lc.key: dict(lc.table) for lc in self.layers}
+        self.dimensions = tuple(d for lc in self.layers for d in lc.dimensions())
+        self.size = math.prod(lc.size for lc in self.layers)
 
     def _layer_keys(self, tables: Mapping[str, Any], key: str) -> dict[str, str]:
         """Plan key (layer fx name, or type) -> the seed table that configures it."""
@@ -143,36 +257,57 @@ class SearchSpace:
             found[fx] = next(k for k in (fx, path, t, "default") if k in tables)
         return found
 
+    @property
+    def mixed(self) -> bool:
+        """Whether some layer key searches over several formats (conditional dimensions)."""
+        return any(len(lc.options) > 1 for lc in self.layers)
+
     def table(self) -> dict[str, Any]:
         """The space as a `[search.search_space]` table (what `parse_space` reads back)."""
         seed = {k: {"config": {f: list(c) for f, c in t.items()}} for k, t in self.tables.items()}
         return {"setup": {"by": self.by}, "seed": seed}
 
     def config(self, index: int) -> Config:
-        """The candidate numbered `index` (0 <= index < size)."""
+        """The candidate numbered `index` (0 <= index < size): only the dimensions that apply."""
         if not 0 <= index < self.size:
             raise IndexError(f"candidate index must be in 0..{self.size - 1}, got {index}")
-        digits: Config = {}
-        for dim in reversed(self.dimensions):
-            index, digit = divmod(index, len(dim.choices))
-            digits[dim.name] = dim.choices[digit]
-        return {d.name: digits[d.name] for d in self.dimensions}
+        per_key = []
+        for lc in reversed(self.layers):
+            index, digit = divmod(index, lc.size)
+            per_key.append((lc, lc.values(digit)))
+        config: Config = {}
+        for lc, values in reversed(per_key):
+            config.update(self._named(lc, values))
+        return config
+
+    def _named(self, lc: LayerChoices, values: Mapping[str, Choice]) -> Config:
+        dims = [d for d in lc.dimensions() if d.field in values]
+        return {d.name: values[d.field] for d in dims}
 
     def index(self, config: Mapping[str, Choice]) -> int:
         """The number of candidate `config` (inverse of `config`)."""
         index = 0
-        for dim in self.dimensions:
-            if config.get(dim.name) not in dim.choices:
-                raise ValueError(f"{dim.name}: {config.get(dim.name)!r} is not a choice")
-            index = index * len(dim.choices) + dim.choices.index(config[dim.name])
+        for lc in self.layers:
+            index = index * lc.size + lc.index(self.values_of(lc, config))
         return index
+
+    def values_of(self, lc: LayerChoices, config: Mapping[str, Choice]) -> dict[str, Choice]:
+        """`config`'s values for layer key `lc`, by field."""
+        prefix = f"{lc.key}/"
+        return {k[len(prefix) :]: v for k, v in config.items() if k.startswith(prefix)}
+
+    def draw(self, pick: Callable[[Dimension], Choice]) -> Config:
+        """A config built one dimension at a time by `pick` (an Optuna trial's suggest): a
+        field searched under some formats only is asked for when one of them is chosen."""
+        config: Config = {}
+        for d in self.dimensions:
+            if not d.formats or config.get(f"{d.layer}/name") in d.formats:
+                config[d.name] = pick(d)
+        return config
 
     def layer_configs(self, config: Mapping[str, Choice]) -> dict[str, dict[str, Choice]]:
         """Each layer key's full MASE config table (searched and fixed fields) for `config`."""
-        return {
-            layer: {f: config.get(f"{layer}/{f}", choices[0]) for f, choices in fields.items()}
-            for layer, fields in self.fields.items()
-        }
+        return {lc.key: lc.table_for(self.values_of(lc, config)) for lc in self.layers}
 
     def plan(self, config: Mapping[str, Choice]) -> QuantPlan:
         """The plan that `quantize_model` applies for candidate `config`."""

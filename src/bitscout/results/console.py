@@ -22,11 +22,23 @@ from bitscout.study.objective import Objective, dominates
 from bitscout.study.store import Result
 
 Verbosity = Literal["quiet", "normal", "verbose"]
-SHORT = {"name": "q", "data_in_width": "in", "data_in_frac_width": "in.f", "weight_width": "w",
-         "weight_frac_width": "w.f", "bias_width": "b", "bias_frac_width": "b.f",
-         "accum_width": "acc", "accum_frac_width": "acc.f", "result_width": "res",
-         "result_frac_width": "res.f", "rounding": "rnd", "overflow": "ovf"}  # fmt: skip
+TENSOR_SHORT = {"data_in": "in", "weight": "w", "bias": "b", "accum": "acc", "result": "res"}
+FIELD_SHORT = {"width": "", "frac_width": ".f", "exponent_width": ".e", "exponent_bias": ".eb",
+               "block_size": ".blk", "bipolar": ".bip", "stochastic": ".st",
+               "scaling_factor": ".sc"}  # fmt: skip
+LAYER_SHORT = {"name": "q", "rounding": "rnd", "overflow": "ovf"}
 WIDTH = 80
+
+
+def short(field: str) -> str:
+    """`weight_exponent_width` -> `w.e`; unknown fields stay as they are."""
+    if field in LAYER_SHORT:
+        return LAYER_SHORT[field]
+    for tensor, t in TENSOR_SHORT.items():
+        rest = field.removeprefix(f"{tensor}_")
+        if rest != field and rest in FIELD_SHORT:
+            return t + FIELD_SHORT[rest]
+    return field
 
 
 def config_text(config: Mapping[str, Choice]) -> str:
@@ -34,7 +46,7 @@ def config_text(config: Mapping[str, Choice]) -> str:
     layers: dict[str, list[str]] = {}
     for name, value in config.items():
         layer, _, field = name.rpartition("/")
-        layers.setdefault(layer, []).append(f"{SHORT.get(field, field)}={value}")
+        layers.setdefault(layer, []).append(f"{short(field)}={value}")
     return " ".join(f"{k}({' '.join(v)})" for k, v in layers.items()) or "(no dimensions)"
 
 

@@ -11,36 +11,43 @@ import tomli_w
 
 from bitscout.files import write_text
 from bitscout.quant.apply import fx_name
-from bitscout.quant.formats import Integer
+from bitscout.quant.layers import LayerQuant
 from bitscout.quant.space import SearchSpace
 from bitscout.results.schema import SCHEMA_VERSION, choice_value
 
 
-def _format_fields(prefix: str, fmt: Integer | None) -> dict[str, Any]:
-    if fmt is None:
-        return {}
-    return {f"{prefix}_width": fmt.width, f"{prefix}_frac_width": fmt.frac_width}
+def layer_table(quant: LayerQuant) -> dict[str, Any]:
+    """One layer's `config` table with every field of its format explicit (defaults and
+    "NA" resolved); layer-wide fields once."""
+    tensors = {t: getattr(quant, t) for t in ("data_in", "weight", "bias", "accum", "result")}
+    first = next(f for f in tensors.values() if f is not None)
+    layer_wide = {f.suffix for f in first.FIELDS if f.layer}
+    cfg: dict[str, Any] = {"name": first.name}
+    for tensor, fmt in tensors.items():
+        if fmt is not None:
+            values = fmt.values()
+            cfg.update({f"{tensor}_{k}": v for k, v in values.items() if k not in layer_wide})
+            cfg.update({k: v for k, v in values.items() if k in layer_wide})
+    return cfg
 
 
 def plan_table(space: SearchSpace, config: Mapping[str, Any]) -> dict:
-    """`[passes.quantize]` by name, every frac width explicit, for `bitscout quantize --quant`."""
+    """`[passes.quantize]` by name, every field explicit, for `bitscout quantize --quant`."""
     table: dict[str, Any] = {"by": "name", "default": {"config": {"name": "NA"}}}
     for path, quant in space.resolved(config).items():
-        if quant is None:
-            continue
-        cfg: dict[str, Any] = {"name": "integer"}
-        for tensor in ("data_in", "weight", "bias", "accum", "result"):
-            cfg.update(_format_fields(tensor, getattr(quant, tensor)))
-        fmt = quant.weight or quant.data_in or quant.bias or quant.accum or quant.result
-        if fmt is not None and (fmt.rounding, fmt.overflow) != ("half_even", "saturate"):
-            cfg.update(rounding=fmt.rounding, overflow=fmt.overflow)
-        table[fx_name(path)] = {"config": cfg}
+        if quant is not None and any(getattr(quant, t) is not None for t in TENSOR_NAMES):
+            table[fx_name(path)] = {"config": layer_table(quant)}
     return table
 
 
+TENSOR_NAMES = ("data_in", "weight", "bias")
+
+
 def row_config(row: Mapping[str, Any], dims: Sequence[str]) -> dict[str, Any]:
-    """A trials.csv row's config: dimension -> choice."""
-    return {d: choice_value(row[d]) for d in dims}
+    """A trials.csv row's config: dimension -> choice, for the dimensions it sets (a field
+    that its format does not take is empty there)."""
+    values = {d: choice_value(row[d]) for d in dims}
+    return {d: v for d, v in values.items() if v is not None}
 
 
 def write_best_toml(path: Path, space: SearchSpace, row: Mapping[str, Any]) -> None:

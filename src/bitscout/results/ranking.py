@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bitscout.results.schema import choice_value
 from bitscout.study import adapter
 from bitscout.study.objective import Objective, pareto_front
 
@@ -42,10 +43,11 @@ def rescore(df: pd.DataFrame, objective: Objective) -> pd.DataFrame:
 
 
 def config_keys(df: pd.DataFrame, dims: Sequence[str]) -> list[tuple]:
-    """Each row's config as a hashable key (its dimension values)."""
-    return (
-        [tuple(row) for row in df[list(dims)].itertuples(index=False)] if dims else [()] * len(df)
-    )
+    """Each row's config as a hashable key (its dimension values; None where a field does not
+    apply, since NaN never equals itself)."""
+    if not dims:
+        return [()] * len(df)
+    return [tuple(choice_value(v) for v in row) for row in df[list(dims)].itertuples(index=False)]
 
 
 def distinct(df: pd.DataFrame, dims: Sequence[str]) -> pd.DataFrame:

@@ -37,6 +37,10 @@ def choice_value(value: Any) -> Any:
     choices, such as "NA" or "half_even", are never numeric)."""
     if hasattr(value, "item"):
         value = value.item()
+    if value is None or value == "" or (isinstance(value, float) and value != value):
+        return None  # a field that the trial's format does not take
+    if isinstance(value, str) and value in ("True", "False"):
+        return value == "True"
     if isinstance(value, str):
         try:
             return int(value)

@@ -55,8 +55,13 @@ class Result:
         }
 
 
-def distributions(space: SearchSpace) -> dict[str, CategoricalDistribution]:
-    return {d.name: CategoricalDistribution(d.choices) for d in space.dimensions}
+def distributions(
+    space: SearchSpace, config: Mapping[str, Choice]
+) -> dict[str, CategoricalDistribution]:
+    """The distributions of the dimensions `config` sets (a field that its format does not
+    take is not a parameter of the trial)."""
+    dims = [d for d in space.dimensions if d.name in config]
+    return {d.name: CategoricalDistribution(d.choices) for d in dims}
 
 
 def record(
@@ -71,7 +76,7 @@ def record(
     failed = result.failure is not None
     trial = optuna.trial.create_trial(
         params=dict(config),
-        distributions=distributions(space),
+        distributions=distributions(space, config),
         values=None if failed else result.values,
         user_attrs={"worker": worker_id(), **(attrs or {}), **result.attrs()},
         constraints=None if failed else result.violations or None,
@@ -86,7 +91,7 @@ def start_trial(
     """A RUNNING trial for `config`, stamped with this worker; returns its trial id."""
     trial = optuna.trial.create_trial(
         params=dict(config),
-        distributions=distributions(space),
+        distributions=distributions(space, config),
         user_attrs={"worker": worker_id(), **attrs},
         state=TrialState.RUNNING,
     )

@@ -6,9 +6,9 @@ from collections.abc import Hashable, Iterator, Mapping, MutableMapping, Sequenc
 import torch
 
 from bitscout.evaluate.engine.candidates import Key
-from bitscout.quant.formats import Integer
+from bitscout.quant.formats import NumberFormat
 
-BoundaryKey = tuple[int, Key, Integer | None]  # stage, formats before it, its data_in format
+BoundaryKey = tuple[int, Key, NumberFormat | None]  # stage, formats before it, its data_in format
 
 
 class BoundaryCache:

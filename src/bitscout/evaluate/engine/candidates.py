@@ -18,6 +18,7 @@ class Resolver:
     """
 
     def __init__(self, space: SearchSpace) -> None:
+        self.space = space
         self.paths = tuple(space.types)
         # The plan key that configures each layer: by name every layer has its own key, by
         # type the key is the layer's type when the seed has a table for it, else `default`.
@@ -25,35 +26,29 @@ class Resolver:
             next(k for k in (fx_name(p), p, kind, "default") if k in space.fields)
             for p, kind in space.types.items()
         )
-        self._fields = {
-            key: tuple((f"{key}/{field}", choices[0]) for field, choices in fields.items())
-            for key, fields in space.fields.items()
-        }
-        self._names = {key: tuple(fields) for key, fields in space.fields.items()}
         searched = {d.layer for d in space.dimensions}
         # Layers whose plan key no dimension touches: one format in every candidate.
         self.fixed = frozenset(
             p for p, k in zip(self.paths, self._governing, strict=True) if k not in searched
         )
-        self._parsed: dict[tuple[str, tuple[Choice, ...]], int] = {}
+        self._parsed: dict[tuple[str, tuple], int] = {}
         self._ids: dict[LayerQuant | None, int] = {}
         self.formats: list[LayerQuant | None] = []
 
     def key(self, config: Mapping[str, Choice]) -> Key:
         ids = {}
-        for layer_key, fields in self._fields.items():
-            values = tuple(config.get(name, default) for name, default in fields)
-            ids[layer_key] = self._parse(layer_key, values)
+        for layer in self.space.layers:
+            table = layer.table_for(self.space.values_of(layer, config))
+            ids[layer.key] = self._parse(layer.key, table)
         return tuple(ids[k] for k in self._governing)
 
     def plan(self, key: Key) -> dict[str, LayerQuant | None]:
         """The formats per layer path of candidate `key`."""
         return {path: self.formats[i] for path, i in zip(self.paths, key, strict=True)}
 
-    def _parse(self, layer_key: str, values: tuple[Choice, ...]) -> int:
-        memo = (layer_key, values)
+    def _parse(self, layer_key: str, table: Mapping[str, Choice]) -> int:
+        memo = (layer_key, tuple(table.items()))
         if memo not in self._parsed:
-            table = dict(zip(self._names[layer_key], values, strict=True))
             fmt = parse_layer_config(table, layer_key)
             if fmt not in self._ids:
                 self._ids[fmt] = len(self.formats)

@@ -19,7 +19,7 @@ import torch
 from bitscout.evaluate.engine.caches import BoundaryCache, BoundaryKey
 from bitscout.evaluate.engine.candidates import Key
 from bitscout.evaluate.engine.chain import Chain, run
-from bitscout.quant.formats import Integer, quantize_values
+from bitscout.quant.formats import NumberFormat, quantize_values
 from bitscout.quant.layers import LayerQuant
 
 _FLOAT = LayerQuant()
@@ -52,7 +52,7 @@ class Runner:
             (k for k, s in enumerate(self.stages) if s.path not in fixed), len(self.stages)
         )
         self.cache = BoundaryCache(pinned)
-        self._params: dict[tuple[int, str, Integer | None], torch.Tensor] = {}
+        self._params: dict[tuple[int, str, NumberFormat | None], torch.Tensor] = {}
 
     def candidate(self, key: Key, plan: Mapping[str, LayerQuant | None]) -> Candidate:
         """`key` and `plan` are per layer in the space's order; the Candidate in stage order."""
@@ -160,7 +160,7 @@ class Runner:
         bias = None if layer.bias is None else self._param(k, "bias", fmt.bias)
         return self._param(k, "weight", fmt.weight), bias
 
-    def _param(self, k: int, name: str, fmt: Integer | None) -> torch.Tensor:
+    def _param(self, k: int, name: str, fmt: NumberFormat | None) -> torch.Tensor:
         key = (k, name, fmt)
         if key not in self._params:
             value = getattr(self.stages[k].layer, name).detach()
@@ -180,5 +180,5 @@ class Runner:
         return [max(n for later in sizes[k:] for n in later) for k in range(len(sizes))]
 
 
-def _quantized(x: torch.Tensor, fmt: Integer | None) -> torch.Tensor:
+def _quantized(x: torch.Tensor, fmt: NumberFormat | None) -> torch.Tensor:
     return x if fmt is None else quantize_values(x, fmt)

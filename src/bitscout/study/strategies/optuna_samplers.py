@@ -8,6 +8,7 @@ import optuna
 from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
 
+from bitscout.errors import ConfigError
 from bitscout.quant.space import SearchSpace
 from bitscout.study import adapter
 from bitscout.study.liveness import Heartbeat, fail_stale, is_stale, worker_id
@@ -24,6 +25,9 @@ def build_sampler(name: str, seed: int, space: SearchSpace) -> BaseSampler:
     """Every sampler seeded. TPE, NSGA-II/III and GP read constraint violations from the
     trials themselves (`Trial.set_constraint`)."""
     s = optuna.samplers
+    if name == "grid" and space.mixed:
+        rule = "cannot search a space whose fields depend on the format; use bruteforce"
+        raise ConfigError("search.strategy.setup.sampler", f"grid {rule}", name)
     grid = {d.name: list(d.choices) for d in space.dimensions}
     makers: dict[str, Callable[[], BaseSampler]] = {
         # constant liar: workers sharing a study don't all propose the config still running
@@ -143,7 +147,7 @@ def _objective(
     trial.set_user_attr("worker", worker_id())
     heartbeat.watch(adapter.trial_id(trial))
     _wait_for_room(ctx, trial)
-    config = {d.name: trial.suggest_categorical(d.name, d.choices) for d in ctx.space.dimensions}
+    config = ctx.space.draw(lambda d: trial.suggest_categorical(d.name, d.choices))
     result = ctx.score(config)
     for key, value in result.attrs().items():
         trial.set_user_attr(key, value)

@@ -1,0 +1,93 @@
+"""One- and two-level formats, as MASE's `binary` and `ternary` quantizers compute them
+(deterministic: MASE's stochastic binarization is not offered, since a search compares
+candidates that must give the same metrics every time). Their scales are statistics of each
+slice along the first dimension: per output channel for a weight, per sample for an input."""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from bitscout.quant.formats import Field, NumberFormat, one_of, register_format, width_field
+
+SCALE_BITS = 32  # each slice's scale is a float32
+
+
+def _slices(x: torch.Tensor) -> torch.Tensor:
+    """x as [first dimension, everything else] (a 1-D tensor: each value its own slice)."""
+    return x.reshape(len(x), -1) if x.dim() else x.reshape(1, 1)
+
+
+def _per_slice_bits(element: int, scaled: bool, shape: Sequence[int]) -> float:
+    per_slice = 1
+    for n in shape[1:]:
+        per_slice *= n
+    return element + (SCALE_BITS / per_slice if scaled else 0)
+
+
+@register_format
+@dataclass(frozen=True)
+class Binary(NumberFormat):
+    """`bipolar = true`: +1 where x >= 0, else -1. `bipolar = false` (MASE's default): the
+    zero-scaled form, alpha where x > 0, else 0, with alpha the mean |x| of the slice. Bits
+    per value: 1, plus the slice's float32 scale when zero-scaled."""
+
+    name: ClassVar[str] = "binary"
+    FIELDS: ClassVar[tuple[Field, ...]] = (
+        width_field(1, 1, default=1),
+        one_of("bipolar", (False, True), False),
+        one_of("stochastic", (False,), False),
+    )
+
+    width: int = 1
+    bipolar: bool = False
+    stochastic: bool = False
+
+    def bits_for(self, shape: Sequence[int]) -> float:
+        return _per_slice_bits(1, not self.bipolar, shape)
+
+    def signature(self) -> tuple:
+        return (self.name, self.bipolar)
+
+    def quantize_values(self, x: torch.Tensor) -> torch.Tensor:
+        if self.bipolar:
+            return torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
+        flat = _slices(x.double())
+        alpha = flat.abs().mean(dim=1, keepdim=True)
+        return torch.where(flat > 0, alpha, 0.0).reshape(x.shape).to(x.dtype)
+
+
+@register_format
+@dataclass(frozen=True)
+class Ternary(NumberFormat):
+    """Per slice, delta = 0.75 * mean|x|: +1 where x > delta, -1 where x < -delta, else 0;
+    with `scaling_factor = true`, ±alpha instead of ±1, alpha the mean |x| of the slice's
+    values beyond delta (MASE's `ternary`, which needs 4-D tensors, generalized to any
+    shape). Bits per value: 2, plus the slice's float32 scale when scaled."""
+
+    name: ClassVar[str] = "ternary"
+    FIELDS: ClassVar[tuple[Field, ...]] = (
+        width_field(2, 2, default=2),
+        one_of("scaling_factor", (False, True), False),
+    )
+
+    width: int = 2
+    scaling_factor: bool = False
+
+    def bits_for(self, shape: Sequence[int]) -> float:
+        return _per_slice_bits(2, self.scaling_factor, shape)
+
+    def signature(self) -> tuple:
+        return (self.name, self.scaling_factor)
+
+    def quantize_values(self, x: torch.Tensor) -> torch.Tensor:
+        flat = _slices(x.double())
+        a = flat.abs()
+        delta = 0.75 * a.mean(dim=1, keepdim=True)
+        level = (flat > delta).double() - (flat < -delta).double()
+        if self.scaling_factor:
+            beyond = a > delta
+            alpha = (a * beyond).sum(dim=1, keepdim=True) / beyond.sum(dim=1, keepdim=True)
+            level = level * torch.nan_to_num(alpha)  # a slice of zeros has nothing beyond
+        return level.reshape(x.shape).to(x.dtype)

@@ -7,7 +7,6 @@ class of every sample, hence the accuracy, and the loss up to the rounding of gr
 from __future__ import annotations
 
 import dataclasses
-import math
 import random
 
 import pytest
@@ -143,9 +142,32 @@ def digits_layernorm_gelu():
     return model, SearchSpace(model, "name", tables), *_digits_data()
 
 
+def digits_formats():
+    """Every number format, several per layer, the format itself searched."""
+    torch.manual_seed(5)
+    model = build_model("mlp").eval()
+    tables = {
+        "default": {"name": ["NA"]},
+        "seq_blocks_0": {
+            "name": ["integer", "minifloat_ieee", "log", "block_fp"],
+            "data_in_width": [6, 8], "weight_width": [5, 6], "weight_exponent_width": [2, 3],
+            "weight_block_size": [8], "data_in_exponent_width": [3],
+        },
+        "seq_blocks_2": {
+            "name": ["mxint", "mxfp", "minifloat_denorm"], "data_in_width": [8],
+            "weight_width": [8], "weight_exponent_width": [4, 5], "data_in_exponent_width": [4],
+        },
+        "seq_blocks_4": {
+            "name": ["binary", "ternary", "integer"], "weight_bipolar": [True, False],
+            "weight_scaling_factor": [False, True], "weight_width": [4, 8], "data_in_width": [8],
+        },
+    }  # fmt: skip
+    return model, SearchSpace(model, "name", tables), *_digits_data()
+
+
 CASES = {
     "jsc-tiny": jsc_tiny, "jsc-s": jsc_s, "digits-mlp": digits_mlp, "digits-cnn": digits_cnn,
-    "layernorm-gelu": digits_layernorm_gelu,
+    "layernorm-gelu": digits_layernorm_gelu, "digits-formats": digits_formats,
 }  # fmt: skip
 
 
@@ -223,8 +245,7 @@ def test_every_sample_gets_the_plain_path_class(case):
     runner = Runner(trace_chain(model), x, fixed=resolver.fixed, block_bytes=2**18)
     # Candidates stacked at the last layer, then at an earlier one (the last layer's fields
     # fixed, so quantized later layers run on the stacked rows), then scattered ones.
-    last = [d for d in space.dimensions if d.layer == space.dimensions[-1].layer]
-    stride = math.prod(len(d.choices) for d in last)
+    stride = space.layers[-1].size  # candidates of the last layer key
     indexes = [*range(min(space.size, 24)), *range(0, space.size, stride)[:24], *refs]
     chunk = [space.config(i) for i in indexes]
     candidates = [runner.candidate(k, resolver.plan(k)) for k in map(resolver.key, chunk)]

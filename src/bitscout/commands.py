@@ -161,10 +161,10 @@ def cmd_space(args: argparse.Namespace) -> int:
         layers.add_row(fx_name(path), path, TYPE_NAMES[type(layer)], str(tuple(layer.weight.shape)))
     console.print(layers)
     dims = Table(title=f"search dimensions (by {space.by})")
-    dims.add_column("dimension")
-    dims.add_column("choices")
+    for column in ("dimension", "choices", "searched when name is"):
+        dims.add_column(column, no_wrap=column == "dimension")
     for d in space.dimensions:
-        dims.add_row(d.name, ", ".join(map(str, d.choices)))
+        dims.add_row(d.name, ", ".join(map(str, d.choices)), ", ".join(d.formats) or "any")
     console.print(dims)
     console.print(f"{space.size} candidates")
     return 0

@@ -35,8 +35,8 @@ class QuantPlan:
 def parse_layer_config(cfg: Mapping[str, Any], key: str) -> LayerQuant | None:
     """One MASE layer `config` table -> LayerQuant, or None for `name = "NA"`.
 
-    A tensor is quantized when its `<tensor>_width` is given (or, for a format whose width
-    is fixed, any of its fields); else it stays float.
+    A tensor is quantized when its `<tensor>_width` is given (for a format without a width
+    field, binary and ternary: when any of its fields is); else it stays float.
     """
     if not isinstance(cfg, Mapping):
         raise ConfigError(key, "must be a table", cfg)
@@ -75,9 +75,10 @@ def _tensor_format(
 ) -> NumberFormat | None:  # fmt: skip
     given = {f.suffix: cfg[f"{tensor}_{f.suffix}"] for f in cls.FIELDS
              if not f.layer and f"{tensor}_{f.suffix}" in cfg}  # fmt: skip
-    width = next(f for f in cls.FIELDS if f.suffix == "width")
-    if "width" not in given and (width.default is REQUIRED or not given):
-        return None
+    width = next((f for f in cls.FIELDS if f.suffix == "width"), None)
+    needs_width = width is not None and width.default is REQUIRED
+    if "width" not in given and (needs_width or not given):
+        return None  # float: no width, or (a format without one) none of its fields
     try:
         return cls.parse({**given, **shared})
     except ConfigError as err:

@@ -9,7 +9,7 @@ from typing import ClassVar
 
 import torch
 
-from bitscout.quant.formats import Field, NumberFormat, one_of, register_format, width_field
+from bitscout.quant.formats import Field, NumberFormat, one_of, register_format
 
 SCALE_BITS = 32  # each slice's scale is a float32
 
@@ -34,13 +34,12 @@ class Binary(NumberFormat):
     per value: 1, plus the slice's float32 scale when zero-scaled."""
 
     name: ClassVar[str] = "binary"
+    width: ClassVar[int] = 1  # not a field: a tensor is binarized when any of its fields is set
     FIELDS: ClassVar[tuple[Field, ...]] = (
-        width_field(1, 1, default=1),
         one_of("bipolar", (False, True), False),
         one_of("stochastic", (False,), False),
     )
 
-    width: int = 1
     bipolar: bool = False
     stochastic: bool = False
 
@@ -67,12 +66,9 @@ class Ternary(NumberFormat):
     shape). Bits per value: 2, plus the slice's float32 scale when scaled."""
 
     name: ClassVar[str] = "ternary"
-    FIELDS: ClassVar[tuple[Field, ...]] = (
-        width_field(2, 2, default=2),
-        one_of("scaling_factor", (False, True), False),
-    )
+    width: ClassVar[int] = 2  # not a field: a tensor is ternarized when its field is set
+    FIELDS: ClassVar[tuple[Field, ...]] = (one_of("scaling_factor", (False, True), False),)
 
-    width: int = 2
     scaling_factor: bool = False
 
     def bits_for(self, shape: Sequence[int]) -> float:

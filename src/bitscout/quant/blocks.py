@@ -55,11 +55,13 @@ def amortized(element: float, shared: int, size: int, shape: Sequence[int]) -> f
 @register_format
 @dataclass(frozen=True)
 class BlockFP(NumberFormat):
-    """MASE's `block_fp`: per block, a shared exponent E = ceil(log2 max|x|), clamped to
-    [-bias, 2**exponent_width - 1 - bias]; each value is k * 2**(E - width + 1) with k a
-    sign-magnitude integer, |k| <= 2**(width-1) - 1, rounded half to even and saturated. A
-    block whose maximum is an exact power of two 2**E holds it as (1 - 2**(1-width)) * 2**E,
-    as in MASE. Bits per value: width + exponent_width / block_size."""
+    """MASE's `block_fp`: per block, a shared exponent E, the smallest with max|x| < 2**E
+    (floor(log2 max|x|) + 1), clamped to [-bias, 2**exponent_width - 1 - bias]; each value is
+    k * 2**(E - width + 1) with k a sign-magnitude integer, |k| <= 2**(width-1) - 1, rounded
+    half to even and saturated. MASE takes ceil(log2 max|x|), which differs only when the
+    maximum is an exact power of two 2**n: MASE shares n and clamps that value to
+    (1 - 2**(1-width)) * 2**n, so quantizing its own output changes it; here it stays 2**n.
+    Bits per value: width + exponent_width / block_size."""
 
     name: ClassVar[str] = "block_fp"
     FIELDS: ClassVar[tuple[Field, ...]] = (
@@ -90,8 +92,7 @@ class BlockFP(NumberFormat):
         emin, emax = -bias, 2**self.exponent_width - 1 - bias  # type: ignore[operator]
 
         def block(v: torch.Tensor, amax: torch.Tensor) -> torch.Tensor:
-            exact_power = torch.frexp(amax).mantissa == 0.5
-            e = exponent_of(amax) + (~exact_power).to(v.dtype)  # ceil(log2 amax)
+            e = exponent_of(amax) + 1
             step = torch.exp2(torch.clamp(e, emin, emax) - m)
             k = torch.clamp(torch.round(v / step), -(2**m - 1), 2**m - 1)
             return k * step

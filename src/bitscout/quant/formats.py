@@ -71,7 +71,7 @@ class NumberFormat:
 
     name: ClassVar[str]
     FIELDS: ClassVar[tuple[Field, ...]]
-    width: int
+    width: int  # bits of one element (a field of most formats, a constant of some)
 
     @classmethod
     def parse(cls, values: Mapping[str, object]) -> "NumberFormat":

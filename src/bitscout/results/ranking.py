@@ -109,18 +109,14 @@ def entry(row: Mapping[str, Any], dims: Sequence[str], names: Sequence[str]) -> 
     return {
         "number": int(row["number"]),
         "proposals": int(row.get("proposals", 1)),
-        "config": {d: _plain(row[d]) for d in dims},
+        # a field the trial's format does not take is left out, as in best.toml
+        "config": {d: v for d in dims if (v := choice_value(row[d])) is not None},
         "metrics": {m: float(row[m]) for m in names if m in row and _known(row[m])},
     }
 
 
 def _known(value: Any) -> bool:
     return not (isinstance(value, float) and math.isnan(value))
-
-
-def _plain(value: Any) -> Any:
-    """A config value as the space has it (pandas reads integer columns as numpy ints)."""
-    return value.item() if hasattr(value, "item") else value
 
 
 IMPORTANCE_TRIALS = 10_000  # a sample of a huge search tells as much

@@ -1,0 +1,203 @@
+"""Search spaces where the number format is itself a dimension: sizes, enumeration, Optuna's
+conditional parameters, and what a search over them writes."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import tomllib
+
+import optuna
+import pytest
+from cli_support import base_doc, edit, error_problems, run_cli, write_config
+
+from bitscout.cli import main
+from bitscout.errors import ConfigError
+from bitscout.quant.catalog import FORMATS, field_names
+from bitscout.quant.space import parse_space
+from bitscout.zoo.models import build_model
+
+LAYER = {
+    "name": ["integer", "minifloat_ieee", "log", "NA"],
+    "weight_width": [5, 8],  # integer, minifloat_ieee and log take it
+    "weight_frac_width": [2, 4, 6],  # integer only
+    "weight_exponent_width": [2, 3],  # minifloat_ieee only
+    "data_in_width": [8],
+    "data_in_exponent_width": [4],
+}
+# integer: 2 widths x 3 fracs; minifloat_ieee: 2 widths x 2 exponents; log: 2 widths; NA: 1
+SIZE = 2 * 3 + 2 * 2 + 2 + 1
+
+
+def _space(layer: dict | None = None):
+    table = {"seed": {"default": {"config": {"name": ["NA"]}},
+                      "seq_blocks_2": {"config": layer or LAYER}}}  # fmt: skip
+    return parse_space(table, build_model("jsc-tiny"))
+
+
+def test_the_size_is_a_sum_over_formats_and_every_index_a_distinct_config():
+    space = _space()
+    assert space.size == SIZE and space.mixed
+    configs = [space.config(i) for i in range(space.size)]
+    assert len({json.dumps(c, sort_keys=True) for c in configs}) == SIZE
+    assert [space.index(c) for c in configs] == list(range(SIZE))
+    by_format = {}
+    for c in configs:
+        by_format.setdefault(c["seq_blocks_2/name"], []).append(c)
+    assert {k: len(v) for k, v in by_format.items()} == {
+        "integer": 6, "minifloat_ieee": 4, "log": 2, "NA": 1}  # fmt: skip
+    assert set(by_format["log"][0]) == {"seq_blocks_2/name", "seq_blocks_2/weight_width"}
+    assert by_format["NA"] == [{"seq_blocks_2/name": "NA"}]
+    frac = next(d for d in space.dimensions if d.field == "weight_frac_width")
+    assert frac.formats == ("integer",)
+
+
+def test_each_config_builds_the_chosen_format_with_its_own_fields():
+    space = _space()
+    for i in range(space.size):
+        config = space.config(i)
+        quant = space.resolved(config)["seq_blocks.2"]
+        name = config["seq_blocks_2/name"]
+        if name == "NA":
+            assert quant is None
+            continue
+        assert quant.weight.name == name
+        assert quant.weight.width == config["seq_blocks_2/weight_width"]
+        if name == "integer":
+            assert quant.weight.frac_width == config["seq_blocks_2/weight_frac_width"]
+            assert quant.data_in.width == 8  # the fixed field applies to integer too
+        if name == "log":
+            assert quant.data_in.exponent_bias == 2**6 - 1  # data_in_width 8, bias default
+
+
+def test_draw_asks_only_for_the_chosen_formats_fields():
+    space = _space()
+    for name in LAYER["name"]:
+        asked = []
+
+        def pick(d, name=name, asked=asked):
+            asked.append(d.field)
+            return name if d.field == "name" else d.choices[-1]
+
+        config = space.draw(pick)
+        assert space.index(config) >= 0  # a valid candidate
+        want = {"integer": ["name", "weight_width", "weight_frac_width"],
+                "minifloat_ieee": ["name", "weight_width", "weight_exponent_width"],
+                "log": ["name", "weight_width"], "NA": ["name"]}[name]  # fmt: skip
+        assert asked == want
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "fragment"),
+    [
+        (
+            {"name": ["integer"], "weight_exponent_width": [3]},
+            "weight_exponent_width",
+            "applies to none of the formats in name",
+        ),
+        ({"weight_width": [4, 8]}, "weight_exponent_width", "minifloat_ieee with weight_width = 4"),
+        ({"name": ["integer", "posit"]}, "name", "choices must be among"),
+        ({"weight_exponent_width": [2, 9]}, "weight_exponent_width", "integers in 1..8"),
+    ],
+)
+def test_bad_mixed_tables_name_the_field(change, field, fragment):
+    with pytest.raises(ConfigError) as err:
+        _space({**LAYER, **change})
+    assert err.value.key.endswith(f"seq_blocks_2.config.{field}") and fragment in str(err.value)
+
+
+# --- searches ---------------------------------------------------------------------------------
+
+
+def _doc(strategy: str, trials: int) -> dict:
+    doc = base_doc()
+    doc["search"]["search_space"]["seed"]["seq_blocks_2"]["config"] = dict(LAYER)
+    doc = edit(doc, "search.strategy.setup.n_trials", trials)
+    if strategy == "bruteforce":
+        return edit(doc, "search.strategy.name", "bruteforce")
+    return edit(doc, "search.strategy.setup", {**doc["search"]["strategy"]["setup"],
+                                               "sampler": strategy, "n_trials": trials})  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mixed")
+    config = write_config(root / "c.toml", base_doc())
+    assert main(["train", str(config), "--out", str(root / "t")]) == 0
+    return root / "t" / "model.pt"
+
+
+def _no_nan(constant: str) -> None:
+    raise AssertionError(f"summary.json holds {constant}, which is not JSON")
+
+
+def test_brute_force_enumerates_every_format_and_best_toml_reapplies(tmp_path, capsys, ckpt):
+    config = write_config(tmp_path / "c.toml", _doc("bruteforce", SIZE))
+    out = tmp_path / "run"
+    assert run_cli(["search", str(config), "--out", str(out), "--load", str(ckpt)], capsys).rc == 0
+    with (out / "trials.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == SIZE and all(r["state"] == "complete" for r in rows)
+    log_rows = [r for r in rows if r["seq_blocks_2/name"] == "log"]
+    assert len(log_rows) == 2
+    assert all(r["seq_blocks_2/weight_frac_width"] == "" for r in log_rows)  # not log's field
+    best = tomllib.loads((out / "best.toml").read_text())["passes"]["quantize"]
+    layer = best["seq_blocks_2"]["config"]
+    summary = json.loads((out / "summary.json").read_text(), parse_constant=_no_nan)
+    chosen = summary["best"]["config"]["seq_blocks_2/name"]
+    assert layer["name"] == chosen
+    fields = {k.split("/")[1] for k in summary["best"]["config"]}  # the chosen format's only
+    assert fields <= {"name", *field_names(FORMATS.get(chosen))}
+    if chosen != "NA":  # the chosen format's own fields, every default written out
+        assert set(layer) <= {"name", *field_names(FORMATS.get(chosen))}
+        assert {"weight_width", "data_in_width"} <= set(layer)
+        extra = {"integer": "weight_frac_width", "minifloat_ieee": "weight_exponent_width",
+                 "log": "weight_exponent_bias"}[chosen]  # fmt: skip
+        assert extra in layer
+    outcome = run_cli(["quantize", str(config), "--load", str(ckpt), "--quant",
+                       str(out / "best.toml")], capsys)  # fmt: skip
+    assert outcome.rc == 0
+    assert f"{summary['best']['metrics']['accuracy']:.4f}" in outcome.out
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "nsgaii", "random"])
+def test_optuna_samplers_use_conditional_parameters(tmp_path, capsys, ckpt, sampler):
+    config = write_config(tmp_path / "c.toml", _doc(sampler, 30))
+    out = tmp_path / "run"
+    outcome = run_cli(["search", str(config), "--out", str(out), "--load", str(ckpt)], capsys)
+    assert outcome.rc == 0, outcome.err
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(out / "study.journal")))  # fmt: skip
+    trials = optuna.load_study(study_name="bitscout", storage=storage).trials
+    assert len(trials) == 30
+    for t in trials:
+        name = t.params["seq_blocks_2/name"]
+        frac = "seq_blocks_2/weight_frac_width" in t.params
+        assert frac == (name == "integer")
+        assert ("seq_blocks_2/weight_exponent_width" in t.params) == (name == "minifloat_ieee")
+    assert len({t.params["seq_blocks_2/name"] for t in trials}) > 1
+
+
+def test_the_grid_sampler_refuses_a_conditional_space(tmp_path, capsys, ckpt):
+    config = write_config(tmp_path / "c.toml", _doc("grid", 10))
+    outcome = run_cli(["search", str(config), "--load", str(ckpt), "--out", str(tmp_path / "o")],
+                      capsys)  # fmt: skip
+    assert error_problems(outcome) == [] and "use bruteforce" in outcome.err
+
+
+def test_formats_multiply_across_layers():
+    model = build_model("jsc-toy")
+    tables = {"default": {"config": {"name": ["NA"]}}}
+    for layer in ("seq_blocks_2", "seq_blocks_5"):
+        tables[layer] = {"config": {"name": ["integer", "binary"], "weight_width": [4, 8],
+                                    "weight_bipolar": [True, False]}}  # fmt: skip
+    space = parse_space({"seed": tables}, model)
+    assert space.size == (2 + 2) ** 2
+    seen = {tuple(sorted(space.config(i).items())) for i in range(space.size)}
+    assert len(seen) == 16
+    for combo in itertools.product(["integer", "binary"], repeat=2):
+        assert any(
+            tuple(dict(c)[f"{layer}/name"] for layer in ("seq_blocks_2", "seq_blocks_5")) == combo
+            for c in seen
+        )

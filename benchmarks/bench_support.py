@@ -194,9 +194,9 @@ def _rss_child(argv: list[str], marks: list[int], queue: multiprocessing.Queue) 
     original = evaluate.Evaluator.evaluate_many
     seen: dict = {"n": 0, "rss": {}, "eval": 0.0}
 
-    def counted(self, configs):
+    def counted(self, configs, **kw):
         start = time.perf_counter()
-        out = original(self, configs)
+        out = original(self, configs, **kw)
         seen["eval"] += time.perf_counter() - start
         seen["n"] += len(configs)
         cached = self._runner.cache.bytes / 2**20 if self._runner else 0.0

@@ -21,6 +21,7 @@ from bitscout.build import load_data, train_to
 from bitscout.compare import COLUMNS, CompareResult, run_compare
 from bitscout.config import load_config
 from bitscout.errors import ConfigError
+from bitscout.results import compare_out
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "jsc_tiny_lab3.toml"
 STRATEGIES = ["bruteforce", "tpe", "random"]
@@ -194,7 +195,7 @@ def test_plot_names_each_band_and_keeps_them_apart(result, tmp_path, monkeypatch
     monkeypatch.setattr(
         Figure, "savefig", lambda fig, *a, **k: (drawn.append(fig), save(fig, *a, **k))
     )
-    compare.draw(tmp_path / "c.png", result.summary, result.optimum, "t")
+    compare_out.draw(tmp_path / "c.png", result.summary, result.optimum, "t")
     (ax,) = drawn[0].axes
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     for entry in result.summary:
@@ -265,7 +266,9 @@ def test_bad_arguments_are_config_errors(workdir, config_path, kwargs, key):
 
 
 def test_unknown_strategy_lists_the_known_ones(config_path, tmp_path):
-    with pytest.raises(ConfigError, match="known: bruteforce, tpe, random"):
+    with pytest.raises(
+        ConfigError, match="known: bruteforce, bruteforce-reversed, shuffled, greedy"
+    ):
         run_compare(load_config(config_path), "bruteforce,sa", 1, tmp_path / "x", quiet())
 
 

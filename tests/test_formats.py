@@ -54,6 +54,7 @@ def _ours(fmt, x: np.ndarray) -> np.ndarray:
 )
 def test_minifloat_ieee_equals_ml_dtypes(width, exp, dtype, limit):
     import ml_dtypes
+
     x = _wide_values()
     if limit is not None:
         x = x[np.abs(x) < limit]

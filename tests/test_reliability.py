@@ -194,7 +194,7 @@ def test_sigint_stops_cleanly_and_resumes(assets, tmp_path):
         time.sleep(0.1)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130
+    assert proc.returncode == 130, err
     assert err.strip().splitlines() == [
         "bitscout: interrupted; finished trials are kept in the store, "
         "run the same command again to resume"
@@ -217,11 +217,11 @@ def _faulty(monkeypatch: pytest.MonkeyPatch, bad: dict[int, str]) -> None:
     """Candidates whose weight width is a key of `bad` raise, or give a NaN loss."""
     evaluate_many = Evaluator.evaluate_many
 
-    def faulty(self, configs):
+    def faulty(self, configs, **kw):
         faults = [bad.get(c["seq_blocks_2/weight_width"]) for c in configs]
         if "raise" in faults:
             raise RuntimeError("boom in the quantizer")
-        results = evaluate_many(self, configs)
+        results = evaluate_many(self, configs, **kw)
         return [
             ({**m, "loss": float("nan")} if f == "nan" else m, cached)
             for (m, cached), f in zip(results, faults, strict=True)

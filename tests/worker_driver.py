@@ -21,13 +21,13 @@ score_many = base.SearchContext.score_many
 record, finish_trial = bruteforce.record, bruteforce.finish_trial
 
 
-def slow_score_many(self, configs):
+def slow_score_many(self, configs, **kw):
     results = []
     for config in configs:
         if counts["evaluated"] == KILL_AT:
             os.kill(os.getpid(), signal.SIGKILL)
         time.sleep(SLOW)
-        results += score_many(self, [config])
+        results += score_many(self, [config], **kw)
         counts["evaluated"] += 1
     return results
 

@@ -1,6 +1,6 @@
 """The same search as `bitscout search own_model.toml`, from Python:
 
-    python examples/own_model/search_own.py [OUT_DIR]
+python examples/own_model/search_own.py [OUT_DIR]
 """
 
 import sys

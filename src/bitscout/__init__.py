@@ -11,6 +11,8 @@ _PUBLIC = {
     "search": "bitscout.api",
     "SearchResult": "bitscout.api",
     "Candidate": "bitscout.api",
+    "sensitivity": "bitscout.probes",
+    "SensitivityResult": "bitscout.results.sensitivity",
     "register_metric": "bitscout.api",
     "register_model": "bitscout.zoo.models",
     "register_dataset": "bitscout.zoo.data",

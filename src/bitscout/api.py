@@ -30,10 +30,11 @@ from bitscout.quant.space import Choice, SearchSpace, parse_space
 from bitscout.results.outputs import plan_table, row_config
 from bitscout.results.ranking import objective_columns
 from bitscout.study.objective import Objective, objective_from
-from bitscout.study.settings import SAMPLER_NAMES, StrategySettings, check_n_jobs
+from bitscout.study.settings import SAMPLER_NAMES, StrategySettings, check_n_jobs, parse_starts
 from bitscout.validate import SEED_MAX, suggest
 
-STRATEGIES = ("bruteforce", *(s for s in SAMPLER_NAMES if s != "bruteforce"))
+STRATEGIES = ("bruteforce", "greedy", *(s for s in SAMPLER_NAMES if s != "bruteforce"))
+OURS = ("bruteforce", "greedy")  # our strategies; every other name is an Optuna sampler
 DEFAULT_SAMPLER_TRIALS = 100
 
 
@@ -139,14 +140,18 @@ def strategy_settings(
         raise ConfigError("trials", "must be an integer >= 1", trials)
     if not _is_int(seed) or not 0 <= seed <= SEED_MAX:
         raise ConfigError("seed", f"must be an integer in 0..{SEED_MAX}", seed)
-    brute = strategy == "bruteforce"
+    ours = strategy in OURS
+    name = strategy if ours else "optuna"
+    keys = ("order", "warm_start", "chunked")
+    starts = {k: v for k in keys if (v := setup.pop(k, None)) is not None}
     return StrategySettings(
-        name="bruteforce" if brute else "optuna",
-        sampler="tpe" if brute else strategy,
+        name=name,
+        sampler="tpe" if ours else strategy,
         objective=objective,
-        n_trials=trials if trials is not None or brute else DEFAULT_SAMPLER_TRIALS,
+        n_trials=trials if trials is not None or ours else DEFAULT_SAMPLER_TRIALS,
         seed=seed,
         **setup,
+        **parse_starts(starts, name, None),
     )
 
 
@@ -169,6 +174,9 @@ def search(
     study: str = "bitscout",
     n_jobs: int = 1,
     timeout: float | None = None,
+    order: str = "index",
+    warm_start: str | None = None,
+    chunked: bool | None = None,
     metrics: Mapping[str, Any] | None = None,
     loss_fn: LossFn | None = None,
     device: str | torch.device = "cpu",
@@ -188,7 +196,8 @@ def search(
         objective = {"loss": -1.0} if loss_fn is not None else {"accuracy": 1.0}
     goal = objective_from(objective, constraints, extra)
     settings = strategy_settings(strategy, goal, trials, seed, timeout=timeout,
-                                 n_jobs=check_n_jobs(n_jobs, "n_jobs"))  # fmt: skip
+                                 n_jobs=check_n_jobs(n_jobs, "n_jobs"), order=order,
+                                 warm_start=warm_start, chunked=chunked)  # fmt: skip
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
     held_out = None
     if test_data is not None:

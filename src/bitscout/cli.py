@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_search(sub)
     _add_report(sub)
     _add_compare(sub)
+    _add_sensitivity(sub)
     dash = sub.add_parser("dashboard", help="open a run's study in optuna-dashboard")
     dash.add_argument("dir", help="the search's output directory")
     dash.add_argument("--storage", help="storage URL, when the search used --storage")
@@ -88,7 +89,7 @@ def _add_search(sub: Subparsers) -> None:
     search.add_argument("config")
     search.add_argument("--load", help="float checkpoint; default: DIR/model.pt, else train one")
     search.add_argument("--out", help="output directory (default runs/<config name>)")
-    search.add_argument("--strategy", help="bruteforce or optuna (overrides the config)")
+    search.add_argument("--strategy", help="bruteforce, greedy or optuna (overrides the config)")
     search.add_argument(
         "--sampler", help="Optuna sampler: tpe, random, nsgaii, ... (implies optuna)"
     )
@@ -138,6 +139,32 @@ def _add_compare(sub: Subparsers) -> None:
     compare.add_argument("--out", help="output directory (default runs/<config name>-compare)")
     compare.add_argument("--load", help="float checkpoint; default: DIR/model.pt, else train one")
     compare.set_defaults(func="compare")
+
+
+def _add_sensitivity(sub: Subparsers) -> None:
+    sens = sub.add_parser(
+        "sensitivity", help="each searched choice alone: how sensitive each layer is"
+    )
+    sens.add_argument(
+        "config", metavar="CONFIG|RUN_DIR", help="a config, or a search's run directory"
+    )
+    sens.add_argument(
+        "--load", metavar="CKPT", help="float checkpoint; default: DIR/model.pt, else train"
+    )
+    sens.add_argument(
+        "--out", metavar="DIR", help="default runs/<config name>-sensitivity, or RUN_DIR"
+    )
+    sens.add_argument(
+        "--hessian", type=integer, metavar="N",
+        help="also estimate each layer's Hessian trace from N Hutchinson samples (default 0: off)",
+    )  # fmt: skip
+    sens.add_argument(
+        "--seed", type=integer, metavar="S", help="seed of the Hessian samples (default: config's)"
+    )
+    sens.add_argument(
+        "--config", dest="run_config", metavar="CONFIG", help="a run's config, if its path moved"
+    )
+    sens.set_defaults(func="sensitivity")
 
 
 def error_line(err: ConfigError, config: str | None) -> str:

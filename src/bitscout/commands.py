@@ -199,3 +199,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
         cfg, args.strategies, args.repeats, out, console, trials=args.trials, load=args.load
     )
     return 0
+
+
+def cmd_sensitivity(args: argparse.Namespace) -> int:
+    from bitscout.probes_command import run_command
+
+    flags = {"--load": args.load, "--out": args.out, "--hessian": args.hessian,
+             "--seed": args.seed, "--config": args.run_config}  # fmt: skip
+    run_command(args.config, flags, console)
+    return 0

@@ -1,32 +1,30 @@
 """`bitscout compare`: several strategies x seeds on one space through one evaluation cache,
 scored against the true optimum wherever the space is small enough to enumerate."""
 
-import csv
 import dataclasses
 import json
 import math
+import textwrap
 import warnings
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import optuna
 from optuna.trial import FrozenTrial
-from rich import box
 from rich.console import Console
 from rich.progress import track
-from rich.table import Table
 
 from bitscout.build import Overrides, check_search, float_model, load_data, make_model
 from bitscout.config import Config
 from bitscout.errors import ConfigError
 from bitscout.evaluate.data import prepare
 from bitscout.evaluate.evaluator import Evaluator
-from bitscout.files import SCHEMA_VERSION, atomic, write_text
+from bitscout.files import SCHEMA_VERSION
 from bitscout.job import Job, make_evaluator
 from bitscout.quant.space import SearchSpace, parse_space
+from bitscout.results.compare_out import BUDGETS, COLUMNS, CompareResult, show, write_outputs
 from bitscout.results.ranking import best_so_far
 from bitscout.study.objective import Objective
 from bitscout.study.settings import SAMPLER_NAMES, StrategySettings
@@ -38,26 +36,19 @@ ENUMERABLE_MAX = 100_000  # enumerate the space for the optimum only up to this 
 TOL = 1e-12  # relative: a regret this small is float noise, not a miss
 WITHIN = 0.01  # "near the optimum": within 1% of |optimum|
 SINGLE_KEY = "search.strategy.setup.sum_scaled_metrics"
-HATCHES = ["///", "\\\\\\", "...", "xx", "++", "oo", "--", "||"]
-COLUMNS = ("schema_version", "strategy", "seed", "trial", "config", "objective", "best_so_far",
-           "regret")  # fmt: skip
 # Here `bruteforce` is our exhaustive strategy, so Optuna's sampler of that name is left out.
-KNOWN = ("bruteforce", *(s for s in SAMPLER_NAMES if s != "bruteforce"))
+# Ours: label -> (strategy, brute-force order, warm start); every other label is a sampler.
+OURS = {
+    "bruteforce": ("bruteforce", "index", None),
+    "bruteforce-reversed": ("bruteforce", "reversed", None),
+    "shuffled": ("bruteforce", "shuffled", None),
+    "greedy": ("greedy", "index", None),
+    "greedy-tpe": ("optuna", "index", "greedy"),
+}
+KNOWN = (*OURS, *(s for s in SAMPLER_NAMES if s != "bruteforce"))
 NO_REGRET = dict.fromkeys(
     ("regret", "trials_to_optimum", "never_optimum", "trials_to_1pct", "never_1pct", "regret_auc")
 )
-HEADERS = (
-    "strategy", "seeds", "trials", "median final best", "trials to optimum (median; never)",
-    "trials to within 1% (median; never)", "mean regret AUC",
-)  # fmt: skip
-
-
-@dataclass(frozen=True)
-class CompareResult:
-    rows: list[dict]  # the compare.csv rows (None where a cell is empty)
-    summary: list[dict]  # one per strategy, in the order asked
-    optimum: float | None  # best feasible objective of the space; None when not enumerated
-    evaluated: int  # distinct candidates evaluated by the whole comparison
 
 
 def parse_strategies(names: Sequence[str] | str) -> list[str]:
@@ -94,9 +85,12 @@ def run_settings(
     settings: StrategySettings, label: str, seed: int, n_trials: int
 ) -> StrategySettings:
     """One run's settings. No timeout and one job: either would make runs irreproducible."""
-    name, sampler = ("bruteforce", settings.sampler) if label == "bruteforce" else ("optuna", label)
-    fixed = {"seed": seed, "n_trials": n_trials, "timeout": None, "n_jobs": 1}
-    return dataclasses.replace(settings, name=name, sampler=sampler, **fixed)
+    name, order, warm = OURS.get(label, ("optuna", "index", None))
+    sampler = "tpe" if label in OURS else label
+    # one trial per candidate: the curves are read from the trials
+    fixed = {"seed": seed, "n_trials": n_trials, "timeout": None, "n_jobs": 1, "chunked": False}
+    return dataclasses.replace(settings, name=name, sampler=sampler, order=order,
+                               warm_start=warm, **fixed)  # fmt: skip
 
 
 def run_one(
@@ -258,36 +252,13 @@ def summarize(
             "seeds": len(seeds),
             "trials": trials,
             "final_best": _median(best[:, -1]) if length else None,
+            "best_at": {n: _median(best[:, n - 1]) for n in BUDGETS if n <= length},
             "best_so_far": _band(best),
         }
         known = optimum is not None
         entry.update(_regret_stats(np.abs(optimum - best), optimum) if known else NO_REGRET)
         summary.append(entry)
     return summary
-
-
-def _num(value: float | None, missing: str = "-") -> str:
-    return missing if value is None else f"{value:.6g}"
-
-
-def cells(entry: dict[str, Any]) -> list[str]:
-    """One summary row as text, for compare.md and the console alike."""
-    low, high = min(entry["trials"]), max(entry["trials"])
-    hits = [
-        "n/a" if never is None else f"{_num(median)}; {never}"
-        for median, never in (
-            (entry["trials_to_optimum"], entry["never_optimum"]),
-            (entry["trials_to_1pct"], entry["never_1pct"]),
-        )
-    ]
-    return [
-        entry["strategy"],
-        str(entry["seeds"]),
-        str(low) if low == high else f"{low}-{high}",
-        _num(entry["final_best"]),
-        *hits,
-        _num(entry["regret_auc"], "n/a"),
-    ]
 
 
 def facts(space: SearchSpace, objective: Objective, result: CompareResult) -> str:
@@ -299,64 +270,6 @@ def facts(space: SearchSpace, objective: Objective, result: CompareResult) -> st
         optimum = "optimum unknown (no feasible candidate)"
     evaluated = f"{result.evaluated} distinct configs evaluated"
     return f"space of {space.size} candidates; {optimum}; {evaluated}"
-
-
-def write_outputs(out: Path, result: CompareResult, header: str, title: str) -> None:
-    """compare.csv, compare.md and plots/compare.png."""
-    with atomic(out / "compare.csv") as tmp, tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS, lineterminator="\n")  # None: empty cell
-        writer.writeheader()
-        writer.writerows(result.rows)
-    write_text(out / "compare.md", markdown(result.summary, header))
-    draw(out / "plots" / "compare.png", result.summary, result.optimum, title)
-
-
-def markdown(summary: Sequence[dict[str, Any]], header: str) -> str:
-    lines = [
-        "# bitscout compare",
-        "",
-        header,
-        "",
-        "| " + " | ".join(HEADERS) + " |",
-        "|" + "|".join("---" for _ in HEADERS) + "|",
-        *("| " + " | ".join(cells(e)) + " |" for e in summary),
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def draw(path: Path, summary: Sequence[dict[str, Any]], optimum: float | None, title: str) -> None:
-    """Best so far against trials: the mean over seeds with its interquartile band."""
-    # The Figure API needs no pyplot and so leaves matplotlib's global backend alone;
-    # imported here because matplotlib is slow to import and only this draws.
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(7.5, 4.5), layout="constrained")
-    ax = fig.add_subplot()
-    for entry, hatch in zip(summary, HATCHES * len(summary), strict=False):
-        band = entry["best_so_far"]
-        x = np.arange(1, len(band["mean"]) + 1)
-        (line,) = ax.plot(x, band["mean"], label=f"{entry['strategy']}: mean over seeds")
-        # a hatch of its own, so overlapping bands stay apart in print and for colour-blindness
-        ax.fill_between(x, band["q25"], band["q75"], facecolor=line.get_color(), alpha=0.15,
-                        hatch=hatch, edgecolor=line.get_color(), linewidth=0,
-                        label=f"{entry['strategy']}: interquartile range")  # fmt: skip
-    if optimum is not None:
-        ax.axhline(optimum, color="black", linestyle="--", linewidth=1, label="optimum")
-    ax.set(xlabel="trial", ylabel="best objective so far", title=title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic(path) as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-
-
-def show(console: Console, summary: Sequence[dict[str, Any]], header: str) -> None:
-    table = Table(title="strategy comparison", caption=header, box=box.SIMPLE_HEAD)
-    for i, name in enumerate(HEADERS):  # the strategy's name is never cut, headers wrap
-        table.add_column(name, justify="left" if i == 0 else "right", no_wrap=i == 0)
-    for entry in summary:
-        table.add_row(*cells(entry))
-    console.print(table)
 
 
 def run_compare(
@@ -390,7 +303,9 @@ def run_compare(
     summary = summarize(rows, labels, range(repeats), optimum)
     result = CompareResult(rows, summary, optimum, len(evaluator.cache))
     header = facts(space, settings.objective, result)
-    title = f"{cfg.model} on {cfg.dataset}: {', '.join(labels)} ({repeats} seeds)"
+    # wrapped: a long list of strategies would run off the figure
+    title = textwrap.fill(f"{cfg.model} on {cfg.dataset}: {', '.join(labels)} ({repeats} seeds)",
+                          70)  # fmt: skip
     write_outputs(out, result, header, title)
     show(console, summary, header)
     console.print(f"outputs in {out}")

@@ -30,7 +30,7 @@ from bitscout.results.trials import TrialsCsv
 from bitscout.study.parallel import check_shareable, fork, join
 from bitscout.study.settings import StrategySettings
 from bitscout.study.storage import DATA_KEY, mask_password, open_study
-from bitscout.study.store import Result, done_trials
+from bitscout.study.store import Result, candidates, done_trials
 from bitscout.study.strategies import STRATEGIES, SearchContext
 from bitscout.study.strategies.base import TrialHook
 
@@ -44,6 +44,7 @@ REPORTED = (
 )  # fmt: skip
 # What the end of a search imports: pandas for the rankings, matplotlib for the report.
 FINAL_MODULES = ("bitscout.results.conclude", "bitscout.results.display")
+CHUNKED_FROM = 100_000  # candidates above which a brute force keeps one trial per chunk
 CLASSIFICATION_ONLY = ("accuracy", "loss")  # loss: cross-entropy unless the job has a loss_fn
 
 
@@ -128,7 +129,23 @@ def fingerprint(job: Job) -> dict[str, Any]:
         "strategy": s.name,
         "sampler": s.sampler if s.name == "optuna" else None,
         "objective": [[m.name, m.scale, m.direction] for m in s.objective.metrics],
+        # workers sharing a study must walk the same order and record the same way; both
+        # are absent from older studies
+        **({"order": [s.order, s.shuffle_seed]} if _brute(s) and s.order != "index" else {}),
+        **({"chunked": True} if _brute(s) and s.chunked else {}),
     }
+
+
+def _brute(settings: StrategySettings) -> bool:
+    return settings.name == "bruteforce"
+
+
+def resolve_chunked(job: Job) -> Job:
+    """A brute force over more than CHUNKED_FROM candidates records one trial per chunk
+    unless `setup.chunked` says otherwise; every other strategy one per candidate."""
+    s = job.settings
+    chunked = _brute(s) and (s.chunked if s.chunked is not None else job.space.size > CHUNKED_FROM)
+    return dataclasses.replace(job, settings=dataclasses.replace(s, chunked=chunked))
 
 
 def storage_of(job: Job) -> str | optuna.storages.BaseStorage:
@@ -198,7 +215,8 @@ def _strategy(job: Job, study: optuna.Study, evaluator: Evaluator, console: Cons
 
 def _worker(job: Job, storage: Any, evaluator: Evaluator, index: int) -> None:
     """Extra worker `index` (forked): the same study, its own seed, no outputs."""
-    settings = dataclasses.replace(job.settings, seed=job.settings.seed + index)
+    s = job.settings
+    settings = dataclasses.replace(s, seed=s.seed + index, order_seed=s.shuffle_seed)
     job = dataclasses.replace(job, settings=settings)
     console = Console(quiet=True)
     study = open_job_study(job, storage, console)
@@ -220,6 +238,7 @@ def run_job(job: Job, console: Console, verbosity: Verbosity = "normal") -> Fini
     """Run (or resume) `job`; write its outputs when it has an output directory. `quiet`
     prints only the final result, `verbose` every trial."""
     say = _sayer(console, verbosity)
+    job = resolve_chunked(job)
     _prefetch(job)
     storage = storage_of(job)
     check_shareable(storage if isinstance(storage, str) else None, job.settings.n_jobs)
@@ -263,12 +282,20 @@ def run_job(job: Job, console: Console, verbosity: Verbosity = "normal") -> Fini
     units = summary["metric_units"]
     show_result(console, c, job.settings.objective, summary["dimensions"], units, evaluator.rows)
     if job.out is not None:
-        from bitscout.results.report import load_run  # matplotlib: only once there is a report
-        from bitscout.results.report_md import write_report
-
-        title = f"bitscout search: {job.out.name}"
-        say(f"report: {write_report(load_run(job.out), job.settings.objective, job.out, title)}")
+        say(f"report: {_report(job, job.out, c, summary)}")
     return Finished(study, evaluator, summary, c)
+
+
+def _report(job: Job, out: Path, c: "Concluded", summary: dict[str, Any]) -> Path:
+    from bitscout.results.report import Run, load_run  # matplotlib: only once there is a report
+    from bitscout.results.report_md import write_report
+
+    objective = job.settings.objective
+    if job.settings.chunked:  # its million rows are in memory already: not read back
+        run = Run(c.frame, summary, objective, summary["dimensions"])
+    else:
+        run = load_run(out)
+    return write_report(run, objective, out, f"bitscout search: {out.name}")
 
 
 def _prefetch(job: Job) -> None:
@@ -310,7 +337,7 @@ def write_outputs(
     summary.update(summarize(c, objective, dims, evaluator.metrics))
     if table is None or job.out is None:
         return c, summary
-    table.rewrite()
+    table.finish()
     if not c.winners.empty:
         write_best_toml(job.out / "best.toml", job.space, c.winners.iloc[0].to_dict())
     if not objective.single:
@@ -334,7 +361,7 @@ def search_summary(
         "seed": settings.seed,
         "space_size": job.space.size,
         "trials_run": tally.own,
-        "trials_run_all_workers": len(done_trials(study)) - len(tally.before),
+        "trials_run_all_workers": candidates(done_trials(study)) - candidates(tally.before),
         "storage": None if storage is None else mask_password(storage),
         "study": job.study_name,
         "wall_s": time.perf_counter() - tally.start,

@@ -190,12 +190,18 @@ class Evaluator:
         return self.evaluate_many([config])[0]
 
     def evaluate_many(
-        self, configs: Sequence[Mapping[str, Choice]]
+        self, configs: Sequence[Mapping[str, Choice]], *, cache: bool = True
     ) -> list[tuple[dict[str, float], bool]]:
         """`evaluate` of each config, in order, sharing work between them: fastest for runs of
         consecutive candidates of the space. A config repeated in `configs` is computed once
-        and reported as cached after its first occurrence."""
+        and reported as cached after its first occurrence. `cache=False` keeps nothing: a
+        brute force never asks twice, and a million cached candidates would fill memory."""
         keys = [self.key(c) for c in configs]
+        if not cache:
+            unique = list(dict.fromkeys(keys))
+            found = dict(zip(unique, self._compute(unique), strict=True))
+            first = {k: i for i, k in reversed(list(enumerate(keys)))}
+            return [(found[k], first[k] != i) for i, k in enumerate(keys)]
         fresh = [k for k in dict.fromkeys(keys) if k not in self.cache]
         for key, metrics in zip(fresh, self._compute(fresh), strict=True):
             self.cache[key] = metrics
@@ -228,7 +234,12 @@ class Evaluator:
     def baseline(self) -> dict[str, float]:
         """The float model's metrics on the same rows (every layer left float), by the plain
         path; latency is left out (it times fake quantization, which float does not run)."""
-        plan: Plan = dict.fromkeys(self._resolver.paths)
+        return self.evaluate_plan(dict.fromkeys(self._resolver.paths))
+
+    def evaluate_plan(self, plan: Plan) -> dict[str, float]:
+        """The metrics of any plan (formats per layer path), a candidate of the space or not
+        (`bitscout.sensitivity`'s probes), by the plain path and uncached; latency is left
+        out, as for `baseline`."""
         row = self._static(plan)
         if self._kind("forward"):
             with torch.inference_mode(), one_thread():

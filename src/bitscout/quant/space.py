@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from torch import nn
 
 from bitscout.errors import ConfigError
@@ -283,6 +284,21 @@ class SearchSpace:
     def _named(self, lc: LayerChoices, values: Mapping[str, Choice]) -> Config:
         dims = [d for d in lc.dimensions() if d.field in values]
         return {d.name: values[d.field] for d in dims}
+
+    def columns(self, indices: np.ndarray) -> dict[str, np.ndarray]:
+        """`config` of many candidates at once, by dimension: a column of choices each ("" where
+        the candidate's format does not take the field); integer columns as int32."""
+        columns: dict[str, np.ndarray] = {}
+        rest = np.asarray(indices, dtype=np.int64)
+        for lc in reversed(self.layers):
+            rest, digit = np.divmod(rest, lc.size)
+            named = [self._named(lc, lc.values(d)) for d in range(lc.size)]
+            for d in lc.dimensions():
+                lookup = [n.get(d.name, "") for n in named]
+                whole = all(isinstance(v, int) and not isinstance(v, bool) for v in lookup)
+                table = np.array(lookup, dtype=np.int32 if whole else object)
+                columns[d.name] = table[digit]
+        return {d.name: columns[d.name] for d in self.dimensions}
 
     def index(self, config: Mapping[str, Choice]) -> int:
         """The number of candidate `config` (inverse of `config`)."""

@@ -3,6 +3,7 @@ ranked by distinct config, the float model's metrics on the same rows, and the w
 evaluated once on the held-out test split."""
 
 import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,7 +16,7 @@ from bitscout.quant.space import SearchSpace
 from bitscout.results.outputs import row_config
 from bitscout.results.ranking import distinct, entry, objective_columns, rescore, winners
 from bitscout.results.schema import objective_spec
-from bitscout.results.trials import trials_frame
+from bitscout.results.trials import is_chunked, trials_frame
 from bitscout.study.objective import Objective
 from bitscout.study.store import trial_state
 
@@ -45,9 +46,12 @@ def conclude(
     frame = trials_frame(study, space, objective, evaluator.metrics)
     scored = rescore(frame, objective)
     best = winners(scored, objective, dims)
-    states = [trial_state(t) for t in study.get_trials(deepcopy=False)]
-    counts = {s: states.count(s) for s in ("complete", "infeasible", "failed", "pruned",
-                                           "running", "waiting")}  # fmt: skip
+    if is_chunked(study):  # its rows are candidates, not trials
+        states = frame["state"].value_counts().to_dict() if len(frame) else {}
+    else:
+        states = Counter(trial_state(t) for t in study.get_trials(deepcopy=False))
+    counts = {s: int(states.get(s, 0)) for s in ("complete", "infeasible", "failed", "pruned",
+                                                "running", "waiting")}  # fmt: skip
     baseline: dict[str, dict[str, float] | None] = {"validation": None, "test": None}
     test = None
     if not scored.empty:

@@ -35,6 +35,19 @@ def _save(fig: plt.Figure, path: Path) -> Path:
     return path
 
 
+MAX_POINTS = 20_000  # drawn per series: a million markers take minutes and show no more
+
+
+def thin(n: int, keep: np.ndarray | None = None) -> np.ndarray:
+    """Positions of at most about MAX_POINTS of n points, evenly spread, plus `keep` (a mask
+    or positions that must be drawn, such as a front or the changes of a running best)."""
+    every = np.unique(np.linspace(0, n - 1, min(n, MAX_POINTS)).astype(np.int64)) if n else []
+    if keep is None:
+        return np.asarray(every, dtype=np.int64)
+    kept = np.flatnonzero(keep) if keep.dtype == bool else keep
+    return np.union1d(every, kept).astype(np.int64)
+
+
 def label(name: str, units: Mapping[str, str]) -> str:
     unit = units.get(name)
     return f"{name} [{unit}]" if unit else name
@@ -45,9 +58,10 @@ def metrics_png(df: pd.DataFrame, metrics: Sequence[str], units: Mapping[str, st
     """One panel per metric that varies, each trial a point, in the order trials finished."""
     fig, axes = plt.subplots(len(metrics), 1, figsize=(8, 1.9 * len(metrics) + 0.6),
                              sharex=True, squeeze=False)  # fmt: skip
-    x = np.arange(1, len(df) + 1)
+    shown = thin(len(df))
+    x = shown + 1
     for ax, metric in zip(axes[:, 0], metrics, strict=True):
-        ax.plot(x, df[metric], "o", markersize=2.5, alpha=0.7)
+        ax.plot(x, df[metric].to_numpy()[shown], "o", markersize=2.5, alpha=0.7)
         ax.set_ylabel(label(metric, units), fontsize=8)
         ax.grid(alpha=0.3)
     axes[-1, 0].set_xlabel("trial, in the order trials finished")
@@ -57,9 +71,11 @@ def metrics_png(df: pd.DataFrame, metrics: Sequence[str], units: Mapping[str, st
 
 def best_so_far_png(values: np.ndarray, best: np.ndarray, ylabel: str, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(7, 4))
-    x = np.arange(1, len(values) + 1)
-    ax.plot(x, values, "o", markersize=2.5, alpha=0.4, label="trial")
-    ax.step(x, best, where="post", label="best so far")
+    changes = np.flatnonzero(np.diff(np.nan_to_num(best, nan=np.inf), prepend=np.nan) != 0)
+    shown = thin(len(values), np.append(changes, len(values) - 1) if len(values) else None)
+    x = shown + 1
+    ax.plot(x, values[shown], "o", markersize=2.5, alpha=0.4, label="trial")
+    ax.step(x, best[shown], where="post", label="best so far")
     ax.set_xlabel("trial, in the order trials finished")
     ax.set_ylabel(ylabel)
     ax.legend()
@@ -72,7 +88,8 @@ def pareto_png(df: pd.DataFrame, x: str, y: str, front: np.ndarray, units: Mappi
                path: Path) -> Path:  # fmt: skip
     """Every trial faded, the Pareto front highlighted and joined."""
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    ax.scatter(df[x][~front], df[y][~front], s=10, alpha=0.3, label="dominated")
+    dominated = df[~front].iloc[thin(int((~front).sum()))]
+    ax.scatter(dominated[x], dominated[y], s=10, alpha=0.3, label="dominated")
     ordered = df[front].sort_values(x)
     ax.plot(ordered[x], ordered[y], "o-", color="tab:red", label="Pareto front")
     ax.set_xlabel(label(x, units))
@@ -92,7 +109,8 @@ def tradeoff_png(
     fig, axes = plt.subplots(1, len(costs), figsize=(5.2 * len(costs), 4.2), squeeze=False)
     for ax, cost in zip(axes[0], costs, strict=True):
         front = fronts[cost]
-        ax.scatter(df[cost], df["accuracy"], s=10, alpha=0.35, label="trial")
+        shown = df.iloc[thin(len(df), front)]
+        ax.scatter(shown[cost], shown["accuracy"], s=10, alpha=0.35, label="trial")
         ordered = df[front].sort_values(cost)
         ax.step(ordered[cost], ordered["accuracy"], where="post", color="tab:red", marker="o",
                 markersize=4, label="front: no trial better in both")  # fmt: skip

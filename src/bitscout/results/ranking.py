@@ -28,38 +28,48 @@ def rescore(df: pd.DataFrame, objective: Objective) -> pd.DataFrame:
     """The evaluated rows with every derived column recomputed under `objective`: the scaled
     metrics, the objective value(s), feasibility, state and the reason of the infeasible."""
     out = df[df["state"].isin(EVALUATED)].copy().reset_index(drop=True)
-    rows = out.to_dict("records")
-    for name, values in {f"scaled_{m.name}": [m.scale * r[m.name] for r in rows]
-                         for m in objective.metrics}.items():  # fmt: skip
+    columns = {m: out[m].to_numpy(dtype=float) for m in objective.names}
+    columns.update({c.metric: out[c.metric].to_numpy(dtype=float) for c in objective.constraints})
+    for name, values in derived(objective, columns, len(out)).items():
         out[name] = values
-    values = [objective.values(r) for r in rows]
-    for i, name in enumerate(objective_columns(objective)):
-        out[name] = [v[i] for v in values]
-    reasons = [objective.reason(r) for r in rows]
+    return out
+
+
+def derived(objective: Objective, metrics: Mapping[str, np.ndarray], n: int) -> dict[str, Any]:
+    """trials.csv's columns computed from the metric columns, row by row exactly as
+    `Objective` computes them (the objective's fsum included): scaled_*, objective(s),
+    feasible, state and reason. Columnar, so a million rows need no per-row dicts."""
+    out: dict[str, Any] = {f"scaled_{m.name}": m.scale * metrics[m.name] for m in objective.metrics}
+    cols = objective_columns(objective)
+    if objective.single:
+        scaled = [out[f"scaled_{m.name}"] for m in objective.metrics]
+        out[cols[0]] = np.array([math.fsum(v) for v in zip(*scaled, strict=True)], dtype=float)
+    else:
+        out.update({c: metrics[m.name].astype(float) for c, m in zip(cols, objective.metrics,
+                                                                     strict=True)})  # fmt: skip
+    reasons = [""] * n
+    if objective.constraints:
+        names = [c.metric for c in objective.constraints]
+        rows = zip(*(metrics[m] for m in names), strict=True)
+        reasons = [objective.reason(dict(zip(names, r, strict=True))) for r in rows]
     out["feasible"] = [not r for r in reasons]
     out["state"] = ["complete" if not r else "infeasible" for r in reasons]
     out["reason"] = reasons
     return out
 
 
-def config_keys(df: pd.DataFrame, dims: Sequence[str]) -> list[tuple]:
-    """Each row's config as a hashable key (its dimension values; None where a field does not
-    apply, since NaN never equals itself)."""
-    if not dims:
-        return [()] * len(df)
-    return [tuple(choice_value(v) for v in row) for row in df[list(dims)].itertuples(index=False)]
-
-
 def distinct(df: pd.DataFrame, dims: Sequence[str]) -> pd.DataFrame:
     """One row per distinct config (its first trial to finish), with `proposals`: how many
-    trials proposed it."""
-    keys = config_keys(df, dims)
-    counts: dict[tuple, int] = {}
-    for key in keys:
-        counts[key] = counts.get(key, 0) + 1
-    first = ~pd.Series(keys, index=df.index).duplicated()
-    out = df[first.to_numpy()].copy()
-    out["proposals"] = [counts[k] for k in config_keys(out, dims)]
+    trials proposed it. Grouped by pandas, so a million rows take a second (a field that
+    does not apply is NaN, which groups with NaN)."""
+    if not dims or df.empty:
+        out = df.head(1 if len(df) else 0).copy()
+        out["proposals"] = [len(df)] * len(out)
+        return out
+    group = df.groupby(list(dims), dropna=False, sort=False).ngroup().to_numpy()
+    first = ~pd.Series(group).duplicated().to_numpy()
+    out = df[first].copy()
+    out["proposals"] = np.bincount(group)[group[first]]
     return out
 
 
@@ -119,7 +129,7 @@ def _known(value: Any) -> bool:
     return not (isinstance(value, float) and math.isnan(value))
 
 
-IMPORTANCE_TRIALS = 10_000  # a sample of a huge search tells as much
+IMPORTANCE_TRIALS = 3_000  # a sample of a huge search tells as much, in a second
 
 
 def param_importances(
@@ -135,11 +145,16 @@ def param_importances(
     if len(pool) < 2 or not dims or pool[col].nunique() < 2:
         return {}  # nothing varies: nothing to attribute
     pool = pool.sample(min(len(pool), IMPORTANCE_TRIALS), random_state=0)
-    choices = {d: tuple(sorted(pool[d].unique(), key=str)) for d in dims}
+    choices = {d: tuple(sorted(map(_plain, pool[d].unique()), key=str)) for d in dims}
     study = optuna.create_study(direction=objective.directions[0])
     for row in pool.to_dict("records"):
         study.add_trial(optuna.trial.create_trial(
-            params={d: row[d] for d in dims}, value=float(row[col]),
+            params={d: _plain(row[d]) for d in dims}, value=float(row[col]),
             distributions={d: CategoricalDistribution(choices[d]) for d in dims},
         ))  # fmt: skip
     return adapter.param_importances(study)
+
+
+def _plain(value: Any) -> Any:
+    """A Python scalar for Optuna, which warns about NumPy ones (int32 config columns)."""
+    return value.item() if hasattr(value, "item") else value

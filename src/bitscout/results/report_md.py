@@ -21,6 +21,7 @@ from bitscout.results.ranking import (
     winners,
 )
 from bitscout.results.report import Run, load_run
+from bitscout.results.sensitivity import sensitivity_section
 from bitscout.results.stats import wilson_interval
 from bitscout.study.objective import Objective, pareto_front
 
@@ -191,7 +192,8 @@ def write_report(
     parts = [
         f"# {title}", "## Setup", _setup(run, objective, c), f"## {heading}",
         top_table(c, run, objective) if len(c.winners) else "No feasible candidate.",
-        "## Test split", test_section(c, run), *verification_section(out), "## Plots",
+        "## Test split", test_section(c, run), *verification_section(out),
+        *sensitivity_section(out), "## Plots",
     ] + [f"![{p.stem}](plots/{p.name})" for p in pictures]  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     if tables:

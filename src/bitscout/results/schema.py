@@ -60,6 +60,8 @@ def read_trials(path: Path, dims: list[str]) -> "pd.DataFrame":
     except (OSError, ValueError) as err:
         raise ConfigError(str(path), f"cannot read trials.csv ({err})", file=True) from err
     for dim in dims:
-        if dim in frame:
-            frame[dim] = frame[dim].map(choice_value).astype(object)
+        if dim in frame and not pd.api.types.is_integer_dtype(frame[dim]):
+            # a few distinct values in a million rows: type each one once
+            typed = {v: choice_value(v) for v in frame[dim].dropna().unique()}
+            frame[dim] = frame[dim].map(typed).astype(object)
     return frame

@@ -10,13 +10,17 @@ from bitscout.errors import ConfigError
 from bitscout.study.objective import Objective, parse_objective
 from bitscout.validate import SEED_MAX, check_keys, suggest
 
-STRATEGY_NAMES = ("bruteforce", "optuna")
+STRATEGY_NAMES = ("bruteforce", "optuna", "greedy")
+# bruteforce's order; "reversed" is index order with every dimension's choices listed the
+# other way round (the index's mixed-radix digits each become n - 1 - digit)
+ORDERS = ("index", "reversed", "shuffled")
+WARM_STARTS = ("greedy",)  # what an Optuna sampler may start from
 SAMPLER_NAMES = ("tpe", "random", "nsgaii", "nsgaiii", "qmc", "gp", "grid", "bruteforce")
 STRATEGY_KEYS = ("name", "eval_mode", "setup", "metrics", "constraints", "sw_runner", "hw_runner")
 SETUP_KEYS = (
     "n_jobs", "n_trials", "timeout", "sampler", "sum_scaled_metrics", "direction", "seed",
     "num_samples", "latency_repeats", "latency_warmup", "latency_budget_s", "latency_shared",
-    "n_jobs_limit",
+    "n_jobs_limit", "order", "warm_start", "chunked",
 )  # fmt: skip
 KEY = "search.strategy"
 # Each extra worker is a process holding PyTorch (a few hundred MB): more than a couple per
@@ -38,6 +42,15 @@ class StrategySettings:
     latency_warmup: int = 1
     latency_budget_s: float = 1.0
     latency_shared: bool = True  # one measurement per distinct computation, not per candidate
+    order: str = "index"  # bruteforce: index order or a seeded shuffle
+    warm_start: str | None = None  # optuna: queue this strategy's trajectory first
+    order_seed: int | None = None  # the shuffle's seed when not `seed` (extra workers)
+    chunked: bool | None = None  # bruteforce: one trial per chunk (None: by the space's size)
+
+    @property
+    def shuffle_seed(self) -> int:
+        """What seeds the shuffled order: every worker of a study walks the same one."""
+        return self.seed if self.order_seed is None else self.order_seed
 
 
 def _table(raw: Mapping[str, Any], name: str, key: str) -> Mapping[str, Any]:
@@ -170,4 +183,30 @@ def parse_settings(search: Mapping[str, Any], default_seed: int) -> StrategySett
         latency_warmup=_default(_int(setup, "latency_warmup", key, 0), 1),
         latency_budget_s=_default(_float(setup, "latency_budget_s", key), 1.0),
         latency_shared=_bool(setup, "latency_shared", key),
+        **parse_starts(setup, name, key),
     )
+
+
+def parse_starts(setup: Mapping[str, Any], name: str, key: str | None) -> dict[str, Any]:
+    """`order` (bruteforce only) and `warm_start` (optuna only): where the search starts.
+    `key` prefixes the names in errors (None: the names alone, as the Python API has them)."""
+    where = lambda field: f"{key}.{field}" if key else field  # noqa: E731
+    order = setup.get("order", "index")
+    if order not in ORDERS:
+        hint = suggest(order, ORDERS) if isinstance(order, str) else ""
+        raise ConfigError(where("order"), f"unknown value{hint}; known: {', '.join(ORDERS)}", order)
+    if order != "index" and name != "bruteforce":
+        raise ConfigError(where("order"), "applies to the bruteforce strategy only", order)
+    warm = setup.get("warm_start")
+    if warm is not None and warm not in WARM_STARTS:
+        hint = suggest(warm, WARM_STARTS) if isinstance(warm, str) else ""
+        rule = f"unknown value{hint}; known: {', '.join(WARM_STARTS)}"
+        raise ConfigError(where("warm_start"), rule, warm)
+    if warm is not None and name != "optuna":
+        raise ConfigError(where("warm_start"), "applies to Optuna's samplers only", warm)
+    chunked = setup.get("chunked")
+    if chunked is not None and not isinstance(chunked, bool):
+        raise ConfigError(where("chunked"), "must be true or false", chunked)
+    if chunked and name != "bruteforce":
+        raise ConfigError(where("chunked"), "applies to the bruteforce strategy only", chunked)
+    return {"order": order, "warm_start": warm, "chunked": chunked}

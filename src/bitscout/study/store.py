@@ -13,6 +13,7 @@ from bitscout.quant.space import Choice, SearchSpace
 from bitscout.study import adapter
 from bitscout.study.liveness import INTERRUPTED, worker_id
 
+COUNT_ATTR = "count"  # how many candidates a chunked brute force's token holds
 CONSTRAINTS_KEY = "constraints"  # Optuna's system-attr prefix, as `Trial.set_constraint` uses
 # Optuna logs each caught candidate failure with a traceback; bitscout records the reason.
 optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -21,7 +22,7 @@ optuna.logging.set_verbosity(optuna.logging.ERROR)
 # Attributes a trial already carries: a metric of the same name stays in `metrics` only.
 RESERVED_ATTRS = frozenset({
     "metrics", "feasible", "cached", "duration_s", "reason", "failure", "worker", "heartbeat",
-    "chunk", "quota", "claim", "retry_of",
+    "chunk", "quota", "claim", "retry_of", "rows", "count", "failures", "metric_names",
 })  # fmt: skip
 
 
@@ -159,6 +160,17 @@ def ended_trials(study: optuna.Study) -> list[FrozenTrial]:
     """Trials that ran to an end (see `has_ended`): what n_trials counts."""
     states = (TrialState.COMPLETE, TrialState.FAIL)
     return [t for t in study.get_trials(deepcopy=False, states=states) if has_ended(t)]
+
+
+def candidates(trials: Sequence[FrozenTrial]) -> int:
+    """How many candidates `trials` evaluated: a chunked brute force's token stands for its
+    whole chunk."""
+    return sum(int(t.user_attrs.get(COUNT_ATTR, 1)) for t in trials)
+
+
+def ended_count(study: optuna.Study) -> int:
+    """Candidates evaluated to an end (what n_trials counts)."""
+    return candidates(ended_trials(study))
 
 
 def trial_state(trial: FrozenTrial) -> str:

@@ -14,7 +14,7 @@ from bitscout.quant.space import Choice, SearchSpace
 from bitscout.registry import Registry
 from bitscout.study.objective import Objective
 from bitscout.study.settings import StrategySettings
-from bitscout.study.store import Result, ended_trials
+from bitscout.study.store import Result, ended_count
 
 TrialHook = Callable[[int, Mapping[str, Choice], Result], None]
 
@@ -35,14 +35,17 @@ class SearchContext:
         that raises or yields a non-finite metric comes back as a failed result."""
         return self.score_many([config])[0]
 
-    def score_many(self, configs: Sequence[Mapping[str, Choice]]) -> list[Result]:
-        """`score` for consecutive candidates, evaluated together where the evaluator can."""
+    def score_many(
+        self, configs: Sequence[Mapping[str, Choice]], *, cache: bool = True
+    ) -> list[Result]:
+        """`score` for consecutive candidates, evaluated together where the evaluator can
+        (`cache=False`: without keeping their metrics in the evaluator's cache)."""
         start = time.perf_counter()
         try:
-            evaluated = self.evaluator.evaluate_many(configs)
+            evaluated = self.evaluator.evaluate_many(configs, cache=cache)
         except Exception:  # noqa: BLE001 - one candidate's failure must not stop the search
             if len(configs) > 1:  # find which candidates fail, one at a time
-                return [self.score(c) for c in configs]
+                return [self.score_many([c], cache=cache)[0] for c in configs]
             return [_failed(traceback.format_exc(), time.perf_counter() - start)]
         share = (time.perf_counter() - start) / max(1, len(configs))
         return [self._result(metrics, cached, share) for metrics, cached in evaluated]
@@ -66,8 +69,10 @@ class SearchContext:
         """Trials still to run: `n_trials` counts the trials of the study that ran to an end
         (complete, or failed by their own evaluation), so a re-run of an interrupted search
         only runs what is missing."""
-        target = self.settings.n_trials or self.space.size
-        return max(0, target - len(ended_trials(self.study)))
+        target = self.settings.n_trials or STRATEGIES.get(self.settings.name).default_target(
+            self.space
+        )
+        return max(0, target - ended_count(self.study))
 
     def timed_out(self) -> bool:
         timeout = self.settings.timeout
@@ -83,6 +88,10 @@ class Strategy(ABC):
         self, settings: StrategySettings, space: SearchSpace, objective: Objective
     ) -> optuna.samplers.BaseSampler | None:
         return None
+
+    def default_target(self, space: SearchSpace) -> int:
+        """How many trials a search without `n_trials` runs: the whole space."""
+        return space.size
 
     @abstractmethod
     def run(self, ctx: SearchContext) -> None: ...

@@ -1,7 +1,9 @@
 """Our own exhaustive strategy (not Optuna's BruteForceSampler), safe for many workers.
 
-The space is cut into chunks of consecutive candidates (index order: layers in model order,
-the last dimension fastest, so neighbours share their longest prefix of layer configs). A
+The space is cut into chunks of consecutive positions of the search order: index order
+(layers in model order, the last dimension fastest, so neighbours share their longest prefix
+of layer configs) or, with `setup.order = "shuffled"`, a seeded permutation of it (an anytime
+brute force: any prefix is a uniform sample without repeats). A
 worker claims a chunk by starting one RUNNING trial, its *token*, for the chunk's last pending
 candidate; the lowest-numbered live token of a chunk owns it (trial numbers are handed out
 atomically by the store), and a worker that loses a race prunes its token. The owner records
@@ -19,15 +21,19 @@ import contextlib
 import random
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
+from bitscout.quant.space import Config
 from bitscout.study import adapter
+from bitscout.study.chunks import Bitset, chunk_columns, is_chunk, token_attrs
 from bitscout.study.liveness import INTERRUPTED, Heartbeat, fail_stale, worker_id
+from bitscout.study.permutation import Permutation
 from bitscout.study.store import (
+    Result,
     abandon_trial,
     finish_trial,
     has_ended,
@@ -51,7 +57,7 @@ def chunk_size(space_size: int) -> int:
 class Survey:
     """The study as a brute-force worker sees it: what is done and who holds which chunk."""
 
-    done: set[int]  # complete, or failed by their own evaluation (never retried)
+    done: Bitset  # complete, or failed by their own evaluation (never retried)
     complete: int  # how many of `done`: n_trials counts both
     held: dict[int, list[FrozenTrial]]  # chunk -> its RUNNING tokens
     others_running: bool
@@ -80,7 +86,7 @@ class Surveyor:
     def __init__(self, ctx: SearchContext) -> None:
         self.ctx = ctx
         self.finished: set[int] = set()
-        self.done: set[int] = set()
+        self.done = Bitset(ctx.space.size)
         self.complete = 0
         self.by_claim: Counter[int] = Counter()
 
@@ -98,7 +104,11 @@ class Surveyor:
         return Survey(self.done, self.complete, held, others, self.by_claim)
 
     def _index(self, t: FrozenTrial) -> None:
-        if has_ended(t):
+        if has_ended(t) and is_chunk(t):
+            indices = chunk_columns(t)[0]
+            self.done.add_many(indices)
+            self.complete += len(indices)
+        elif has_ended(t):
             self.done.add(self.ctx.space.index(t.params))
             self.complete += 1
             claim = t.user_attrs.get("claim", t.number if "chunk" in t.user_attrs else None)
@@ -106,13 +116,27 @@ class Surveyor:
                 self.by_claim[claim] += 1
 
 
+Order = Callable[[int], int]  # position in the search order -> candidate index
+
+
+def search_order(ctx: SearchContext) -> Order:
+    size = ctx.space.size
+    if ctx.settings.order == "shuffled":
+        return Permutation(size, ctx.settings.shuffle_seed)
+    if ctx.settings.order == "reversed":
+        return lambda position: size - 1 - position
+    return lambda position: position
+
+
 class BruteForce(Strategy):
-    """Evaluates every candidate once, in index order; re-running an interrupted search (or
-    starting more workers on the same study) evaluates only what no one has."""
+    """Evaluates every candidate once, in index or seeded shuffled order; re-running an
+    interrupted search (or starting more workers on the same study) evaluates only what no
+    one has."""
 
     def run(self, ctx: SearchContext) -> None:
         target = min(ctx.settings.n_trials or ctx.space.size, ctx.space.size)
         size = chunk_size(ctx.space.size)
+        order = search_order(ctx)
         rng = random.Random(worker_id())
         survey = Surveyor(ctx)
         full: set[int] = set()
@@ -121,32 +145,36 @@ class BruteForce(Strategy):
                 fail_stale(ctx.study)
                 view = survey()
                 room = view.room(target)
-                chunk = _pick(ctx.space.size, size, view, rng, full) if room > 0 else None
+                chunk = _pick(ctx.space.size, size, view, rng, full, order) if room > 0 else None
                 if chunk is None:
                     if not view.held:
                         return  # nothing left that anyone could still evaluate
                     time.sleep(POLL_S)  # other workers hold the rest: wait, take over the dead
                     continue
-                todo = _pending(chunk, size, ctx.space.size, view.done)[:room]
-                claim = _claim(ctx, survey, chunk, todo[-1], len(todo), target)
+                todo = _pending(chunk, size, ctx.space.size, view.done, order)[:room]
+                claim = _claim(ctx, survey, chunk, todo[-1], len(todo), target, order)
                 if claim is not None:
-                    _run_chunk(ctx, survey, claim, heartbeat)
+                    _run_chunk(ctx, survey, claim, heartbeat, order)
 
 
-def _pending(chunk: int, size: int, total: int, done: set[int]) -> list[int]:
-    return [i for i in range(chunk * size, min(total, (chunk + 1) * size)) if i not in done]
+def _pending(chunk: int, size: int, total: int, done: Bitset, order: Order) -> list[int]:
+    """The chunk's positions whose candidates no one has evaluated yet."""
+    positions = range(chunk * size, min(total, (chunk + 1) * size))
+    return [p for p in positions if order(p) not in done]
 
 
-def _pick(total: int, size: int, view: Survey, rng: random.Random, full: set[int]) -> int | None:
+def _pick(
+    total: int, size: int, view: Survey, rng: random.Random, full: set[int], order: Order
+) -> int | None:
     """A chunk with pending candidates and no live token: the first one when this worker is
     alone (a reproducible order), a random one when others run (fewer lost races). Chunks
     found `full` (nothing pending, which never changes back) are not looked at again."""
     chunks = range((total + size - 1) // size)
-    order = rng.sample(chunks, len(chunks)) if view.others_running else chunks
-    for c in order:
+    picks = rng.sample(chunks, len(chunks)) if view.others_running else chunks
+    for c in picks:
         if c in full or c in view.held:
             continue
-        if _pending(c, size, total, view.done):
+        if _pending(c, size, total, view.done, order):
             return c
         full.add(c)
     return None
@@ -157,20 +185,28 @@ class Claim:
     chunk: int
     token: int  # trial id of the RUNNING token
     number: int  # its trial number: the `claim` tag of the chunk's other trials
-    index: int  # the token's candidate, evaluated last
+    position: int  # the token's position in the search order, evaluated last in its chunk
+    index: int  # the token's candidate
     quota: int  # candidates this claim evaluates, the token's own included
 
 
 def _claim(
-    ctx: SearchContext, survey: Surveyor, chunk: int, index: int, quota: int, target: int
+    ctx: SearchContext,
+    survey: Surveyor,
+    chunk: int,
+    position: int,
+    quota: int,
+    target: int,
+    order: Order,
 ) -> Claim | None:
     """Start this worker's token for `chunk`; the claim if it holds. Of the chunk's RUNNING
     tokens the earliest wins: a later one always sees it, so exactly one worker owns a chunk.
     The quota is cut to what the claims numbered before it leave of `target`."""
     attrs = {"chunk": chunk, "quota": quota}
+    index = order(position)
     token = start_trial(ctx.study, ctx.space, ctx.space.config(index), attrs)
     try:
-        return _settle(ctx, survey, Claim(chunk, token, -1, index, quota), target)
+        return _settle(ctx, survey, Claim(chunk, token, -1, position, index, quota), target)
     except BaseException:  # interrupted between starting the token and owning the chunk
         with contextlib.suppress(UpdateFinishedTrialError):  # pruned already
             abandon_trial(ctx.study, token, TrialState.FAIL, f"{INTERRUPTED}: search stopped")
@@ -194,37 +230,68 @@ def _settle(ctx: SearchContext, survey: Surveyor, claim: Claim, target: int) -> 
     else:
         if room < quota:
             set_trial_attr(ctx.study, token, "quota", room)
-        return Claim(chunk, token, number, index, min(quota, room))
+        return Claim(chunk, token, number, claim.position, index, min(quota, room))
     abandon_trial(ctx.study, token, TrialState.PRUNED, reason)
     return None
 
 
-def _run_chunk(ctx: SearchContext, survey: Surveyor, claim: Claim, heartbeat: Heartbeat) -> None:
-    """Evaluate the claimed chunk's pending candidates (from a fresh survey), token last."""
+def _run_chunk(
+    ctx: SearchContext, survey: Surveyor, claim: Claim, heartbeat: Heartbeat, order: Order
+) -> None:
+    """Evaluate the claimed chunk's pending candidates (from a fresh survey), token last:
+    each streamed to the store as its own trial, or (chunked) all in the token at the end."""
     size = chunk_size(ctx.space.size)
+    chunked = bool(ctx.settings.chunked)
     heartbeat.watch(claim.token)
+    held: list[tuple[int, Config, Result]] = []  # chunked: results kept for the token
     try:
-        todo = _pending(claim.chunk, size, ctx.space.size, survey().done)
-        rest = [i for i in todo if i < claim.index][: claim.quota - 1]
+        todo = _pending(claim.chunk, size, ctx.space.size, survey().done, order)
+        rest = [order(p) for p in todo if p < claim.position][: claim.quota - 1]
         for start in range(0, len(rest), BATCH):
             if ctx.timed_out():
                 break  # the token's own candidate still runs, so the claim ends cleanly
-            _evaluate(ctx, rest[start : start + BATCH], claim.number)
-        config = ctx.space.config(claim.index)
-        result = ctx.score(config)
+            batch = rest[start : start + BATCH]
+            if chunked:
+                held += _score(ctx, batch)
+            else:
+                _evaluate(ctx, batch, claim.number)
+        (own,) = _score(ctx, [claim.index], cache=not chunked)
+        held.append(own)
     except BaseException:
         abandon_trial(ctx.study, claim.token, TrialState.FAIL, f"{INTERRUPTED}: search stopped")
         raise
     finally:
         heartbeat.watch(None)
+    _finish(ctx, claim, held if chunked else [own])
+
+
+def _score(
+    ctx: SearchContext, indices: Sequence[int], cache: bool = False
+) -> list[tuple[int, Config, Result]]:
+    configs = [ctx.space.config(i) for i in indices]
+    results = ctx.score_many(configs, cache=cache)
+    return list(zip(indices, configs, results, strict=True))
+
+
+def _finish(ctx: SearchContext, claim: Claim, held: list[tuple[int, Config, Result]]) -> None:
+    """End the token with its own candidate's result (and, chunked, every result it holds)."""
+    result = held[-1][2]
+    if ctx.settings.chunked:
+        names = list(ctx.evaluator.metrics)
+        attrs = token_attrs([i for i, _, _ in held], [r for _, _, r in held], names)
+        for key, value in attrs.items():
+            set_trial_attr(ctx.study, claim.token, key, value)
     finish_trial(ctx.study, claim.token, result)
-    ctx.on_trial(claim.number, config, result)
+    if not ctx.settings.chunked:
+        ctx.on_trial(claim.number, held[-1][1], result)
+        return
+    for index, config, each in held:  # chunked: rows are numbered by candidate index
+        ctx.on_trial(index, config, each)
 
 
 def _evaluate(ctx: SearchContext, indices: Sequence[int], claim: int) -> None:
     """Score `indices` together and stream each result to the store, tagged with the claim."""
-    configs = [ctx.space.config(i) for i in indices]
-    for config, result in zip(configs, ctx.score_many(configs), strict=True):
+    for _, config, result in _score(ctx, indices, cache=True):
         number = record(ctx.study, ctx.space, config, result, {"claim": claim})
         ctx.on_trial(number, config, result)
 

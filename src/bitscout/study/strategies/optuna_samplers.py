@@ -16,6 +16,7 @@ from bitscout.study.objective import Objective
 from bitscout.study.settings import StrategySettings
 from bitscout.study.store import Result, ended_trials
 from bitscout.study.strategies.base import STRATEGIES, SearchContext, Strategy
+from bitscout.study.strategies.greedy import warm_start
 
 POLL_S = 0.2  # how often a trial waiting for room looks again
 WAIT_LIMIT_S = 30.0  # then it is pruned and the worker asks again (a queued retry comes first)
@@ -61,6 +62,8 @@ class OptunaStrategy(Strategy):
             ctx.study.enqueue_trial(dead.params, user_attrs={"retry_of": dead.number})
         if ctx.budget() <= 0 or _all_known(ctx, _known(ctx.study)):
             return
+        if ctx.settings.warm_start == "greedy" and not ctx.study.get_trials(deepcopy=False):
+            _enqueue_greedy(ctx)
         scored: dict[int, tuple[dict, Result]] = {}
         with Heartbeat(ctx.study) as heartbeat:
             ctx.study.optimize(
@@ -71,6 +74,13 @@ class OptunaStrategy(Strategy):
                 callbacks=[_after_trial(ctx, scored, _known(ctx.study))],
                 gc_after_trial=False,
             )
+
+
+def _enqueue_greedy(ctx: SearchContext) -> None:
+    """Queue a greedy walk's path, at most half the budget, so the sampler then learns from
+    it; a resumed study keeps its queue, so this runs on a fresh study only."""
+    for config in warm_start(ctx, max(1, ctx.budget() // 2)):
+        ctx.study.enqueue_trial(config, user_attrs={"warm_start": "greedy"}, skip_if_exists=True)
 
 
 def _config_key(params: dict) -> tuple:

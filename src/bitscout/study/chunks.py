@@ -1,0 +1,85 @@
+"""A chunked brute force keeps one Optuna trial per chunk, not per candidate: an Optuna trial
+costs about 5 KB of memory in every worker (the journal and the RDB cache hold them all), so a
+million candidates would need gigabytes. The chunk's token trial carries its candidates'
+results as one compact attribute: their indices and metrics as float64 columns, compressed
+(about 20 to 40 bytes a candidate), which any storage keeps, files and PostgreSQL alike.
+
+The results pipeline reads them back as columns (`chunk_frame`), never as per-candidate
+Python objects."""
+
+import base64
+import zlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from optuna.trial import FrozenTrial
+
+from bitscout.study.store import COUNT_ATTR, Result
+
+ROWS_ATTR = "rows"  # the encoded results of a chunk token
+FAILED_ATTR = "failures"  # candidate index -> reason, for the few that failed
+
+
+def encode(indices: Sequence[int], results: Sequence[Result], names: Sequence[str]) -> str:
+    """Indices (int64) then one float64 column per metric (NaN where a candidate failed),
+    zlib-compressed, base64 text: a trial attribute must be JSON."""
+    table = np.full((len(names), len(results)), np.nan)
+    for j, result in enumerate(results):
+        for i, name in enumerate(names):
+            if name in result.metrics:
+                table[i, j] = result.metrics[name]
+    raw = np.asarray(indices, dtype="<i8").tobytes() + table.astype("<f8").tobytes()
+    return base64.b64encode(zlib.compress(raw, 6)).decode("ascii")
+
+
+def decode(text: str, names: Sequence[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The candidate indices and each metric's column of an `encode`d chunk."""
+    raw = zlib.decompress(base64.b64decode(text))
+    n = len(raw) // (8 * (1 + len(names)))
+    indices = np.frombuffer(raw, dtype="<i8", count=n)
+    table = np.frombuffer(raw, dtype="<f8", offset=8 * n).reshape(len(names), n)
+    return indices, {name: table[i] for i, name in enumerate(names)}
+
+
+def is_chunk(trial: FrozenTrial) -> bool:
+    """A finished chunk token (a running one may be half-way through writing its attrs)."""
+    return trial.state.is_finished() and ROWS_ATTR in trial.user_attrs
+
+
+def token_attrs(
+    indices: Sequence[int], results: Sequence[Result], names: Sequence[str]
+) -> dict[str, Any]:
+    """What a finished chunk token records besides its own candidate's result."""
+    failures = {str(i): r.failure for i, r in zip(indices, results, strict=True) if r.failure}
+    return {
+        ROWS_ATTR: encode(indices, results, names),
+        COUNT_ATTR: len(indices),
+        FAILED_ATTR: failures,
+        "metric_names": list(names),
+    }
+
+
+def chunk_columns(trial: FrozenTrial) -> tuple[np.ndarray, dict[str, np.ndarray], Mapping]:
+    """A chunk token's candidate indices, metric columns and failures."""
+    attrs = trial.user_attrs
+    indices, metrics = decode(attrs[ROWS_ATTR], attrs["metric_names"])
+    return indices, metrics, attrs.get(FAILED_ATTR, {})
+
+
+class Bitset:
+    """Which candidates of a space are done, one bit each (a set of a million ints would
+    take about 60 MB, this 125 KB)."""
+
+    def __init__(self, size: int) -> None:
+        self.bits = np.zeros((size + 7) // 8, dtype=np.uint8)
+
+    def __contains__(self, index: object) -> bool:
+        i = int(index)  # type: ignore[call-overload]
+        return bool(self.bits[i >> 3] & (1 << (i & 7)))
+
+    def add(self, index: int) -> None:
+        self.bits[index >> 3] |= np.uint8(1 << (index & 7))
+
+    def add_many(self, indices: np.ndarray) -> None:
+        np.bitwise_or.at(self.bits, indices >> 3, (1 << (indices & 7)).astype(np.uint8))

@@ -1,0 +1,396 @@
+"""Strategies for large spaces: the shuffled order, greedy, and Optuna warm-started by greedy."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import signal
+
+import numpy as np
+import pytest
+import tomli_w
+import torch
+from optuna.trial import TrialState
+from test_reliability import assets, complete, config_doc, load, params_key, run, worker  # noqa: F401
+from torch import nn
+
+import bitscout
+from bitscout.errors import ConfigError
+from bitscout.quant.space import parse_space
+from bitscout.study.permutation import Permutation
+from bitscout.study.strategies.greedy import PATH_ATTR
+from bitscout.zoo.models import build_model
+
+WIDTHS = {"data_in_width": [4, 8], "weight_width": [2, 3, 4, 8]}
+LAYER = {"name": ["integer"], **WIDTHS, "data_in_frac_width": [2], "weight_frac_width": [3]}
+OBJECTIVE = {"accuracy": 1.0, "average_bitwidth": -0.01}
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 7, 48, 1000, 4097])
+def test_the_permutation_is_a_bijection_fixed_by_its_seed(n):
+    order = [Permutation(n, 5)(i) for i in range(n)]
+    assert sorted(order) == list(range(n))
+    assert order == [Permutation(n, 5)(i) for i in range(n)]
+    if n >= 48:
+        assert order != [Permutation(n, 6)(i) for i in range(n)]
+        assert order != list(range(n))
+
+
+def test_a_huge_permutation_needs_no_memory_and_stays_in_range():
+    n = 48**5
+    p = Permutation(n, 0)
+    first = [p(i) for i in range(10_000)]
+    assert len(set(first)) == 10_000 and all(0 <= v < n for v in first)
+    assert np.mean(first) == pytest.approx(n / 2, rel=0.05)  # spread over the whole space
+
+
+# --- shuffled brute force through the CLI ---------------------------------------------------
+
+
+def _shuffled(assets: dict, tmp_path, n_trials: int = 48) -> dict:  # noqa: F811
+    doc = config_doc("bruteforce", n_trials)
+    doc["search"]["strategy"]["setup"]["order"] = "shuffled"
+    path = tmp_path / "shuffled.toml"
+    path.write_text(tomli_w.dumps(doc))
+    return {**assets, "shuffled": path}
+
+
+def _space():
+    return parse_space(config_doc()["search"]["search_space"], build_model("jsc-tiny"))
+
+
+def _in_order(study) -> list[int]:
+    space = _space()
+    done = sorted(complete(study), key=lambda t: t.datetime_complete)
+    return [space.index(t.params) for t in done]
+
+
+def test_shuffled_brute_force_walks_the_seeded_permutation(assets, tmp_path):  # noqa: F811
+    paths = _shuffled(assets, tmp_path, n_trials=20)
+    rc, err = run(paths, tmp_path / "run", config="shuffled")
+    assert rc == 0, err
+    found = _in_order(load(tmp_path / "run" / "study.journal"))
+    p = Permutation(48, 0)  # setup.seed = 0
+    # chunks of 8 positions, each chunk's token (its last position) recorded last
+    assert sorted(found) == sorted(p(i) for i in range(20))
+    assert found[:7] == [p(i) for i in range(7)]
+
+
+def test_shuffled_brute_force_resumes_after_sigkill_with_nothing_repeated(
+    assets,  # noqa: F811
+    tmp_path,
+):
+    paths = _shuffled(assets, tmp_path)
+    out = tmp_path / "run"
+    rc, err = run(paths, out, env={"DRIVER_KILL_AFTER": "13"}, config="shuffled")
+    assert rc == -signal.SIGKILL, err
+    assert len(complete(load(out / "study.journal"))) == 13  # killed mid-chunk
+    rc, err = run(paths, out, config="shuffled")
+    assert rc == 0, err
+    study = load(out / "study.journal")
+    assert len(complete(study)) == 48 == len({params_key(t) for t in complete(study)})
+    assert not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+
+
+def test_shuffled_brute_force_is_shared_by_workers(assets, tmp_path):  # noqa: F811
+    paths = _shuffled(assets, tmp_path)
+    storage = str(tmp_path / "shared.journal")
+    procs = [
+        worker(paths, tmp_path / f"w{i}", "--storage", storage, "--seed", "0",
+               env={"DRIVER_SLOW_S": "0.03"}, config="shuffled")
+        for i in range(3)
+    ]  # fmt: skip
+    for p in procs:
+        _, err = p.communicate(timeout=180)
+        assert p.returncode == 0, err
+    done = complete(load(storage))
+    assert len(done) == 48 == len({params_key(t) for t in done})
+    assert len({t.user_attrs["worker"] for t in done}) >= 2
+
+
+def test_a_worker_with_another_shuffle_is_refused(assets, tmp_path):  # noqa: F811
+    paths = _shuffled(assets, tmp_path, n_trials=8)
+    storage = str(tmp_path / "shared.journal")
+    rc, err = run(paths, tmp_path / "a", "--storage", storage, "--seed", "0", config="shuffled")
+    assert rc == 0, err
+    rc, err = run(paths, tmp_path / "b", "--storage", storage, "--seed", "1", config="shuffled")
+    assert rc == 2 and "order" in err and err.count("\n") == 1, err
+
+
+# --- greedy and warm start through the Python API --------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mlp() -> tuple[nn.Module, tuple[torch.Tensor, torch.Tensor]]:
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    x = torch.tensor(x[:400] / 16.0, dtype=torch.float32)
+    y = torch.tensor(y[:400])
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 24), nn.ReLU(), nn.Linear(24, 10))
+    opt = torch.optim.Adam(model.parameters(), lr=0.02)
+    for _ in range(150):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    return model.eval(), (x, y)
+
+
+def _space_table() -> dict:
+    return {"setup": {"by": "name"}, "seed": {"default": {"config": LAYER}}}
+
+
+def _widths(row) -> list[int]:
+    return [int(row[f"{layer}/{f}"]) for layer in ("0", "2") for f in WIDTHS]
+
+
+def test_greedy_steps_down_one_choice_at_a_time_taking_the_best_move(mlp):
+    model, data = mlp
+    result = bitscout.search(model, data, _space_table(), objective=OBJECTIVE,
+                             strategy="greedy", quiet=True)  # fmt: skip
+    trials = result.trials.set_index("number")
+    path = result.study.user_attrs[PATH_ATTR]
+    order = {f: sorted(c, reverse=True) for f, c in WIDTHS.items()}
+    fields = [f for _ in ("0", "2") for f in WIDTHS]
+    assert _widths(trials.loc[path[0]]) == [8, 8, 8, 8]  # the most precise start
+    for before, after in itertools.pairwise(path):
+        old, new = _widths(trials.loc[before]), _widths(trials.loc[after])
+        moved = [i for i in range(4) if old[i] != new[i]]
+        assert len(moved) == 1  # one dimension, one choice down
+        i = moved[0]
+        assert order[fields[i]].index(new[i]) == order[fields[i]].index(old[i]) + 1
+        # every single move from `old` was evaluated, and the chosen one scores best
+        moves = []
+        for j in range(4):
+            at = order[fields[j]].index(old[j])
+            if at + 1 < len(order[fields[j]]):
+                moves.append([*old[:j], order[fields[j]][at + 1], *old[j + 1 :]])
+        scored = {tuple(_widths(r)): r["objective"] for _, r in trials.iterrows()}
+        assert all(tuple(m) in scored for m in moves)
+        assert scored[tuple(new)] == max(scored[tuple(m)] for m in moves)
+    assert _widths(trials.loc[path[-1]]) == [4, 2, 4, 2]  # walked to the lowest choices
+    steps = sum(len(c) - 1 for c in WIDTHS.values()) * 2
+    assert len(path) == steps + 1
+    assert len(trials) <= 1 + steps * 4  # about (sum of choices) x steps, far below 64
+
+
+def test_greedy_stops_at_n_trials_and_resumes_without_repeating(mlp, tmp_path):
+    model, data = mlp
+    kw = {"objective": OBJECTIVE, "strategy": "greedy", "quiet": True, "out": tmp_path / "g"}
+    first = bitscout.search(model, data, _space_table(), trials=7, **kw)
+    assert len(first.trials) == 7
+    whole = bitscout.search(model, data, _space_table(), trials=40, **kw)
+    configs = whole.trials[[c for c in whole.trials if "/" in c]].astype(str)
+    assert len(configs.drop_duplicates()) == len(configs)  # nothing evaluated twice
+    fresh = bitscout.search(model, data, _space_table(), trials=40, **{**kw, "out": None})
+    assert whole.study.user_attrs[PATH_ATTR] == fresh.study.user_attrs[PATH_ATTR]
+
+
+def test_warm_start_queues_the_greedy_path_first(mlp):
+    model, data = mlp
+    walk = bitscout.search(model, data, _space_table(), objective=OBJECTIVE,
+                           strategy="greedy", quiet=True)  # fmt: skip
+    path = walk.trials.set_index("number").loc[walk.study.user_attrs[PATH_ATTR]]
+    dims = [c for c in walk.trials if "/" in c]
+    expected = [tuple(r) for r in path[dims].astype(str).itertuples(index=False)]
+    tpe = bitscout.search(model, data, _space_table(), objective=OBJECTIVE, strategy="tpe",
+                          trials=30, warm_start="greedy", quiet=True)  # fmt: skip
+    first = tpe.trials.sort_values("number").head(len(expected))[dims].astype(str)
+    assert [tuple(r) for r in first.itertuples(index=False)] == expected  # 9 <= 30 // 2
+    assert len(tpe.trials) == 30
+
+
+@pytest.mark.parametrize(
+    ("kw", "name"),
+    [
+        ({"strategy": "tpe", "order": "shuffled"}, "order"),
+        ({"strategy": "bruteforce", "warm_start": "greedy"}, "warm_start"),
+        ({"strategy": "tpe", "warm_start": "greedyy"}, "warm_start"),
+        ({"strategy": "greedy", "n_jobs": 2}, "n_jobs"),
+    ],
+)
+def test_bad_starts_are_refused(mlp, kw, name):
+    model, data = mlp
+    with pytest.raises(ConfigError, match=name):
+        bitscout.search(model, data, _space_table(), quiet=True, **kw)
+
+
+def test_greedy_refuses_a_space_of_several_formats(mlp):
+    model, data = mlp
+    table = _space_table()
+    table["seed"]["default"]["config"] = {**LAYER, "name": ["integer", "log"]}
+    with pytest.raises(ConfigError, match="greedy"):
+        bitscout.search(model, data, table, strategy="greedy", quiet=True)
+
+
+def test_compare_accepts_the_new_strategies(tmp_path, capsys):
+    from bitscout.cli import main
+
+    doc = config_doc()
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(tomli_w.dumps(doc))
+    labels = "bruteforce,bruteforce-reversed,shuffled,greedy,greedy-tpe"
+    argv = ["compare", str(cfg), "--strategies", labels, "--repeats", "2", "--trials", "12"]
+    assert main([*argv, "--out", str(tmp_path / "cmp")]) == 0
+    with (tmp_path / "cmp" / "compare.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(dict.fromkeys(r["strategy"] for r in rows)) == labels.split(",")
+    first = {r["strategy"]: r["config"] for r in rows if r["seed"] == "0" and r["trial"] == "1"}
+    # reversed index order starts where index order ends: every choice listed the other way
+    assert json.loads(first["bruteforce"]) != json.loads(first["bruteforce-reversed"])
+    assert json.loads(first["bruteforce-reversed"])["seq_blocks_2/bias_width"] == 16
+
+
+def test_compare_reports_the_median_best_at_equal_budgets():
+    from bitscout.compare import summarize
+    from bitscout.results.compare_out import markdown
+
+    rows = []
+    for seed, scale in ((0, 1.0), (1, 2.0), (2, 4.0)):
+        for trial in range(1, 121):
+            best = scale * min(trial, 60)  # improves until trial 60
+            rows.append({"strategy": "s", "seed": seed, "trial": trial, "best_so_far": best})
+    short = [{**r, "strategy": "t"} for r in rows if r["trial"] <= 30]  # stops early
+    (s, t) = summarize(rows + short, ["s", "t"], [0, 1, 2], None)
+    assert s["best_at"] == {50: 100.0, 100: 120.0}  # medians of 50/100/200 and 60/120/240
+    assert t["best_at"] == {50: 60.0, 100: 60.0}  # a short run keeps its last best
+    text = markdown([s, t], "h")
+    assert "| strategy | best at 50 trials (median) | best at 100 trials (median) |" in text
+    assert "| t | 60 | 60 |" in text
+
+
+# --- brute force in bounded memory: one trial per chunk ---------------------------------------
+
+
+def _chunked(assets: dict, tmp_path, name: str = "chunked") -> dict:  # noqa: F811
+    doc = config_doc("bruteforce", 48)
+    doc["search"]["strategy"]["setup"]["chunked"] = True
+    path = tmp_path / f"{name}.toml"
+    path.write_text(tomli_w.dumps(doc))
+    return {**assets, name: path}
+
+
+def _rows(out) -> list[dict[str, str]]:
+    with (out / "trials.csv").open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _by_config(rows: list[dict[str, str]]) -> dict[tuple, dict[str, str]]:
+    return {tuple(v for k, v in r.items() if "/" in k): r for r in rows}
+
+
+def test_a_chunked_brute_force_records_what_one_trial_per_candidate_does(assets, tmp_path):  # noqa: F811
+    paths = _chunked(assets, tmp_path)
+    rc, err = run(paths, tmp_path / "plain")
+    assert rc == 0, err
+    rc, err = run(paths, tmp_path / "chunked", config="chunked")
+    assert rc == 0, err
+    plain, chunked = _by_config(_rows(tmp_path / "plain")), _by_config(_rows(tmp_path / "chunked"))
+    assert len(chunked) == len(_rows(tmp_path / "chunked")) == 48 and chunked.keys() == plain.keys()
+    space = _space()
+    for key, row in chunked.items():
+        other = plain[key]
+        for col in ("state", "accuracy", "average_bitwidth", "loss", "objective", "reason"):
+            assert row[col] == other[col], col
+        config = {k: int(v) for k, v in row.items() if "/" in k}
+        assert int(row["number"]) == space.index(config)  # rows are numbered by candidate
+    study = load(tmp_path / "chunked" / "study.journal")
+    assert len(study.get_trials(deepcopy=False)) == 6  # 48 candidates in chunks of 8
+    summary = json.loads((tmp_path / "chunked" / "summary.json").read_text())
+    single = json.loads((tmp_path / "plain" / "summary.json").read_text())
+    assert summary["complete"] == 48 == summary["unique_configs"] == summary["trials_run"]
+    assert summary["best"]["config"] == single["best"]["config"]
+    assert summary["best"]["number"] == space.index(summary["best"]["config"])
+
+
+def test_a_chunked_brute_force_resumes_after_sigkill_with_nothing_lost_or_repeated(
+    assets,  # noqa: F811
+    tmp_path,
+):
+    paths = _chunked(assets, tmp_path)
+    out = tmp_path / "run"
+    # killed right after the second chunk was stored, then in the middle of the third
+    for env in ({"DRIVER_KILL_AFTER": "2"}, {"DRIVER_KILL_AT": "5"}):
+        rc, err = run(paths, out, env=env, config="chunked")
+        assert rc == -signal.SIGKILL, err
+        tokens = complete(load(out / "study.journal"))
+        assert sum(t.user_attrs["count"] for t in tokens) == 16
+        assert 8 <= len(_rows(out)) <= 16  # trials.csv streams whole chunks as they end
+    rc, err = run(paths, out, config="chunked")
+    assert rc == 0, err
+    rows = _rows(out)
+    assert len(rows) == 48 == len(_by_config(rows))
+    study = load(out / "study.journal")
+    failed = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+    assert [t.user_attrs["failure"] for t in failed] == ["interrupted"]
+    assert not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+
+
+def _chunked_workers(paths: dict, tmp, storage: str, study: str) -> None:
+    procs = [
+        worker(paths, tmp / f"w{i}", "--storage", storage, "--study", study,
+               env={"DRIVER_SLOW_S": "0.03"}, config="chunked")
+        for i in range(3)
+    ]  # fmt: skip
+    for p in procs:
+        _, err = p.communicate(timeout=180)
+        assert p.returncode == 0, err
+    tokens = load(storage, study).get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    assert sum(t.user_attrs["count"] for t in tokens) == 48
+    assert len({t.user_attrs["worker"] for t in tokens}) >= 2, "the work was shared"
+    rows = _rows(tmp / "w0")
+    assert len(rows) == 48 == len(_by_config(rows))
+
+
+def test_a_chunked_brute_force_is_shared_through_a_journal_file(assets, tmp_path):  # noqa: F811
+    paths = _chunked(assets, tmp_path)
+    _chunked_workers(paths, tmp_path, str(tmp_path / "shared.journal"), "shared")
+
+
+def test_a_chunked_brute_force_is_shared_through_postgresql(
+    assets,  # noqa: F811
+    tmp_path,
+    postgres_url,
+    study_name,
+):
+    paths = _chunked(assets, tmp_path)
+    _chunked_workers(paths, tmp_path, postgres_url, study_name)
+
+
+def test_chunk_codec_round_trips_exactly_and_the_bitset_counts():
+    from bitscout.study.chunks import Bitset, decode, encode
+    from bitscout.study.store import Result
+
+    rng = np.random.default_rng(0)
+    values = rng.random((300, 3))
+    results = [Result({"a": v[0], "b": v[1], "c": v[2]}, [0.0], {}, True, False, 0.0)
+               for v in values]  # fmt: skip
+    results[7] = Result({}, [], {}, False, False, 0.0, failure="boom")
+    indices = rng.choice(10**9, 300, replace=False)
+    got_indices, columns = decode(encode(indices, results, ["a", "b", "c"]), ["a", "b", "c"])
+    assert got_indices.tolist() == indices.tolist()
+    assert np.isnan(columns["a"][7])
+    keep = np.arange(300) != 7
+    assert (columns["b"][keep] == values[keep, 1]).all()  # bit for bit
+    bits = Bitset(10**9)
+    bits.add_many(indices[:150])
+    bits.add(int(indices[200]))
+    assert all(i in bits for i in indices[:150]) and indices[200] in bits
+    assert not any(i in bits for i in indices[150:200])
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_the_pareto_front_equals_the_quadratic_definition(k):
+    from bitscout.study.objective import pareto_front
+
+    rng = np.random.default_rng(k)
+    for _ in range(200):
+        points = rng.integers(0, 5, (rng.integers(1, 40), k)).astype(float)
+        dirs = [("maximize", "minimize")[int(b)] for b in rng.integers(0, 2, k)]
+        sign = np.array([1.0 if d == "maximize" else -1.0 for d in dirs])
+        arr = points * sign
+        expected = [i for i, p in enumerate(arr)
+                    if not (np.all(arr >= p, axis=1) & np.any(arr > p, axis=1)).any()]  # fmt: skip
+        assert pareto_front(points.tolist(), dirs) == expected

@@ -199,12 +199,12 @@ def test_metrics_png_has_a_panel_per_varying_metric_with_units_and_markers(tmp_p
     check_png(path)
     assert changing == ["accuracy", "average_bitwidth"]
     fig_axes = []
-    original = plots._save
+    original = plots.save
     try:
-        plots._save = lambda fig, p: fig_axes.extend(fig.axes) or p
+        plots.save = lambda fig, p: fig_axes.extend(fig.axes) or p
         plots.metrics_png(df, changing, UNITS, tmp_path / "n.png")
     finally:
-        plots._save = original
+        plots.save = original
     assert [ax.get_ylabel() for ax in fig_axes] == [
         "accuracy [fraction]",
         "average_bitwidth [bits]",

@@ -25,7 +25,7 @@ def _margins(fig: plt.Figure, left: float = 0.9, bottom: float = 0.55, right: fl
                         top=1 - top / height, wspace=wspace, hspace=hspace)  # fmt: skip
 
 
-def _save(fig: plt.Figure, path: Path) -> Path:
+def save(fig: plt.Figure, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         with atomic(path) as tmp:
@@ -66,7 +66,7 @@ def metrics_png(df: pd.DataFrame, metrics: Sequence[str], units: Mapping[str, st
         ax.grid(alpha=0.3)
     axes[-1, 0].set_xlabel("trial, in the order trials finished")
     _margins(fig, left=1.0, top=0.15)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def best_so_far_png(values: np.ndarray, best: np.ndarray, ylabel: str, path: Path) -> Path:
@@ -81,7 +81,7 @@ def best_so_far_png(values: np.ndarray, best: np.ndarray, ylabel: str, path: Pat
     ax.legend()
     ax.grid(alpha=0.3)
     _margins(fig)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def pareto_png(df: pd.DataFrame, x: str, y: str, front: np.ndarray, units: Mapping[str, str],
@@ -97,7 +97,7 @@ def pareto_png(df: pd.DataFrame, x: str, y: str, front: np.ndarray, units: Mappi
     ax.legend()
     ax.grid(alpha=0.3)
     _margins(fig)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def tradeoff_png(
@@ -124,7 +124,7 @@ def tradeoff_png(
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="lower right")
     _margins(fig, wspace=0.25)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def _cost_axis(ax: plt.Axes, cost: str) -> None:
@@ -147,7 +147,7 @@ def importances_png(importances: Mapping[str, float], path: Path) -> Path:
     ax.tick_params(axis="y", labelsize=8)
     ax.grid(alpha=0.3, axis="x")
     _margins(fig, left=0.3 + 0.065 * max(map(len, names)), bottom=0.65, top=0.15)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def _text_colour(rgba: Sequence[float]) -> str:
@@ -176,4 +176,4 @@ def heatmap_png(grids: Sequence[tuple[pd.DataFrame, str]], path: Path) -> Path:
                 ax.text(j, i, f"{value:.3g}", ha="center", va="center", color=colour, fontsize=8)
         fig.colorbar(image, ax=ax, label=name)
     _margins(fig, left=1.0, bottom=0.7, right=0.1, top=0.4, wspace=0.45)
-    return _save(fig, path)
+    return save(fig, path)

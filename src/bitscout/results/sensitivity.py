@@ -157,13 +157,18 @@ def _ranking_lines(frame: pd.DataFrame) -> list[str]:
                                            else [])]  # fmt: skip
     lines = ["| " + " | ".join(heads) + " |", "|---" * len(heads) + "|"]
     for row in frame.to_dict("records"):
-        cells = [str(row["rank"]), str(row["layer"]), str(row["probes"])]
-        cells += [_cell(row["max_accuracy_drop"] * 100, ".2f")] if drop else []
-        cells.append(_cell(row["max_loss_increase"]))
-        if hessian:
-            cells += [_cell(row["hessian_trace"]), _cell(row["hessian_trace_per_weight"])]
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append("| " + " | ".join(_ranking_cells(row, drop, hessian)) + " |")
     return lines
+
+
+def _ranking_cells(row: Mapping[str, Any], drop: bool, hessian: bool) -> list[str]:
+    """One layer's ranking row as text, for report.md and the console alike."""
+    cells = [str(row["rank"]), str(row["layer"]), str(row["probes"])]
+    cells += [_cell(row["max_accuracy_drop"] * 100, ".2f")] if drop else []
+    cells.append(_cell(row["max_loss_increase"]))
+    if hessian:
+        cells += [_cell(row["hessian_trace"]), _cell(row["hessian_trace_per_weight"])]
+    return cells
 
 
 def _float_text(summary: Mapping[str, Any]) -> str:
@@ -240,10 +245,5 @@ def console_table(result: SensitivityResult) -> Table:
         table.add_column("Hessian\ntrace", justify="right")
         table.add_column("trace per\nweight", justify="right")
     for row in frame.to_dict("records"):
-        cells = [str(row["rank"]), str(row["layer"]), str(row["probes"])]
-        cells += [_cell(row["max_accuracy_drop"] * 100, ".2f")] if drop else []
-        cells.append(_cell(row["max_loss_increase"]))
-        if hessian:
-            cells += [_cell(row["hessian_trace"]), _cell(row["hessian_trace_per_weight"])]
-        table.add_row(*cells)
+        table.add_row(*_ranking_cells(row, drop, hessian))
     return table

@@ -12,9 +12,8 @@ import pandas as pd
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 
-from bitscout.files import atomic
+from bitscout.results.plots import save
 
-DPI = 100
 CMAP = "RdBu_r"  # zero white, a drop red, a gain blue
 NOT_PROBED = "#d9d9d9"  # a choice that the row's dimension does not have
 
@@ -55,10 +54,4 @@ def sensitivity_png(grids: Sequence[tuple[str, pd.DataFrame]], label: str, path:
     fig.colorbar(ScalarMappable(norm=norm, cmap=CMAP), ax=list(axes[0]), label=label)
     fig.suptitle("each cell: one choice applied alone (the tensor's other fields at their first "
                  "choice), everything else float; grey: not a choice", fontsize=8)  # fmt: skip
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with atomic(path) as tmp:
-            fig.savefig(tmp, dpi=DPI, format="png")
-    finally:
-        plt.close(fig)
-    return path
+    return save(fig, path)

@@ -96,17 +96,19 @@ def test_shuffled_brute_force_resumes_after_sigkill_with_nothing_repeated(
 def test_shuffled_brute_force_is_shared_by_workers(assets, tmp_path):  # noqa: F811
     paths = _shuffled(assets, tmp_path)
     storage = str(tmp_path / "shared.journal")
-    procs = [
-        worker(paths, tmp_path / f"w{i}", "--storage", storage, "--seed", "0",
-               env={"DRIVER_SLOW_S": "0.03"}, config="shuffled")
-        for i in range(3)
-    ]  # fmt: skip
-    for p in procs:
-        _, err = p.communicate(timeout=180)
-        assert p.returncode == 0, err
+    _three(paths, tmp_path, "shuffled", "--storage", storage, "--seed", "0")
     done = complete(load(storage))
     assert len(done) == 48 == len({params_key(t) for t in done})
     assert len({t.user_attrs["worker"] for t in done}) >= 2
+
+
+def _three(paths: dict, tmp, config: str, *args: str) -> None:
+    """Three slowed-down workers on one study, each into its own output directory."""
+    procs = [worker(paths, tmp / f"w{i}", *args, env={"DRIVER_SLOW_S": "0.03"}, config=config)
+             for i in range(3)]  # fmt: skip
+    for p in procs:
+        _, err = p.communicate(timeout=180)
+        assert p.returncode == 0, err
 
 
 def test_a_worker_with_another_shuffle_is_refused(assets, tmp_path):  # noqa: F811
@@ -329,14 +331,7 @@ def test_a_chunked_brute_force_resumes_after_sigkill_with_nothing_lost_or_repeat
 
 
 def _chunked_workers(paths: dict, tmp, storage: str, study: str) -> None:
-    procs = [
-        worker(paths, tmp / f"w{i}", "--storage", storage, "--study", study,
-               env={"DRIVER_SLOW_S": "0.03"}, config="chunked")
-        for i in range(3)
-    ]  # fmt: skip
-    for p in procs:
-        _, err = p.communicate(timeout=180)
-        assert p.returncode == 0, err
+    _three(paths, tmp, "chunked", "--storage", storage, "--study", study)
     tokens = load(storage, study).get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     assert sum(t.user_attrs["count"] for t in tokens) == 48
     assert len({t.user_attrs["worker"] for t in tokens}) >= 2, "the work was shared"

@@ -71,7 +71,7 @@ def metrics_png(df: pd.DataFrame, metrics: Sequence[str], units: Mapping[str, st
 
 def best_so_far_png(values: np.ndarray, best: np.ndarray, ylabel: str, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(7, 4))
-    changes = np.flatnonzero(np.diff(np.nan_to_num(best, nan=np.inf), prepend=np.nan) != 0)
+    changes = np.flatnonzero(np.r_[True, best[1:] != best[:-1]])  # NaN != NaN: kept too
     shown = thin(len(values), np.append(changes, len(values) - 1) if len(values) else None)
     x = shown + 1
     ax.plot(x, values[shown], "o", markersize=2.5, alpha=0.4, label="trial")

@@ -25,8 +25,7 @@ def _text_colour(value: float, limit: float) -> str:
 
 def _panel(ax: plt.Axes, name: str, grid: pd.DataFrame, norm: Normalize) -> None:
     values = grid.to_numpy(dtype=float)
-    cmap = plt.get_cmap(CMAP).copy()
-    cmap.set_bad(NOT_PROBED)
+    cmap = plt.get_cmap(CMAP).with_extremes(bad=NOT_PROBED)
     ax.imshow(np.ma.masked_invalid(values), cmap=cmap, norm=norm, aspect="auto")
     ax.set_xticks(range(len(grid.columns)), list(grid.columns))
     ax.set_yticks(range(len(grid.index)), list(grid.index), fontsize=8)

@@ -6,6 +6,7 @@ import csv
 import itertools
 import json
 import signal
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -389,3 +390,15 @@ def test_the_pareto_front_equals_the_quadratic_definition(k):
         expected = [i for i, p in enumerate(arr)
                     if not (np.all(arr >= p, axis=1) & np.any(arr > p, axis=1)).any()]  # fmt: skip
         assert pareto_front(points.tolist(), dirs) == expected
+
+
+def test_greedy_over_several_formats_is_refused_before_anything_is_trained(tmp_path, capsys):
+    from bitscout.cli import main
+
+    out = tmp_path / "run"
+    config = Path(__file__).parents[1] / "examples" / "digits_formats.toml"
+    argv = ["search", str(config), "--strategy", "greedy", "--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "greedy" in err and "search.strategy.name" in err
+    assert not out.exists()

@@ -169,11 +169,15 @@ def search_job(cfg: Config, where: Where, overrides: Overrides, console: Console
     """Validate everything, then get the data and the float model: the search as a Job. Bad
     input is refused before anything is written to `where.out`."""
     from bitscout.job import Job  # Optuna, pandas, matplotlib: not for `bitscout space`
+    from bitscout.study.strategies import STRATEGIES
 
     settings = check_search(cfg, overrides)
     check_shareable(where.storage, settings.n_jobs)
     data = load_data(cfg, console)
     space = parse_space(cfg.search.get("search_space", {}), make_model(cfg, data))
+    # a strategy that cannot search this space (grid or greedy over several formats) says
+    # so now, before a model is trained into `where.out`
+    STRATEGIES.get(settings.name).sampler(settings, space, settings.objective)
     model, source = float_model(cfg, data, where.load, where.out, console)
     n = settings.num_samples or len(data.y_val)
     test = None if data.x_test is None else prepare((data.x_test, data.y_test))

@@ -3,6 +3,9 @@ tools (optuna-dashboard, optuna.visualization)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import optuna
 import pytest
 from cli_support import base_doc, edit, error_problems, run_cli, write_config
@@ -149,3 +152,17 @@ def test_long_configs_break_between_layers_never_inside_one():
         assert len(lines) > 1 and all(len(line) <= 80 for line in lines)
         assert all(line.count("(") == line.count(")") for line in lines)
         assert " ".join(" ".join(lines).removeprefix(label).split()) == text
+
+
+def test_plots_print_no_font_fallback_lines(tmp_path):
+    """Log axes' mathtext tick labels made matplotlib log a "findfont" line per missing font
+    on the console; in a fresh process, as a command draws its report."""
+    code = (
+        "import sys; from bitscout.results import plots; import matplotlib.pyplot as plt\n"
+        "fig, ax = plt.subplots(); ax.set_xscale('log'); ax.plot([1, 1e3, 1e6], [1, 2, 3])\n"
+        "plots.save(fig, __import__('pathlib').Path(sys.argv[1]))"
+    )
+    png = tmp_path / "log.png"
+    done = subprocess.run([sys.executable, "-c", code, str(png)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert png.exists() and "findfont" not in done.stderr + done.stdout

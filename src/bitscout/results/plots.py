@@ -1,5 +1,6 @@
 """Drawing only: every function takes finished tables and writes one PNG (matplotlib's Agg)."""
 
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -13,6 +14,9 @@ from matplotlib.ticker import ScalarFormatter
 
 from bitscout.files import atomic
 
+# Log axes' tick labels use mathtext, whose Computer Modern fonts some matplotlib installs
+# lack: each fallback to DejaVu Sans was a "findfont" line on the user's console.
+logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
 DPI = 100
 
 

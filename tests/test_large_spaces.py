@@ -26,6 +26,11 @@ from bitscout.zoo.models import build_model
 WIDTHS = {"data_in_width": [4, 8], "weight_width": [2, 3, 4, 8]}
 LAYER = {"name": ["integer"], **WIDTHS, "data_in_frac_width": [2], "weight_frac_width": [3]}
 OBJECTIVE = {"accuracy": 1.0, "average_bitwidth": -0.01}
+LAYER_48 = {  # the seed's 48 choices
+    "name": ["integer"], "data_in_width": [4, 8, 16], "data_in_frac_width": ["NA"],
+    "weight_width": [2, 4, 8, 16], "weight_frac_width": ["NA"],
+    "bias_width": [2, 4, 8, 16], "bias_frac_width": ["NA"],
+}  # fmt: skip
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 7, 48, 1000, 4097])
@@ -402,3 +407,28 @@ def test_greedy_over_several_formats_is_refused_before_anything_is_trained(tmp_p
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "greedy" in err and "search.strategy.name" in err
     assert not out.exists()
+
+
+def test_a_brute_force_over_100000_candidates_is_chunked_and_resumes_after_sigkill(tmp_path):
+    """jsc-toy's 3 Linear layers x the seed's 48 choices: 110,592 candidates, chunked without
+    being asked, in chunks of 256; killed after two chunks, resumed to n_trials = 1024."""
+    from bitscout.cli import main
+
+    doc = config_doc("bruteforce", 1024)
+    doc["model"] = "jsc-toy"
+    doc["search"]["search_space"]["seed"] = {"default": {"config": LAYER_48}}
+    cfg = tmp_path / "toy.toml"
+    cfg.write_text(tomli_w.dumps(doc))
+    assert main(["train", str(cfg), "--out", str(tmp_path / "train")]) == 0
+    paths = {"toy": cfg, "ckpt": tmp_path / "train" / "model.pt"}
+    out = tmp_path / "run"
+    rc, err = run(paths, out, env={"DRIVER_KILL_AFTER": "2"}, config="toy")
+    assert rc == -signal.SIGKILL, err
+    study = load(out / "study.journal")
+    assert study.user_attrs["chunked"] is True
+    assert [t.user_attrs["count"] for t in complete(study)] == [256, 256]
+    rc, err = run(paths, out, config="toy")
+    assert rc == 0, err
+    rows = _rows(out)
+    assert len(rows) == 1024 == len({r["number"] for r in rows}) == len(_by_config(rows))
+    assert sum(t.user_attrs["count"] for t in complete(load(out / "study.journal"))) == 1024

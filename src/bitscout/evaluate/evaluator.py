@@ -1,7 +1,7 @@
 """Evaluate models on validation data: one model (`evaluate_model`) or a search's candidates."""
 
 import copy
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping, Sequence
 from contextlib import contextmanager
 from dataclasses import fields
 from typing import Any
@@ -197,17 +197,13 @@ class Evaluator:
         and reported as cached after its first occurrence. `cache=False` keeps nothing: a
         brute force never asks twice, and a million cached candidates would fill memory."""
         keys = [self.key(c) for c in configs]
-        if not cache:
-            unique = list(dict.fromkeys(keys))
-            found = dict(zip(unique, self._compute(unique), strict=True))
-            first = {k: i for i, k in reversed(list(enumerate(keys)))}
-            return [(found[k], first[k] != i) for i, k in enumerate(keys)]
-        fresh = [k for k in dict.fromkeys(keys) if k not in self.cache]
+        store: MutableMapping[Key, dict[str, float]] = self.cache if cache else {}
+        fresh = [k for k in dict.fromkeys(keys) if k not in store]
         for key, metrics in zip(fresh, self._compute(fresh), strict=True):
-            self.cache[key] = metrics
+            store[key] = metrics
         first = {k: i for i, k in reversed(list(enumerate(keys)))}
         new = set(fresh)
-        return [(self.cache[k], not (k in new and first[k] == i)) for i, k in enumerate(keys)]
+        return [(store[k], not (k in new and first[k] == i)) for i, k in enumerate(keys)]
 
     def _compute(self, keys: Sequence[Key]) -> list[dict[str, float]]:
         plans = [self._resolver.plan(k) for k in keys]

@@ -52,9 +52,28 @@ def amortized(element: float, shared: int, size: int, shape: Sequence[int]) -> f
     return element + shared * math.ceil(n / size) / n
 
 
+class _Blocked(NumberFormat):
+    """A format whose values share `shared_bits` per block of `block_size` along the last
+    dimension: its bits per value are the element's width plus that share."""
+
+    width: int
+    block_size: int
+
+    @property
+    def shared_bits(self) -> int:
+        return SCALE_BITS  # an E8M0 scale
+
+    @property
+    def bits(self) -> float:
+        return self.width + self.shared_bits / self.block_size
+
+    def bits_for(self, shape: Sequence[int]) -> float:
+        return amortized(self.width, self.shared_bits, self.block_size, shape)
+
+
 @register_format
 @dataclass(frozen=True)
-class BlockFP(NumberFormat):
+class BlockFP(_Blocked):
     """MASE's `block_fp`: per block, a shared exponent E, the smallest with max|x| < 2**E
     (floor(log2 max|x|) + 1), clamped to [-bias, 2**exponent_width - 1 - bias]; each value is
     k * 2**(E - width + 1) with k a sign-magnitude integer, |k| <= 2**(width-1) - 1, rounded
@@ -81,11 +100,8 @@ class BlockFP(NumberFormat):
             object.__setattr__(self, "exponent_bias", 2 ** (self.exponent_width - 1) - 1)
 
     @property
-    def bits(self) -> float:
-        return self.width + self.exponent_width / self.block_size
-
-    def bits_for(self, shape: Sequence[int]) -> float:
-        return amortized(self.width, self.exponent_width, self.block_size, shape)
+    def shared_bits(self) -> int:
+        return self.exponent_width
 
     def quantize_values(self, x: torch.Tensor) -> torch.Tensor:
         bias, m = self.exponent_bias, self.width - 1
@@ -102,7 +118,7 @@ class BlockFP(NumberFormat):
 
 @register_format
 @dataclass(frozen=True)
-class MXInt(NumberFormat):
+class MXInt(_Blocked):
     """OCP MXINT8: per block of `block_size` (32) values an E8M0 scale X = 2**s with
     s = floor(log2 max|x|) clamped to [-127, 127]; each value is X * k / 64 with k an 8-bit
     integer, rounded half to even and saturated symmetrically at ±127 (as Microsoft's
@@ -113,13 +129,6 @@ class MXInt(NumberFormat):
 
     width: int = 8
     block_size: int = 32
-
-    @property
-    def bits(self) -> float:
-        return self.width + SCALE_BITS / self.block_size
-
-    def bits_for(self, shape: Sequence[int]) -> float:
-        return amortized(self.width, SCALE_BITS, self.block_size, shape)
 
     def quantize_values(self, x: torch.Tensor) -> torch.Tensor:
         def block(v: torch.Tensor, amax: torch.Tensor) -> torch.Tensor:
@@ -141,7 +150,7 @@ MX_ELEMENTS = {
 
 @register_format
 @dataclass(frozen=True)
-class MXFP(NumberFormat):
+class MXFP(_Blocked):
     """OCP MXFP8/6/4: per block of `block_size` (32) values an E8M0 scale X = 2**s with
     s = floor(log2 max|x|) - emax_elem clamped to [-127, 127], emax_elem the exponent of the
     element type's largest normal; each value is X times an element of the type (FP8 E4M3 with
@@ -171,13 +180,6 @@ class MXFP(NumberFormat):
     @property
     def element(self) -> tuple[str, int, float]:
         return MX_ELEMENTS[(self.width, self.exponent_width)]
-
-    @property
-    def bits(self) -> float:
-        return self.width + SCALE_BITS / self.block_size
-
-    def bits_for(self, shape: Sequence[int]) -> float:
-        return amortized(self.width, SCALE_BITS, self.block_size, shape)
 
     def quantize_values(self, x: torch.Tensor) -> torch.Tensor:
         _, mantissa, largest = self.element

@@ -101,12 +101,15 @@ def _default(value: Any, default: Any) -> Any:
     return default if value is None else value
 
 
-def _choice(raw: Mapping[str, Any], name: str, allowed: tuple, default: Any, key: str) -> Any:
+def _choice(
+    raw: Mapping[str, Any], name: str, allowed: tuple, default: Any, key: str | None
+) -> Any:
+    """`raw[name]` if it is one of `allowed`; `key` None names the field alone (Python API)."""
     value = raw.get(name, default)
     if value not in allowed:
         hint = suggest(value, allowed) if isinstance(value, str) else ""
         rule = f"unknown value{hint}; known: {', '.join(map(str, allowed))}"
-        raise ConfigError(f"{key}.{name}", rule, value)
+        raise ConfigError(f"{key}.{name}" if key else name, rule, value)
     return value
 
 
@@ -190,23 +193,19 @@ def parse_settings(search: Mapping[str, Any], default_seed: int) -> StrategySett
 def parse_starts(setup: Mapping[str, Any], name: str, key: str | None) -> dict[str, Any]:
     """`order` (bruteforce only) and `warm_start` (optuna only): where the search starts.
     `key` prefixes the names in errors (None: the names alone, as the Python API has them)."""
-    where = lambda field: f"{key}.{field}" if key else field  # noqa: E731
-    order = setup.get("order", "index")
-    if order not in ORDERS:
-        hint = suggest(order, ORDERS) if isinstance(order, str) else ""
-        raise ConfigError(where("order"), f"unknown value{hint}; known: {', '.join(ORDERS)}", order)
-    if order != "index" and name != "bruteforce":
-        raise ConfigError(where("order"), "applies to the bruteforce strategy only", order)
+    order = _choice(setup, "order", ORDERS, "index", key)
     warm = setup.get("warm_start")
-    if warm is not None and warm not in WARM_STARTS:
-        hint = suggest(warm, WARM_STARTS) if isinstance(warm, str) else ""
-        rule = f"unknown value{hint}; known: {', '.join(WARM_STARTS)}"
-        raise ConfigError(where("warm_start"), rule, warm)
-    if warm is not None and name != "optuna":
-        raise ConfigError(where("warm_start"), "applies to Optuna's samplers only", warm)
+    if warm is not None:
+        warm = _choice(setup, "warm_start", WARM_STARTS, None, key)
     chunked = setup.get("chunked")
     if chunked is not None and not isinstance(chunked, bool):
-        raise ConfigError(where("chunked"), "must be true or false", chunked)
-    if chunked and name != "bruteforce":
-        raise ConfigError(where("chunked"), "applies to the bruteforce strategy only", chunked)
+        raise ConfigError(f"{key}.chunked" if key else "chunked", "must be true or false", chunked)
+    brute, optuna = "applies to the bruteforce strategy only", "applies to Optuna's samplers only"
+    for field, value, fits, rule in (
+        ("order", order, order == "index" or name == "bruteforce", brute),
+        ("warm_start", warm, warm is None or name == "optuna", optuna),
+        ("chunked", chunked, not chunked or name == "bruteforce", brute),
+    ):
+        if not fits:
+            raise ConfigError(f"{key}.{field}" if key else field, rule, value)
     return {"order": order, "warm_start": warm, "chunked": chunked}

@@ -125,6 +125,9 @@ class TrialsCsv:
         self.path, self.study, self.space, self.objective = path, study, space, objective
         self.names = list(dict.fromkeys([*objective.names, *metric_names]))
         self.columns = csv_columns(space, objective, self.names)
+        # read once: the attr is set when the study is opened, and each read of a journal
+        # store syncs with its file (it would be I/O per candidate in `append`)
+        self.chunked = is_chunked(study)
         self.appended: set[int] = set()  # chunk tokens whose rows are in the file
         self.written = Bitset(space.size)  # and their candidates
 
@@ -134,7 +137,7 @@ class TrialsCsv:
         with atomic(self.path) as tmp, tmp.open("w", newline="") as f:
             writer = self._writer(f)
             writer.writeheader()
-            if is_chunked(self.study):
+            if self.chunked:
                 tokens = chunk_tokens(self.study)
                 self.appended = {t.number for t in tokens}
                 return sum(self._write_chunk(f, t) for t in tokens)
@@ -151,7 +154,7 @@ class TrialsCsv:
     def finish(self) -> None:
         """Bring the file up to date at the end of a search: a chunked study's rows already
         in it stay (rewriting a million rows takes half a minute), the rest are added."""
-        if is_chunked(self.study) and self.path.exists():
+        if self.chunked and self.path.exists():
             self._catch_up()
         else:
             self.rewrite()
@@ -164,7 +167,7 @@ class TrialsCsv:
     def append(self, number: int) -> None:
         """Add the finished trial `number`; in a chunked study, `number` is a candidate's
         index, and every finished chunk not yet in the file is added (so each chunk once)."""
-        if not is_chunked(self.study):
+        if not self.chunked:
             trial = adapter.trial_by_number(self.study, number)
             with self.path.open("a", newline="") as f:
                 self._writer(f).writerow(_row(trial, self.space, self.objective, self.names))

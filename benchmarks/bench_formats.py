@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
-from bitscout.build import load_data, make_model
-from bitscout.config import Config
+from bitscout.cli.build import load_data, make_model
+from bitscout.cli.config import Config
 from bitscout.evaluate.evaluator import Evaluator
 from bitscout.quant.space import parse_space
 

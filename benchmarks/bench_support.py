@@ -19,16 +19,16 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from bitscout.build import load_data, make_model
 from bitscout.cli import main as cli
-from bitscout.config import load_config
+from bitscout.cli.build import load_data, make_model
+from bitscout.cli.config import load_config
 from bitscout.evaluate import evaluator as evaluate
 from bitscout.evaluate.evaluator import predict
 from bitscout.evaluate.metrics import MetricContext, compute_metrics
-from bitscout.job import REPORTED
 from bitscout.quant.apply import quantize_model
 from bitscout.quant.layers import to_quant
 from bitscout.quant.space import parse_space
+from bitscout.study.run import REPORTED
 from bitscout.study.settings import StrategySettings
 from bitscout.zoo.train import load_checkpoint
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import tomli_w
 
-from bitscout import job as search
 from bitscout.cli import main
+from bitscout.study import run as search
 
 LAYER = {
     "name": ["integer"],

@@ -1,5 +1,5 @@
 """Brute force in bounded memory: one trial per chunk of candidates, its results in the
-chunk's token (study/chunks.py), and the columnar report that reads them back."""
+chunk's token (search/chunks.py), and the columnar report that reads them back."""
 
 from __future__ import annotations
 
@@ -114,7 +114,7 @@ def test_a_chunked_brute_force_is_shared_through_postgresql(
 
 def test_chunk_codec_round_trips_exactly_and_the_bitset_counts():
     from bitscout.study.chunks import Bitset, decode, encode
-    from bitscout.study.store import Result
+    from bitscout.study.store.base import Result
 
     rng = np.random.default_rng(0)
     values = rng.random((300, 3))
@@ -136,7 +136,7 @@ def test_chunk_codec_round_trips_exactly_and_the_bitset_counts():
 
 @pytest.mark.parametrize("k", [2, 3])
 def test_the_pareto_front_equals_the_quadratic_definition(k):
-    from bitscout.study.objective import pareto_front
+    from bitscout.objective import pareto_front
 
     rng = np.random.default_rng(k)
     for _ in range(200):

@@ -16,10 +16,10 @@ import pytest
 import tomli_w
 from rich.console import Console
 
-from bitscout import compare
-from bitscout.build import load_data, train_to
-from bitscout.compare import COLUMNS, CompareResult, run_compare
-from bitscout.config import load_config
+from bitscout.analysis import compare
+from bitscout.analysis.compare import COLUMNS, CompareResult, run_compare
+from bitscout.cli.build import load_data, train_to
+from bitscout.cli.config import load_config
 from bitscout.errors import ConfigError
 from bitscout.results import compare_out
 

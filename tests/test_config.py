@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from bitscout.config import Config, load_config
+from bitscout.cli.config import Config, load_config
 from bitscout.errors import ConfigError
 from bitscout.zoo.models import build_model
 

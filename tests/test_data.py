@@ -154,7 +154,7 @@ def _labels(rng: np.random.Generator, classes: int, n: int) -> np.ndarray:
 def test_splits_equal_scikit_learn_row_for_row(case):
     from sklearn.model_selection import train_test_split
 
-    from bitscout.zoo.splits import stratified_split, stratified_subsample
+    from bitscout.data.splits import stratified_split, stratified_subsample
 
     rng = np.random.default_rng(case)
     classes, n = int(rng.integers(2, 11)), int(rng.integers(60, 3000))
@@ -173,7 +173,7 @@ def test_splits_equal_scikit_learn_row_for_row(case):
 
 
 def test_a_class_of_one_cannot_be_split():
-    from bitscout.zoo.splits import stratified_split
+    from bitscout.data.splits import stratified_split
 
     with pytest.raises(ConfigError, match="a class has only 1 member"):
         stratified_split(np.array([0, 0, 0, 0, 1, 1, 1, 2]), 0.2, 0.2, 0)

@@ -213,8 +213,8 @@ def test_verify_reports_what_an_independent_conversion_finds(digits_run, capsys)
     found = json.loads((out / "verify.json").read_text())
     assert "Hardware check (hls4ml)" in (digits_run / "report.md").read_text()
     # as a user would: the exported config and weights, converted and compiled anew
-    from bitscout.build import load_data, make_model
-    from bitscout.config import load_config
+    from bitscout.cli.build import load_data, make_model
+    from bitscout.cli.config import load_config
 
     cfg = load_config(json.loads((digits_run / "summary.json").read_text())["config"])
     data = load_data(cfg)

@@ -21,10 +21,15 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from bitscout.cli import main
-from bitscout.study.journal import repair_journal
-from bitscout.study.objective import MetricSpec, Objective
+from bitscout.objective import MetricSpec, Objective
 from bitscout.study.settings import JOBS_PER_CPU, cpu_count, parse_settings
-from bitscout.study.storage import mask_password, open_storage, open_study, settle_fingerprint
+from bitscout.study.store.journal import repair_journal
+from bitscout.study.store.storage import (
+    mask_password,
+    open_storage,
+    open_study,
+    settle_fingerprint,
+)
 
 OBJECTIVE = Objective((MetricSpec("accuracy", 1.0, "maximize"),))
 
@@ -104,7 +109,7 @@ def test_a_journal_glued_by_an_earlier_version_is_mended(tmp_path):
 
 
 def test_a_search_resumes_twice_from_a_truncated_journal(run_dir, tmp_path, capsys, monkeypatch):
-    from bitscout.study import liveness
+    from bitscout.study.store import liveness
 
     monkeypatch.setattr(liveness, "_TOKEN", "resumed")  # as a new process: the old one is dead
     out = copy_run(run_dir, tmp_path / "run")
@@ -347,7 +352,7 @@ def test_the_dashboard_line_masks_the_password(monkeypatch, capsys):
 
     from rich.console import Console
 
-    from bitscout import dashboard
+    from bitscout.cli import dashboard
 
     fake = types.SimpleNamespace(run_server=lambda storage, host, port: None)
     monkeypatch.setattr(dashboard.importlib, "import_module", lambda name: fake)

@@ -247,7 +247,7 @@ def test_compare_accepts_the_new_strategies(tmp_path, capsys):
 
 
 def test_compare_reports_the_median_best_at_equal_budgets():
-    from bitscout.compare import summarize
+    from bitscout.analysis.compare import summarize
     from bitscout.results.compare_out import markdown
 
     rows = []

@@ -1,4 +1,4 @@
-"""Tests for bitscout.study.objective: weighted sums, constraints and the Pareto front."""
+"""Tests for bitscout.objective: weighted sums, constraints and the Pareto front."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import random
 import pytest
 
 from bitscout.errors import ConfigError
-from bitscout.study.objective import (
+from bitscout.objective import (
     Constraint,
     dominates,
     pareto_front,
@@ -234,7 +234,7 @@ def test_pareto_front_edge_cases():
 
 
 def test_storage_password_is_masked():
-    from bitscout.study.storage import mask_password
+    from bitscout.study.store.storage import mask_password
 
     assert mask_password("postgresql://bob:s3cr@t@db:5432/x") == "postgresql://bob:***@db:5432/x"
     assert mask_password("sqlite:///runs/a/study.db") == "sqlite:///runs/a/study.db"

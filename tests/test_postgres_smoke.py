@@ -95,7 +95,7 @@ def test_two_processes_share_a_study(postgres_url: str, study_name: str) -> None
 
 
 def test_storage_password_is_masked(postgres_url: str) -> None:
-    from bitscout.study.storage import mask_password
+    from bitscout.study.store.storage import mask_password
 
     password = make_url(postgres_url).password
     if not password:

@@ -12,11 +12,11 @@ import pytest
 
 from bitscout.cli import main
 from bitscout.errors import ConfigError
+from bitscout.objective import MetricSpec, Objective, parse_constraint
 from bitscout.results import plots
 from bitscout.results.ranking import best_so_far, distinct, rescore, varying, winners
 from bitscout.results.report import Run, load_run, parse_objective_arg, rerank_objective
 from bitscout.results.stats import wilson_interval
-from bitscout.study.objective import MetricSpec, Objective, parse_constraint
 
 PNG = b"\x89PNG\r\n\x1a\n"
 DIMS = ["l/weight_width", "l/data_in_width"]

@@ -546,8 +546,8 @@ def test_evaluator_state_isolation(ckpt, data, reference):
 
 @pytest.mark.parametrize("shared", [True, False])
 def test_latency_shared_reaches_the_evaluator(float_model, data, shared):
-    from bitscout.evaluate.data import prepare
-    from bitscout.job import Job, make_evaluator
+    from bitscout.data.containers import prepare
+    from bitscout.study.run import Job, make_evaluator
     from bitscout.study.settings import parse_settings
 
     doc = base_doc()

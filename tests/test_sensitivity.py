@@ -18,10 +18,10 @@ from torch import nn
 from torch.func import functional_call
 
 import bitscout
+from bitscout.analysis.sensitivity import probe_plan, probes
+from bitscout.data.containers import prepare
 from bitscout.errors import ConfigError
-from bitscout.evaluate.data import prepare
 from bitscout.evaluate.hessian import hessian_traces
-from bitscout.probes import probe_plan, probes
 from bitscout.quant.space import parse_space
 
 EXAMPLE = Path(__file__).parent.parent / "examples" / "digits_mlp.toml"

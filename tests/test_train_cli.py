@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from bitscout import quantize_model
-from bitscout.build import load_data, make_model
 from bitscout.cli import main
-from bitscout.config import load_config
+from bitscout.cli.build import load_data, make_model
+from bitscout.cli.config import load_config
 from bitscout.errors import ConfigError
 from bitscout.evaluate.evaluator import evaluate_model
 from bitscout.zoo.models import build_model

@@ -11,7 +11,7 @@ _PUBLIC = {
     "search": "bitscout.api",
     "SearchResult": "bitscout.api",
     "Candidate": "bitscout.api",
-    "sensitivity": "bitscout.probes",
+    "sensitivity": "bitscout.analysis.sensitivity",
     "SensitivityResult": "bitscout.results.sensitivity",
     "register_metric": "bitscout.api",
     "register_model": "bitscout.zoo.models",

@@ -19,19 +19,19 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from bitscout.config import read_toml
+from bitscout._core.toml import read_toml
+from bitscout._core.validate import SEED_MAX, suggest
+from bitscout.data.containers import MAX_BYTES, prepare
 from bitscout.errors import ConfigError
-from bitscout.evaluate.data import MAX_BYTES, prepare
 from bitscout.evaluate.evaluator import LossFn
 from bitscout.evaluate.metrics import METRICS, Metric, user_metric
-from bitscout.job import Finished, Job, run_job
+from bitscout.objective import Objective, objective_from
 from bitscout.quant.apply import QuantPlan, quantize_model
 from bitscout.quant.space import Choice, SearchSpace, parse_space
 from bitscout.results.outputs import plan_table, row_config
 from bitscout.results.ranking import objective_columns
-from bitscout.study.objective import Objective, objective_from
+from bitscout.study.run import Finished, Job, run_job
 from bitscout.study.settings import SAMPLER_NAMES, StrategySettings, check_n_jobs, parse_starts
-from bitscout.validate import SEED_MAX, suggest
 
 STRATEGIES = ("bruteforce", "greedy", *(s for s in SAMPLER_NAMES if s != "bruteforce"))
 OURS = ("bruteforce", "greedy")  # our strategies; every other name is an Optuna sampler

@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from bitscout.data.containers import EvalData, prepare
 from bitscout.errors import ConfigError
-from bitscout.evaluate.data import EvalData, prepare
 from bitscout.evaluate.engine.caches import MetricsCache
 from bitscout.evaluate.engine.candidates import Key, Resolver
 from bitscout.evaluate.engine.chain import trace_chain

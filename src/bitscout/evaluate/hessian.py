@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bitscout.evaluate.data import EvalData
+from bitscout.data.containers import EvalData
 from bitscout.evaluate.evaluator import one_thread
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

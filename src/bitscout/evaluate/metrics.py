@@ -13,12 +13,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bitscout._core.registry import Registry
+from bitscout._core.validate import suggest
 from bitscout.errors import ConfigError
 from bitscout.evaluate.profile import LayerStats, ModelProfile, eval_mode
 from bitscout.quant.formats import NumberFormat
 from bitscout.quant.layers import LayerQuant
-from bitscout.registry import Registry
-from bitscout.validate import suggest
 
 Direction = Literal["maximize", "minimize"]
 Kind = Literal["forward", "static", "timing", "model"]

@@ -11,8 +11,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from bitscout._core.files import atomic, write_text
 from bitscout.export.hardware import HwType, Node, float_nodes, hardware
-from bitscout.files import atomic, write_text
 from bitscout.quant.apply import QuantPlan, fx_name, resolve_plan
 from bitscout.quant.formats import Integer, quantize_values
 

@@ -14,10 +14,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from bitscout._core.files import write_text
 from bitscout.errors import ConfigError
 from bitscout.export.artifacts import grid_state_dict
 from bitscout.export.hardware import WIDE, HwType, Node, hardware
-from bitscout.files import write_text
 from bitscout.quant.apply import QuantPlan, quantize_model, resolve_plan
 
 HLS4ML_VERSION = "1.3.0"  # the release the configuration and the check were written against

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from torch import nn
 
+from bitscout._core.validate import suggest
 from bitscout.errors import ConfigError
 from bitscout.quant.catalog import (
     DATAPATH,
@@ -19,7 +20,6 @@ from bitscout.quant.catalog import (
 from bitscout.quant.datapath import exact_frac
 from bitscout.quant.formats import NO_FORMAT, REQUIRED, Integer, NumberFormat
 from bitscout.quant.layers import QUANT_TYPES, TYPE_NAMES, LayerQuant, to_quant
-from bitscout.validate import suggest
 
 LAYER_TYPES = tuple(TYPE_NAMES.values())
 

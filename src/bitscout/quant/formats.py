@@ -15,8 +15,8 @@ from typing import Any, ClassVar, Literal
 
 import torch
 
+from bitscout._core.registry import Registry
 from bitscout.errors import ConfigError
-from bitscout.registry import Registry
 
 Rounding = Literal["half_even", "half_up", "floor"]
 Overflow = Literal["saturate", "wrap"]

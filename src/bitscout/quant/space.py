@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from bitscout._core.validate import check_keys
 from bitscout.errors import ConfigError
 from bitscout.quant.apply import (
     LAYER_TYPES,
@@ -35,7 +36,6 @@ from bitscout.quant.catalog import (
 )
 from bitscout.quant.formats import NO_FORMAT, NumberFormat
 from bitscout.quant.layers import LayerQuant
-from bitscout.validate import check_keys
 
 SPACE_NAMES = ("graph/quantize/mixed_precision_ptq",)
 Choice = int | str | bool

@@ -12,7 +12,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from bitscout.files import atomic, write_text
+from bitscout._core.files import atomic, write_text
 
 COLUMNS = ("schema_version", "strategy", "seed", "trial", "config", "objective", "best_so_far",
            "regret")  # fmt: skip

@@ -12,13 +12,13 @@ import optuna
 import pandas as pd
 
 from bitscout.evaluate.evaluator import Evaluator
+from bitscout.objective import Objective
 from bitscout.quant.space import SearchSpace
 from bitscout.results.outputs import row_config
 from bitscout.results.ranking import distinct, entry, objective_columns, rescore, winners
 from bitscout.results.schema import objective_spec
 from bitscout.results.trials import is_chunked, trials_frame
-from bitscout.study.objective import Objective
-from bitscout.study.store import trial_state
+from bitscout.study.store.base import trial_state
 
 TEST_MAX = 20  # winners evaluated on the test split (the best, or the first of a Pareto set)
 

@@ -17,9 +17,9 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from bitscout.objective import Objective, dominates
 from bitscout.quant.space import Choice
-from bitscout.study.objective import Objective, dominates
-from bitscout.study.store import Result
+from bitscout.study.store.base import Result
 
 Verbosity = Literal["quiet", "normal", "verbose"]
 TENSOR_SHORT = {"data_in": "in", "weight": "w", "bias": "b", "accum": "acc", "result": "res"}

@@ -11,12 +11,12 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
+from bitscout.objective import Objective
 from bitscout.results.conclude import Concluded, changes
 from bitscout.results.console import WIDTH, config_text, wrap_config
 from bitscout.results.outputs import row_config
 from bitscout.results.ranking import objective_columns, varying
 from bitscout.results.stats import wilson_interval
-from bitscout.study.objective import Objective
 
 CONFIG_IN_TABLE = 28  # longer configs go on their own line under the table
 

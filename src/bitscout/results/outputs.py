@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 import tomli_w
 
-from bitscout.files import write_text
+from bitscout._core.files import write_text
 from bitscout.quant.apply import fx_name
 from bitscout.quant.layers import LayerQuant
 from bitscout.quant.space import SearchSpace

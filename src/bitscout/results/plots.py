@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import ScalarFormatter
 
-from bitscout.files import atomic
+from bitscout._core.files import atomic
 
 # Log axes' tick labels use mathtext, whose Computer Modern fonts some matplotlib installs
 # lack: each fallback to DejaVu Sans was a "findfont" line on the user's console.

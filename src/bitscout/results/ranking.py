@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bitscout.objective import Objective, pareto_front
 from bitscout.results.schema import choice_value
-from bitscout.study import adapter
-from bitscout.study.objective import Objective, pareto_front
+from bitscout.study.store import adapter
 
 EVALUATED = ("complete", "infeasible")
 

@@ -11,9 +11,9 @@ import pandas as pd
 
 from bitscout.errors import ConfigError
 from bitscout.evaluate.metrics import get_metric
+from bitscout.objective import MetricSpec, Objective, constraint_text
 from bitscout.quant.space import SearchSpace, parse_space
 from bitscout.results.schema import objective_from_spec, read_trials
-from bitscout.study.objective import MetricSpec, Objective, constraint_text
 
 
 @dataclass(frozen=True)

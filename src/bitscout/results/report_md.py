@@ -7,7 +7,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bitscout.files import write_text
+from bitscout._core.files import write_text
+from bitscout.objective import Objective, pareto_front
 from bitscout.results import plots
 from bitscout.results.conclude import Concluded, changes
 from bitscout.results.console import config_text
@@ -23,7 +24,6 @@ from bitscout.results.ranking import (
 from bitscout.results.report import Run, load_run
 from bitscout.results.sensitivity import sensitivity_section
 from bitscout.results.stats import wilson_interval
-from bitscout.study.objective import Objective, pareto_front
 
 COSTS = ("average_bitwidth", "bops")  # what accuracy is traded against in tradeoff.png
 

@@ -4,9 +4,9 @@ records it, and trials.csv read back with its values as the search wrote them.""
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bitscout import files
+from bitscout._core import files
 from bitscout.errors import ConfigError
-from bitscout.study.objective import MetricSpec, Objective, constraint_text
+from bitscout.objective import MetricSpec, Objective, constraint_text
 
 if TYPE_CHECKING:
     import pandas as pd

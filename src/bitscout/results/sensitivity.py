@@ -12,8 +12,8 @@ import pandas as pd
 from rich import box
 from rich.table import Table
 
+from bitscout._core.files import SCHEMA_VERSION, write_text
 from bitscout.errors import ConfigError
-from bitscout.files import SCHEMA_VERSION, write_text
 
 if TYPE_CHECKING:  # the report reads these files without importing the evaluator
     from bitscout.evaluate.hessian import HessianTrace

@@ -10,13 +10,13 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial
 
-from bitscout.files import atomic
+from bitscout._core.files import atomic
+from bitscout.objective import Objective
 from bitscout.quant.space import SearchSpace
 from bitscout.results.schema import SCHEMA_VERSION
-from bitscout.study import adapter
 from bitscout.study.chunks import Bitset, chunk_columns, is_chunk
-from bitscout.study.objective import Objective
-from bitscout.study.store import finish_order, trial_state
+from bitscout.study.store import adapter
+from bitscout.study.store.base import finish_order, trial_state
 
 if TYPE_CHECKING:
     import pandas as pd

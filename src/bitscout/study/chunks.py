@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from optuna.trial import FrozenTrial
 
-from bitscout.study.store import COUNT_ATTR, Result
+from bitscout.study.store.base import COUNT_ATTR, Result
 
 ROWS_ATTR = "rows"  # the encoded results of a chunk token
 FAILED_ATTR = "failures"  # candidate index -> reason, for the few that failed

@@ -6,9 +6,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from bitscout._core.validate import SEED_MAX, check_keys, suggest
 from bitscout.errors import ConfigError
-from bitscout.study.objective import Objective, parse_objective
-from bitscout.validate import SEED_MAX, check_keys, suggest
+from bitscout.objective import Objective, parse_objective
 
 STRATEGY_NAMES = ("bruteforce", "optuna", "greedy")
 # bruteforce's order; "reversed" is index order with every dimension's choices listed the

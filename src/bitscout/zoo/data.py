@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from bitscout._core.registry import Registry
+from bitscout.data.containers import pair
+from bitscout.data.splits import stratified_split, stratified_subsample
 from bitscout.errors import ConfigError
-from bitscout.evaluate.data import pair
-from bitscout.registry import Registry
 from bitscout.zoo.plugins import call_plugin, display_name, is_spec, load_callable
-from bitscout.zoo.splits import stratified_split, stratified_subsample
 
 
 @dataclass(frozen=True)

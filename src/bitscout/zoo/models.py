@@ -11,8 +11,8 @@ from typing import Any
 
 from torch import nn
 
+from bitscout._core.registry import Registry
 from bitscout.errors import ConfigError
-from bitscout.registry import Registry
 from bitscout.zoo.plugins import call_plugin, display_name, is_spec, load_callable
 
 Builder = Callable[..., nn.Module]

@@ -14,9 +14,9 @@ import torch.nn.functional as F
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
 
+from bitscout._core.files import SCHEMA_VERSION, atomic, write_text
+from bitscout.data.containers import pair
 from bitscout.errors import ConfigError
-from bitscout.evaluate.data import pair
-from bitscout.files import SCHEMA_VERSION, atomic, write_text
 
 
 @dataclass(frozen=True)

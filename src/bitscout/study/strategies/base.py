@@ -9,12 +9,12 @@ from dataclasses import dataclass, field
 
 import optuna
 
+from bitscout._core.registry import Registry
 from bitscout.evaluate.evaluator import Evaluator
+from bitscout.objective import Objective
 from bitscout.quant.space import Choice, SearchSpace
-from bitscout.registry import Registry
-from bitscout.study.objective import Objective
 from bitscout.study.settings import StrategySettings
-from bitscout.study.store import Result, ended_count
+from bitscout.study.store.base import Result, ended_count
 
 TrialHook = Callable[[int, Mapping[str, Choice], Result], None]
 

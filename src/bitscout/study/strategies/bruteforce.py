@@ -28,11 +28,10 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
 from bitscout.quant.space import Config
-from bitscout.study import adapter
 from bitscout.study.chunks import Bitset, chunk_columns, is_chunk, token_attrs
-from bitscout.study.liveness import INTERRUPTED, Heartbeat, fail_stale, worker_id
 from bitscout.study.permutation import Permutation
-from bitscout.study.store import (
+from bitscout.study.store import adapter
+from bitscout.study.store.base import (
     Result,
     abandon_trial,
     finish_trial,
@@ -42,6 +41,7 @@ from bitscout.study.store import (
     start_trial,
     trial_number,
 )
+from bitscout.study.store.liveness import INTERRUPTED, Heartbeat, fail_stale, worker_id
 from bitscout.study.strategies.base import STRATEGIES, SearchContext, Strategy
 
 BATCH = 64  # candidates evaluated together, then streamed to the store

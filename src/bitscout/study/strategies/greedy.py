@@ -13,10 +13,10 @@ from collections.abc import Iterator, Mapping, Sequence
 import optuna
 
 from bitscout.errors import ConfigError
+from bitscout.objective import Objective
 from bitscout.quant.space import Choice, Config, Dimension, SearchSpace
-from bitscout.study.objective import Objective
 from bitscout.study.settings import StrategySettings
-from bitscout.study.store import Result, ended_trials, record
+from bitscout.study.store.base import Result, ended_trials, record
 from bitscout.study.strategies.base import STRATEGIES, SearchContext, Strategy
 
 WIDTH_FIELDS = ("data_in_width", "weight_width", "bias_width", "accum_width", "result_width")

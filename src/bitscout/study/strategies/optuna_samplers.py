@@ -9,12 +9,12 @@ from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
 
 from bitscout.errors import ConfigError
+from bitscout.objective import Objective
 from bitscout.quant.space import SearchSpace
-from bitscout.study import adapter
-from bitscout.study.liveness import Heartbeat, fail_stale, is_stale, worker_id
-from bitscout.study.objective import Objective
 from bitscout.study.settings import StrategySettings
-from bitscout.study.store import Result, ended_trials
+from bitscout.study.store import adapter
+from bitscout.study.store.base import Result, ended_trials
+from bitscout.study.store.liveness import Heartbeat, fail_stale, is_stale, worker_id
 from bitscout.study.strategies.base import STRATEGIES, SearchContext, Strategy
 from bitscout.study.strategies.greedy import warm_start
 

@@ -17,7 +17,7 @@ import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
-from bitscout.study import adapter
+from bitscout.study.store import adapter
 
 HEARTBEAT_S = 5.0
 # A trial from another host is stale once its heartbeat is this old; on this host a dead

@@ -12,20 +12,20 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from bitscout.config import Config
+from bitscout._core.validate import SEED_MAX, check_keys, suggest
+from bitscout.cli.config import Config
+from bitscout.data.containers import prepare
 from bitscout.errors import ConfigError
-from bitscout.evaluate.data import prepare
 from bitscout.quant.space import parse_space
 from bitscout.study.parallel import check_shareable
 from bitscout.study.settings import SAMPLER_NAMES, STRATEGY_NAMES, StrategySettings, parse_settings
-from bitscout.validate import SEED_MAX, check_keys, suggest
 from bitscout.zoo.data import Splits, data_warnings, load_dataset
 from bitscout.zoo.models import build_model
 from bitscout.zoo.plugins import display_name
 from bitscout.zoo.train import TrainOptions, load_checkpoint, save_checkpoint, train
 
 if TYPE_CHECKING:
-    from bitscout.job import Job
+    from bitscout.study.run import Job
 
 
 @dataclass(frozen=True)
@@ -168,7 +168,7 @@ class Where:
 def search_job(cfg: Config, where: Where, overrides: Overrides, console: Console) -> "Job":
     """Validate everything, then get the data and the float model: the search as a Job. Bad
     input is refused before anything is written to `where.out`."""
-    from bitscout.job import Job  # Optuna, pandas, matplotlib: not for `bitscout space`
+    from bitscout.study.run import Job  # Optuna, pandas, matplotlib: not for `bitscout space`
     from bitscout.study.strategies import STRATEGIES
 
     settings = check_search(cfg, overrides)

@@ -9,9 +9,9 @@ from typing import Any
 
 import numpy as np
 
+from bitscout._core.validate import check_keys, finite_float
 from bitscout.errors import ConfigError
 from bitscout.evaluate.metrics import Metric, get_metric
-from bitscout.validate import check_keys, finite_float
 
 DIRECTIONS = ("maximize", "minimize")
 OPS: dict[str, Callable[[float, float], bool]] = {

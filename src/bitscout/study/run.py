@@ -20,8 +20,8 @@ import optuna
 from rich.console import Console
 from torch import nn
 
+from bitscout.data.containers import EvalData
 from bitscout.errors import SearchFailed
-from bitscout.evaluate.data import EvalData
 from bitscout.evaluate.evaluator import Evaluator
 from bitscout.evaluate.metrics import Metric
 from bitscout.quant.space import Choice, SearchSpace
@@ -29,8 +29,8 @@ from bitscout.results.console import Reporter, Verbosity
 from bitscout.results.trials import TrialsCsv
 from bitscout.study.parallel import check_shareable, fork, join
 from bitscout.study.settings import StrategySettings
-from bitscout.study.storage import DATA_KEY, mask_password, open_study
-from bitscout.study.store import Result, candidates, done_trials
+from bitscout.study.store.base import Result, candidates, done_trials
+from bitscout.study.store.storage import DATA_KEY, mask_password, open_study
 from bitscout.study.strategies import STRATEGIES, SearchContext
 from bitscout.study.strategies.base import TrialHook
 

@@ -1,11 +1,14 @@
 """`bitscout dashboard DIR`: a run's study in optuna-dashboard (an optional dependency)."""
 
+import argparse
 import importlib
+from pathlib import Path
 
 from rich.console import Console
 
+from bitscout.cli.common import console, default_storage
 from bitscout.errors import ConfigError
-from bitscout.study.storage import mask_password, open_storage
+from bitscout.study.store.storage import mask_password, open_storage
 
 
 def serve_dashboard(storage_url: str, host: str, port: int, console: Console) -> None:
@@ -21,3 +24,12 @@ def serve_dashboard(storage_url: str, host: str, port: int, console: Console) ->
     storage = open_storage(storage_url, notify=console.print)
     console.print(f"serving {mask_password(storage_url)} at http://{host}:{port} (Ctrl-C stops)")
     dashboard.run_server(storage, host=host, port=port)
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    out = Path(args.dir)
+    storage = args.storage or default_storage(out)
+    if args.storage is None and not Path(storage.removeprefix("sqlite:///")).exists():
+        raise ConfigError(str(out), "no study here (study.journal or study.db)", file=True)
+    serve_dashboard(storage, args.host, args.port, console)
+    return 0

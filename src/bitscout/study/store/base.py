@@ -10,8 +10,8 @@ from optuna.distributions import CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from bitscout.quant.space import Choice, SearchSpace
-from bitscout.study import adapter
-from bitscout.study.liveness import INTERRUPTED, worker_id
+from bitscout.study.store import adapter
+from bitscout.study.store.liveness import INTERRUPTED, worker_id
 
 COUNT_ATTR = "count"  # how many candidates a chunked brute force's token holds
 CONSTRAINTS_KEY = "constraints"  # Optuna's system-attr prefix, as `Trial.set_constraint` uses

@@ -2,6 +2,7 @@
 config (as `bitscout search` gets them) or of a finished search, given to the same code as
 `bitscout.sensitivity(...)`, with the files written and the ranking shown."""
 
+import argparse
 import json
 import shlex
 from collections.abc import Mapping
@@ -13,12 +14,21 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from bitscout.build import Overrides, check_search, file_sha256, float_model, load_data, make_model
-from bitscout.config import Config, load_config
+from bitscout._core.validate import SEED_MAX, check_keys
+from bitscout.analysis.sensitivity import check_int, measure
+from bitscout.cli.build import (
+    Overrides,
+    check_search,
+    file_sha256,
+    float_model,
+    load_data,
+    make_model,
+)
+from bitscout.cli.common import console
+from bitscout.cli.config import Config, load_config
+from bitscout.cli.export import float_model_of, run_config
+from bitscout.data.containers import prepare
 from bitscout.errors import ConfigError
-from bitscout.evaluate.data import prepare
-from bitscout.export.command import float_model_of, run_config
-from bitscout.probes import check_int, measure
 from bitscout.quant.space import SearchSpace, parse_space
 from bitscout.results.sensitivity import (
     CSV,
@@ -30,7 +40,6 @@ from bitscout.results.sensitivity import (
     console_table,
     write_outputs,
 )
-from bitscout.validate import SEED_MAX, check_keys
 from bitscout.zoo.train import load_checkpoint
 
 
@@ -135,3 +144,10 @@ def run_command(target: str, flags: Mapping[str, Any], console: Console) -> Sens
     console.print(f"outputs in {result.out}: {CSV}, {RANKING}, {PNG}, {JSON}, report.md",
                   highlight=False)  # fmt: skip
     return result
+
+
+def cmd_sensitivity(args: argparse.Namespace) -> int:
+    flags = {"--load": args.load, "--out": args.out, "--hessian": args.hessian,
+             "--seed": args.seed, "--config": args.run_config}  # fmt: skip
+    run_command(args.config, flags, console)
+    return 0

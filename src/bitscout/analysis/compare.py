@@ -16,21 +16,21 @@ from optuna.trial import FrozenTrial
 from rich.console import Console
 from rich.progress import track
 
-from bitscout.build import Overrides, check_search, float_model, load_data, make_model
-from bitscout.config import Config
+from bitscout._core.files import SCHEMA_VERSION
+from bitscout._core.validate import suggest
+from bitscout.cli.build import Overrides, check_search, float_model, load_data, make_model
+from bitscout.cli.config import Config
+from bitscout.data.containers import prepare
 from bitscout.errors import ConfigError
-from bitscout.evaluate.data import prepare
 from bitscout.evaluate.evaluator import Evaluator
-from bitscout.files import SCHEMA_VERSION
-from bitscout.job import Job, make_evaluator
+from bitscout.objective import Objective
 from bitscout.quant.space import SearchSpace, parse_space
 from bitscout.results.compare_out import BUDGETS, COLUMNS, CompareResult, show, write_outputs
 from bitscout.results.ranking import best_so_far
-from bitscout.study.objective import Objective
+from bitscout.study.run import Job, make_evaluator
 from bitscout.study.settings import SAMPLER_NAMES, StrategySettings
-from bitscout.study.store import done_trials
+from bitscout.study.store.base import done_trials
 from bitscout.study.strategies import STRATEGIES, SearchContext
-from bitscout.validate import suggest
 
 ENUMERABLE_MAX = 100_000  # enumerate the space for the optimum only up to this many candidates
 TOL = 1e-12  # relative: a regret this small is float noise, not a miss

@@ -2,6 +2,7 @@
 (or any plan) written as the artifacts a hardware flow takes, optionally checked against
 hls4ml's C++ emulation."""
 
+import argparse
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -13,17 +14,19 @@ from rich.console import Console
 from rich.table import Table
 from torch import nn
 
-from bitscout.config import Config, load_config, read_toml
+from bitscout._core.files import write_text
+from bitscout._core.toml import read_toml
+from bitscout.cli.common import console, output_dir
+from bitscout.cli.config import Config, load_config
 from bitscout.errors import ConfigError
 from bitscout.export.artifacts import write_checkpoint, write_npz, write_precision
 from bitscout.export.hardware import Node, hardware
 from bitscout.export.hls4ml import to_hls4ml, verify, write_hls4ml
-from bitscout.files import write_text
 from bitscout.quant.apply import QuantPlan, parse_plan
 
 TARGETS = ("hls4ml", "checkpoint", "npz")
-MODEL_CODE = """from bitscout.build import load_data, make_model
-from bitscout.config import load_config
+MODEL_CODE = """from bitscout.cli.build import load_data, make_model
+from bitscout.cli.config import load_config
 
 cfg = load_config({config!r})
 model = make_model(cfg, load_data(cfg))  # the model as bitscout builds it for this config"""
@@ -133,7 +136,7 @@ def run_config(run_dir: Path, summary: Mapping[str, Any], given: str | None) -> 
 def float_model_of(run_dir: Path, summary: Mapping[str, Any], cfg: Config, data: Any) -> nn.Module:
     """The run's float model: its checkpoint (recorded, else RUN_DIR/model.pt) or, for a
     dataset without a train split, the model as built."""
-    from bitscout.build import make_model
+    from bitscout.cli.build import make_model
     from bitscout.zoo.train import load_checkpoint
 
     source = summary.get("model_source")
@@ -168,7 +171,7 @@ def subject_of_run(
 ) -> Subject:
     """The float model, data and plan of a finished search: trial `trial`, the `quant` file,
     or the run's best.toml."""
-    from bitscout.build import load_data
+    from bitscout.cli.build import load_data
 
     try:
         summary = json.loads((run_dir / "summary.json").read_text())
@@ -184,3 +187,21 @@ def subject_of_run(
         path = Path(quant) if quant else run_dir / "best.toml"
         plan, label = quant_file(path), path.name
     return Subject(model, plan, cfg.source or Path(), data.x_val, label)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    targets = parse_targets(args.to)
+    run_dir = Path(args.run_dir)
+    if args.trial is not None and args.quant is not None:
+        raise ConfigError("--trial", "and --quant exclude each other: give one")
+    subject = subject_of_run(run_dir, args.trial, args.quant, args.config)
+    default = run_dir / ("export" if args.trial is None else f"export_trial_{args.trial}")
+    out = output_dir(args.out or default, "--out")
+    export(subject, targets, out, console)
+    if args.verify:
+        found = check(subject, out, args.rows, console)
+        if args.out is None and args.trial is None and args.quant is None:
+            from bitscout.results.report_md import add_verification
+
+            add_verification(run_dir, found)
+    return 0

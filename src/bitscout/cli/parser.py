@@ -1,17 +1,9 @@
-"""Command line: parse arguments and dispatch; the work lives in `bitscout.commands`."""
+"""The command line's parser: every command, its arguments and their help."""
 
 import argparse
-import errno
-import os
-import signal
-import sys
-import threading
-from collections.abc import Callable, Sequence
 from typing import NoReturn
 
-from bitscout.errors import ConfigError, SearchFailed
-
-STORAGE_ENV = "BITSCOUT_STORAGE"
+from bitscout.cli.common import STORAGE_ENV
 
 
 def integer(text: str) -> int:
@@ -31,7 +23,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="bitscout", description=__doc__)
+    parser = Parser(prog="bitscout", description="Search how to quantize a trained neural network.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     train = sub.add_parser("train", help="train the float model and save a checkpoint")
     train.add_argument("config")
@@ -165,66 +157,3 @@ def _add_sensitivity(sub: Subparsers) -> None:
         "--config", dest="run_config", metavar="CONFIG", help="a run's config, if its path moved"
     )
     sens.set_defaults(func="sensitivity")
-
-
-def error_line(err: ConfigError, config: str | None) -> str:
-    """One line that names the file: errors about a config key get the config's path in front
-    (flags, paths and errors that already name the file stand as they are)."""
-    text = " ".join(str(err).split())
-    if config is None or err.file or err.key.startswith(("--", config)):
-        return text
-    return f"{config}: {text}"
-
-
-def os_error_line(err: OSError) -> str:
-    """`cannot write runs/a/trials.csv: No space left on device (ENOSPC)`, in one line."""
-    code = errno.errorcode.get(err.errno or 0)
-    what = f"{err.strerror or err}" + (f" ({code})" if code else "")
-    if err.filename is None:
-        return " ".join(what.split())
-    return f"cannot use {err.filename}: {' '.join(what.split())}"
-
-
-def _terminate(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt  # SIGTERM (a batch system's stop) ends a search like Ctrl-C
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _terminate)
-    try:
-        from bitscout import commands  # after parsing: --help and usage errors stay fast
-
-        func: Callable[[argparse.Namespace], int] = getattr(commands, f"cmd_{args.func}")
-        return func(args)
-    except ConfigError as err:
-        print(f"bitscout: error: {error_line(err, getattr(args, 'config', None))}", file=sys.stderr)
-        return 2
-    except SearchFailed as err:
-        print(f"bitscout: error: {err}", file=sys.stderr)
-        return 1
-    except OSError as err:  # the machine, not the input: a full disk, a read-only directory
-        print(f"bitscout: error: {os_error_line(err)}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(
-            "bitscout: interrupted; finished trials are kept in the store, "
-            "run the same command again to resume",
-            file=sys.stderr,
-        )
-        return 130
-
-
-def run() -> NoReturn:
-    """The `bitscout` command: `main`, then out without the interpreter's teardown. Tearing
-    down PyTorch, pandas and matplotlib takes 0.3 to 0.6 s and frees nothing the operating
-    system does not; every output file is closed (and the store synced) by then."""
-    code = main()
-    for stream in (sys.stdout, sys.stderr):
-        stream.flush()
-    os._exit(code)
-
-
-if __name__ == "__main__":
-    run()

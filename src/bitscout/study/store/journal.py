@@ -13,7 +13,7 @@ from pathlib import Path
 from optuna.storages.journal import JournalFileSymlinkLock
 from optuna.storages.journal._file import get_lock_file
 
-from bitscout.files import atomic
+from bitscout._core.files import atomic
 
 RECORD_START = b'{"op_code":'  # how every record Optuna writes begins
 

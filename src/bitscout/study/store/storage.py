@@ -20,8 +20,8 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from bitscout.errors import ConfigError
-from bitscout.study.journal import repair_journal
-from bitscout.study.objective import Objective
+from bitscout.objective import Objective
+from bitscout.study.store.journal import repair_journal
 
 FINGERPRINT_STUDY = "{name}.fingerprint"  # companion study whose first trial is the fingerprint
 # The fingerprint key of the validation data: a dict of `sha256` (of the evaluated rows and

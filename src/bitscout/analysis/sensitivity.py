@@ -21,9 +21,10 @@ import torch
 from rich.console import Console
 from torch import nn
 
+from bitscout._core.validate import SEED_MAX
 from bitscout.api import read_space, user_metrics
+from bitscout.data.containers import MAX_BYTES, EvalData, prepare
 from bitscout.errors import ConfigError
-from bitscout.evaluate.data import MAX_BYTES, EvalData, prepare
 from bitscout.evaluate.evaluator import Evaluator, LossFn
 from bitscout.evaluate.hessian import HessianTrace, hessian_traces
 from bitscout.evaluate.metrics import Metric
@@ -38,7 +39,6 @@ from bitscout.results.sensitivity import (
     ranking,
     write_outputs,
 )
-from bitscout.validate import SEED_MAX
 
 Say = Callable[[str], None]
 

@@ -1,16 +1,16 @@
 """Config files: MASE-layout TOML loaded into a validated, frozen `Config`."""
 
 import math
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from bitscout._core.toml import read_toml
+from bitscout._core.validate import SEED_MAX, check_keys, finite_float
 from bitscout.errors import ConfigError
 from bitscout.quant.apply import QuantPlan, parse_plan
-from bitscout.validate import SEED_MAX, check_keys, finite_float
 from bitscout.zoo.plugins import resolve_spec
 
 # MASE keys that a Lab config carries but bitscout has no use for: accepted, ignored.
@@ -22,9 +22,6 @@ TOP_LEVEL = (
     "model", "dataset", "dataset_path", "dataset_options", "model_options", "batch_size",
     "max_epochs", "learning_rate", "weight_decay", "seed", "passes", "search",
 ) + MASE_IGNORED  # fmt: skip
-
-
-MAX_CONFIG_BYTES = 2**20
 
 
 def _number(
@@ -115,28 +112,6 @@ class Config:
             search=_table(raw, "search"),
             source=source,
         )
-
-
-def read_toml(path: str | Path) -> dict[str, Any]:
-    """Parse a TOML file; a missing, unreadable, oversized or malformed file is a ConfigError."""
-    path = Path(path)
-    try:
-        with path.open("rb") as f:
-            data = f.read(MAX_CONFIG_BYTES + 1)  # /dev/zero or a mistyped data file: stop early
-        if len(data) > MAX_CONFIG_BYTES:
-            rule = f"is larger than {MAX_CONFIG_BYTES // 2**20} MiB: not a config file"
-            raise ConfigError(str(path), rule, file=True)
-        text = data.decode("utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(
-            str(path), f"cannot read the file ({err.__class__.__name__})", file=True
-        ) from err
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(str(path), f"invalid TOML: {err}", file=True) from err
-    except RecursionError as err:  # tables or arrays nested thousands deep
-        raise ConfigError(str(path), "invalid TOML: nested too deeply", file=True) from err
 
 
 def load_config(path: str | Path) -> Config:

@@ -1,0 +1,2 @@
+"""Small shared pieces below everything else: validation helpers, the name registry,
+atomic files, TOML reading."""

@@ -1,0 +1,1 @@
+"""Analyses beside the search: per-choice sensitivity probes and strategy comparisons."""

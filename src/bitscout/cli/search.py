@@ -1,0 +1,37 @@
+"""`bitscout search CONFIG`: the config as a search job, run, and its summary line."""
+
+import argparse
+import os
+from pathlib import Path
+
+from rich.console import Console
+
+from bitscout.cli.common import STORAGE_ENV, console, default_storage, output_dir
+from bitscout.errors import ConfigError
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from bitscout.cli.build import Overrides, Where, search_job
+    from bitscout.cli.config import load_config
+    from bitscout.study.run import run_job
+
+    cfg = load_config(args.config)
+    out = output_dir(args.out or Path("runs") / Path(args.config).stem, "--out")
+    if not args.study:
+        raise ConfigError("--study", "must be a non-empty name", args.study)
+    storage = args.storage or os.environ.get(STORAGE_ENV) or default_storage(out)
+    overrides = Overrides(args.strategy, args.sampler, args.trials, args.seed)
+    verbosity = "quiet" if args.quiet else "verbose" if args.verbose else "normal"
+    quiet = Console(quiet=verbosity == "quiet")
+    job = search_job(cfg, Where(out, storage, args.study, args.load), overrides, quiet)
+    summary = run_job(job, console, verbosity).summary
+    if verbosity == "quiet":
+        return 0
+    everyone = summary["trials_run_all_workers"]
+    others = f" ({everyone} by all workers)" if everyone != summary["trials_run"] else ""
+    console.print(
+        f"{summary['trials_run']} trials by this worker{others} in {summary['wall_s']:.2f} s; "
+        f"{summary['complete']} complete in the study; outputs in {out}",
+        highlight=False,
+    )
+    return 0

@@ -1,0 +1,1 @@
+"""Evaluation data: containers that hold validation rows (`prepare`) and the dataset splits."""

@@ -1,0 +1,1 @@
+"""The Store: bitscout's record of a search, kept in an Optuna storage."""

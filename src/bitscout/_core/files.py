@@ -1,6 +1,7 @@
 """Writing output files whole or not at all, under one schema version."""
 
 import os
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,15 +13,44 @@ from pathlib import Path
 SCHEMA_VERSION = 3
 
 
+def _umask() -> int:
+    """The process's umask, read without setting it (os.umask can only be read by changing it,
+    which would race with other threads' file creation)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
+
+
 @contextmanager
 def atomic(path: Path) -> Iterator[Path]:
     """A temporary path beside `path` for the block to write; it replaces `path` when the block
     succeeds and is removed when it fails, so a full disk or a read-only directory leaves
-    neither a partial file nor a temporary one behind. Readers never see a half-written file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # per process: shared run dirs
+    neither a partial file nor a temporary one behind. Readers never see a half-written file.
+
+    The temporary file is created by `mkstemp` (O_EXCL, an unpredictable name), so a link
+    planted beside `path` is never written through; the rename replaces a link at `path`
+    itself, never its target. An OSError names `path`, not the temporary file."""
     try:
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:  # a read-only or full directory: say which file could not be written
+        raise OSError(err.errno, err.strerror, str(path)) from err
+    tmp = Path(name)
+    try:
+        try:
+            os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would leave outputs unreadable
+        finally:
+            os.close(fd)
         yield tmp
         tmp.replace(path)
+    except OSError as err:
+        if err.filename is None or Path(err.filename) != tmp:
+            raise
+        raise OSError(err.errno, err.strerror, str(path)) from err
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -4,16 +4,20 @@ For a layer's weights w, trace(H) = E[vᵀ H v] over Rademacher vectors v (entri
 equal odds), and H v is a Hessian-vector product: the gradient of (∇w L · v), one double
 backward pass, so the Hessian itself is never formed. Each layer gets its own v, so the
 estimate is of that layer's own block and other layers add no variance to it.
+
+The fused attention kernels (flash, memory-efficient, and `nn.MultiheadAttention`'s fast path)
+have no double backward, so the probe runs under PyTorch's math kernel with the fast path off.
 """
 
 import contextlib
 import copy
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from bitscout.data.containers import EvalData
 from bitscout.evaluate.evaluator import one_thread
@@ -52,8 +56,9 @@ def hessian_traces(
     net = copy.deepcopy(model).to(data.device).eval()  # eval: BatchNorm's running statistics
     for p in net.parameters():
         p.requires_grad_(False)  # only the weights asked for get second derivatives
-    weights = {key: [net.get_submodule(path).weight for path in paths]
-               for key, paths in groups.items()}  # fmt: skip
+    weights: dict[str, list[torch.Tensor]] = {
+        key: [_weight(net, path) for path in paths] for key, paths in groups.items()
+    }
     for tensors in weights.values():
         for w in tensors:
             w.requires_grad_(True)
@@ -61,7 +66,8 @@ def hessian_traces(
     # On a few thousand rows a Hessian-vector product takes tens of microseconds, where
     # OpenMP's fork and join cost more than a second thread saves (ten times more on a busy
     # core); on more rows the threads pay.
-    with one_thread() if data.rows <= FEW_ROWS else contextlib.nullcontext():
+    threads = one_thread() if data.rows <= FEW_ROWS else contextlib.nullcontext()
+    with threads, twice_differentiable():
         for x, y in data.batches():
             # The mean loss over every row is the sum over batches of each batch's mean times
             # its share of the rows; the Hessian is linear in the loss, so batches add alike.
@@ -69,6 +75,26 @@ def hessian_traces(
             _accumulate(loss, weights, samples, seed, totals)
     return {key: HessianTrace(totals[key] / samples, sum(w.numel() for w in ws), samples)
             for key, ws in weights.items()}  # fmt: skip
+
+
+@contextlib.contextmanager
+def twice_differentiable() -> Iterator[None]:
+    """Attention through kernels that have a double backward: the math kernel, and no fast
+    path in `nn.MultiheadAttention` (a process-wide flag, restored afterwards)."""
+    fast = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with sdpa_kernel(SDPBackend.MATH):
+            yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fast)
+
+
+def _weight(net: nn.Module, path: str) -> torch.Tensor:
+    weight = net.get_submodule(path).weight
+    if not isinstance(weight, torch.Tensor):
+        raise TypeError(f"{path}.weight is not a tensor")
+    return weight
 
 
 def _loss(outputs: torch.Tensor, targets: torch.Tensor, loss_fn: LossFn | None) -> torch.Tensor:
@@ -106,7 +132,7 @@ def _vhv(grads: list[torch.Tensor], tensors: list[torch.Tensor], vs: list[torch.
     hvs = torch.autograd.grad([grads[i] for i in curved], tensors,
                               grad_outputs=[vs[i] for i in curved], retain_graph=True,
                               allow_unused=True)  # fmt: skip
-    return float(sum((v * hv).sum() for v, hv in zip(vs, hvs, strict=True) if hv is not None))
+    return sum(float((v * hv).sum()) for v, hv in zip(vs, hvs, strict=True) if hv is not None)
 
 
 def _rademacher(like: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

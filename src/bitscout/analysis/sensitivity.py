@@ -28,9 +28,10 @@ from bitscout.errors import ConfigError
 from bitscout.evaluate.evaluator import Evaluator, LossFn
 from bitscout.evaluate.hessian import HessianTrace, hessian_traces
 from bitscout.evaluate.metrics import Metric
-from bitscout.quant.apply import QuantPlan, fx_name, parse_layer_config, resolve_plan
+from bitscout.quant.apply import QuantPlan, parse_layer_config, resolve_plan
 from bitscout.quant.catalog import DATAPATH, TENSORS
 from bitscout.quant.layers import LayerQuant
+from bitscout.quant.plan import governing_keys
 from bitscout.quant.space import Choice, Dimension, LayerChoices, SearchSpace
 from bitscout.results.sensitivity import (
     FLOAT_ROW,
@@ -107,8 +108,7 @@ def governed(space: SearchSpace) -> dict[str, list[str]]:
     searched = {d.layer for d in space.dimensions}
     keys = [lc.key for lc in space.layers if lc.key in searched]
     found: dict[str, list[str]] = {k: [] for k in keys}  # in model order
-    for path, kind in space.types.items():
-        key = next(k for k in (fx_name(path), path, kind, "default") if k in space.fields)
+    for path, key in governing_keys(space.types, space.fields, space.by).items():
         if key in found:
             found[key].append(path)
     return found

@@ -1,12 +1,16 @@
 """Quantized layer wrappers: a float layer whose input, weight and bias are fake-quantized."""
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bitscout._core.registry import Registry
 from bitscout.quant import datapath
+from bitscout.quant.catalog import TENSORS
 from bitscout.quant.formats import Integer, NumberFormat, quantize
 
 
@@ -25,7 +29,7 @@ class LayerQuant:
     @property
     def tensors(self) -> dict[str, NumberFormat | None]:
         """The formats of the layer's input, weight and bias, by MASE's names."""
-        return {"data_in": self.data_in, "weight": self.weight, "bias": self.bias}
+        return {t: getattr(self, t) for t in TENSORS}
 
 
 class _QuantMixin:
@@ -97,21 +101,55 @@ def _copy_state(new: nn.Module, layer: nn.Module) -> nn.Module:
     return new.train(layer.training)
 
 
-QUANT_TYPES: dict[type[nn.Module], type[nn.Module]] = {
-    nn.Linear: QuantLinear,
-    nn.Conv1d: QuantConv1d,
-    nn.Conv2d: QuantConv2d,
-}
-TYPE_NAMES: dict[type[nn.Module], str] = {
-    nn.Linear: "linear",
-    nn.Conv1d: "conv1d",
-    nn.Conv2d: "conv2d",
-}
+Wrapper = Callable[[nn.Module, LayerQuant], nn.Module]  # float layer, formats -> quantized copy
+
+
+@dataclass(frozen=True)
+class LayerHandler:
+    """How a module type is quantized: its plan type name and its quantized-copy builder."""
+
+    module_type: type[nn.Module]
+    name: str
+    wrapper: Wrapper
+
+
+LAYER_HANDLERS: Registry[LayerHandler] = Registry("layer type")
+# Views by module type, kept in step by `register_layer_type` (lookups are by exact type).
+QUANT_TYPES: dict[type[nn.Module], Wrapper] = {}
+TYPE_NAMES: dict[type[nn.Module], str] = {}
+
+
+def register_layer_type(module_type: type[nn.Module], name: str, wrapper: Wrapper) -> LayerHandler:
+    """Make modules of exactly `module_type` quantizable, as plan and space type `name`.
+
+    `wrapper(layer, quant)` returns a new quantized copy of `layer` (the original untouched)
+    that fake-quantizes its input, weight and bias as `quant` says; the module needs a
+    `weight` (and optional `bias`) parameter.
+    """
+    if module_type in TYPE_NAMES:
+        raise ValueError(f"layer type {module_type.__name__} is registered twice")
+    handler = LayerHandler(module_type, name, wrapper)
+    LAYER_HANDLERS.register(name)(handler)
+    QUANT_TYPES[module_type] = wrapper
+    TYPE_NAMES[module_type] = name
+    return handler
+
+
+def type_names() -> tuple[str, ...]:
+    """Every registered layer type name, in registration order (built-ins first)."""
+    return tuple(TYPE_NAMES.values())
+
+
+def quantizable_layers(model: nn.Module) -> dict[str, nn.Module]:
+    """Module path -> layer, for every layer of a registered type in `model`, in module order."""
+    return {path: m for path, m in model.named_modules() if type(m) in QUANT_TYPES}
 
 
 def to_quant(layer: nn.Module, quant: LayerQuant) -> nn.Module:
-    """A new quantized copy of a float Linear/Conv layer (the original is untouched)."""
-    cls = QUANT_TYPES[type(layer)]
-    if cls is QuantLinear:
-        return QuantLinear.from_float(layer, quant)  # type: ignore[arg-type]
-    return _conv_from_float(cls, layer, quant)
+    """A new quantized copy of a float layer of a registered type (the original is untouched)."""
+    return QUANT_TYPES[type(layer)](layer, quant)
+
+
+register_layer_type(nn.Linear, "linear", QuantLinear.from_float)  # type: ignore[arg-type]
+register_layer_type(nn.Conv1d, "conv1d", functools.partial(_conv_from_float, QuantConv1d))
+register_layer_type(nn.Conv2d, "conv2d", functools.partial(_conv_from_float, QuantConv2d))

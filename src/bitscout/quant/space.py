@@ -8,6 +8,7 @@ field; a field that only some formats take is searched only when one of them is 
 
 import itertools
 import math
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,15 +18,6 @@ from torch import nn
 
 from bitscout._core.validate import check_keys
 from bitscout.errors import ConfigError
-from bitscout.quant.apply import (
-    LAYER_TYPES,
-    Layers,
-    QuantPlan,
-    fx_name,
-    layer_types,
-    parse_layer_config,
-    resolve_plan,
-)  # fmt: skip
 from bitscout.quant.catalog import (
     FORMATS,
     TENSORS,
@@ -35,7 +27,18 @@ from bitscout.quant.catalog import (
     format_names,
 )
 from bitscout.quant.formats import NO_FORMAT, NumberFormat
-from bitscout.quant.layers import LayerQuant
+from bitscout.quant.layers import LayerQuant, type_names
+from bitscout.quant.plan import (
+    DEFAULT,
+    Layers,
+    QuantPlan,
+    fx_name,
+    governing_keys,
+    layer_names,
+    layer_types,
+    resolve_plan,
+)
+from bitscout.quant.tables import parse_layer_config
 
 SPACE_NAMES = ("graph/quantize/mixed_precision_ptq",)
 Choice = int | str | bool
@@ -235,28 +238,26 @@ class SearchSpace:
 
     def _layer_keys(self, tables: Mapping[str, Any], key: str) -> dict[str, str]:
         """Plan key (layer fx name, or type) -> the seed table that configures it."""
-        names = {fx_name(p): p for p in self.types}
-        types = list(self.types.values())
+        names, types = layer_names(self.types), type_names()
         for k in tables:
-            ok = (
-                k == "default"
-                or k in LAYER_TYPES
-                or (self.by == "name" and (k in names or k in names.values()))
-            )
-            if not ok:
+            if not (k == DEFAULT or k in types or (self.by == "name" and k in names)):
                 what = "layer name" if self.by == "name" else "layer type"
-                known = list(names) if self.by == "name" else list(LAYER_TYPES)
+                known = (
+                    list(dict.fromkeys(map(fx_name, self.types)))
+                    if self.by == "name"
+                    else list(types)
+                )
                 raise ConfigError(f"{key}.{k}", f"unknown {what}; known: {', '.join(known)}")
-        if "default" not in tables:
-            raise ConfigError(f"{key}.default", 'is required (e.g. name = ["NA"])')
+        if DEFAULT not in tables:
+            raise ConfigError(f"{key}.{DEFAULT}", 'is required (e.g. name = ["NA"])')
+        governing = {
+            p: k or DEFAULT for p, k in governing_keys(self.types, tables, self.by).items()
+        }
         if self.by == "type":
-            keys = [t if t in tables else "default" for t in types]
-            return {k: k for k in dict.fromkeys(keys)}
-        found = {}
-        for fx, path in names.items():
-            t = self.types[path]
-            found[fx] = next(k for k in (fx, path, t, "default") if k in tables)
-        return found
+            return {k: k for k in dict.fromkeys(governing.values())}
+        # A layer's key is its fx name, or its path where layers share an fx name (a.b, a_b)
+        fx = Counter(map(fx_name, self.types))
+        return {(p if fx[fx_name(p)] > 1 else fx_name(p)): k for p, k in governing.items()}
 
     @property
     def mixed(self) -> bool:

@@ -2,9 +2,10 @@
 
 from collections.abc import Mapping
 
-from bitscout.quant.apply import fx_name, parse_layer_config
 from bitscout.quant.layers import LayerQuant
+from bitscout.quant.plan import DEFAULT, governing_keys
 from bitscout.quant.space import Choice, SearchSpace
+from bitscout.quant.tables import parse_layer_config
 
 Key = tuple[int, ...]  # a format id per quantizable layer, in the space's layer order
 
@@ -23,8 +24,7 @@ class Resolver:
         # The plan key that configures each layer: by name every layer has its own key, by
         # type the key is the layer's type when the seed has a table for it, else `default`.
         self._governing = tuple(
-            next(k for k in (fx_name(p), p, kind, "default") if k in space.fields)
-            for p, kind in space.types.items()
+            k or DEFAULT for k in governing_keys(space.types, space.fields, space.by).values()
         )
         searched = {d.layer for d in space.dimensions}
         # Layers whose plan key no dimension touches: one format in every candidate.

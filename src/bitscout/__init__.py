@@ -1,10 +1,32 @@
 """bitscout: search how to quantize a trained neural network.
 
 The public API is imported when first used, so `bitscout --help` does not load PyTorch.
+Type checkers and IDEs read the `TYPE_CHECKING` imports below instead, so they see each
+name's signature and docstring; `_PUBLIC` and those imports list the same names
+(tests/test_typing.py checks it).
 """
 
 from importlib import import_module
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bitscout.analysis.sensitivity import sensitivity as sensitivity
+    from bitscout.api import Candidate as Candidate
+    from bitscout.api import SearchResult as SearchResult
+    from bitscout.api import register_metric as register_metric
+    from bitscout.api import search as search
+    from bitscout.errors import ConfigError as ConfigError
+    from bitscout.errors import SearchFailed as SearchFailed
+    from bitscout.quant import Integer as Integer
+    from bitscout.quant import LayerQuant as LayerQuant
+    from bitscout.quant import QuantPlan as QuantPlan
+    from bitscout.quant import quantize as quantize
+    from bitscout.quant import quantize_model as quantize_model
+    from bitscout.results.sensitivity import SensitivityResult as SensitivityResult
+    from bitscout.zoo.data import register_dataset as register_dataset
+    from bitscout.zoo.models import register_model as register_model
+    from bitscout.zoo.train import TrainOptions as TrainOptions
+    from bitscout.zoo.train import train as train
 
 __version__ = "0.1.0"
 _PUBLIC = {

@@ -7,7 +7,7 @@ scale per block of 32, elements INT8, FP8 E4M3/E5M2, FP6 E2M3/E3M2 or FP4 E2M1).
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -95,7 +95,7 @@ class BlockFP(_Blocked):
     exponent_bias: int | None = None
     block_size: int = 16
 
-    def __post_init__(self) -> None:
+    def _resolve(self) -> None:
         if self.exponent_bias is None:
             object.__setattr__(self, "exponent_bias", 2 ** (self.exponent_width - 1) - 1)
 
@@ -168,14 +168,11 @@ class MXFP(_Blocked):
     exponent_width: int
     block_size: int = 32
 
-    @classmethod
-    def build(cls, values: dict[str, Any]) -> "NumberFormat":
-        if (values["width"], values["exponent_width"]) not in MX_ELEMENTS:
+    def _resolve(self) -> None:
+        if (self.width, self.exponent_width) not in MX_ELEMENTS:
             known = ", ".join(f"{w}/{e} ({n[0]})" for (w, e), n in MX_ELEMENTS.items())
             rule = f"with this width is not an OCP MX element type; known width/exponent: {known}"
-            raise ConfigError("exponent_width", rule,
-                              values["exponent_width"])  # fmt: skip
-        return cls(**values)
+            raise ConfigError("exponent_width", rule, self.exponent_width)
 
     @property
     def element(self) -> tuple[str, int, float]:

@@ -7,7 +7,7 @@ integer are exact for float32 inputs, so the results are correctly rounded.
 """
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 
@@ -58,20 +58,13 @@ class _Minifloat(NumberFormat):
     exponent_width: int
     exponent_bias: int | None = None
 
-    @classmethod
-    def build(cls, values: dict[str, Any]) -> "NumberFormat":
-        width, exp = values["width"], values["exponent_width"]
-        if not 1 <= width - 1 - exp <= MAX_MANTISSA:
+    def _resolve(self) -> None:
+        if not 1 <= self.mantissa <= MAX_MANTISSA:
             rule = f"leaves width - 1 - exponent_width mantissa bits outside 1..{MAX_MANTISSA}"
-            raise ConfigError("exponent_width", f"{rule} (width {width})", exp)
-        bias = values.get("exponent_bias")
-        fmt = cls(width, exp, 2 ** (exp - 1) - 1 if bias is None else bias)
-        _check_range(fmt.bias, fmt.emax, fmt.mantissa)
-        return fmt
-
-    def __post_init__(self) -> None:
+            raise ConfigError("exponent_width", f"{rule} (width {self.width})", self.exponent_width)
         if self.exponent_bias is None:
             object.__setattr__(self, "exponent_bias", 2 ** (self.exponent_width - 1) - 1)
+        _check_range(self.bias, self.emax, self.mantissa)
 
     @property
     def mantissa(self) -> int:
@@ -150,15 +143,10 @@ class Log(NumberFormat):
     width: int
     exponent_bias: int | None = None
 
-    def __post_init__(self) -> None:
+    def _resolve(self) -> None:
         if self.exponent_bias is None:
             object.__setattr__(self, "exponent_bias", 2 ** (self.width - 2) - 1)
-
-    @classmethod
-    def build(cls, values: dict[str, Any]) -> "NumberFormat":
-        fmt = cls(values["width"], values.get("exponent_bias"))
-        _check_range(fmt.exponent_bias + 1, fmt.emax, 0)  # type: ignore[operator]
-        return fmt
+        _check_range(self.exponent_bias + 1, self.emax, 0)  # type: ignore[operator]
 
     @property
     def emin(self) -> int:

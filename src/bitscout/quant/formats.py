@@ -11,7 +11,7 @@ imports them all so that the registry is complete.
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import torch
 
@@ -76,21 +76,29 @@ class NumberFormat:
     @classmethod
     def parse(cls, values: Mapping[str, object]) -> "NumberFormat":
         """The format from its fields' values (by suffix; absent ones take their defaults).
-        A bad value is a ConfigError keyed by the field's suffix, for the caller to prefix."""
+        A bad value is a ConfigError keyed by the field's suffix, for the caller to prefix;
+        construction checks the values, so Python and TOML refuse alike."""
         given = {}
         for f in cls.FIELDS:
-            value = values.get(f.suffix, f.default)
-            if value is REQUIRED:
+            given[f.suffix] = values.get(f.suffix, f.default)
+            if given[f.suffix] is REQUIRED:
                 raise ConfigError(f.suffix, "is required")
-            if not f.check(value):
-                raise ConfigError(f.suffix, f"must be {f.rule}", value)
-            given[f.suffix] = None if value == "NA" else value
-        return cls.build(given)
+        return cls(**given)
 
-    @classmethod
-    def build(cls, values: Mapping[str, Any]) -> "NumberFormat":
-        """Cross-field checks and construction; the default maps suffixes to attributes."""
-        return cls(**values)
+    def __post_init__(self) -> None:
+        """Check every field by its `Field` rule ("NA" and None ask for the default), then
+        let the format fill in defaults and check its rules across fields (`_resolve`)."""
+        for f in self.FIELDS:
+            value = getattr(self, f.suffix)
+            if not f.check("NA" if value is None else value):
+                raise ConfigError(f.suffix, f"must be {f.rule}", value)
+            if isinstance(value, str) and value == "NA":
+                object.__setattr__(self, f.suffix, None)
+        self._resolve()
+
+    def _resolve(self) -> None:
+        """Fill in defaults that depend on other fields; raise ConfigError for a combination
+        of valid fields that is no format."""
 
     def values(self) -> dict[str, object]:
         """The fields as best.toml writes them (every default made explicit)."""
@@ -165,18 +173,9 @@ class Integer(NumberFormat):
     rounding: Rounding = "half_even"
     overflow: Overflow = "saturate"
 
-    def __post_init__(self) -> None:
-        if not is_int(self.width) or not 1 <= self.width <= MAX_WIDTH:
-            raise ConfigError("width", f"must be an integer in 1..{MAX_WIDTH}", self.width)
-        if self.frac_width is None or self.frac_width == "NA":
+    def _resolve(self) -> None:
+        if self.frac_width is None:
             object.__setattr__(self, "frac_width", self.width // 2)
-        elif not is_int(self.frac_width) or abs(self.frac_width) > MAX_ABS_FRAC:
-            rule = f"must be an integer in -{MAX_ABS_FRAC}..{MAX_ABS_FRAC} or None (width // 2)"
-            raise ConfigError("frac_width", rule, self.frac_width)
-        if self.rounding not in ROUNDINGS:
-            raise ConfigError("rounding", f"must be one of {list(ROUNDINGS)}", self.rounding)
-        if self.overflow not in OVERFLOWS:
-            raise ConfigError("overflow", f"must be one of {list(OVERFLOWS)}", self.overflow)
 
     @property
     def step(self) -> float:

@@ -24,8 +24,14 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest
 
+# Style, types and the import layers (pyproject.toml's [tool.importlinter]): all three run,
+# so one report shows every problem; any failure fails the target.
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests
+	@rc=0; \
+	$(VENV)/bin/ruff check src tests || rc=1; \
+	$(VENV)/bin/mypy src || rc=1; \
+	$(VENV)/bin/lint-imports || rc=1; \
+	exit $$rc
 
 clean:
 	rm -rf runs .pytest_cache

@@ -11,8 +11,17 @@ import torch.nn.functional as F
 from fixed_point_ref import ref_tensor
 from torch import nn
 
-from bitscout.quant import Integer, LayerQuant, QuantConv1d, QuantConv2d, QuantLinear
+from bitscout.quant import (
+    Integer,
+    LayerQuant,
+    QuantConv1d,
+    QuantConv2d,
+    QuantLinear,
+    quantize_model,
+    register_layer_type,
+)
 from bitscout.quant.layers import to_quant
+from bitscout.quant.space import parse_space
 
 
 def on_grid(t: torch.Tensor, fmt: Integer) -> bool:
@@ -219,3 +228,51 @@ def test_to_quant_keeps_dtype(layer):
     assert q.weight.dtype == torch.float64
     x = torch.randn((4, 3) if isinstance(layer, nn.Linear) else (4, 2, 5), dtype=torch.float64)
     assert q(x).dtype == torch.float64
+
+
+class _Scaled(nn.Linear):
+    """A user's layer type: a Linear subclass that bitscout does not know by itself."""
+
+
+def _scaled_to_quant(layer: nn.Module, quant: LayerQuant) -> nn.Module:
+    return QuantLinear.from_float(layer, quant)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def scaled_type():
+    """`_Scaled` registered as layer type `scaled`, and unregistered afterwards."""
+    from bitscout.quant import layers
+
+    register_layer_type(_Scaled, "scaled", _scaled_to_quant)
+    yield "scaled"
+    layers.LAYER_HANDLERS._items.pop("scaled")
+    layers.QUANT_TYPES.pop(_Scaled)
+    layers.TYPE_NAMES.pop(_Scaled)
+
+
+def test_a_registered_layer_type_is_searched_and_quantized(scaled_type):
+    torch.manual_seed(0)
+    model = nn.Sequential(_Scaled(3, 2), nn.ReLU(), nn.Linear(2, 2))
+    seed = {
+        "default": {"config": {"name": ["NA"]}},
+        "scaled": {"config": {"name": ["integer"], "data_in_width": [4], "weight_width": [4, 6]}},
+    }
+    space = parse_space({"setup": {"by": "type"}, "seed": seed}, model)
+    assert space.types == {"0": "scaled", "2": "linear"}
+    assert [d.name for d in space.dimensions] == ["scaled/weight_width"]
+    config = space.config(0)  # weight width 4: k / 4, k in [-8, 7]
+    quantized = quantize_model(model, space.plan(config))
+    assert isinstance(quantized[0], QuantLinear) and type(quantized[2]) is nn.Linear
+    x = torch.randn(5, 3)
+
+    def grid(t: torch.Tensor) -> torch.Tensor:
+        return torch.clamp(torch.round(t * 4), -8, 7) / 4
+
+    first = F.linear(grid(x), grid(model[0].weight), model[0].bias)
+    expected = model[2](torch.relu(first))
+    torch.testing.assert_close(quantized(x), expected)
+
+
+def test_a_layer_type_is_registered_once(scaled_type):
+    with pytest.raises(ValueError, match="registered twice"):
+        register_layer_type(_Scaled, "scaled2", _scaled_to_quant)

@@ -14,6 +14,7 @@ from torch import nn
 from bitscout._core.files import atomic, write_text
 from bitscout.export.hardware import HwType, Node, float_nodes, hardware
 from bitscout.quant.apply import QuantPlan, fx_name, resolve_plan
+from bitscout.quant.catalog import DATAPATH, TENSORS
 from bitscout.quant.formats import Integer, quantize_values
 
 PRECISION_VERSION = 1
@@ -89,10 +90,10 @@ def precision(model: nn.Module, plan: QuantPlan | Mapping[str, Any]) -> dict[str
 def _layer(node: Node, quant: Any) -> dict[str, Any]:
     entry: dict[str, Any] = {"name": node.name, "path": node.path, "type": node.kind,
                              "fan_in": node.fan_in, "float": node.float_}  # fmt: skip
-    for tensor in ("data_in", "weight", "bias"):
+    for tensor in TENSORS:
         fmt = getattr(quant, tensor, None)
         entry[tensor] = "float" if fmt is None else _describe(fmt)
-    for tensor in ("accum", "result"):
+    for tensor in DATAPATH:
         hw = node.params["accum"] if tensor == "accum" else node.result
         source = "given" if tensor in node.given else "computed"
         entry[tensor] = {**hw.describe(), "source": source}

@@ -98,11 +98,12 @@ def _datapath_frac(
     if f"{tensor}_frac_width" in cfg:
         value = cfg[f"{tensor}_frac_width"]
         return None if value == "NA" else value
-    accum = formats.get("accum")
-    if tensor == "result" and accum is not None:
+    accum_tensor, result_tensor = DATAPATH
+    accum = formats.get(accum_tensor)
+    if tensor == result_tensor and accum is not None:
         return accum.frac_width
-    data_in, weight = formats["data_in"], formats["weight"]
+    data_in, weight, bias = (formats[t] for t in TENSORS)
     if data_in is None or weight is None:
         rule = "is required when data_in or weight is float (their products have no fixed grid)"
         raise ConfigError(f"{key}.{tensor}_frac_width", rule)
-    return exact_frac(data_in, weight, formats["bias"])
+    return exact_frac(data_in, weight, bias)

@@ -11,6 +11,7 @@ import tomli_w
 
 from bitscout._core.files import write_text
 from bitscout.quant.apply import fx_name
+from bitscout.quant.catalog import DATAPATH, TENSORS
 from bitscout.quant.layers import LayerQuant
 from bitscout.quant.space import SearchSpace
 from bitscout.results.schema import SCHEMA_VERSION, choice_value
@@ -19,7 +20,7 @@ from bitscout.results.schema import SCHEMA_VERSION, choice_value
 def layer_table(quant: LayerQuant) -> dict[str, Any]:
     """One layer's `config` table with every field of its format explicit (defaults and
     "NA" resolved); layer-wide fields once."""
-    tensors = {t: getattr(quant, t) for t in ("data_in", "weight", "bias", "accum", "result")}
+    tensors = {t: getattr(quant, t) for t in (*TENSORS, *DATAPATH)}
     first = next(f for f in tensors.values() if f is not None)
     layer_wide = {f.suffix for f in first.FIELDS if f.layer}
     cfg: dict[str, Any] = {"name": first.name}
@@ -40,7 +41,7 @@ def plan_table(space: SearchSpace, config: Mapping[str, Any]) -> dict:
     return table
 
 
-TENSOR_NAMES = ("data_in", "weight", "bias")
+TENSOR_NAMES = TENSORS
 
 
 def row_config(row: Mapping[str, Any], dims: Sequence[str]) -> dict[str, Any]:

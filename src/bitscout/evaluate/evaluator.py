@@ -1,9 +1,9 @@
 """Evaluate models on validation data: one model (`evaluate_model`) or a search's candidates."""
 
 import copy
-from collections.abc import Iterable, Iterator, Mapping, MutableMapping, Sequence
+from collections.abc import Hashable, Iterable, Iterator, Mapping, MutableMapping, Sequence
 from contextlib import contextmanager
-from dataclasses import fields
+from dataclasses import fields, replace
 from typing import Any
 
 import numpy as np
@@ -16,7 +16,14 @@ from bitscout.evaluate.engine.caches import MetricsCache
 from bitscout.evaluate.engine.candidates import Key, Resolver
 from bitscout.evaluate.engine.chain import trace_chain
 from bitscout.evaluate.engine.runner import Runner
-from bitscout.evaluate.metrics import Metric, MetricContext, compute_metrics, forward_sums
+from bitscout.evaluate.metrics import (
+    Kind,
+    LossFn,
+    Metric,
+    MetricContext,
+    compute_metrics,
+    forward_sums,
+)
 from bitscout.evaluate.metrics import get_metric as lookup
 from bitscout.evaluate.profile import profile_model
 from bitscout.quant.apply import QuantPlan, quantize_model
@@ -27,7 +34,6 @@ from bitscout.quant.space import Choice, SearchSpace
 CHUNK = 65536  # rows per forward pass: bounds memory on large splits
 BLOCK_BYTES = 2**20  # per tensor of a block of rows of candidates run together
 Plan = dict[str, LayerQuant | None]
-LossFn = Any  # (outputs, targets) -> the mean loss over the batch, as a scalar tensor
 Blocks = Iterable[tuple[torch.Tensor, torch.Tensor]]  # logits [rows, g, ...] and their targets
 
 
@@ -99,7 +105,7 @@ class Evaluator:
         *,
         extra: Mapping[str, Metric] | None = None,
         loss_fn: LossFn | None = None,
-        latency: Mapping[str, float] | None = None,
+        latency: Mapping[str, Any] | None = None,
         block_bytes: int = BLOCK_BYTES,
         share_latency: bool = True,
         device: torch.device | str | None = None,
@@ -123,10 +129,10 @@ class Evaluator:
         kinds = {name: self.get(name).kind for name in self.metrics}
         self._by_kind = {k: [m for m in self.metrics if kinds[m] == k] for k in set(kinds.values())}
         self._check_available()
-        chain = trace_chain(self.model) if self._kind("forward") and data.held else None
+        chain = trace_chain(self.model) if self._kind("forward") and data.x is not None else None
         self._runner = (
             None
-            if chain is None
+            if chain is None or data.x is None
             else Runner(chain, data.x, fixed=self._resolver.fixed, block_bytes=block_bytes)
         )
 
@@ -143,9 +149,12 @@ class Evaluator:
         return self.data.rows
 
     def get(self, name: str) -> Metric:
-        return lookup(name, extra=self.extra)
+        metric = lookup(name, extra=self.extra)
+        if name == "loss" and self.loss_fn is not None:  # the user's loss: its unit, not nats
+            return replace(metric, unit="")
+        return metric
 
-    def _kind(self, kind: str) -> list[str]:
+    def _kind(self, kind: Kind) -> list[str]:
         return self._by_kind.get(kind, [])
 
     def _output_shape(self, sample: torch.Tensor) -> tuple[int, ...]:
@@ -182,7 +191,9 @@ class Evaluator:
         False, caching nothing, when they lack one of this evaluator's metrics."""
         if not all(name in metrics for name in self.metrics):
             return False
-        self.cache.setdefault(self.key(config), metrics)
+        key = self.key(config)
+        if key not in self.cache:
+            self.cache[key] = metrics
         return True
 
     def evaluate(self, config: Mapping[str, Choice]) -> tuple[dict[str, float], bool]:
@@ -197,7 +208,7 @@ class Evaluator:
         and reported as cached after its first occurrence. `cache=False` keeps nothing: a
         brute force never asks twice, and a million cached candidates would fill memory."""
         keys = [self.key(c) for c in configs]
-        store: MutableMapping[Key, dict[str, float]] = self.cache if cache else {}
+        store: MutableMapping[Hashable, dict[str, float]] = self.cache if cache else {}
         fresh = [k for k in dict.fromkeys(keys) if k not in store]
         for key, metrics in zip(fresh, self._compute(fresh), strict=True):
             store[key] = metrics
@@ -250,29 +261,24 @@ class Evaluator:
         return self._forward_metrics(1, blocks)[0]
 
     def _add_forward(self, keys: Sequence[Key], plans: Sequence[Plan], rows: list[dict]) -> None:
-        runner = self._runner
-        if runner is None:
+        runner, y = self._runner, self.data.y
+        if runner is None or y is None:  # a runner is made for held data only
             for plan, row in zip(plans, rows, strict=True):
                 row.update(self._plain_forward(plan))
             return
         candidates = [runner.candidate(k, p) for k, p in zip(keys, plans, strict=True)]
         for stage, members in runner.groups(candidates):
             logits = runner.logits(stage, [candidates[i] for i in members])
-            values = self._forward_metrics(len(members), self._with_targets(logits))
+            values = self._forward_metrics(len(members), _with_targets(logits, y))
             for i, metrics in zip(members, values, strict=True):
                 rows[i].update(metrics)
-
-    def _with_targets(self, blocks: Iterable[torch.Tensor]) -> Blocks:
-        start = 0
-        for block in blocks:
-            yield block, self.y[start : start + len(block)]  # type: ignore[index]
-            start += len(block)
 
     def _forward_metrics(self, g: int, blocks: Blocks) -> list[dict]:
         """Forward metrics of g candidates from blocks of rows of their logits [rows, g, ...]
         and the targets of those rows: sums over rows divided by the row count."""
         names = self._kind("forward")
-        by_user = {"loss"} & set(names) if self.loss_fn is not None else set()
+        loss_fn = self.loss_fn if "loss" in names else None
+        by_user = set() if loss_fn is None else {"loss"}
         batched = [m for m in names if m not in by_user and self.get(m).batched is not None]
         other = [m for m in names if m not in by_user and m not in batched]
         sums = {m: np.zeros(g) for m in (*batched, *by_user)}
@@ -281,9 +287,10 @@ class Evaluator:
         for block, targets in blocks:
             for name, value in forward_sums(batched, block, targets).items():
                 sums[name] += value
-            for i in range(g) if by_user else ():
-                outputs = block[:, i].reshape(len(block), *self.out_shape)
-                sums["loss"][i] += float(self.loss_fn(outputs, targets)) * len(block)
+            if loss_fn is not None:
+                for i in range(g):
+                    outputs = block[:, i].reshape(len(block), *self.out_shape)
+                    sums["loss"][i] += float(loss_fn(outputs, targets)) * len(block)
             total += len(block)
             kept += [(block, targets)] if other else []
         result = [{m: float(sums[m][i]) / total for m in sums} for i in range(g)]
@@ -298,9 +305,16 @@ class Evaluator:
         signature = operations(plan) if self.share_latency else tuple(plan.items())
         if signature not in self._timings:
             candidate = quantize_model(self.model, QuantPlan("name", plan))
-            ctx = MetricContext(self.profile, plan, model=candidate, inputs=self.x, **self.latency)  # type: ignore[arg-type]
+            ctx = MetricContext(self.profile, plan, model=candidate, inputs=self.x, **self.latency)
             self._timings[signature] = compute_metrics(self._kind("timing"), ctx, self.extra)
         return self._timings[signature]
+
+
+def _with_targets(blocks: Iterable[torch.Tensor], y: torch.Tensor) -> Blocks:
+    start = 0
+    for block in blocks:
+        yield block, y[start : start + len(block)]
+        start += len(block)
 
 
 def operations(plan: Plan) -> tuple:

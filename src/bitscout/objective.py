@@ -176,13 +176,13 @@ def objective_from(
         specs = tuple(MetricSpec(n, 1.0, d) for n, d in zip(names, values, strict=True))
         single = False
     elif values:
-        scales = [finite_float(v) for v in values]
-        if None in scales:
+        scales = [s for s in map(finite_float, values) if s is not None]
+        if len(scales) < len(values):
             rule = "scales must be finite numbers (or all directions, for a Pareto search)"
-            raise ConfigError("objective", rule, dict(spec))
+            raise ConfigError("objective", rule, dict(zip(names, values, strict=True)))
         specs = tuple(
             MetricSpec(n, s, metrics[n].direction) for n, s in zip(names, scales, strict=True)
-        )  # type: ignore[arg-type]
+        )
         single = True
     else:
         specs = tuple(MetricSpec(n, 1.0, metrics[n].direction) for n in names)

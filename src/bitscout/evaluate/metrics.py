@@ -22,6 +22,8 @@ from bitscout.quant.layers import LayerQuant
 
 Direction = Literal["maximize", "minimize"]
 Kind = Literal["forward", "static", "timing", "model"]
+# The user's loss: (outputs, targets) -> the mean over the batch, as a scalar tensor.
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 FLOAT_BITS = 32
 _FLOAT = LayerQuant()  # a float layer stores and computes everything at FLOAT_BITS
 
@@ -37,7 +39,7 @@ class MetricContext:
     model: nn.Module | None = None
     inputs: torch.Tensor | None = None
     data: Any = None  # the validation data as the user gave it (for user metrics)
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+    loss_fn: LossFn | None = None
     latency_repeats: int = 5
     latency_warmup: int = 1
     latency_budget_s: float = 2.0
@@ -273,12 +275,12 @@ def model_size(ctx: MetricContext) -> float:
 def model_size_bits(ctx: MetricContext) -> float:
     """Bits to store all parameters: each Linear/Conv weight and bias at its format's width
     (32 when float), every other parameter (BatchNorm, ...) at 32 bits."""
-    bits = FLOAT_BITS * ctx.profile.param_count
+    bits = float(FLOAT_BITS * ctx.profile.param_count)  # exact below 2**53 bits
     for layer, quant in _planned(ctx):
         q = quant or _FLOAT
         bits -= layer.weight_count * (FLOAT_BITS - _bits(q.weight, layer.weight_shape))
         bits -= layer.bias_count * (FLOAT_BITS - _bits(q.bias, (layer.bias_count,)))
-    return float(bits)
+    return bits
 
 
 @metric("flops", unit="FLOPs", direction="minimize", kind="static")

@@ -76,12 +76,12 @@ def _leaf_flops(module: nn.Module, out: torch.Tensor) -> int:
         return 2 * n * (module.in_channels // module.groups) * math.prod(module.kernel_size)
     if isinstance(module, _NORMS + _ACTIVATIONS):
         return n * (2 if isinstance(module, _NORMS) else 1)
-    if isinstance(module, _FREE):
-        return 0
-    k = module.kernel_size
-    # An int kernel spans every spatial dim of the (batch, channels, *spatial) output.
-    elements = k ** (out.dim() - 2) if isinstance(k, int) else math.prod(k)
-    return n * (elements - 1 if isinstance(module, _MAX_POOLS) else elements)
+    if isinstance(module, _MAX_POOLS + _AVG_POOLS):
+        k = module.kernel_size
+        # An int kernel spans every spatial dim of the (batch, channels, *spatial) output.
+        elements = k ** (out.dim() - 2) if isinstance(k, int) else math.prod(k)
+        return n * (elements - 1 if isinstance(module, _MAX_POOLS) else elements)
+    return 0  # the rest of _COUNTED (_FREE) only moves or masks values
 
 
 def _record(
@@ -101,7 +101,7 @@ def _flops_by_path(
     """FLOPs per counted leaf module path in one float forward of `sample`, and the FLOPs that
     FlopCounterMode sees outside the counted Linear/Conv layers (attention products, custom
     modules, inline matrix products). Each module's input shape goes into `shapes`."""
-    leaves = {
+    leaves: dict[str, nn.Module] = {
         p: m
         for p, m in model.named_modules()
         if next(m.children(), None) is None and isinstance(m, _COUNTED)
@@ -141,20 +141,22 @@ def profile_model(model: nn.Module, sample: torch.Tensor) -> ModelProfile:
     flops, rest = _flops_by_path(model, sample, shapes)
     layers = tuple(
         # A Linear/Conv layer's FLOPs are 2 * MACs by definition.
-        LayerStats(
-            path,
-            TYPE_NAMES[type(m)],
-            flops.get(path, 0) // 2,
-            m.weight.numel(),
-            _bias_count(m),
-            tuple(m.weight.shape),
-            shapes.get(path, ()),
-        )
+        _layer_stats(path, m, flops.get(path, 0) // 2, shapes.get(path, ()))
         for path, m in quantizable_layers(model).items()
     )
     params = sum(p.numel() for p in model.parameters())
     return ModelProfile(layers, params, sum(flops.values()) + rest)
 
 
-def _bias_count(layer: nn.Module) -> int:
-    return 0 if layer.bias is None else layer.bias.numel()
+def _layer_stats(
+    path: str, layer: nn.Module, macs: int, input_shape: tuple[int, ...]
+) -> LayerStats:
+    # A registered layer type promises a weight tensor and a bias tensor or None.
+    weight, bias = layer.weight, layer.bias
+    if not isinstance(weight, torch.Tensor):
+        raise TypeError(f"{path}: {type(layer).__name__}.weight is not a tensor")
+    bias_count = bias.numel() if isinstance(bias, torch.Tensor) else 0
+    shape = tuple(weight.shape)
+    return LayerStats(
+        path, TYPE_NAMES[type(layer)], macs, weight.numel(), bias_count, shape, input_shape
+    )

@@ -45,9 +45,9 @@ MAX_POINTS = 20_000  # drawn per series: a million markers take minutes and show
 def thin(n: int, keep: np.ndarray | None = None) -> np.ndarray:
     """Positions of at most about MAX_POINTS of n points, evenly spread, plus `keep` (a mask
     or positions that must be drawn, such as a front or the changes of a running best)."""
-    every = np.unique(np.linspace(0, n - 1, min(n, MAX_POINTS)).astype(np.int64)) if n else []
+    every = np.unique(np.linspace(0, n - 1, min(n, MAX_POINTS)).astype(np.int64))
     if keep is None:
-        return np.asarray(every, dtype=np.int64)
+        return every
     kept = np.flatnonzero(keep) if keep.dtype == bool else keep
     return np.union1d(every, kept).astype(np.int64)
 

@@ -23,8 +23,9 @@ def _text_colour(value: float, limit: float) -> str:
     return "white" if abs(value) > 0.6 * limit else "black"
 
 
-def _panel(ax: plt.Axes, name: str, grid: pd.DataFrame, norm: Normalize) -> None:
+def _panel(ax: plt.Axes, name: str, grid: pd.DataFrame, limit: float) -> None:
     values = grid.to_numpy(dtype=float)
+    norm = Normalize(-limit, limit)
     cmap = plt.get_cmap(CMAP).with_extremes(bad=NOT_PROBED)
     ax.imshow(np.ma.masked_invalid(values), cmap=cmap, norm=norm, aspect="auto")
     ax.set_xticks(range(len(grid.columns)), list(grid.columns))
@@ -34,7 +35,7 @@ def _panel(ax: plt.Axes, name: str, grid: pd.DataFrame, norm: Normalize) -> None
     for (i, j), value in np.ndenumerate(values):
         if np.isfinite(value):
             ax.text(j, i, f"{value:.1f}", ha="center", va="center", fontsize=8,
-                    color=_text_colour(value, norm.vmax))  # fmt: skip
+                    color=_text_colour(value, limit))  # fmt: skip
 
 
 def sensitivity_png(grids: Sequence[tuple[str, pd.DataFrame]], label: str, path: Path) -> Path:
@@ -49,7 +50,7 @@ def sensitivity_png(grids: Sequence[tuple[str, pd.DataFrame]], label: str, path:
     fig, axes = plt.subplots(1, len(grids), figsize=size, squeeze=False, layout="constrained",
                              gridspec_kw={"width_ratios": widths})  # fmt: skip
     for ax, (name, grid) in zip(axes[0], grids, strict=True):
-        _panel(ax, name, grid, norm)
+        _panel(ax, name, grid, limit)
     fig.colorbar(ScalarMappable(norm=norm, cmap=CMAP), ax=list(axes[0]), label=label)
     fig.suptitle("each cell: one choice applied alone (the tensor's other fields at their first "
                  "choice), everything else float; grey: not a choice", fontsize=8)  # fmt: skip

@@ -88,8 +88,13 @@ DEFAULT_CACHE_DIR = Path("~/.cache/bitscout/openml")
 
 def register_dataset(name: str, loader: Callable[..., Any]) -> None:
     """Make `loader(**options)` the dataset `name` (`dataset = "name"` in a config, options
-    from `[dataset_options]`). It returns `(x, y)` arrays or tensors of validation data, or a
-    dict with `train`, `val` and optionally `test` pairs; they are used as returned."""
+    from `[dataset_options]`).
+
+    Args:
+        name: the name a config's `dataset` key uses; a name registered twice is a ValueError.
+        loader: returns `(x, y)` arrays or tensors of validation data, or a dict with
+            `train`, `val` and optionally `test` pairs; they are used as returned.
+    """
     DATASETS.register(name)(Dataset(loader))
 
 

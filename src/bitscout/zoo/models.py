@@ -114,7 +114,13 @@ def cnn(
 
 def register_model(name: str, builder: Builder) -> None:
     """Make `builder(**options)` the model `name` (`model = "name"` in a config, options from
-    `[model_options]`); it may also take `num_features` and `num_classes` from the data."""
+    `[model_options]`).
+
+    Args:
+        name: the name a config's `model` key uses; a name registered twice is a ValueError.
+        builder: returns a new float `nn.Module`; it may also take `num_features` and
+            `num_classes`, which it is given from the data.
+    """
     MODELS.register(name)(builder)
 
 
@@ -123,7 +129,7 @@ def build_model(name: str, **kwargs: Any) -> nn.Module:
     options, and `num_features`/`num_classes` from the data, which a builder may take or not."""
     builder = load_callable(name, "model") if is_spec(name) else MODELS.get(name, "model")
     allowed = _parameters(builder)
-    data = {k: kwargs.pop(k) for k in ("num_features", "num_classes") if k in kwargs}
+    data: dict[str, Any] = {k: kwargs.pop(k) for k in DATA_OPTIONS if k in kwargs}
     takes_any = allowed is None or any(p.kind is p.VAR_KEYWORD for p in allowed.values())
     data = {k: v for k, v in data.items() if takes_any or k in (allowed or {})}
     if is_spec(name):

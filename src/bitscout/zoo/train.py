@@ -73,8 +73,18 @@ def train(
     show: bool = False,
     name: str = "the model",
 ) -> nn.Module:
-    """Train `model` in place on `data`, an (x, y) pair of arrays or tensors, and return it in
-    eval mode: Adam with a cosine schedule on cross-entropy (or `loss_fn`), seeded."""
+    """Train `model` in place on `data` and return it in eval mode: Adam with a cosine
+    schedule on cross-entropy (or `loss_fn`), seeded.
+
+    Args:
+        model: the float `nn.Module` to train; its parameters are updated in place.
+        data: the training data, an `(x, y)` pair of arrays or tensors.
+        options: epochs, batch size, learning rate, weight decay and seed; default
+            `TrainOptions()`.
+        loss_fn: `loss_fn(outputs, targets)`, the batch mean, replaces cross-entropy.
+        show: draw a progress bar with each epoch's loss (off: nothing is printed).
+        name: what error messages call the model (a BatchNorm model refuses batches of one).
+    """
     options = options or TrainOptions()
     x, y = pair(data, "train data")
     x = x.float() if x.is_floating_point() else x

@@ -8,6 +8,7 @@ import itertools
 import json
 import tomllib
 
+import numpy as np
 import optuna
 import pytest
 from cli_support import base_doc, edit, error_problems, run_cli, write_config
@@ -96,7 +97,15 @@ def test_draw_asks_only_for_the_chosen_formats_fields():
             "weight_exponent_width",
             "applies to none of the formats in name",
         ),
-        ({"weight_width": [4, 8]}, "weight_exponent_width", "minifloat_ieee with weight_width = 4"),
+        (  # minifloat's only widths leave no mantissa: no candidate left to skip to
+            {"weight_width": [3, 4], "weight_exponent_width": [3]},
+            "",
+            "leaves minifloat_ieee no valid candidate; e.g. minifloat_ieee with weight_width = 3",
+        ),
+        ({"weight_width": {"integer": [4], "posit": [8]}}, "weight_width.posit", "not a format"),
+        ({"weight_width": {"integer": [4], "NA": [8]}}, "weight_width.NA", "not a format"),
+        ({"weight_width": {"log": [1]}}, "weight_width.log", "integers in 2..9"),
+        ({"weight_width": [0, 8]}, "weight_width", "each choice must suit a format in name"),
         ({"name": ["integer", "posit"]}, "name", "choices must be among"),
         ({"weight_exponent_width": [2, 9]}, "weight_exponent_width", "integers in 1..8"),
     ],
@@ -104,7 +113,88 @@ def test_draw_asks_only_for_the_chosen_formats_fields():
 def test_bad_mixed_tables_name_the_field(change, field, fragment):
     with pytest.raises(ConfigError) as err:
         _space({**LAYER, **change})
-    assert err.value.key.endswith(f"seq_blocks_2.config.{field}") and fragment in str(err.value)
+    at = "seq_blocks_2.config" + (f".{field}" if field else "")
+    assert err.value.key.endswith(at) and fragment in str(err.value)
+
+
+def _valid_everywhere(space) -> list[dict]:
+    """Every candidate index gives a config that builds, and maps back to its index."""
+    configs = [space.config(i) for i in range(space.size)]
+    assert [space.index(c) for c in configs] == list(range(space.size))
+    for c in configs:
+        assert space.invalid(c) is None
+        space.resolved(c)  # parses: a valid format
+    columns = space.columns(np.arange(space.size))
+    for i, c in enumerate(configs):
+        assert {k: columns[k][i] for k in c} == c
+    return configs
+
+
+def test_an_invalid_combination_is_skipped_counted_and_named():
+    """minifloat_ieee with E3 at width 4 leaves no mantissa: that candidate is skipped (the
+    space was refused), the rest are searched."""
+    space = _space({**LAYER, "weight_width": [4, 8]})
+    assert space.size == SIZE - 1 and space.skipped == 1
+    assert space.skipped_note == (
+        f"skipped 1 of {SIZE} candidates that are no valid format: seq_blocks_2 minifloat_ieee: "
+        "1 (e.g. minifloat_ieee with weight_width = 4, weight_exponent_width = 3 "
+        "(weight_exponent_width leaves width - 1 - exponent_width mantissa bits outside 1..23 "
+        "(width 4)))"
+    )
+    configs = _valid_everywhere(space)
+    minifloats = [c for c in configs if c["seq_blocks_2/name"] == "minifloat_ieee"]
+    pairs = {(c["seq_blocks_2/weight_width"], c["seq_blocks_2/weight_exponent_width"])
+             for c in minifloats}  # fmt: skip
+    assert pairs == {(4, 2), (8, 2), (8, 3)}
+    bad = {"seq_blocks_2/name": "minifloat_ieee", "seq_blocks_2/weight_width": 4,
+           "seq_blocks_2/weight_exponent_width": 3}  # fmt: skip
+    assert "is no valid candidate" in space.invalid(bad)
+    with pytest.raises(ValueError, match="no valid candidate"):
+        space.index(bad)
+    assert _space().skipped == 0 and _space().skipped_note is None
+
+
+MIXED_WIDTHS = {"name": ["integer", "mxint"], "weight_width": [4, 6, 8]}
+
+
+def test_a_shared_list_skips_the_choices_a_format_cannot_take():
+    """mxint is 8 bits wide only: widths 4 and 6 are skipped for it (the space was refused)."""
+    space = _space(MIXED_WIDTHS)
+    assert space.size == 3 + 1 and space.skipped == 2
+    assert "seq_blocks_2 mxint: 2 (e.g. mxint with weight_width = 4" in space.skipped_note
+    configs = _valid_everywhere(space)
+    assert configs[-1] == {"seq_blocks_2/name": "mxint"}  # one width left: not searched
+    assert space.resolved(configs[-1])["seq_blocks.2"].weight.width == 8
+
+
+def test_per_format_choice_lists():
+    """`weight_width = {integer = [4, 6, 8], mxint = [8]}`: each format its own list, so
+    nothing is skipped; the dimension offers every listed choice."""
+    per = {"name": ["integer", "mxint"], "weight_width": {"integer": [4, 6, 8], "mxint": [8]}}
+    space = _space(per)
+    assert space.size == 4 and space.skipped == 0 and space.skipped_note is None
+    width = next(d for d in space.dimensions if d.field == "weight_width")
+    assert width.choices == (4, 6, 8) and width.formats == ("integer",)
+    assert _valid_everywhere(space) == _valid_everywhere(_space(MIXED_WIDTHS))
+    # The space's table reads back (summary.json keeps it) with the per-format lists.
+    again = parse_space(space.table(), build_model("jsc-tiny"))
+    assert again.table() == space.table() and again.size == 4
+    seed = space.table()["seed"]["seq_blocks_2"]["config"]
+    assert seed["weight_width"] == {"integer": [4, 6, 8], "mxint": [8]}
+
+
+def test_per_format_lists_that_differ_under_one_dimension_are_checked_when_drawn():
+    """Both formats search the width with their own lists: a draw (an Optuna trial) may
+    combine a format with the other's choice; `invalid` says so, for the trial to be pruned."""
+    per = {"name": ["integer", "minifloat_ieee"], "weight_exponent_width": [2],
+           "weight_width": {"integer": [3, 4], "minifloat_ieee": [4, 5]}}  # fmt: skip
+    space = _space(per)
+    width = next(d for d in space.dimensions if d.field == "weight_width")
+    assert width.choices == (3, 4, 5) and width.formats == ("integer", "minifloat_ieee")
+    assert space.size == 4 and len(_valid_everywhere(space)) == 4
+    drawn = space.draw(lambda d: d.choices[-1] if d.field == "name" else d.choices[0])
+    assert drawn == {"seq_blocks_2/name": "minifloat_ieee", "seq_blocks_2/weight_width": 3}
+    assert "3 is not a choice of minifloat_ieee" in space.invalid(drawn)
 
 
 # --- searches ---------------------------------------------------------------------------------
@@ -201,3 +291,25 @@ def test_formats_multiply_across_layers():
             tuple(dict(c)[f"{layer}/name"] for layer in ("seq_blocks_2", "seq_blocks_5")) == combo
             for c in seen
         )
+
+
+def test_an_optuna_search_prunes_a_skipped_candidate_it_draws(tmp_path, capsys, ckpt):
+    """Optuna's categorical dimensions can combine minifloat E3 with width 4 (skipped by the
+    space): such a trial is pruned before it is scored; the search goes on."""
+    doc = _doc("random", 30)
+    doc["search"]["search_space"]["seed"]["seq_blocks_2"]["config"]["weight_width"] = [4, 8]
+    config = write_config(tmp_path / "c.toml", doc)
+    out = tmp_path / "run"
+    outcome = run_cli(["search", str(config), "--out", str(out), "--load", str(ckpt)], capsys)
+    assert outcome.rc == 0, outcome.err
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(out / "study.journal")))  # fmt: skip
+    trials = optuna.load_study(study_name="bitscout", storage=storage).trials
+    space = _space({**LAYER, "weight_width": [4, 8]})
+    skipped = {t.number for t in trials if space.invalid(t.params) is not None}
+    assert skipped  # the seed draws the skipped candidate
+    pruned = {t.number for t in trials if t.state == optuna.trial.TrialState.PRUNED}
+    assert pruned == skipped
+    assert all(
+        t.state == optuna.trial.TrialState.COMPLETE for t in trials if t.number not in pruned
+    )

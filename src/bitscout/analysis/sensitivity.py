@@ -82,6 +82,8 @@ def _layer_probes(lc: LayerChoices, d: Dimension) -> Iterator[Probe]:
     for fmt in formats:
         for choice in d.choices:
             values = {"name": choice} if fmt is None else {"name": fmt, d.field: choice}
+            if not lc.allows(values):
+                continue  # a choice or combination the chosen format skips
             full = lc.table_for(values)
             tensor = tensor_of(d.field)
             table = {k: v for k, v in full.items() if k == "name" or _kept(k, tensor)}

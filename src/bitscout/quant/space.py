@@ -9,8 +9,7 @@ field; a field that only some formats take is searched only when one of them is 
 import itertools
 import math
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -25,6 +24,15 @@ from bitscout.quant.catalog import (
     field_names,
     field_spec,
     format_names,
+)
+from bitscout.quant.choices import (
+    MAX_COMBINATIONS,
+    Choice,
+    Choices,
+    Dimension,
+    FormatChoices,
+    LayerChoices,
+    skipped_note,
 )
 from bitscout.quant.formats import NO_FORMAT, NumberFormat
 from bitscout.quant.layers import LayerQuant, type_names
@@ -41,24 +49,7 @@ from bitscout.quant.plan import (
 from bitscout.quant.tables import parse_layer_config
 
 SPACE_NAMES = ("graph/quantize/mixed_precision_ptq",)
-Choice = int | str | bool
 Config = dict[str, Choice]  # dimension name -> chosen value
-MAX_COMBINATIONS = 100_000  # per tensor and format, when checking that every one is valid
-
-
-@dataclass(frozen=True)
-class Dimension:
-    """One searched field of one layer key, named `<layer>/<field>`; `formats` lists the
-    formats under which it is searched (empty: always)."""
-
-    layer: str
-    field: str
-    choices: tuple[Choice, ...]
-    formats: tuple[str, ...] = ()
-
-    @property
-    def name(self) -> str:
-        return f"{self.layer}/{self.field}"
 
 
 def _choices(value: object, key: str) -> tuple[Choice, ...]:
@@ -80,17 +71,45 @@ def _formats(cfg: Mapping[str, Any], key: str) -> tuple[str, ...]:
     return names  # type: ignore[return-value]
 
 
+def _users(field: str, names: Sequence[str]) -> list[str]:
+    """The formats of `names` that take `field`."""
+    return [n for n in names if n != NO_FORMAT and field in field_names(FORMATS.get(n))]
+
+
 def _check_field(field: str, choices: Sequence[Choice], names: Sequence[str], key: str) -> None:
-    """Every choice of `field` valid for every listed format that takes it."""
-    users = [n for n in names if n != NO_FORMAT and field in field_names(FORMATS.get(n))]
+    """Every choice of `field` valid for every listed format that takes it; with several
+    formats, for at least one of them (the others skip it)."""
+    users = _users(field, names)
     if not users:
         own = {n: field_names(FORMATS.get(n)) for n in names if n != NO_FORMAT}
         listed = "; ".join(f"{n}: {', '.join(f)}" for n, f in own.items()) or "none (NA)"
         raise ConfigError(key, f"applies to none of the formats in name (their fields: {listed})")
-    for name in users:
-        spec = field_spec(FORMATS.get(name), field)
-        if spec is not None and not all(spec.check(c) for c in choices):
-            raise ConfigError(key, f"choices must be {spec.rules}", list(choices))
+    specs = {n: s for n in users if (s := field_spec(FORMATS.get(n), field)) is not None}
+    if all(any(s.check(c) for s in specs.values()) for c in choices):
+        return  # a choice that only some formats take is skipped for the others
+    if len(specs) == 1:
+        raise ConfigError(key, f"choices must be {next(iter(specs.values())).rules}", list(choices))
+    rules = "; ".join(f"{n}: {s.rules}" for n, s in specs.items())
+    raise ConfigError(key, f"each choice must suit a format in name ({rules})", list(choices))
+
+
+def _field_choices(field: str, value: object, names: Sequence[str], key: str) -> Choices:
+    """A field's choices: one list, or (`{integer = [4, 8], mxint = [8]}`) one per format."""
+    if not isinstance(value, Mapping):
+        choices = _choices(value, key)
+        _check_field(field, choices, names, key)
+        return choices
+    users = _users(field, names)
+    if not value:
+        raise ConfigError(key, "must be a list of choices or a table of them by format", value)
+    per: dict[str, tuple[Choice, ...]] = {}
+    for name, listed in value.items():
+        if name not in users:
+            rule = f"is not a format in name that takes {field} (those: {', '.join(users)})"
+            raise ConfigError(f"{key}.{name}", rule)
+        per[name] = _choices(listed, f"{key}.{name}")
+        _check_field(field, per[name], [name], f"{key}.{name}")
+    return per
 
 
 def _check_combinations(
@@ -117,9 +136,9 @@ def _check_combinations(
                                   f"{err.rule}", err.value) from err  # fmt: skip
 
 
-def _seed_tables(seed: Mapping[str, Any], key: str) -> dict[str, dict[str, tuple[Choice, ...]]]:
+def _seed_tables(seed: Mapping[str, Any], key: str) -> dict[str, dict[str, Choices]]:
     """Validate `seed.<layer>.config` tables into field -> choices."""
-    tables: dict[str, dict[str, tuple[Choice, ...]]] = {}
+    tables: dict[str, dict[str, Choices]] = {}
     for layer, entry in seed.items():
         if not isinstance(entry, Mapping) or set(entry) != {"config"}:
             raise ConfigError(f"{key}.{layer}", "must be a table holding one `config` table")
@@ -128,88 +147,27 @@ def _seed_tables(seed: Mapping[str, Any], key: str) -> dict[str, dict[str, tuple
             raise ConfigError(at, "must be a table", cfg)
         check_keys(cfg, tuple(all_field_names()), at)
         names = _formats(cfg, at)
-        table = {"name": names}
+        table: dict[str, Choices] = {"name": names}
         for field, value in cfg.items():
             if field != "name":
-                table[field] = _choices(value, f"{at}.{field}")
-                _check_field(field, table[field], names, f"{at}.{field}")
-        for name in names:
-            if name != NO_FORMAT:
-                _check_combinations(FORMATS.get(name), table, at)
-                parse_layer_config(_first(table, name), at)  # structural errors (accum, ...)
+                table[field] = _field_choices(field, value, names, f"{at}.{field}")
+        for fc in LayerChoices.of(layer, table).formats:
+            _check_format(fc, len(names) > 1, at)
         tables[layer] = table
     return tables
 
 
-def _first(table: Mapping[str, Sequence[Choice]], name: str) -> dict[str, Choice]:
-    own = [] if name == NO_FORMAT else field_names(FORMATS.get(name))
-    return {"name": name, **{f: c[0] for f, c in table.items() if f in own}}
-
-
-@dataclass(frozen=True)
-class LayerChoices:
-    """One layer key's candidates: per format (in `name` order) the fields searched under it."""
-
-    key: str
-    table: Mapping[str, tuple[Choice, ...]]
-    options: tuple[tuple[str, tuple[str, ...]], ...]  # (format, its searched fields)
-
-    @classmethod
-    def of(cls, key: str, table: Mapping[str, tuple[Choice, ...]]) -> "LayerChoices":
-        options = []
-        for name in table["name"]:
-            own = [] if name == NO_FORMAT else field_names(FORMATS.get(name))
-            searched = tuple(f for f in table if f in own and len(table[f]) > 1)
-            options.append((name, searched))
-        return cls(key, table, tuple(options))
-
-    def count(self, searched: Sequence[str]) -> int:
-        return math.prod(len(self.table[f]) for f in searched)
-
-    @property
-    def size(self) -> int:
-        return sum(self.count(searched) for _, searched in self.options)
-
-    def values(self, index: int) -> dict[str, Choice]:
-        """Candidate `index` of this key: its format and searched fields (last fastest)."""
-        for name, searched in self.options:
-            if index < self.count(searched):
-                digits: dict[str, Choice] = {}
-                for field in reversed(searched):
-                    index, digit = divmod(index, len(self.table[field]))
-                    digits[field] = self.table[field][digit]
-                return {"name": name, **{f: digits[f] for f in searched}}
-            index -= self.count(searched)
-        raise IndexError(index)
-
-    def index(self, values: Mapping[str, Choice]) -> int:
-        offset = 0
-        for name, searched in self.options:
-            if values.get("name", self.table["name"][0]) == name:
-                index = 0
-                for field in searched:
-                    if values.get(field) not in self.table[field]:
-                        got = values.get(field)
-                        raise ValueError(f"{self.key}/{field}: {got!r} is not a choice")
-                    index = index * len(self.table[field]) + self.table[field].index(values[field])
-                return offset + index
-            offset += self.count(searched)
-        raise ValueError(f"{self.key}/name: {values.get('name')!r} is not a choice")
-
-    def table_for(self, values: Mapping[str, Choice]) -> dict[str, Choice]:
-        """The MASE config table of the chosen format: searched values, else first choices."""
-        name = values.get("name", self.table["name"][0])
-        own = [] if name == NO_FORMAT else field_names(FORMATS.get(str(name)))
-        return {"name": name, **{f: values.get(f, c[0]) for f, c in self.table.items() if f in own}}
-
-    def dimensions(self) -> Iterator[Dimension]:
-        mixed = len(self.options) > 1
-        if mixed:
-            yield Dimension(self.key, "name", self.table["name"])
-        for field, choices in self.table.items():
-            users = tuple(n for n, searched in self.options if field in searched)
-            if field != "name" and users:
-                yield Dimension(self.key, field, choices, users if mixed else ())
+def _check_format(fc: FormatChoices, mixed: bool, at: str) -> None:
+    """Refuse a format with no valid candidate, or (one format per key, or too many
+    combinations to list) with an invalid one; check the structure of its first table."""
+    if fc.name == NO_FORMAT:
+        return
+    cls = FORMATS.get(fc.name)
+    if not mixed or fc.valid is None:
+        _check_combinations(cls, fc.fields, at)
+    if fc.count == 0:
+        raise ConfigError(at, f"leaves {fc.name} no valid candidate; e.g. {fc.example}")
+    parse_layer_config(fc.table(fc.values(0)), at)  # structural errors (accum, ...)
 
 
 class SearchSpace:
@@ -229,12 +187,16 @@ class SearchSpace:
     ) -> None:
         self.by = by
         self.types = layer_types(model)  # path -> type of each quantizable layer
-        self.tables = {k: {f: tuple(c) for f, c in t.items()} for k, t in tables.items()}
+        self.tables = {k: {f: _frozen(c) for f, c in t.items()} for k, t in tables.items()}
         self.layer_keys = self._layer_keys(tables, key)
         self.layers = tuple(LayerChoices.of(k, self.tables[t]) for k, t in self.layer_keys.items())
         self.fields = {lc.key: dict(lc.table) for lc in self.layers}
         self.dimensions = tuple(d for lc in self.layers for d in lc.dimensions())
         self.size = math.prod(lc.size for lc in self.layers)
+        # Candidates of mixed-format keys that are no valid format, skipped (not refused)
+        raw = math.prod(lc.raw_size for lc in self.layers)
+        self.skipped = raw - self.size
+        self.skipped_note = skipped_note(self.layers, self.skipped, raw)
 
     def _layer_keys(self, tables: Mapping[str, Any], key: str) -> dict[str, str]:
         """Plan key (layer fx name, or type) -> the seed table that configures it."""
@@ -262,12 +224,24 @@ class SearchSpace:
     @property
     def mixed(self) -> bool:
         """Whether some layer key searches over several formats (conditional dimensions)."""
-        return any(len(lc.options) > 1 for lc in self.layers)
+        return any(len(lc.formats) > 1 for lc in self.layers)
 
     def table(self) -> dict[str, Any]:
         """The space as a `[search.search_space]` table (what `parse_space` reads back)."""
-        seed = {k: {"config": {f: list(c) for f, c in t.items()}} for k, t in self.tables.items()}
+        seed = {
+            k: {"config": {f: _listed(c) for f, c in t.items()}} for k, t in self.tables.items()
+        }
         return {"setup": {"by": self.by}, "seed": seed}
+
+    def invalid(self, config: Mapping[str, Choice]) -> str | None:
+        """Why `config` (say, one drawn a dimension at a time) is no candidate of the space,
+        or None: a mixed-format key's dimensions can combine into a skipped candidate."""
+        for lc in self.layers:
+            try:
+                lc.index(self.values_of(lc, config))
+            except ValueError as err:
+                return str(err)
+        return None
 
     def config(self, index: int) -> Config:
         """The candidate numbered `index` (0 <= index < size): only the dimensions that apply."""
@@ -315,7 +289,8 @@ class SearchSpace:
 
     def draw(self, pick: Callable[[Dimension], Choice]) -> Config:
         """A config built one dimension at a time by `pick` (an Optuna trial's suggest): a
-        field searched under some formats only is asked for when one of them is chosen."""
+        field searched under some formats only is asked for when one of them is chosen. In a
+        space that skipped candidates the result may be one of them: see `invalid`."""
         config: Config = {}
         for d in self.dimensions:
             if not d.formats or config.get(f"{d.layer}/name") in d.formats:
@@ -359,3 +334,15 @@ def parse_space(
     if not isinstance(seed, Mapping) or not seed:
         raise ConfigError(f"{key}.seed", "must be a table of per-layer `config` tables", seed)
     return SearchSpace(model, by, _seed_tables(seed, f"{key}.seed"), f"{key}.seed")
+
+
+def _frozen(choices: Any) -> Choices:
+    if isinstance(choices, Mapping):
+        return {name: tuple(c) for name, c in choices.items()}
+    return tuple(choices)
+
+
+def _listed(choices: Choices) -> list[Choice] | dict[str, list[Choice]]:
+    if isinstance(choices, Mapping):
+        return {name: list(c) for name, c in choices.items()}
+    return list(choices)

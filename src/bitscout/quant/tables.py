@@ -48,17 +48,19 @@ def parse_layer_config(cfg: Mapping[str, Any], key: str) -> LayerQuant | None:
     for f in cls.FIELDS:  # checked even when no tensor is quantized
         if f.suffix in shared and not f.check(shared[f.suffix]):
             raise ConfigError(f"{key}.{f.suffix}", f"must be {f.rule}", shared[f.suffix])
-    formats: dict[str, Any] = {t: _tensor_format(cls, cfg, t, shared, key) for t in TENSORS}
+    formats: dict[str, Any] = {t: tensor_format(cls, cfg, t, shared, key) for t in TENSORS}
     if cls is Integer:
         for tensor in DATAPATH:
             formats[tensor] = _datapath_format(cfg, tensor, formats, shared, key)
     return LayerQuant(**formats)
 
 
-def _tensor_format(
+def tensor_format(
     cls: type[NumberFormat], cfg: Mapping[str, Any], tensor: str, shared: Mapping[str, Any],
     key: str,
 ) -> NumberFormat | None:  # fmt: skip
+    """`tensor`'s format in layer table `cfg` of format `cls` (None: float); a bad value is a
+    ConfigError keyed `<key>.<field>`."""
     given = {f.suffix: cfg[f"{tensor}_{f.suffix}"] for f in cls.FIELDS
              if not f.layer and f"{tensor}_{f.suffix}" in cfg}  # fmt: skip
     width = next((f for f in cls.FIELDS if f.suffix == "width"), None)

@@ -158,6 +158,8 @@ def _objective(
     heartbeat.watch(adapter.trial_id(trial))
     _wait_for_room(ctx, trial)
     config = ctx.space.draw(lambda d: trial.suggest_categorical(d.name, d.choices))
+    if (reason := ctx.space.invalid(config)) is not None:
+        raise optuna.TrialPruned(f"no candidate of the space (skipped): {reason}")
     result = ctx.score(config)
     for key, value in result.attrs().items():
         trial.set_user_attr(key, value)

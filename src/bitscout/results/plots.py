@@ -1,26 +1,26 @@
-"""Drawing only: every function takes finished tables and writes one PNG (matplotlib's Agg)."""
+"""Drawing only: every function takes finished tables and writes one PNG (matplotlib's Agg).
+
+Figures are made with `matplotlib.figure.Figure`, not pyplot: files only, never a window, and
+the user's matplotlib backend and pyplot figures are left as they were.
+"""
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only, never a window
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 from matplotlib.ticker import ScalarFormatter
 
 from bitscout._core.files import atomic
 
-# Log axes' tick labels use mathtext, whose Computer Modern fonts some matplotlib installs
-# lack: each fallback to DejaVu Sans was a "findfont" line on the user's console.
-logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
 DPI = 100
 
 
-def _margins(fig: plt.Figure, left: float = 0.9, bottom: float = 0.55, right: float = 0.25,
+def _margins(fig: Figure, left: float = 0.9, bottom: float = 0.55, right: float = 0.25,
              top: float = 0.3, wspace: float = 0.3, hspace: float = 0.15) -> None:  # fmt: skip
     """Fixed margins in inches: tight_layout would lay each figure out in a draw pass of its
     own, a third of a report's drawing time."""
@@ -29,13 +29,24 @@ def _margins(fig: plt.Figure, left: float = 0.9, bottom: float = 0.55, right: fl
                         top=1 - top / height, wspace=wspace, hspace=hspace)  # fmt: skip
 
 
-def save(fig: plt.Figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
+@contextmanager
+def _no_font_fallback_lines() -> Iterator[None]:
+    """Log axes' tick labels use mathtext, whose Computer Modern fonts some matplotlib installs
+    lack: each fallback to DejaVu Sans was a "findfont" line on the user's console. Silenced
+    while drawing only, so the user's own logging setup stays as it was."""
+    log = logging.getLogger("matplotlib.font_manager")
+    level = log.level
+    log.setLevel(logging.ERROR)
     try:
-        with atomic(path) as tmp:
-            fig.savefig(tmp, dpi=DPI, format="png")
+        yield
     finally:
-        plt.close(fig)
+        log.setLevel(level)
+
+
+def save(fig: Figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic(path) as tmp, _no_font_fallback_lines():
+        fig.savefig(tmp, dpi=DPI, format="png")
     return path
 
 
@@ -60,8 +71,8 @@ def label(name: str, units: Mapping[str, str]) -> str:
 def metrics_png(df: pd.DataFrame, metrics: Sequence[str], units: Mapping[str, str],
                 path: Path) -> Path:  # fmt: skip
     """One panel per metric that varies, each trial a point, in the order trials finished."""
-    fig, axes = plt.subplots(len(metrics), 1, figsize=(8, 1.9 * len(metrics) + 0.6),
-                             sharex=True, squeeze=False)  # fmt: skip
+    fig = Figure(figsize=(8, 1.9 * len(metrics) + 0.6))
+    axes = fig.subplots(len(metrics), 1, sharex=True, squeeze=False)
     shown = thin(len(df))
     x = shown + 1
     for ax, metric in zip(axes[:, 0], metrics, strict=True):
@@ -74,7 +85,8 @@ def metrics_png(df: pd.DataFrame, metrics: Sequence[str], units: Mapping[str, st
 
 
 def best_so_far_png(values: np.ndarray, best: np.ndarray, ylabel: str, path: Path) -> Path:
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
     changes = np.flatnonzero(np.r_[True, best[1:] != best[:-1]])  # NaN != NaN: kept too
     shown = thin(len(values), np.append(changes, len(values) - 1) if len(values) else None)
     x = shown + 1
@@ -91,7 +103,8 @@ def best_so_far_png(values: np.ndarray, best: np.ndarray, ylabel: str, path: Pat
 def pareto_png(df: pd.DataFrame, x: str, y: str, front: np.ndarray, units: Mapping[str, str],
                path: Path) -> Path:  # fmt: skip
     """Every trial faded, the Pareto front highlighted and joined."""
-    fig, ax = plt.subplots(figsize=(6, 4.5))
+    fig = Figure(figsize=(6, 4.5))
+    ax = fig.subplots()
     dominated = df[~front].iloc[thin(int((~front).sum()))]
     ax.scatter(dominated[x], dominated[y], s=10, alpha=0.3, label="dominated")
     ordered = df[front].sort_values(x)
@@ -110,7 +123,8 @@ def tradeoff_png(
 ) -> Path:  # fmt: skip
     """Accuracy against each cost, every trial a point, the front of the two drawn, and the
     float model marked."""
-    fig, axes = plt.subplots(1, len(costs), figsize=(5.2 * len(costs), 4.2), squeeze=False)
+    fig = Figure(figsize=(5.2 * len(costs), 4.2))
+    axes = fig.subplots(1, len(costs), squeeze=False)
     for ax, cost in zip(axes[0], costs, strict=True):
         front = fronts[cost]
         shown = df.iloc[thin(len(df), front)]
@@ -131,7 +145,7 @@ def tradeoff_png(
     return save(fig, path)
 
 
-def _cost_axis(ax: plt.Axes, cost: str) -> None:
+def _cost_axis(ax: Axes, cost: str) -> None:
     """Costs span decades (BOPs) or the float model's 32 bits against 2 to 8: a log axis keeps
     the trials from being squeezed into one corner; bits get plain tick labels."""
     if cost == "average_bitwidth":
@@ -144,7 +158,8 @@ def _cost_axis(ax: plt.Axes, cost: str) -> None:
 def importances_png(importances: Mapping[str, float], path: Path) -> Path:
     """Which dimension (layer and tensor) matters: Optuna's parameter importances."""
     names = list(importances)[::-1]
-    fig, ax = plt.subplots(figsize=(7, 0.35 * len(names) + 1.2))
+    fig = Figure(figsize=(7, 0.35 * len(names) + 1.2))
+    ax = fig.subplots()
     ax.barh(names, [importances[n] for n in names], color="tab:blue")
     ax.set_xlabel("importance: how much each choice marks the best 10% of trials\n"
                   "(Optuna's PED-ANOVA, sums to 1)", fontsize=8)  # fmt: skip
@@ -164,8 +179,8 @@ def heatmap_png(grids: Sequence[tuple[pd.DataFrame, str]], path: Path) -> Path:
     """One heatmap per (grid, label), side by side: rows x columns of choices."""
     first = grids[0][0]
     width = (1.1 * len(first.columns) + 2.8) * len(grids)
-    fig, axes = plt.subplots(1, len(grids), figsize=(width, 0.55 * len(first.index) + 2),
-                             squeeze=False)  # fmt: skip
+    fig = Figure(figsize=(width, 0.55 * len(first.index) + 2))
+    axes = fig.subplots(1, len(grids), squeeze=False)
     for ax, (grid, name) in zip(axes[0], grids, strict=True):
         values = grid.to_numpy(dtype=float)
         image = ax.imshow(values, cmap="viridis", aspect="auto")

@@ -4,13 +4,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
-
-matplotlib.use("Agg")  # files only, never a window
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
 
 from bitscout.results.plots import save
 
@@ -23,10 +22,10 @@ def _text_colour(value: float, limit: float) -> str:
     return "white" if abs(value) > 0.6 * limit else "black"
 
 
-def _panel(ax: plt.Axes, name: str, grid: pd.DataFrame, limit: float) -> None:
+def _panel(ax: Axes, name: str, grid: pd.DataFrame, limit: float) -> None:
     values = grid.to_numpy(dtype=float)
     norm = Normalize(-limit, limit)
-    cmap = plt.get_cmap(CMAP).with_extremes(bad=NOT_PROBED)
+    cmap = matplotlib.colormaps[CMAP].with_extremes(bad=NOT_PROBED)
     ax.imshow(np.ma.masked_invalid(values), cmap=cmap, norm=norm, aspect="auto")
     ax.set_xticks(range(len(grid.columns)), list(grid.columns))
     ax.set_yticks(range(len(grid.index)), list(grid.index), fontsize=8)
@@ -47,8 +46,9 @@ def sensitivity_png(grids: Sequence[tuple[str, pd.DataFrame]], label: str, path:
     widths = [max(len(g.columns), 2) for _, g in grids]
     rows = max(len(g.index) for _, g in grids)
     size = (sum(0.75 * w + 0.08 * label_chars + 0.4 for w in widths) + 1.4, 0.42 * rows + 1.6)
-    fig, axes = plt.subplots(1, len(grids), figsize=size, squeeze=False, layout="constrained",
-                             gridspec_kw={"width_ratios": widths})  # fmt: skip
+    # The Figure API, not pyplot: the user's matplotlib backend is left alone.
+    fig = Figure(figsize=size, layout="constrained")
+    axes = fig.subplots(1, len(grids), squeeze=False, gridspec_kw={"width_ratios": widths})
     for ax, (name, grid) in zip(axes[0], grids, strict=True):
         _panel(ax, name, grid, limit)
     fig.colorbar(ScalarMappable(norm=norm, cmap=CMAP), ax=list(axes[0]), label=label)

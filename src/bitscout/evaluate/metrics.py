@@ -6,7 +6,7 @@ import statistics
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import Any, Literal, TypeGuard, get_args
 
 import numpy as np
 import torch
@@ -86,8 +86,12 @@ def make_metric(
     return Metric(name, unit, direction, kind, fn, batched)
 
 
+def _is_direction(value: object) -> TypeGuard[Direction]:
+    return value in get_args(Direction)
+
+
 def _check(name: str, direction: str, kind: str, batched: BatchFn | None) -> None:
-    if direction not in get_args(Direction) or kind not in get_args(Kind):
+    if not _is_direction(direction) or kind not in get_args(Kind):
         raise ValueError(f"metric {name!r}: bad direction {direction!r} or kind {kind!r}")
     if batched is not None and kind != "forward":
         raise ValueError(f"metric {name!r}: only forward metrics can be batched")
@@ -115,7 +119,7 @@ def user_metric(name: str, fn: UserFn, *, direction: str = "maximize", unit: str
     validation data as the search was given it."""
     if not callable(fn):
         raise ConfigError(f"metrics.{name}", "must be a function (model, data) -> float", fn)
-    if direction not in get_args(Direction):
+    if not _is_direction(direction):
         raise ConfigError(f"metrics.{name}.direction", "must be 'maximize' or 'minimize'",
                           direction)  # fmt: skip
 
@@ -125,7 +129,7 @@ def user_metric(name: str, fn: UserFn, *, direction: str = "maximize", unit: str
         return fn(ctx.model, ctx.data)
 
     compute.__doc__ = inspect.getdoc(fn) or f"{name}: the user's function {fn!r}"
-    return make_metric(name, compute, unit=unit, direction=direction, kind="model")  # type: ignore[arg-type]
+    return make_metric(name, compute, unit=unit, direction=direction, kind="model")
 
 
 def get_metric(
@@ -179,7 +183,7 @@ def forward_sums(
     """For the logits [b, g, classes] of g candidates on b samples, each batched forward metric
     among `names` summed over the samples: metric name -> g sums. Such a metric's value is the
     sum over all samples divided by their number. Metrics without a batched form are left out."""
-    batched = [m for m in map(get_metric, names) if m.batched is not None]
+    batched = {m.name: m.batched for m in map(get_metric, names) if m.batched is not None}
     if not batched:
         return {}
     b = len(logits) if logits.dim() == 3 else 0
@@ -191,7 +195,7 @@ def forward_sums(
     z = logits.detach().permute(2, 0, 1).contiguous().cpu().numpy()
     y = targets.long().cpu().numpy()
     with np.errstate(all="ignore"):  # inf and NaN logits give inf and NaN metrics, as unbatched
-        return {m.name: m.batched(z, y) for m in batched}  # type: ignore[misc]
+        return {name: fn(z, y) for name, fn in batched.items()}
 
 
 def _correct(z: np.ndarray, targets: np.ndarray) -> np.ndarray:

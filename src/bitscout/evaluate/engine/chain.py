@@ -71,7 +71,9 @@ class Stage:
                     else torch.addmm(bias[:, None], weight, x.t())
                 ).t()
             return F.linear(x, weight, bias)
-        return self.layer._conv_forward(x, weight, bias)  # type: ignore[operator]  # as QuantConv
+        if isinstance(self.layer, (nn.Conv1d, nn.Conv2d)):
+            return self.layer._conv_forward(x, weight, bias)  # as QuantConv1d/QuantConv2d do
+        raise TypeError(f"{self.path}: no arithmetic for {type(self.layer).__name__} layers")
 
 
 @dataclass(frozen=True)

@@ -92,7 +92,8 @@ class Runner:
         Blocks keep every tensor after the stacked product small enough for the CPU's cache."""
         params = [self._weight_bias(stage, c.formats[stage]) for c in members]
         weight = torch.cat([w for w, _ in params])
-        bias = None if params[0][1] is None else torch.cat([b for _, b in params])  # type: ignore[misc]
+        biases = [b for _, b in params if b is not None]  # all or none: one layer
+        bias = torch.cat(biases) if biases else None
         x = self._stage_input(stage, members[0])
         g = len(members)
         rows = max(1, self.block_bytes // (g * self._row_bytes(stage)))

@@ -34,7 +34,8 @@ class Binary(NumberFormat):
     per value: 1, plus the slice's float32 scale when zero-scaled."""
 
     name: ClassVar[str] = "binary"
-    width: ClassVar[int] = 1  # not a field: a tensor is binarized when any of its fields is set
+    # not a field: a tensor is binarized when any of its fields is set
+    width: ClassVar[int] = 1  # type: ignore[misc]  # a constant here, a field of most formats
     FIELDS: ClassVar[tuple[Field, ...]] = (
         one_of("bipolar", (False, True), False),
         one_of("stochastic", (False,), False),
@@ -66,7 +67,8 @@ class Ternary(NumberFormat):
     shape). Bits per value: 2, plus the slice's float32 scale when scaled."""
 
     name: ClassVar[str] = "ternary"
-    width: ClassVar[int] = 2  # not a field: a tensor is ternarized when its field is set
+    # not a field: a tensor is ternarized when its field is set
+    width: ClassVar[int] = 2  # type: ignore[misc]  # a constant here, a field of most formats
     FIELDS: ClassVar[tuple[Field, ...]] = (one_of("scaling_factor", (False, True), False),)
 
     scaling_factor: bool = False

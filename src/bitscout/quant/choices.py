@@ -95,7 +95,7 @@ class FormatChoices:
             return self._positions[combo]  # type: ignore[index]
         index = 0
         for f, got in zip(self.searched, combo, strict=True):
-            index = index * len(self.fields[f]) + self.fields[f].index(got)  # type: ignore[arg-type]
+            index = index * len(self.fields[f]) + self.fields[f].index(got)
         return index
 
     def table(self, values: Mapping[str, Choice]) -> dict[str, Choice]:
@@ -134,7 +134,7 @@ def _combinations(fc: FormatChoices, example: str) -> FormatChoices:
     check (more are checked per tensor when the space is parsed)."""
     if math.prod(len(c) for c in fc.fields.values()) > MAX_COMBINATIONS:
         return dataclasses.replace(fc, example=example)
-    cls, memo = FORMATS.get(fc.name), {}
+    cls, memo = FORMATS.get(fc.name), dict[tuple, str | None]()
     valid, skipped = [], fc.skipped
     for combo in itertools.product(*(fc.fields[f] for f in fc.searched)):
         values = fc.table(dict(zip(fc.searched, combo, strict=True)))
@@ -180,7 +180,7 @@ class LayerChoices:
         names = tuple(str(n) for n in table["name"])
         mixed = len(names) > 1
         formats = tuple(_format_choices(key, n, table, mixed) for n in names)
-        union = {"name": names}
+        union: dict[str, tuple[Choice, ...]] = {"name": names}
         for f, given in table.items():
             if f != "name":
                 order = given if not isinstance(given, Mapping) else sum(given.values(), ())

@@ -53,8 +53,13 @@ def _codes(fmt: FixedLike) -> tuple[int, int]:
 
 def exact_frac(data_in: FixedLike, weight: FixedLike, bias: FixedLike | None) -> int:
     """The accumulator's frac width that holds every product and the bias exactly."""
-    frac = data_in.frac_width + weight.frac_width  # type: ignore[operator]
-    return frac if bias is None else max(frac, bias.frac_width)  # type: ignore[type-var]
+    frac = _frac(data_in) + _frac(weight)
+    return frac if bias is None else max(frac, _frac(bias))
+
+
+def _frac(fmt: FixedLike) -> int:
+    """A resolved format's frac width (an `Integer` resolves None to width // 2)."""
+    return fmt.width // 2 if fmt.frac_width is None else fmt.frac_width
 
 
 def exact_accum(
@@ -81,7 +86,7 @@ def fan_in(layer: nn.Module) -> int:
     kernel = 1
     for k in layer.kernel_size:  # type: ignore[union-attr]
         kernel *= k
-    return layer.in_channels // layer.groups * kernel  # type: ignore[operator]
+    return int(layer.in_channels // layer.groups * kernel)  # type: ignore[operator]
 
 
 def accumulate(

@@ -154,7 +154,7 @@ class Log(NumberFormat):
 
     @property
     def emax(self) -> int:
-        return 2 ** (self.width - 1) - 1 - self.exponent_bias  # type: ignore[operator]
+        return 2 ** (self.width - 1) - 1 - self.exponent_bias
 
     def quantize_values(self, x: torch.Tensor) -> torch.Tensor:
         v = x.double()

@@ -3,6 +3,7 @@
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -35,7 +36,7 @@ class LayerQuant:
 class _QuantMixin:
     quant: LayerQuant
     weight: torch.Tensor
-    bias: torch.Tensor | None
+    bias: Any  # the float layer's bias Parameter, or None
 
     def _quantized(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         bias = None if self.bias is None else quantize(self.bias, self.quant.bias)
@@ -76,25 +77,26 @@ class QuantConv2d(_QuantMixin, nn.Conv2d):
         return datapath.cast_result(self._conv_forward(*self._quantized(x)), self.quant.result)
 
 
-def _conv_from_float(cls: type[nn.Module], layer: nn.Module, quant: LayerQuant) -> nn.Module:
-    new = cls(
-        layer.in_channels,
-        layer.out_channels,
-        layer.kernel_size,
-        stride=layer.stride,
-        padding=layer.padding,
-        dilation=layer.dilation,
-        groups=layer.groups,
-        bias=layer.bias is not None,
-        padding_mode=layer.padding_mode,
-    )
+_CONV_ARGS = ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation",
+              "groups", "padding_mode")  # fmt: skip
+
+
+def _conv_from_float(
+    cls: type[QuantConv1d] | type[QuantConv2d], layer: nn.Module, quant: LayerQuant
+) -> nn.Module:
+    args: dict[str, Any] = {a: getattr(layer, a) for a in _CONV_ARGS}  # as the float layer
+    new = cls(**args, bias=layer.bias is not None)
     new.quant = quant
     return _copy_state(new, layer)
 
 
-def _copy_state(new: nn.Module, layer: nn.Module) -> nn.Module:
+M = TypeVar("M", bound=nn.Module)
+
+
+def _copy_state(new: M, layer: nn.Module) -> M:
     """Give `new` copies of `layer`'s parameters, with their dtype, device, mode and grads."""
-    new.to(device=layer.weight.device, dtype=layer.weight.dtype)
+    weight = layer.get_parameter("weight")
+    new.to(device=weight.device, dtype=weight.dtype)
     new.load_state_dict(layer.state_dict())
     for mine, theirs in zip(new.parameters(), layer.parameters(), strict=True):
         mine.requires_grad_(theirs.requires_grad)

@@ -112,13 +112,13 @@ def resolve_plan(
     for name in plan.layers:
         check_plan_key(types, plan.by, name, key)
     resolved: dict[str, LayerQuant | None] = {}
-    for path, name in governing_keys(types, plan.layers, plan.by).items():
-        quant = None if name is None else plan.layers[name]
+    for path, gov in governing_keys(types, plan.layers, plan.by).items():
+        quant = None if gov is None else plan.layers[gov]
         kind = types[path]
         if quant is not None and quant.accum is not None and kind != "linear":
             # hls4ml's convolutions fill their products in an order of their own, so a
             # saturating narrow accumulator could not be modeled exactly.
             rule = f"is modeled on linear layers only ({fx_name(path)} is a {kind}); a "
-            raise ConfigError(f"{key}.{name}.config.accum_width", rule + "result_width can be set")
+            raise ConfigError(f"{key}.{gov}.config.accum_width", rule + "result_width can be set")
         resolved[path] = quant
     return resolved

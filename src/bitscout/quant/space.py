@@ -182,7 +182,7 @@ class SearchSpace:
         self,
         model: nn.Module | Layers,
         by: str,
-        tables: Mapping[str, Mapping[str, Sequence]],
+        tables: Mapping[str, Mapping[str, Any]],
         key: str = "search.search_space.seed",
     ) -> None:
         self.by = by

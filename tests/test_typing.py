@@ -64,6 +64,26 @@ def test_mypy_sees_every_public_signature():
     assert search.endswith('.SearchResult"')  # wherever SearchResult is defined
 
 
+@pytest.mark.skipif(importlib.util.find_spec("mypy") is None, reason="mypy is not installed")
+def test_mypy_checks_calls_against_the_public_signatures():
+    program = (
+        "import bitscout\n"
+        "bitscout.Integer(8, rounding='half_even')\n"  # fine
+        "bitscout.Integer('8')\n"  # line 3: a str width
+        "bitscout.TrainOptions(epochs=1.5)\n"  # line 4: a float epoch count
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "mypy", "-c", program],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    errors = [line for line in done.stdout.splitlines() if ": error:" in line]
+    assert [e.split(":")[1] for e in errors] == ["3", "4"], done.stdout
+    assert all("[arg-type]" in e for e in errors), done.stdout
+
+
 def test_wheel_ships_the_py_typed_marker(tmp_path):
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, tmp_path / name)

@@ -313,3 +313,16 @@ def test_an_optuna_search_prunes_a_skipped_candidate_it_draws(tmp_path, capsys, 
     assert all(
         t.state == optuna.trial.TrialState.COMPLETE for t in trials if t.number not in pruned
     )
+
+
+def test_sensitivity_probes_only_what_each_format_takes():
+    from bitscout.analysis.sensitivity import probes  # the analysis layer, imported late
+    from bitscout.quant.tables import parse_layer_config
+
+    per = {"name": ["integer", "minifloat_ieee"], "weight_exponent_width": [2],
+           "weight_width": {"integer": [3, 4], "minifloat_ieee": [4, 5]}}  # fmt: skip
+    found = probes(_space(per))
+    widths = {(p.format, p.choice) for p in found if p.dimension == "seq_blocks_2/weight_width"}
+    assert widths == {("integer", 3), ("integer", 4), ("minifloat_ieee", 4), ("minifloat_ieee", 5)}
+    for p in found:
+        parse_layer_config(p.table, p.layer)  # every probe is a valid format

@@ -113,8 +113,8 @@ def test_a_chunked_brute_force_is_shared_through_postgresql(
 
 
 def test_chunk_codec_round_trips_exactly_and_the_bitset_counts():
-    from bitscout.study.chunks import Bitset, decode, encode
-    from bitscout.study.store.base import Result
+    from bitscout.results.trials import Bitset, Result
+    from bitscout.study.chunks import decode, encode
 
     rng = np.random.default_rng(0)
     values = rng.random((300, 3))

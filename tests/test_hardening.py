@@ -23,7 +23,7 @@ from optuna.trial import TrialState
 from bitscout.cli import main
 from bitscout.objective import MetricSpec, Objective
 from bitscout.study.settings import JOBS_PER_CPU, cpu_count, parse_settings
-from bitscout.study.store.journal import repair_journal
+from bitscout.study.store.optuna_store import repair_journal
 from bitscout.study.store.storage import (
     mask_password,
     open_storage,

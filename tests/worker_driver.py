@@ -11,14 +11,15 @@ import sys
 import time
 
 from bitscout.cli import main
-from bitscout.study.strategies import base, bruteforce
+from bitscout.study.store.optuna_store import OptunaStore
+from bitscout.study.strategies import base
 
 SLOW = float(os.environ.get("DRIVER_SLOW_S", "0"))
 KILL_AT = int(os.environ.get("DRIVER_KILL_AT", "-1"))
 KILL_AFTER = int(os.environ.get("DRIVER_KILL_AFTER", "-1"))
 counts = {"evaluated": 0, "recorded": 0}
 score_many = base.SearchContext.score_many
-record, finish_trial = bruteforce.record, bruteforce.finish_trial
+record, finish = OptunaStore.record, OptunaStore.finish
 
 
 def slow_score_many(self, configs, **kw):
@@ -44,8 +45,8 @@ def counted(write):
 
 
 base.SearchContext.score_many = slow_score_many
-bruteforce.record = counted(record)
-bruteforce.finish_trial = counted(finish_trial)
+OptunaStore.record = counted(record)  # type: ignore[method-assign]
+OptunaStore.finish = counted(finish)  # type: ignore[method-assign]
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

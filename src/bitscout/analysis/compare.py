@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 import optuna
-from optuna.trial import FrozenTrial
 from rich.console import Console
 from rich.progress import track
 
@@ -27,9 +26,11 @@ from bitscout.objective import Objective
 from bitscout.quant.space import SearchSpace, parse_space
 from bitscout.results.compare_out import BUDGETS, COLUMNS, CompareResult, show, write_outputs
 from bitscout.results.ranking import best_so_far
+from bitscout.results.trials import quiet_optuna
 from bitscout.study.run import Job, make_evaluator
 from bitscout.study.settings import SAMPLER_NAMES, StrategySettings
-from bitscout.study.store.base import done_trials
+from bitscout.study.store.base import TrialRecord
+from bitscout.study.store.optuna_store import OptunaStore
 from bitscout.study.strategies import STRATEGIES, SearchContext
 
 ENUMERABLE_MAX = 100_000  # enumerate the space for the optimum only up to this many candidates
@@ -93,16 +94,18 @@ def run_settings(
                                warm_start=warm, **fixed)  # fmt: skip
 
 
+@quiet_optuna()
 def run_one(
     space: SearchSpace, evaluator: Evaluator, settings: StrategySettings
-) -> list[FrozenTrial]:
+) -> list[TrialRecord]:
     """Run one strategy and seed in a fresh in-memory study; its complete trials in order."""
     strategy = STRATEGIES.get(settings.name, "--strategies")
     objective = settings.objective
     sampler = strategy.sampler(settings, space, objective)
     study = optuna.create_study(directions=objective.directions, sampler=sampler)  # in memory
-    strategy.run(SearchContext(space, evaluator, objective, settings, study))
-    return done_trials(study)
+    store = OptunaStore(study, space)
+    strategy.run(SearchContext(space, evaluator, objective, settings, store))
+    return store.done()
 
 
 def enumerate_optimum(
@@ -140,12 +143,12 @@ def find_optimum(
 def run_rows(
     label: str,
     seed: int,
-    trials: Sequence[FrozenTrial],
+    trials: Sequence[TrialRecord],
     objective: Objective,
     optimum: float | None,
 ) -> list[dict[str, Any]]:
     """compare.csv rows of one run. Only feasible trials count towards the best so far."""
-    values = np.array([t.values[0] for t in trials], dtype=float)
+    values = np.array([t.values[0] if t.values else math.nan for t in trials], dtype=float)
     ok = np.array([t.user_attrs.get("feasible", True) for t in trials], dtype=bool)
     best = best_so_far(values, ok & np.isfinite(values), objective.direction)
     rows: list[dict[str, Any]] = []

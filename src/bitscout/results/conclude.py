@@ -3,12 +3,10 @@ ranked by distinct config, the float model's metrics on the same rows, and the w
 evaluated once on the held-out test split."""
 
 import math
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import optuna
 import pandas as pd
 
 from bitscout.evaluate.evaluator import Evaluator
@@ -17,8 +15,7 @@ from bitscout.quant.space import SearchSpace
 from bitscout.results.outputs import row_config
 from bitscout.results.ranking import distinct, entry, objective_columns, rescore, winners
 from bitscout.results.schema import objective_spec
-from bitscout.results.trials import is_chunked, trials_frame
-from bitscout.study.store.base import trial_state
+from bitscout.results.trials import TrialSource, trials_frame
 
 TEST_MAX = 20  # winners evaluated on the test split (the best, or the first of a Pareto set)
 
@@ -36,20 +33,18 @@ class Concluded:
 
 
 def conclude(
-    study: optuna.Study,
+    source: TrialSource,
     space: SearchSpace,
     objective: Objective,
     evaluator: Evaluator,
     test_evaluator: Evaluator | None = None,
 ) -> Concluded:
     dims = [d.name for d in space.dimensions]
-    frame = trials_frame(study, space, objective, evaluator.metrics)
+    frame = trials_frame(source, space, objective, evaluator.metrics)
     scored = rescore(frame, objective)
     best = winners(scored, objective, dims)
-    if is_chunked(study):  # its rows are candidates, not trials
-        states = frame["state"].value_counts().to_dict() if len(frame) else {}
-    else:
-        states = Counter(trial_state(t) for t in study.get_trials(deepcopy=False))
+    # a row per trial (per candidate when chunked), each with its state
+    states = frame["state"].value_counts().to_dict() if len(frame) else {}
     counts = {s: int(states.get(s, 0)) for s in ("complete", "infeasible", "failed", "pruned",
                                                 "running", "waiting")}  # fmt: skip
     baseline: dict[str, dict[str, float] | None] = {"validation": None, "test": None}

@@ -19,7 +19,7 @@ from rich.progress import (
 
 from bitscout.objective import Objective, dominates
 from bitscout.quant.space import Choice
-from bitscout.study.store.base import Result
+from bitscout.results.trials import Result
 
 Verbosity = Literal["quiet", "normal", "verbose"]
 TENSOR_SHORT = {"data_in": "in", "weight": "w", "bias": "b", "accum": "acc", "result": "res"}

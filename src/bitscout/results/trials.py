@@ -1,47 +1,128 @@
 """trials.csv: one row per trial of the study, in the order trials finished; the same rows as
-a DataFrame for the Python result and the rankings."""
+a DataFrame for the Python result and the rankings.
 
+Results sit below the search (`bitscout.study`) and never see Optuna's trials: they read a
+`TrialSource`, which the study's store is, through plain data. `TRIAL_COLUMNS` is the frame a
+source gives (one row per trial), `Chunk` one finished chunk of a chunked brute force."""
+
+import contextlib
 import csv
-from collections.abc import Sequence
+import math
+from collections.abc import Container, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 import numpy as np
-import optuna
-from optuna.trial import FrozenTrial
 
 from bitscout._core.files import atomic
 from bitscout.objective import Objective
 from bitscout.quant.space import SearchSpace
 from bitscout.results.schema import SCHEMA_VERSION
-from bitscout.study.chunks import Bitset, chunk_columns, is_chunk
-from bitscout.study.store import adapter
-from bitscout.study.store.base import finish_order, trial_state
 
 if TYPE_CHECKING:
     import pandas as pd
 
+# A source's trials frame, in the order trials finished: `state` as trials.csv writes it
+# (complete, infeasible, failed, running, waiting, pruned), `params` and `metrics` dicts
+# ({} when none), `values` the objective values (None unless complete), `cached`, and
+# `duration_s` and `reason` (None when the trial has none).
+TRIAL_COLUMNS = ("number", "state", "params", "metrics", "values", "cached", "duration_s",
+                 "reason")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Result:
+    """One evaluated candidate, as a strategy scores it and the store records it."""
+
+    metrics: dict[str, float]
+    values: list[float]
+    violations: dict[str, float]
+    feasible: bool
+    cached: bool
+    duration_s: float
+    failure: str | None = None  # why the candidate failed (it raised, or a metric is not finite)
+    reason: str = ""  # why a complete candidate is infeasible: the constraints it breaks
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A finished chunk of a chunked brute force: its candidates' indices in the space, one
+    column per metric (NaN where a candidate failed) and the failures' reasons by index."""
+
+    number: int  # the chunk's trial number
+    indices: np.ndarray
+    metrics: Mapping[str, np.ndarray]
+    failures: Mapping[str, str]
+
+
+class TrialSource(Protocol):
+    """What the results read of a study (`bitscout.study.store.Store` is one)."""
+
+    def is_chunked(self) -> bool:
+        """Whether the study keeps one trial per chunk of candidates (a chunked brute force)."""
+        ...
+
+    def frame(self) -> "pd.DataFrame":
+        """Every trial, in the order they finished, as `TRIAL_COLUMNS`."""
+        ...
+
+    def trial_row(self, number: int) -> Mapping[str, Any]:
+        """Trial `number` as one row of `frame`."""
+        ...
+
+    def chunks(self, skip: Container[int] = ()) -> list[Chunk]:
+        """The finished chunks whose number is not in `skip`, in the order they finished."""
+        ...
+
+
+@contextlib.contextmanager
+def quiet_optuna() -> Iterator[None]:
+    """Optuna's own log lines (a line per trial, a traceback per caught candidate failure,
+    one per study created) silenced while the block runs, then the caller's level back:
+    bitscout reports trials itself and records why a candidate failed. The lowest layer that
+    makes Optuna studies (importances) holds it; the search runs inside it."""
+    import optuna
+
+    before = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(max(before, optuna.logging.ERROR))
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(before)
+
+
+def _cell(value: Any) -> Any:
+    """A frame cell as trials.csv writes it: nothing for a missing value."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return value
+
 
 def _row(
-    trial: FrozenTrial, space: SearchSpace, objective: Objective, metric_names: Sequence[str]
+    trial: Mapping[str, Any],
+    space: SearchSpace,
+    objective: Objective,
+    metric_names: Sequence[str],
 ) -> dict[str, Any]:
-    metrics = trial.user_attrs.get("metrics", {})
+    metrics = trial["metrics"] or {}
+    params = trial["params"] or {}
     row: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
-        "number": trial.number,
-        "state": trial_state(trial),
-        "cached": bool(trial.user_attrs.get("cached", False)),
+        "number": int(trial["number"]),
+        "state": trial["state"],
+        "cached": bool(_cell(trial["cached"])),
     }
-    row.update({d.name: trial.params.get(d.name, "") for d in space.dimensions})
+    row.update({d.name: params.get(d.name, "") for d in space.dimensions})
     row.update({m: metrics.get(m, "") for m in metric_names})
     if metrics and all(m in metrics for m in objective.names):
         row.update({f"scaled_{k}": v for k, v in objective.scaled(metrics).items()})
-    values = trial.values or []
+    values = _cell(trial["values"]) or []
     for i, _ in enumerate(objective.directions):
         col = "objective" if objective.single else f"objective_{objective.names[i]}"
         row[col] = values[i] if i < len(values) else ""
-    row["duration_s"] = trial.user_attrs.get("duration_s", "")
-    row["reason"] = trial.user_attrs.get("reason", "")
+    row["duration_s"] = _cell(trial["duration_s"])
+    row["reason"] = _cell(trial["reason"])
     return row
 
 
@@ -60,27 +141,16 @@ def csv_columns(space: SearchSpace, objective: Objective, names: Sequence[str]) 
 
 
 def trial_rows(
-    study: optuna.Study, space: SearchSpace, objective: Objective, metric_names: Sequence[str]
+    source: TrialSource, space: SearchSpace, objective: Objective, metric_names: Sequence[str]
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """trials.csv's rows (every trial, in the order they finished) and its columns."""
     names = list(dict.fromkeys([*objective.names, *metric_names]))
-    trials = finish_order(study.get_trials(deepcopy=False))
+    trials = source.frame().to_dict("records")
     return [_row(t, space, objective, names) for t in trials], csv_columns(space, objective, names)
 
 
-def is_chunked(study: optuna.Study) -> bool:
-    """Whether the study is a chunked brute force's (one trial per chunk of candidates)."""
-    return bool(study.user_attrs.get("chunked"))
-
-
-def chunk_tokens(study: optuna.Study) -> list[FrozenTrial]:
-    """A chunked study's finished chunks, in the order they finished. Its other trials (a
-    chunk interrupted or lost to another worker) hold no candidate and are not rows."""
-    return [t for t in finish_order(study.get_trials(deepcopy=False)) if is_chunk(t)]
-
-
 def chunk_frame(
-    tokens: Sequence[FrozenTrial], space: SearchSpace, objective: Objective, names: Sequence[str]
+    chunks: Sequence[Chunk], space: SearchSpace, objective: Objective, names: Sequence[str]
 ) -> "pd.DataFrame":
     """trials.csv's rows of chunks, in the order given, built as columns (a million rows in
     seconds): `number` is the candidate's index in the space (there is no trial per
@@ -89,16 +159,16 @@ def chunk_frame(
 
     from bitscout.results.ranking import derived  # pandas: only once there are results
 
-    parts = [chunk_columns(t) for t in tokens]
-    indices = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
+    indices = np.concatenate([c.indices for c in chunks]) if chunks else np.zeros(0, np.int64)
     n = len(indices)
     cols: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "number": indices, "cached": False}
     cols.update(space.columns(indices))
     for m in names:
-        cols[m] = np.concatenate([p[1].get(m, np.full(len(p[0]), np.nan)) for p in parts] or [[]])
+        parts = [c.metrics.get(m, np.full(len(c.indices), np.nan)) for c in chunks]
+        cols[m] = np.concatenate(parts) if parts else np.zeros(0)
     cols.update(derived(objective, {m: cols[m] for m in names}, n))
     cols["duration_s"] = np.nan
-    failures = {int(i): why for p in parts for i, why in p[2].items()}
+    failures = {int(i): why for c in chunks for i, why in c.failures.items()}
     if failures:  # a failed candidate has no metrics: no derived values either
         failed = np.isin(indices, list(failures))
         cols["state"] = np.where(failed, "failed", cols["state"])
@@ -110,6 +180,24 @@ def chunk_frame(
     return frame
 
 
+class Bitset:
+    """Which candidates of a space are done, one bit each (a set of a million ints would
+    take about 60 MB, this 125 KB)."""
+
+    def __init__(self, size: int) -> None:
+        self.bits = np.zeros((size + 7) // 8, dtype=np.uint8)
+
+    def __contains__(self, index: object) -> bool:
+        i = int(index)  # type: ignore[call-overload]
+        return bool(self.bits[i >> 3] & (1 << (i & 7)))
+
+    def add(self, index: int) -> None:
+        self.bits[index >> 3] |= np.uint8(1 << (index & 7))
+
+    def add_many(self, indices: np.ndarray) -> None:
+        np.bitwise_or.at(self.bits, indices >> 3, (1 << (indices & 7)).astype(np.uint8))
+
+
 class TrialsCsv:
     """`trials.csv`: rewritten whole from the store (at the start and the end of a search) and
     appended to as this worker's trials finish, so it is current while a search runs."""
@@ -117,18 +205,18 @@ class TrialsCsv:
     def __init__(
         self,
         path: Path,
-        study: optuna.Study,
+        source: TrialSource,
         space: SearchSpace,
         objective: Objective,
         metric_names: Sequence[str],
     ) -> None:
-        self.path, self.study, self.space, self.objective = path, study, space, objective
+        self.path, self.source, self.space, self.objective = path, source, space, objective
         self.names = list(dict.fromkeys([*objective.names, *metric_names]))
         self.columns = csv_columns(space, objective, self.names)
         # read once: the attr is set when the study is opened, and each read of a journal
         # store syncs with its file (it would be I/O per candidate in `append`)
-        self.chunked = is_chunked(study)
-        self.appended: set[int] = set()  # chunk tokens whose rows are in the file
+        self.chunked = source.is_chunked()
+        self.appended: set[int] = set()  # chunks whose rows are in the file
         self.written = Bitset(space.size)  # and their candidates
 
     def rewrite(self) -> int:
@@ -138,15 +226,15 @@ class TrialsCsv:
             writer = self._writer(f)
             writer.writeheader()
             if self.chunked:
-                tokens = chunk_tokens(self.study)
-                self.appended = {t.number for t in tokens}
-                return sum(self._write_chunk(f, t) for t in tokens)
-            rows, _ = trial_rows(self.study, self.space, self.objective, self.names)
+                chunks = self.source.chunks()
+                self.appended = {c.number for c in chunks}
+                return sum(self._write_chunk(f, c) for c in chunks)
+            rows, _ = trial_rows(self.source, self.space, self.objective, self.names)
             writer.writerows(rows)
         return len(rows)
 
-    def _write_chunk(self, f: TextIO, trial: FrozenTrial) -> int:
-        frame = chunk_frame([trial], self.space, self.objective, self.names)
+    def _write_chunk(self, f: TextIO, chunk: Chunk) -> int:
+        frame = chunk_frame([chunk], self.space, self.objective, self.names)
         self.written.add_many(frame["number"].to_numpy())
         frame.to_csv(f, header=False, index=False, lineterminator="\n")
         return len(frame)
@@ -168,30 +256,28 @@ class TrialsCsv:
         """Add the finished trial `number`; in a chunked study, `number` is a candidate's
         index, and every finished chunk not yet in the file is added (so each chunk once)."""
         if not self.chunked:
-            trial = adapter.trial_by_number(self.study, number)
+            trial = self.source.trial_row(number)
             with self.path.open("a", newline="") as f:
                 self._writer(f).writerow(_row(trial, self.space, self.objective, self.names))
         elif number not in self.written:
             self._catch_up()
 
     def _catch_up(self) -> None:
-        trials = self.study.get_trials(deepcopy=False)
-        new = [t for t in trials if t.number not in self.appended and is_chunk(t)]
         with self.path.open("a", newline="") as f:
-            for token in finish_order(new):
-                self.appended.add(token.number)
-                self._write_chunk(f, token)
+            for chunk in self.source.chunks(skip=self.appended):
+                self.appended.add(chunk.number)
+                self._write_chunk(f, chunk)
 
 
 def trials_frame(
-    study: optuna.Study, space: SearchSpace, objective: Objective, metric_names: Sequence[str]
+    source: TrialSource, space: SearchSpace, objective: Objective, metric_names: Sequence[str]
 ) -> "pd.DataFrame":
     """trials.csv as a DataFrame, straight from the study (empty cells are NaN)."""
     import pandas as pd  # 0.3 s: imported once a search needs its results
 
-    if is_chunked(study):
+    if source.is_chunked():
         names = list(dict.fromkeys([*objective.names, *metric_names]))
-        return chunk_frame(chunk_tokens(study), space, objective, names)
-    rows, columns = trial_rows(study, space, objective, metric_names)
+        return chunk_frame(source.chunks(), space, objective, names)
+    rows, columns = trial_rows(source, space, objective, metric_names)
     frame = pd.DataFrame(rows, columns=columns)
     return frame.replace("", float("nan")).infer_objects()

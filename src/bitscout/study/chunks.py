@@ -9,16 +9,13 @@ Python objects."""
 
 import base64
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from optuna.trial import FrozenTrial
 
-from bitscout.study.store.base import COUNT_ATTR, Result
-
-ROWS_ATTR = "rows"  # the encoded results of a chunk token
-FAILED_ATTR = "failures"  # candidate index -> reason, for the few that failed
+from bitscout.results.trials import Chunk, Result
+from bitscout.study.store.base import COUNT, FAILURES, METRIC_NAMES, ROWS, TrialRecord
 
 
 def encode(indices: Sequence[int], results: Sequence[Result], names: Sequence[str]) -> str:
@@ -42,9 +39,9 @@ def decode(text: str, names: Sequence[str]) -> tuple[np.ndarray, dict[str, np.nd
     return indices, {name: table[i] for i, name in enumerate(names)}
 
 
-def is_chunk(trial: FrozenTrial) -> bool:
+def is_chunk(trial: TrialRecord) -> bool:
     """A finished chunk token (a running one may be half-way through writing its attrs)."""
-    return trial.state.is_finished() and ROWS_ATTR in trial.user_attrs
+    return trial.state not in ("running", "waiting") and ROWS in trial.user_attrs
 
 
 def token_attrs(
@@ -53,33 +50,15 @@ def token_attrs(
     """What a finished chunk token records besides its own candidate's result."""
     failures = {str(i): r.failure for i, r in zip(indices, results, strict=True) if r.failure}
     return {
-        ROWS_ATTR: encode(indices, results, names),
-        COUNT_ATTR: len(indices),
-        FAILED_ATTR: failures,
-        "metric_names": list(names),
+        ROWS: encode(indices, results, names),
+        COUNT: len(indices),
+        FAILURES: failures,
+        METRIC_NAMES: list(names),
     }
 
 
-def chunk_columns(trial: FrozenTrial) -> tuple[np.ndarray, dict[str, np.ndarray], Mapping]:
+def chunk_of(trial: TrialRecord) -> Chunk:
     """A chunk token's candidate indices, metric columns and failures."""
     attrs = trial.user_attrs
-    indices, metrics = decode(attrs[ROWS_ATTR], attrs["metric_names"])
-    return indices, metrics, attrs.get(FAILED_ATTR, {})
-
-
-class Bitset:
-    """Which candidates of a space are done, one bit each (a set of a million ints would
-    take about 60 MB, this 125 KB)."""
-
-    def __init__(self, size: int) -> None:
-        self.bits = np.zeros((size + 7) // 8, dtype=np.uint8)
-
-    def __contains__(self, index: object) -> bool:
-        i = int(index)  # type: ignore[call-overload]
-        return bool(self.bits[i >> 3] & (1 << (i & 7)))
-
-    def add(self, index: int) -> None:
-        self.bits[index >> 3] |= np.uint8(1 << (index & 7))
-
-    def add_many(self, indices: np.ndarray) -> None:
-        np.bitwise_or.at(self.bits, indices >> 3, (1 << (indices & 7)).astype(np.uint8))
+    indices, metrics = decode(attrs[ROWS], attrs[METRIC_NAMES])
+    return Chunk(trial.number, indices, metrics, attrs.get(FAILURES, {}))

@@ -18,8 +18,6 @@ from rich.console import Console
 
 from bitscout.errors import ConfigError
 
-# `--storage` may come from the environment: it keeps a password out of `ps` and shell history.
-STORAGE_ENV = "BITSCOUT_STORAGE"
 INTERRUPTED_EXIT = 130
 
 
@@ -56,7 +54,9 @@ def fork(n_jobs: int, work: Callable[[int], None]) -> list[BaseProcess]:
     if n_jobs <= 1:
         return []
     context = multiprocessing.get_context("fork")
-    procs = [context.Process(target=_child, args=(work, i)) for i in range(1, n_jobs)]
+    procs: list[BaseProcess] = [
+        context.Process(target=_child, args=(work, i)) for i in range(1, n_jobs)
+    ]
     for proc in procs:
         proc.start()
     return procs

@@ -10,7 +10,6 @@ import importlib
 import sys
 import threading
 import time
-import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,11 +25,11 @@ from bitscout.evaluate.evaluator import Evaluator
 from bitscout.evaluate.metrics import Metric
 from bitscout.quant.space import Choice, SearchSpace
 from bitscout.results.console import Reporter, Verbosity
-from bitscout.results.trials import TrialsCsv
+from bitscout.results.trials import Result, TrialsCsv, quiet_optuna
 from bitscout.study.parallel import check_shareable, fork, join
 from bitscout.study.settings import StrategySettings
-from bitscout.study.store.base import Result, candidates, done_trials
-from bitscout.study.store.storage import DATA_KEY, mask_password, open_study
+from bitscout.study.store.base import REASON, Store, candidates
+from bitscout.study.store.storage import DATA_KEY, mask_password, open_store
 from bitscout.study.strategies import STRATEGIES, SearchContext
 from bitscout.study.strategies.base import TrialHook
 
@@ -157,20 +156,14 @@ def storage_of(job: Job) -> str | optuna.storages.BaseStorage:
     return optuna.storages.InMemoryStorage()
 
 
-def open_job_study(job: Job, storage: Any, console: Console) -> optuna.Study:
+def open_job_store(job: Job, storage: Any, console: Console) -> Store:
     strategy = STRATEGIES.get(job.settings.name, "search.strategy.name")
     sampler = strategy.sampler(job.settings, job.space, job.settings.objective)
     if isinstance(storage, str) and "://" not in storage:
         Path(storage).parent.mkdir(parents=True, exist_ok=True)
     notify = lambda message: console.print(message, highlight=False)  # noqa: E731
-    study = open_study(storage, job.study_name, job.settings.objective, fingerprint(job),
-                       sampler, notify=notify)  # fmt: skip
-    objective = job.settings.objective
-    if study.metric_names is None:  # optuna-dashboard's name for each objective value
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.set_metric_names(["objective"] if objective.single else objective.names)
-    return study
+    return open_store(storage, job.study_name, job.settings.objective, fingerprint(job),
+                      job.space, sampler, notify=notify)  # fmt: skip
 
 
 def describe(settings: StrategySettings) -> str:
@@ -207,8 +200,8 @@ class Tally:
     start: float
 
 
-def _strategy(job: Job, study: optuna.Study, evaluator: Evaluator, console: Console) -> Any:
-    ctx = SearchContext(job.space, evaluator, job.settings.objective, job.settings, study)
+def _strategy(job: Job, store: Store, evaluator: Evaluator, console: Console) -> Any:
+    ctx = SearchContext(job.space, evaluator, job.settings.objective, job.settings, store)
     ctx.notify = lambda message: console.print(message, highlight=False)
     return ctx
 
@@ -219,9 +212,9 @@ def _worker(job: Job, storage: Any, evaluator: Evaluator, index: int) -> None:
     settings = dataclasses.replace(s, seed=s.seed + index, order_seed=s.shuffle_seed)
     job = dataclasses.replace(job, settings=settings)
     console = Console(quiet=True)
-    study = open_job_study(job, storage, console)
+    store = open_job_store(job, storage, console)
     STRATEGIES.get(settings.name, "search.strategy.name").run(
-        _strategy(job, study, evaluator, console)
+        _strategy(job, store, evaluator, console)
     )
 
 
@@ -234,6 +227,7 @@ def test_evaluator(job: Job, evaluator: Evaluator) -> Evaluator | None:
                      loss_fn=job.loss_fn)  # fmt: skip
 
 
+@quiet_optuna()  # Optuna's lines in none of the search's processes (workers are forked)
 def run_job(job: Job, console: Console, verbosity: Verbosity = "normal") -> Finished:
     """Run (or resume) `job`; write its outputs when it has an output directory. `quiet`
     prints only the final result, `verbose` every trial."""
@@ -242,21 +236,21 @@ def run_job(job: Job, console: Console, verbosity: Verbosity = "normal") -> Fini
     _prefetch(job)
     storage = storage_of(job)
     check_shareable(storage if isinstance(storage, str) else None, job.settings.n_jobs)
-    study = open_job_study(job, storage, console)
+    store = open_job_store(job, storage, console)
     if job.out is not None:
         job.out.mkdir(parents=True, exist_ok=True)
     evaluator = make_evaluator(job)
-    before = done_trials(study)
+    before = store.done()
     for t in before:  # a resumed search reuses what the store already holds
-        evaluator.remember(t.params, t.user_attrs["metrics"])
-    ctx = _strategy(job, study, evaluator, console)
+        evaluator.remember(dict(t.params), dict(t.metrics))
+    ctx = _strategy(job, store, evaluator, console)
     ctx.notify = say
     say(f"searching {job.space.size} candidates with {describe(job.settings)}; "
         f"{len(before)} trials already in the store")  # fmt: skip
     procs = fork(job.settings.n_jobs, lambda i: _worker(job, storage, evaluator, i))
     table = None
     if job.out is not None:
-        table = TrialsCsv(job.out / "trials.csv", study, job.space, job.settings.objective,
+        table = TrialsCsv(job.out / "trials.csv", store, job.space, job.settings.objective,
                           evaluator.metrics)  # fmt: skip
         table.rewrite()
     own = Counted(table)
@@ -269,21 +263,21 @@ def run_job(job: Job, console: Console, verbosity: Verbosity = "normal") -> Fini
     except BaseException:
         if table is not None:  # keep what finished; an error writing it must not hide this one
             with contextlib.suppress(OSError):
-                write_outputs(job, study, table, Tally(before, own.count, start), evaluator)
+                write_outputs(job, store, table, Tally(before, own.count, start), evaluator)
         raise
     tally = Tally(before, own.count, start)
-    c, summary = write_outputs(job, study, table, tally, evaluator, test_evaluator(job, evaluator))
-    check_failed(summary, study, job.out)
+    c, summary = write_outputs(job, store, table, tally, evaluator, test_evaluator(job, evaluator))
+    check_failed(summary, store, job.out)
     if summary["complete"] == 0:
         console.print("no trial has finished yet (timeout?): nothing to report")
-        return Finished(study, evaluator, summary, c)
+        return Finished(store.study, evaluator, summary, c)
     from bitscout.results.display import show_result
 
     units = summary["metric_units"]
     show_result(console, c, job.settings.objective, summary["dimensions"], units, evaluator.rows)
     if job.out is not None:
         say(f"report: {_report(job, job.out, c, summary)}")
-    return Finished(study, evaluator, summary, c)
+    return Finished(store.study, evaluator, summary, c)
 
 
 def _report(job: Job, out: Path, c: "Concluded", summary: dict[str, Any]) -> Path:
@@ -318,7 +312,7 @@ def _sayer(console: Console, verbosity: Verbosity) -> Callable[[str], None]:
 
 def write_outputs(
     job: Job,
-    study: optuna.Study,
+    store: Store,
     table: TrialsCsv | None,
     tally: Tally,
     evaluator: Evaluator,
@@ -331,9 +325,9 @@ def write_outputs(
     from bitscout.results.outputs import write_best_toml, write_pareto_csv, write_summary
 
     objective = job.settings.objective
-    c = conclude(study, job.space, objective, evaluator, judge)
+    c = conclude(store, job.space, objective, evaluator, judge)
     dims = [d.name for d in job.space.dimensions]
-    summary = search_summary(job, study, tally, evaluator)
+    summary = search_summary(job, store, tally, evaluator)
     summary.update(summarize(c, objective, dims, evaluator.metrics))
     if table is None or job.out is None:
         return c, summary
@@ -346,9 +340,7 @@ def write_outputs(
     return c, summary
 
 
-def search_summary(
-    job: Job, study: optuna.Study, tally: Tally, evaluator: Evaluator
-) -> dict[str, Any]:
+def search_summary(job: Job, store: Store, tally: Tally, evaluator: Evaluator) -> dict[str, Any]:
     """summary.json's part about the search itself: what ran, on what, how long."""
     settings = job.settings
     storage = job.storage or (str(job.out / "study.journal") if job.out else None)
@@ -361,7 +353,7 @@ def search_summary(
         "seed": settings.seed,
         "space_size": job.space.size,
         "trials_run": tally.own,
-        "trials_run_all_workers": candidates(done_trials(study)) - candidates(tally.before),
+        "trials_run_all_workers": candidates(store.done()) - candidates(tally.before),
         "storage": None if storage is None else mask_password(storage),
         "study": job.study_name,
         "wall_s": time.perf_counter() - tally.start,
@@ -373,10 +365,10 @@ def search_summary(
     }
 
 
-def check_failed(summary: Mapping[str, Any], study: optuna.Study, out: Path | None) -> None:
+def check_failed(summary: Mapping[str, Any], store: Store, out: Path | None) -> None:
     """A search where every candidate failed is an error that says why."""
     if summary["complete"] == 0 and summary["failed"] > 0:
-        reasons = [t.user_attrs.get("reason") for t in study.get_trials(deepcopy=False)]
+        reasons = [t.user_attrs.get(REASON) for t in store.trials()]
         first = next((r for r in reasons if r), "unknown")
         where = f" (details in {out / 'trials.csv'})" if out is not None else ""
         raise SearchFailed(

@@ -1,139 +1,117 @@
-"""The study store: every trial of a search in one Optuna storage, and its CSV view."""
+"""The Store: bitscout's interface to the record of a search, and the trial attributes it keeps.
 
-from collections.abc import Mapping, Sequence
+Strategies and the run talk to a `Store`, never to Optuna's storage: they record trials,
+claim chunks, count what ended and fail the work of dead workers through it, and the results
+read it as a `TrialSource` (a pandas DataFrame and decoded chunks). `OptunaStore`
+(`optuna_store.py`) implements it on an Optuna study, and is the only module that reaches
+into Optuna's internals.
+"""
+
+from abc import ABC, abstractmethod
+from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
-import optuna
-from optuna.distributions import CategoricalDistribution
-from optuna.trial import FrozenTrial, TrialState
+from bitscout.quant.space import Choice
+from bitscout.results.trials import TRIAL_COLUMNS, Chunk, Result
 
-from bitscout.quant.space import Choice, SearchSpace
-from bitscout.study.store import adapter
-from bitscout.study.store.liveness import INTERRUPTED, worker_id
+if TYPE_CHECKING:
+    import optuna
+    import pandas as pd
 
-COUNT_ATTR = "count"  # how many candidates a chunked brute force's token holds
-CONSTRAINTS_KEY = "constraints"  # Optuna's system-attr prefix, as `Trial.set_constraint` uses
-# Optuna logs each caught candidate failure with a traceback; bitscout records the reason.
-optuna.logging.set_verbosity(optuna.logging.ERROR)
-
-
-# Attributes a trial already carries: a metric of the same name stays in `metrics` only.
+# The trial attributes bitscout writes, each named once. A metric named like one of them is
+# kept in METRICS only.
+METRICS = "metrics"  # metric name -> value, of a candidate that ran
+FEASIBLE = "feasible"
+CACHED = "cached"  # the metrics came from the evaluator's cache
+DURATION = "duration_s"
+REASON = "reason"  # why it failed, is infeasible, was interrupted or pruned
+FAILURE = "failure"  # ERROR (its own evaluation failed), INTERRUPTED or PRUNED
+WORKER = "worker"  # host:pid:token of the process that started it
+HEARTBEAT = "heartbeat"  # the time its worker last showed it is alive
+CHUNK = "chunk"  # a brute-force token's chunk
+QUOTA = "quota"  # candidates a token's claim may evaluate
+CLAIM = "claim"  # the token number under which a streamed candidate ran
+RETRY_OF = "retry_of"  # the interrupted trial an Optuna trial evaluates again
+STEP = "step"  # a greedy walk's step
+WARM_START = "warm_start"  # how a queued Optuna trial was proposed
+ROWS = "rows"  # a chunked token's encoded results
+COUNT = "count"  # how many candidates a chunked token stands for
+FAILURES = "failures"  # a chunked token's failed candidates: index -> reason
+METRIC_NAMES = "metric_names"  # the metric columns of ROWS
 RESERVED_ATTRS = frozenset({
-    "metrics", "feasible", "cached", "duration_s", "reason", "failure", "worker", "heartbeat",
-    "chunk", "quota", "claim", "retry_of", "rows", "count", "failures", "metric_names",
+    METRICS, FEASIBLE, CACHED, DURATION, REASON, FAILURE, WORKER, HEARTBEAT, CHUNK, QUOTA,
+    CLAIM, RETRY_OF, ROWS, COUNT, FAILURES, METRIC_NAMES,
 })  # fmt: skip
+ERROR, INTERRUPTED, PRUNED = "error", "interrupted", "pruned"  # values of FAILURE
+CHUNKED = "chunked"  # study attribute: one trial per chunk of candidates
+
+State = Literal["running", "waiting", "complete", "failed", "pruned"]
+TrialRef = int  # the store's handle of a trial (not its number)
 
 
-@dataclass(frozen=True)
-class Result:
-    """One evaluated trial as the store keeps it."""
-
-    metrics: dict[str, float]
-    values: list[float]
-    violations: dict[str, float]
-    feasible: bool
-    cached: bool
-    duration_s: float
-    failure: str | None = None  # why the candidate failed (it raised, or a metric is not finite)
-    reason: str = ""  # why a complete candidate is infeasible: the constraints it breaks
-
-    def attrs(self) -> dict[str, Any]:
-        """The trial's user attributes: every metric also on its own, so optuna-dashboard and
-        optuna.visualization can plot it."""
-        if self.failure is not None:
-            return {"failure": "error", "reason": self.failure, "duration_s": self.duration_s}
-        own = {k: v for k, v in self.metrics.items() if k not in RESERVED_ATTRS}
-        extra = {"reason": self.reason} if self.reason else {}
-        return {
-            "metrics": self.metrics,
-            **own,
-            "feasible": self.feasible,
-            "cached": self.cached,
-            "duration_s": self.duration_s,
-            **extra,
-        }
+class TrialFinished(Exception):
+    """The trial was finished already (by another worker, or it ended meanwhile)."""
 
 
-def distributions(
-    space: SearchSpace, config: Mapping[str, Choice]
-) -> dict[str, CategoricalDistribution]:
-    """The distributions of the dimensions `config` sets (a field that its format does not
-    take is not a parameter of the trial)."""
-    dims = [d for d in space.dimensions if d.name in config]
-    return {d.name: CategoricalDistribution(d.choices) for d in dims}
+@dataclass(frozen=True, slots=True)
+class TrialRecord:
+    """One trial as the strategies read it."""
+
+    ref: TrialRef
+    number: int
+    state: State
+    params: Mapping[str, Choice]
+    user_attrs: Mapping[str, Any]
+    values: Sequence[float] | None
+    started: datetime | None
+    finished: datetime | None
+
+    @property
+    def metrics(self) -> Mapping[str, float]:
+        return self.user_attrs.get(METRICS, {})
 
 
-def record(
-    study: optuna.Study,
-    space: SearchSpace,
-    config: Mapping[str, Choice],
-    result: Result,
-    attrs: Mapping[str, Any] | None = None,
-) -> int:
-    """Add one finished evaluation as a complete (or failed) trial, in one write, with `attrs`
-    besides the result's; return its trial number."""
-    failed = result.failure is not None
-    trial = optuna.trial.create_trial(
-        params=dict(config),
-        distributions=distributions(space, config),
-        values=None if failed else result.values,
-        user_attrs={"worker": worker_id(), **(attrs or {}), **result.attrs()},
-        constraints=None if failed else result.violations or None,
-        state=TrialState.FAIL if failed else TrialState.COMPLETE,
-    )
-    return adapter.number_of(study, adapter.add_trial(study, trial))
-
-
-def start_trial(
-    study: optuna.Study, space: SearchSpace, config: Mapping[str, Choice], attrs: Mapping
-) -> int:
-    """A RUNNING trial for `config`, stamped with this worker; returns its trial id."""
-    trial = optuna.trial.create_trial(
-        params=dict(config),
-        distributions=distributions(space, config),
-        user_attrs={"worker": worker_id(), **attrs},
-        state=TrialState.RUNNING,
-    )
-    return adapter.add_trial(study, trial)
-
-
-def finish_trial(study: optuna.Study, trial_id: int, result: Result) -> None:
-    """Complete (or fail) a RUNNING trial with `result`."""
-    for key, value in result.attrs().items():
-        adapter.set_attr(study, trial_id, key, value)
+def result_attrs(result: Result) -> dict[str, Any]:
+    """The attributes a scored candidate records: every metric also on its own, so
+    optuna-dashboard and optuna.visualization can plot it."""
     if result.failure is not None:
-        adapter.set_state(study, trial_id, TrialState.FAIL)
-        return
-    for name, violation in result.violations.items():
-        adapter.set_system_attr(study, trial_id, f"{CONSTRAINTS_KEY}:{name}", violation)
-    adapter.set_state(study, trial_id, TrialState.COMPLETE, result.values)
+        return {FAILURE: ERROR, REASON: result.failure, DURATION: result.duration_s}
+    own = {k: v for k, v in result.metrics.items() if k not in RESERVED_ATTRS}
+    extra = {REASON: result.reason} if result.reason else {}
+    return {
+        METRICS: result.metrics,
+        **own,
+        FEASIBLE: result.feasible,
+        CACHED: result.cached,
+        DURATION: result.duration_s,
+        **extra,
+    }
 
 
-def set_trial_attr(study: optuna.Study, trial_id: int, key: str, value: Any) -> None:
-    adapter.set_attr(study, trial_id, key, value)
+def has_ended(trial: TrialRecord) -> bool:
+    """Whether a trial ran to an end: complete with its metrics, or failed by its own
+    evaluation. An interrupted trial has not, even when its metrics were written before the
+    interruption (it is evaluated again)."""
+    if trial.state == "complete":
+        return METRICS in trial.user_attrs
+    return trial.state == "failed" and trial.user_attrs.get(FAILURE) == ERROR
 
 
-def trial_number(study: optuna.Study, trial_id: int) -> int:
-    return adapter.number_of(study, trial_id)
+def candidates(trials: Iterable[TrialRecord]) -> int:
+    """How many candidates `trials` evaluated: a chunked brute force's token stands for its
+    whole chunk."""
+    return sum(int(t.user_attrs.get(COUNT, 1)) for t in trials)
 
 
-def abandon_trial(study: optuna.Study, trial_id: int, state: TrialState, reason: str) -> None:
-    """End a RUNNING trial that will not be evaluated here: FAIL (interrupted) or PRUNED."""
-    failure = INTERRUPTED if state == TrialState.FAIL else "pruned"
-    adapter.set_attr(study, trial_id, "failure", failure)
-    adapter.set_attr(study, trial_id, "reason", reason)
-    adapter.set_state(study, trial_id, state)
-
-
-def finish_order(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
+def finish_order(trials: Iterable[TrialRecord]) -> list[TrialRecord]:
     """Trials in the order they finished (unfinished last, by number): a brute-force worker
     numbers its claim token first but finishes it last."""
     far = datetime.max.replace(tzinfo=UTC)
 
-    def when(t: FrozenTrial) -> tuple[datetime, int]:
-        done = t.datetime_complete
+    def when(t: TrialRecord) -> tuple[datetime, int]:
+        done = t.finished
         if done is None:
             return far, t.number
         return (done if done.tzinfo else done.astimezone(UTC)), t.number
@@ -141,40 +119,120 @@ def finish_order(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
     return sorted(trials, key=when)
 
 
-def done_trials(study: optuna.Study) -> list[FrozenTrial]:
-    """Complete trials that carry metrics, in the order they finished."""
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    return finish_order([t for t in complete if "metrics" in t.user_attrs])
-
-
-def has_ended(trial: FrozenTrial) -> bool:
-    """Whether a trial ran to an end: complete with its metrics, or failed by its own
-    evaluation. An interrupted trial has not, even when its metrics were written before the
-    interruption (it is evaluated again)."""
-    if trial.state == TrialState.COMPLETE:
-        return "metrics" in trial.user_attrs
-    return trial.state == TrialState.FAIL and trial.user_attrs.get("failure") == "error"
-
-
-def ended_trials(study: optuna.Study) -> list[FrozenTrial]:
-    """Trials that ran to an end (see `has_ended`): what n_trials counts."""
-    states = (TrialState.COMPLETE, TrialState.FAIL)
-    return [t for t in study.get_trials(deepcopy=False, states=states) if has_ended(t)]
-
-
-def candidates(trials: Sequence[FrozenTrial]) -> int:
-    """How many candidates `trials` evaluated: a chunked brute force's token stands for its
-    whole chunk."""
-    return sum(int(t.user_attrs.get(COUNT_ATTR, 1)) for t in trials)
-
-
-def ended_count(study: optuna.Study) -> int:
-    """Candidates evaluated to an end (what n_trials counts)."""
-    return candidates(ended_trials(study))
-
-
-def trial_state(trial: FrozenTrial) -> str:
+def csv_state(trial: TrialRecord) -> str:
     """complete, infeasible, failed, running, waiting or pruned (lost a claim to a worker)."""
-    if trial.state != TrialState.COMPLETE:
-        return "failed" if trial.state == TrialState.FAIL else trial.state.name.lower()
-    return "complete" if trial.user_attrs.get("feasible", True) else "infeasible"
+    if trial.state != "complete":
+        return trial.state
+    return "complete" if trial.user_attrs.get(FEASIBLE, True) else "infeasible"
+
+
+def row_of(trial: TrialRecord) -> dict[str, Any]:
+    """`trial` as a row of `Store.frame`."""
+    attrs = trial.user_attrs
+    return {
+        "number": trial.number,
+        "state": csv_state(trial),
+        "params": dict(trial.params),
+        "metrics": dict(attrs.get(METRICS, {})),
+        "values": list(trial.values) if trial.state == "complete" and trial.values else None,
+        "cached": bool(attrs.get(CACHED, False)),
+        "duration_s": attrs.get(DURATION),
+        "reason": attrs.get(REASON),
+    }
+
+
+class Store(ABC):
+    """The record of one search, shared by every worker of it (processes, machines).
+
+    Writes are atomic per call; trial numbers are handed out atomically, so workers can
+    race on them (a brute-force claim is the lowest-numbered live token of its chunk). A
+    strategy writes through `record` (a candidate scored in one go) or `start`, `set_attr`
+    and `finish`/`abandon` (a trial that stays RUNNING while it works, such as a chunk's
+    token). Reads are `trials` and the counts built on it; the results read it as a
+    `bitscout.results.trials.TrialSource` (`is_chunked`, `frame`, `trial_row`, `chunks`).
+    """
+
+    study: "optuna.Study"  # what Optuna's samplers drive by ask/tell, and what users get
+
+    @abstractmethod
+    def record(
+        self, config: Mapping[str, Choice], result: Result, attrs: Mapping[str, Any] | None = None
+    ) -> int:
+        """Runs when a candidate has been scored: adds it as a complete (or failed) trial in
+        one write, with `attrs` besides the result's; returns its trial number."""
+
+    @abstractmethod
+    def start(self, config: Mapping[str, Choice], attrs: Mapping[str, Any]) -> TrialRef:
+        """Runs before a long piece of work (a chunk claim): a RUNNING trial for `config`,
+        stamped with this worker, that `finish` or `abandon` ends."""
+
+    @abstractmethod
+    def number_of(self, ref: TrialRef) -> int: ...
+
+    @abstractmethod
+    def set_attr(self, ref: TrialRef, key: str, value: Any) -> None:
+        """Runs while a trial is RUNNING (a heartbeat, a smaller quota); raises
+        `TrialFinished` once it is not."""
+
+    @abstractmethod
+    def finish(self, ref: TrialRef, result: Result, attrs: Mapping[str, Any] | None = None) -> None:
+        """Runs when a started trial's own candidate is scored: complete (or fail) it with
+        `result`, `attrs` written first."""
+
+    @abstractmethod
+    def abandon(self, ref: TrialRef, state: Literal["failed", "pruned"], reason: str) -> None:
+        """Runs when a started trial will not be evaluated here: `failed` (interrupted, so
+        evaluated again later) or `pruned` (a lost claim). Raises `TrialFinished` when it
+        ended meanwhile."""
+
+    @abstractmethod
+    def trials(self, states: Container[State] | None = None) -> list[TrialRecord]:
+        """Every trial (or those in `states`), by number, as the store has them now."""
+
+    @abstractmethod
+    def fail_stale(self) -> list[TrialRecord]:
+        """Runs before a worker looks for work: records the RUNNING trials whose worker is
+        gone as failed (interrupted) and returns those this call failed. Each is failed by
+        exactly one of several racing workers."""
+
+    @abstractmethod
+    def set_study_attr(self, key: str, value: Any) -> None: ...
+
+    @abstractmethod
+    def study_attr(self, key: str, default: Any = None) -> Any: ...
+
+    def ended(self) -> list[TrialRecord]:
+        """Trials that ran to an end (see `has_ended`): what n_trials counts."""
+        return [t for t in self.trials(("complete", "failed")) if has_ended(t)]
+
+    def done(self) -> list[TrialRecord]:
+        """Complete trials that carry metrics, in the order they finished."""
+        complete = self.trials(("complete",))
+        return finish_order(t for t in complete if METRICS in t.user_attrs)
+
+    def ended_count(self) -> int:
+        """Candidates evaluated to an end (what n_trials counts)."""
+        return candidates(self.ended())
+
+    def is_chunked(self) -> bool:
+        return bool(self.study_attr(CHUNKED))
+
+    @abstractmethod
+    def trial(self, number: int) -> TrialRecord: ...
+
+    def frame(self) -> "pd.DataFrame":
+        """Every trial in the order they finished, as `bitscout.results.trials.TRIAL_COLUMNS`;
+        runs when trials.csv is written and when a search concludes."""
+        import pandas as pd
+
+        rows = [row_of(t) for t in finish_order(self.trials())]
+        return pd.DataFrame(rows, columns=list(TRIAL_COLUMNS))
+
+    def trial_row(self, number: int) -> Mapping[str, Any]:
+        """Trial `number` as a row of `frame`; runs as each of this worker's trials ends."""
+        return row_of(self.trial(number))
+
+    @abstractmethod
+    def chunks(self, skip: Container[int] = ()) -> list[Chunk]:
+        """A chunked study's finished chunks (numbers not in `skip`), in the order they
+        finished; its other trials (interrupted or lost claims) hold no candidate."""

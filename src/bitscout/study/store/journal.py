@@ -4,18 +4,18 @@ Optuna's journal is one JSON record per line, appended under a file lock. A writ
 leaves a partial last line: Optuna skips it when reading but appends the next record right
 after it, gluing the two into one undecodable line, and from then on the file cannot be read
 at all. Repairing before anything is written keeps every complete record.
+
+What is Optuna's here (its lock, how its records begin) is given by the caller,
+`optuna_store.repair_journal`: this module only knows JSON lines.
 """
 
 import json
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from optuna.storages.journal import JournalFileSymlinkLock
-from optuna.storages.journal._file import get_lock_file
-
 from bitscout._core.files import atomic
-
-RECORD_START = b'{"op_code":'  # how every record Optuna writes begins
 
 
 def _decodes(line: bytes) -> bool:
@@ -43,7 +43,7 @@ def _sound_tail(path: Path) -> bool:
     return _decodes(tail[start:-1])
 
 
-def _mend(data: bytes) -> tuple[bytes, bytes]:
+def _mend(data: bytes, record_start: bytes) -> tuple[bytes, bytes]:
     """`data` with every undecodable line dropped or cut back to the record glued onto its
     end; and the bytes removed."""
     kept, cut = [], []
@@ -53,7 +53,7 @@ def _mend(data: bytes) -> tuple[bytes, bytes]:
         if _decodes(line):
             kept.append(line)
             continue
-        start = line.rfind(RECORD_START)
+        start = line.rfind(record_start)
         if start > 0 and _decodes(line[start:]):  # a torn record with a whole one after it
             kept.append(line[start:])
             cut.append(line[:start])
@@ -67,17 +67,24 @@ def _mend(data: bytes) -> tuple[bytes, bytes]:
     return (body + b"\n" if kept else b""), b"\n".join(cut)
 
 
-def repair_journal(path: str | Path, *, full: bool = False) -> str | None:
-    """Make the journal at `path` readable and safe to append to, under Optuna's own lock so no
-    live writer is cut off. Only the last line is looked at unless it is torn or `full` is
-    set (after Optuna failed to read the file). Returns what was done, in one line, or None
+def repair(
+    path: str | Path,
+    lock: Callable[[], AbstractContextManager[object]],
+    record_start: bytes,
+    *,
+    full: bool = False,
+) -> str | None:
+    """Make the journal at `path` readable and safe to append to, under the writers' `lock`
+    so no live writer is cut off; `record_start` is how every record begins. Only the last
+    line is looked at unless it is torn or `full` is set (after Optuna failed to read the
+    file). Returns what was done, in one line, or None
     when the file was sound. Removed bytes are kept in a `.torn-<time>` file beside it."""
     path = Path(path)
     if not path.is_file() or (not full and _sound_tail(path)):
         return None
-    with get_lock_file(JournalFileSymlinkLock(str(path))):
+    with lock():
         data = path.read_bytes()
-        mended, cut = _mend(data)
+        mended, cut = _mend(data, record_start)
         if mended == data:
             return None
         kept = ""

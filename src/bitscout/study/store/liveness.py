@@ -12,18 +12,14 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 
-import optuna
-from optuna.exceptions import UpdateFinishedTrialError
-from optuna.trial import FrozenTrial, TrialState
-
-from bitscout.study.store import adapter
+from bitscout.study.store.base import HEARTBEAT, WORKER, TrialFinished, TrialRecord
 
 HEARTBEAT_S = 5.0
 # A trial from another host is stale once its heartbeat is this old; on this host a dead
 # process is seen at once, so only remote workers ever wait this long.
 GRACE_S = 60.0
-INTERRUPTED = "interrupted"
 _TOKEN = uuid.uuid4().hex[:8]
 
 
@@ -58,61 +54,43 @@ def _alive_here(worker: str) -> bool | None:
     return True
 
 
-def _last_sign(trial: FrozenTrial) -> float:
-    started = trial.datetime_start.timestamp() if trial.datetime_start else 0.0
-    return max(float(trial.user_attrs.get("heartbeat", 0.0)), started)
+def _last_sign(trial: TrialRecord) -> float:
+    started = trial.started.timestamp() if trial.started else 0.0
+    return max(float(trial.user_attrs.get(HEARTBEAT, 0.0)), started)
 
 
-def is_stale(trial: FrozenTrial, grace: float = GRACE_S) -> bool:
-    if trial.state != TrialState.RUNNING:
+def is_stale(trial: TrialRecord, grace: float = GRACE_S) -> bool:
+    if trial.state != "running":
         return False
-    alive = _alive_here(str(trial.user_attrs.get("worker", "")))
+    alive = _alive_here(str(trial.user_attrs.get(WORKER, "")))
     if alive is not None:
         return not alive
     return time.time() - _last_sign(trial) > grace
 
 
-def fail_stale(study: optuna.Study, grace: float = GRACE_S) -> list[FrozenTrial]:
-    """Record the running trials of dead workers as failed; return those this call failed.
-    Failing is atomic in the storage, so when several workers race, each trial is failed (and
-    retried) by exactly one of them."""
-    failed = []
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if not is_stale(trial, grace):
-            continue
-        worker = trial.user_attrs.get("worker", "an unknown worker")
-        try:
-            number = adapter.trial_id(trial)
-            adapter.set_attr(study, number, "failure", INTERRUPTED)
-            reason = f"{INTERRUPTED}: worker {worker} stopped mid-trial"
-            adapter.set_attr(study, number, "reason", reason)
-            adapter.set_state(study, number, TrialState.FAIL)
-        except UpdateFinishedTrialError:
-            continue  # another worker got there first
-        failed.append(trial)
-    return failed
+Beat = Callable[[float], None]  # stamps one trial with the time
 
 
 class Heartbeat:
     """A daemon thread that stamps the watched trial every `interval` seconds."""
 
-    def __init__(self, study: optuna.Study, interval: float = HEARTBEAT_S) -> None:
-        self._study = study
+    def __init__(self, interval: float = HEARTBEAT_S) -> None:
         self._interval = interval
-        self._trial_id: int | None = None
+        self._beat: Beat | None = None
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, daemon=True, name="heartbeat")
+        self._thread = threading.Thread(target=self._run, daemon=True, name="heartbeat")
 
-    def watch(self, trial_id: int | None) -> None:
-        self._trial_id = trial_id
+    def watch(self, beat: Beat | None) -> None:
+        """Stamp through `beat` from now on (None: nothing to stamp)."""
+        self._beat = beat
 
-    def _beat(self) -> None:
+    def _run(self) -> None:
         while not self._stop.wait(self._interval):
-            trial_id = self._trial_id
-            if trial_id is None:
+            beat = self._beat
+            if beat is None:
                 continue
-            with contextlib.suppress(UpdateFinishedTrialError):  # it finished meanwhile
-                adapter.set_attr(self._study, trial_id, "heartbeat", time.time())
+            with contextlib.suppress(TrialFinished):  # it finished meanwhile
+                beat(time.time())
 
     def __enter__(self) -> "Heartbeat":
         self._thread.start()

@@ -9,21 +9,24 @@ trials that mean different things never mix.
 import contextlib
 import json
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.exceptions import DuplicatedStudyError
+from optuna.exceptions import DuplicatedStudyError, ExperimentalWarning
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
-from optuna.trial import TrialState
+from optuna.study import StudyDirection
 
 from bitscout.errors import ConfigError
 from bitscout.objective import Objective
-from bitscout.study.store.journal import repair_journal
+from bitscout.quant.space import SearchSpace
+from bitscout.study.store.optuna_store import OptunaStore, repair_journal
 
 FINGERPRINT_STUDY = "{name}.fingerprint"  # companion study whose first trial is the fingerprint
+FINGERPRINT = "fingerprint"  # the user attr of that trial
 # The fingerprint key of the validation data: a dict of `sha256` (of the evaluated rows and
 # labels, which decides) and the settings that produced them (which name what changed).
 DATA_KEY = "data"
@@ -119,9 +122,10 @@ def _open_any(url: str, notify: Notify | None) -> BaseStorage:
 
 
 def _create(storage: BaseStorage, name: str, directions: list[str]) -> None:
-    if name not in {s.study_name for s in storage.get_all_studies()}:
+    if name not in optuna.get_all_study_names(storage):
         with contextlib.suppress(DuplicatedStudyError):  # another worker was first
-            optuna.create_study(storage=storage, study_name=name, directions=directions)
+            signs = [StudyDirection[d.upper()] for d in directions]
+            optuna.create_study(storage=storage, study_name=name, directions=signs)
 
 
 def settle_fingerprint(
@@ -132,15 +136,13 @@ def settle_fingerprint(
     at once exactly one proposal wins and every worker sees the same winner."""
     companion = FINGERPRINT_STUDY.format(name=name)
     _create(storage, companion, ["maximize"])
-    study_id = storage.get_study_id_from_name(companion)
-    trials = storage.get_all_trials(study_id, deepcopy=False)
-    if not trials:
-        template = optuna.trial.create_trial(
-            value=0.0, user_attrs={"fingerprint": dict(proposal)}, state=TrialState.COMPLETE
-        )
-        storage.create_new_trial(study_id, template_trial=template)
-        trials = storage.get_all_trials(study_id, deepcopy=False)
-    return dict(min(trials, key=lambda t: t.number).user_attrs["fingerprint"])
+    sampler = optuna.samplers.RandomSampler()  # never asked: spares TPE's construction
+    study = optuna.load_study(study_name=companion, storage=storage, sampler=sampler)
+    if not study.get_trials(deepcopy=False):
+        proposed = {FINGERPRINT: dict(proposal)}
+        study.add_trial(optuna.trial.create_trial(value=0.0, user_attrs=proposed))
+    trials = study.get_trials(deepcopy=False)
+    return dict(min(trials, key=lambda t: t.number).user_attrs[FINGERPRINT])
 
 
 def _data_change(settled: Mapping[str, Any], mine: Mapping[str, Any]) -> str | None:
@@ -206,3 +208,21 @@ def open_study(
         if key not in study.user_attrs:
             study.set_user_attr(key, value)
     return study
+
+
+def open_store(
+    url: str | BaseStorage,
+    name: str,
+    objective: Objective,
+    meta: Mapping[str, Any],
+    space: SearchSpace,
+    sampler: optuna.samplers.BaseSampler | None = None,
+    notify: Notify | None = None,
+) -> OptunaStore:
+    """`open_study` as a `Store`, its objective values named for optuna-dashboard."""
+    study = open_study(url, name, objective, meta, sampler, notify)
+    if study.metric_names is None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ExperimentalWarning)
+            study.set_metric_names(["objective"] if objective.single else objective.names)
+    return OptunaStore(study, space)

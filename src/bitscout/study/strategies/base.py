@@ -1,4 +1,4 @@
-"""What every strategy gets: the space, the evaluator, the objective and the study."""
+"""What every strategy gets: the space, the evaluator, the objective and the store."""
 
 import math
 import time
@@ -13,8 +13,9 @@ from bitscout._core.registry import Registry
 from bitscout.evaluate.evaluator import Evaluator
 from bitscout.objective import Objective
 from bitscout.quant.space import Choice, SearchSpace
+from bitscout.results.trials import Result
 from bitscout.study.settings import StrategySettings
-from bitscout.study.store.base import Result, ended_count
+from bitscout.study.store.base import Store
 
 TrialHook = Callable[[int, Mapping[str, Choice], Result], None]
 
@@ -25,7 +26,7 @@ class SearchContext:
     evaluator: Evaluator
     objective: Objective
     settings: StrategySettings
-    study: optuna.Study
+    store: Store
     on_trial: TrialHook = lambda number, config, result: None
     notify: Callable[[str], None] = lambda message: None  # one line for the user
     started: float = field(default_factory=time.perf_counter)
@@ -72,7 +73,7 @@ class SearchContext:
         target = self.settings.n_trials or STRATEGIES.get(self.settings.name).default_target(
             self.space
         )
-        return max(0, target - ended_count(self.study))
+        return max(0, target - self.store.ended_count())
 
     def timed_out(self) -> bool:
         timeout = self.settings.timeout
@@ -80,8 +81,8 @@ class SearchContext:
 
 
 class Strategy(ABC):
-    """A search strategy. `sampler` runs once, before the study is opened (Optuna attaches
-    a sampler to a study); `run` then adds trials to `ctx.study` until the budget, the
+    """A search strategy. `sampler` runs once, before the store is opened (Optuna attaches
+    a sampler to a study); `run` then adds trials to `ctx.store` until the budget, the
     timeout or the space is spent."""
 
     def sampler(

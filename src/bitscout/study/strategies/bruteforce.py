@@ -24,24 +24,22 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from optuna.exceptions import UpdateFinishedTrialError
-from optuna.trial import FrozenTrial, TrialState
-
 from bitscout.quant.space import Config
-from bitscout.study.chunks import Bitset, chunk_columns, is_chunk, token_attrs
+from bitscout.results.trials import Bitset, Result
+from bitscout.study.chunks import chunk_of, is_chunk, token_attrs
 from bitscout.study.permutation import Permutation
-from bitscout.study.store import adapter
 from bitscout.study.store.base import (
-    Result,
-    abandon_trial,
-    finish_trial,
+    CHUNK,
+    CLAIM,
+    HEARTBEAT,
+    INTERRUPTED,
+    QUOTA,
+    WORKER,
+    TrialFinished,
+    TrialRecord,
     has_ended,
-    record,
-    set_trial_attr,
-    start_trial,
-    trial_number,
 )
-from bitscout.study.store.liveness import INTERRUPTED, Heartbeat, fail_stale, worker_id
+from bitscout.study.store.liveness import Heartbeat, worker_id
 from bitscout.study.strategies.base import STRATEGIES, SearchContext, Strategy
 
 BATCH = 64  # candidates evaluated together, then streamed to the store
@@ -59,16 +57,16 @@ class Survey:
 
     done: Bitset  # complete, or failed by their own evaluation (never retried)
     complete: int  # how many of `done`: n_trials counts both
-    held: dict[int, list[FrozenTrial]]  # chunk -> its RUNNING tokens
+    held: dict[int, list[TrialRecord]]  # chunk -> its RUNNING tokens
     others_running: bool
     by_claim: Counter[int] = field(default_factory=Counter)  # token number -> trials it ended
 
-    def open_quota(self, token: FrozenTrial) -> int:
+    def open_quota(self, token: TrialRecord) -> int:
         """How many more candidates the live claim `token` may still evaluate."""
-        quota = int(token.user_attrs.get("quota", 0))
+        quota = int(token.user_attrs.get(QUOTA, 0))
         return max(0, quota - self.by_claim[token.number])
 
-    def tokens(self) -> list[FrozenTrial]:
+    def tokens(self) -> list[TrialRecord]:
         return [t for tokens in self.held.values() for t in tokens]
 
     def room(self, target: int, before: int | None = None) -> int:
@@ -91,27 +89,27 @@ class Surveyor:
         self.by_claim: Counter[int] = Counter()
 
     def __call__(self) -> Survey:
-        held: dict[int, list[FrozenTrial]] = {}
+        held: dict[int, list[TrialRecord]] = {}
         others = False
-        for t in self.ctx.study.get_trials(deepcopy=False):
-            if t.state == TrialState.RUNNING:
-                if "chunk" in t.user_attrs:
-                    held.setdefault(t.user_attrs["chunk"], []).append(t)
-                others = others or t.user_attrs.get("worker") != worker_id()
-            elif t.state.is_finished() and t.number not in self.finished:
+        for t in self.ctx.store.trials():
+            if t.state == "running":
+                if CHUNK in t.user_attrs:
+                    held.setdefault(t.user_attrs[CHUNK], []).append(t)
+                others = others or t.user_attrs.get(WORKER) != worker_id()
+            elif t.state != "waiting" and t.number not in self.finished:
                 self.finished.add(t.number)
                 self._index(t)
         return Survey(self.done, self.complete, held, others, self.by_claim)
 
-    def _index(self, t: FrozenTrial) -> None:
+    def _index(self, t: TrialRecord) -> None:
         if has_ended(t) and is_chunk(t):
-            indices = chunk_columns(t)[0]
+            indices = chunk_of(t).indices
             self.done.add_many(indices)
             self.complete += len(indices)
         elif has_ended(t):
             self.done.add(self.ctx.space.index(t.params))
             self.complete += 1
-            claim = t.user_attrs.get("claim", t.number if "chunk" in t.user_attrs else None)
+            claim = t.user_attrs.get(CLAIM, t.number if CHUNK in t.user_attrs else None)
             if claim is not None:
                 self.by_claim[claim] += 1
 
@@ -140,9 +138,9 @@ class BruteForce(Strategy):
         rng = random.Random(worker_id())
         survey = Surveyor(ctx)
         full: set[int] = set()
-        with Heartbeat(ctx.study) as heartbeat:
+        with Heartbeat() as heartbeat:
             while not ctx.timed_out():
-                fail_stale(ctx.study)
+                ctx.store.fail_stale()
                 view = survey()
                 room = view.room(target)
                 chunk = _pick(ctx.space.size, size, view, rng, full, order) if room > 0 else None
@@ -202,14 +200,14 @@ def _claim(
     """Start this worker's token for `chunk`; the claim if it holds. Of the chunk's RUNNING
     tokens the earliest wins: a later one always sees it, so exactly one worker owns a chunk.
     The quota is cut to what the claims numbered before it leave of `target`."""
-    attrs = {"chunk": chunk, "quota": quota}
+    attrs = {CHUNK: chunk, QUOTA: quota}
     index = order(position)
-    token = start_trial(ctx.study, ctx.space, ctx.space.config(index), attrs)
+    token = ctx.store.start(ctx.space.config(index), attrs)
     try:
         return _settle(ctx, survey, Claim(chunk, token, -1, position, index, quota), target)
     except BaseException:  # interrupted between starting the token and owning the chunk
-        with contextlib.suppress(UpdateFinishedTrialError):  # pruned already
-            abandon_trial(ctx.study, token, TrialState.FAIL, f"{INTERRUPTED}: search stopped")
+        with contextlib.suppress(TrialFinished):  # pruned already
+            ctx.store.abandon(token, "failed", f"{INTERRUPTED}: search stopped")
         raise
 
 
@@ -217,11 +215,11 @@ def _settle(ctx: SearchContext, survey: Surveyor, claim: Claim, target: int) -> 
     """The claim with its number and final quota if this worker owns the chunk, else None
     (its token pruned)."""
     chunk, token, index, quota = claim.chunk, claim.token, claim.index, claim.quota
-    number = trial_number(ctx.study, token)
+    number = ctx.store.number_of(token)
     view = survey()
     first = min(view.held[chunk], key=lambda t: t.number)
     room = view.room(target, before=number)
-    if adapter.trial_id(first) != token:
+    if first.ref != token:
         reason = f"chunk {chunk} was claimed first by trial {first.number}"
     elif index in view.done:  # finished by a worker whose token ended after our survey
         reason = f"candidate {index} was evaluated meanwhile"
@@ -229,9 +227,9 @@ def _settle(ctx: SearchContext, survey: Surveyor, claim: Claim, target: int) -> 
         reason = "n_trials is reached by the chunks other workers hold"
     else:
         if room < quota:
-            set_trial_attr(ctx.study, token, "quota", room)
+            ctx.store.set_attr(token, QUOTA, room)
         return Claim(chunk, token, number, claim.position, index, min(quota, room))
-    abandon_trial(ctx.study, token, TrialState.PRUNED, reason)
+    ctx.store.abandon(token, "pruned", reason)
     return None
 
 
@@ -242,7 +240,7 @@ def _run_chunk(
     each streamed to the store as its own trial, or (chunked) all in the token at the end."""
     size = chunk_size(ctx.space.size)
     chunked = bool(ctx.settings.chunked)
-    heartbeat.watch(claim.token)
+    heartbeat.watch(lambda now: ctx.store.set_attr(claim.token, HEARTBEAT, now))
     held: list[tuple[int, Config, Result]] = []  # chunked: results kept for the token
     try:
         todo = _pending(claim.chunk, size, ctx.space.size, survey().done, order)
@@ -258,7 +256,7 @@ def _run_chunk(
         (own,) = _score(ctx, [claim.index], cache=not chunked)
         held.append(own)
     except BaseException:
-        abandon_trial(ctx.study, claim.token, TrialState.FAIL, f"{INTERRUPTED}: search stopped")
+        ctx.store.abandon(claim.token, "failed", f"{INTERRUPTED}: search stopped")
         raise
     finally:
         heartbeat.watch(None)
@@ -276,12 +274,11 @@ def _score(
 def _finish(ctx: SearchContext, claim: Claim, held: list[tuple[int, Config, Result]]) -> None:
     """End the token with its own candidate's result (and, chunked, every result it holds)."""
     result = held[-1][2]
+    attrs = None
     if ctx.settings.chunked:
         names = list(ctx.evaluator.metrics)
         attrs = token_attrs([i for i, _, _ in held], [r for _, _, r in held], names)
-        for key, value in attrs.items():
-            set_trial_attr(ctx.study, claim.token, key, value)
-    finish_trial(ctx.study, claim.token, result)
+    ctx.store.finish(claim.token, result, attrs)
     if not ctx.settings.chunked:
         ctx.on_trial(claim.number, held[-1][1], result)
         return
@@ -292,7 +289,7 @@ def _finish(ctx: SearchContext, claim: Claim, held: list[tuple[int, Config, Resu
 def _evaluate(ctx: SearchContext, indices: Sequence[int], claim: int) -> None:
     """Score `indices` together and stream each result to the store, tagged with the claim."""
     for _, config, result in _score(ctx, indices, cache=True):
-        number = record(ctx.study, ctx.space, config, result, {"claim": claim})
+        number = ctx.store.record(config, result, {CLAIM: claim})
         ctx.on_trial(number, config, result)
 
 

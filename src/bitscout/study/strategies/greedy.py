@@ -15,8 +15,9 @@ import optuna
 from bitscout.errors import ConfigError
 from bitscout.objective import Objective
 from bitscout.quant.space import Choice, Config, Dimension, SearchSpace
+from bitscout.results.trials import Result
 from bitscout.study.settings import StrategySettings
-from bitscout.study.store.base import Result, ended_trials, record
+from bitscout.study.store.base import STEP
 from bitscout.study.strategies.base import STRATEGIES, SearchContext, Strategy
 
 WIDTH_FIELDS = ("data_in_width", "weight_width", "bias_width", "accum_width", "result_width")
@@ -30,7 +31,7 @@ def is_width(d: Dimension) -> bool:
 
 def descending(d: Dimension) -> list[Choice]:
     """A width dimension's choices, most precise first."""
-    return sorted(d.choices, reverse=True)  # type: ignore[type-var]
+    return sorted(d.choices, reverse=True)
 
 
 def walk_bound(space: SearchSpace) -> int:
@@ -43,13 +44,13 @@ def walk_bound(space: SearchSpace) -> int:
 
 
 class Walk:
-    """Scores configs through the study: a config already ended there (a resumed walk) is
+    """Scores configs through the store: a config already ended there (a resumed walk) is
     not recorded again, so a walk interrupted anywhere resumes with nothing repeated."""
 
     def __init__(self, ctx: SearchContext, *, recorded: bool = True) -> None:
         self.ctx = ctx
-        self.recorded = recorded  # False: a dry walk, which adds no trials to the study
-        self.known = {_key(t.params): t.number for t in ended_trials(ctx.study)}
+        self.recorded = recorded  # False: a dry walk, which adds no trials to the store
+        self.known = {_key(t.params): t.number for t in ctx.store.ended()}
         self.left = ctx.budget() if recorded else walk_bound(ctx.space)
         self.evaluated = 0
 
@@ -74,7 +75,7 @@ class Walk:
     def _record(self, config: Config, result: Result, step: int) -> int:
         if not self.recorded:
             return -1
-        number = record(self.ctx.study, self.ctx.space, config, result, {"step": step})
+        number = self.ctx.store.record(config, result, {STEP: step})
         self.ctx.on_trial(number, config, result)
         return number
 
@@ -104,7 +105,7 @@ class Greedy(Strategy):
         path: list[int] = []
         for number, _ in trajectory(ctx.space, walk):
             path.append(number)
-            ctx.study.set_user_attr(PATH_ATTR, path)
+            ctx.store.set_study_attr(PATH_ATTR, path)
 
 
 def warm_start(ctx: SearchContext, limit: int) -> list[Config]:

@@ -2,19 +2,28 @@
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import optuna
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.samplers import BaseSampler
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
 from bitscout.errors import ConfigError
 from bitscout.objective import Objective
-from bitscout.quant.space import SearchSpace
+from bitscout.quant.space import Choice, SearchSpace
+from bitscout.results.trials import Result
 from bitscout.study.settings import StrategySettings
-from bitscout.study.store import adapter
-from bitscout.study.store.base import Result, ended_trials
-from bitscout.study.store.liveness import Heartbeat, fail_stale, is_stale, worker_id
+from bitscout.study.store.base import (
+    HEARTBEAT,
+    RETRY_OF,
+    WARM_START,
+    WORKER,
+    Store,
+    TrialFinished,
+    result_attrs,
+)
+from bitscout.study.store.liveness import Beat, Heartbeat, is_stale, worker_id
 from bitscout.study.strategies.base import STRATEGIES, SearchContext, Strategy
 from bitscout.study.strategies.greedy import warm_start
 
@@ -58,20 +67,21 @@ class OptunaStrategy(Strategy):
         return build_sampler(settings.sampler, settings.seed, space)
 
     def run(self, ctx: SearchContext) -> None:
-        for dead in fail_stale(ctx.study):
-            ctx.study.enqueue_trial(dead.params, user_attrs={"retry_of": dead.number})
-        if ctx.budget() <= 0 or _all_known(ctx, _known(ctx.study)):
+        study = ctx.store.study
+        for dead in ctx.store.fail_stale():
+            study.enqueue_trial(dict(dead.params), user_attrs={RETRY_OF: dead.number})
+        if ctx.budget() <= 0 or _all_known(ctx, _known(ctx.store)):
             return
-        if ctx.settings.warm_start == "greedy" and not ctx.study.get_trials(deepcopy=False):
+        if ctx.settings.warm_start == "greedy" and not ctx.store.trials():
             _enqueue_greedy(ctx)
         scored: dict[int, tuple[dict, Result]] = {}
-        with Heartbeat(ctx.study) as heartbeat:
-            ctx.study.optimize(
+        with Heartbeat() as heartbeat:
+            study.optimize(
                 lambda trial: _objective(ctx, heartbeat, trial, scored),
                 n_trials=ctx.budget(),  # a bound even when other workers' trials never end
                 timeout=ctx.settings.timeout,
                 catch=(CandidateFailed,),
-                callbacks=[_after_trial(ctx, scored, _known(ctx.study))],
+                callbacks=[_after_trial(ctx, scored, _known(ctx.store))],
                 gc_after_trial=False,
             )
 
@@ -80,15 +90,16 @@ def _enqueue_greedy(ctx: SearchContext) -> None:
     """Queue a greedy walk's path, at most half the budget, so the sampler then learns from
     it; a resumed study keeps its queue, so this runs on a fresh study only."""
     for config in warm_start(ctx, max(1, ctx.budget() // 2)):
-        ctx.study.enqueue_trial(config, user_attrs={"warm_start": "greedy"}, skip_if_exists=True)
+        ctx.store.study.enqueue_trial(config, user_attrs={WARM_START: "greedy"},
+                                      skip_if_exists=True)  # fmt: skip
 
 
 def _config_key(params: dict) -> tuple:
     return tuple(sorted(params.items()))
 
 
-def _known(study: optuna.Study) -> set[tuple]:
-    return {_config_key(t.params) for t in ended_trials(study)}
+def _known(store: Store) -> set[tuple]:
+    return {_config_key(dict(t.params)) for t in store.ended()}
 
 
 def _all_known(ctx: SearchContext, known: set[tuple]) -> bool:
@@ -120,14 +131,14 @@ def _after_trial(
     return callback
 
 
-def _ahead(study: optuna.Study, number: int, retry: bool) -> tuple[int, int]:
+def _ahead(store: Store, number: int, retry: bool) -> tuple[int, int]:
     """Trials that may count towards n_trials ahead of trial `number`: those that ended, and
     those running live (numbered below it; all of them for a retried trial, which was queued
     before trials numbered after it started). Also, how many ended."""
-    ended = {t.number for t in ended_trials(study)}
+    ended = {t.number for t in store.ended()}
     running = [
         t
-        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        for t in store.trials(("running",))
         if t.number != number and (retry or t.number < number) and not is_stale(t)
     ]
     return len(ended - {number}) + len(running), len(ended)
@@ -137,10 +148,10 @@ def _wait_for_room(ctx: SearchContext, trial: optuna.Trial) -> None:
     """Wait while the trials ahead of this one fill n_trials; prune it when they do (so
     several workers end with exactly n_trials), or when waiting took too long."""
     target = ctx.settings.n_trials or ctx.space.size
-    retry = "retry_of" in trial.user_attrs
+    retry = RETRY_OF in trial.user_attrs
     deadline = time.monotonic() + WAIT_LIMIT_S
     while True:
-        ahead, ended = _ahead(ctx.study, trial.number, retry)
+        ahead, ended = _ahead(ctx.store, trial.number, retry)
         if ahead < target:
             return
         if ended >= target or time.monotonic() > deadline:
@@ -154,14 +165,14 @@ def _objective(
     trial: optuna.Trial,
     scored: dict[int, tuple[dict, Result]],
 ) -> Any:
-    trial.set_user_attr("worker", worker_id())
-    heartbeat.watch(adapter.trial_id(trial))
+    trial.set_user_attr(WORKER, worker_id())
+    heartbeat.watch(_beat(trial))
     _wait_for_room(ctx, trial)
-    config = ctx.space.draw(lambda d: trial.suggest_categorical(d.name, d.choices))
+    config = ctx.space.draw(lambda d: cast(Choice, trial.suggest_categorical(d.name, d.choices)))
     if (reason := ctx.space.invalid(config)) is not None:
         raise optuna.TrialPruned(f"no candidate of the space (skipped): {reason}")
     result = ctx.score(config)
-    for key, value in result.attrs().items():
+    for key, value in result_attrs(result).items():
         trial.set_user_attr(key, value)
     heartbeat.watch(None)
     scored[trial.number] = (config, result)
@@ -170,6 +181,18 @@ def _objective(
     for name, violation in result.violations.items():
         trial.set_constraint(name, violation)
     return result.values[0] if ctx.objective.single else result.values
+
+
+def _beat(trial: optuna.Trial) -> Beat:
+    """Stamps the live `trial` through Optuna's own handle of it."""
+
+    def beat(now: float) -> None:
+        try:
+            trial.set_user_attr(HEARTBEAT, now)
+        except UpdateFinishedTrialError as err:
+            raise TrialFinished(str(err)) from err
+
+    return beat
 
 
 STRATEGIES.register("optuna")(OptunaStrategy())

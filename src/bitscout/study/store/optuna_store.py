@@ -1,0 +1,212 @@
+"""`OptunaStore`: the `Store` kept in an Optuna study, and the only module of bitscout that
+touches Optuna's internals. Everything else, samplers included, goes through Optuna's public
+API (`Study.optimize`, `enqueue_trial`, `Trial.set_user_attr`, `create_trial`, `get_trials`,
+`optuna.importance`). If an Optuna release changes one of the names below, only this file
+changes. The private names that remain, and why no public API serves:
+
+- `Study._storage`, `Study._study_id` and the storage methods
+  `create_new_trial(study_id, template_trial=...)` and `get_trial_number_from_id`: a trial
+  added in one write, in any state (a RUNNING chunk token with its params and worker; a
+  scored candidate complete with its attributes), with its number back. `Study.add_trial`
+  takes only finished trials and returns nothing, and `ask` after `enqueue_trial` takes the
+  oldest queued trial of *any* worker, so neither can claim a chunk.
+- `set_trial_user_attr`, `set_trial_system_attr`, `set_trial_state_values` on the storage:
+  writing to a trial this process holds no `optuna.Trial` for (a chunk token, another
+  worker's stale trial). Failing a stale trial this way is atomic in every storage, so of
+  several racing workers exactly one fails it (the others get `UpdateFinishedTrialError`).
+- `get_trial_id_from_study_id_trial_number` and `get_trial`: one trial by number
+  (`Study.trials[n]` reads every trial, which for a journal means syncing the whole file).
+- `FrozenTrial._trial_id`: the handle those storage methods take.
+- The journal's record format (`JOURNAL_RECORD_START`): repairing a journal torn by a crash
+  needs to find where a whole record begins after a torn one. Optuna has no repair.
+
+The constraint keys are not hard-coded: the system attrs a finished token gets are those
+`optuna.trial.create_trial(constraints=...)` writes, in whatever form this Optuna uses.
+"""
+
+import contextlib
+from collections.abc import Container, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import optuna
+from optuna.distributions import BaseDistribution, CategoricalDistribution
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.storages.journal import JournalFileSymlinkLock
+from optuna.trial import FrozenTrial, TrialState
+
+from bitscout.quant.space import Choice, SearchSpace
+from bitscout.results.trials import Chunk, Result
+from bitscout.study.chunks import chunk_of, is_chunk
+from bitscout.study.store.base import (
+    FAILURE,
+    INTERRUPTED,
+    PRUNED,
+    REASON,
+    WORKER,
+    State,
+    Store,
+    TrialFinished,
+    TrialRecord,
+    TrialRef,
+    finish_order,
+    result_attrs,
+)
+from bitscout.study.store.journal import repair
+from bitscout.study.store.liveness import is_stale, worker_id
+
+JOURNAL_RECORD_START = b'{"op_code":'  # how every record Optuna's journal writes begins
+STATES: dict[TrialState, State] = {
+    TrialState.RUNNING: "running",
+    TrialState.WAITING: "waiting",
+    TrialState.COMPLETE: "complete",
+    TrialState.FAIL: "failed",
+    TrialState.PRUNED: "pruned",
+}
+
+
+@contextlib.contextmanager
+def _journal_lock(path: Path) -> Iterator[None]:
+    """The lock every writer of the journal at `path` takes (JournalFileBackend's default)."""
+    lock = JournalFileSymlinkLock(str(path))
+    lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def repair_journal(path: str | Path, *, full: bool = False) -> str | None:
+    """`journal.repair` for an Optuna journal file; see there."""
+    return repair(path, lambda: _journal_lock(Path(path)), JOURNAL_RECORD_START, full=full)
+
+
+@contextlib.contextmanager
+def _finished_is_error() -> Iterator[None]:
+    try:
+        yield
+    except UpdateFinishedTrialError as err:
+        raise TrialFinished(str(err)) from err
+
+
+class OptunaStore(Store):
+    """A `Store` on `study`, whose params are dimensions of `space`."""
+
+    def __init__(self, study: optuna.Study, space: SearchSpace) -> None:
+        self.study = study
+        self.space = space
+        self._storage = study._storage
+        self._study_id = study._study_id
+        self._finished: dict[int, TrialRecord] = {}  # finished trials never change
+
+    def _distributions(self, config: Mapping[str, Choice]) -> dict[str, BaseDistribution]:
+        """The distributions of the dimensions `config` sets (a field that its format does not
+        take is not a parameter of the trial)."""
+        dims = [d for d in self.space.dimensions if d.name in config]
+        return {d.name: CategoricalDistribution(d.choices) for d in dims}
+
+    def _add(self, template: FrozenTrial) -> TrialRef:
+        return self._storage.create_new_trial(self._study_id, template_trial=template)
+
+    def record(
+        self, config: Mapping[str, Choice], result: Result, attrs: Mapping[str, Any] | None = None
+    ) -> int:
+        failed = result.failure is not None
+        trial = optuna.trial.create_trial(
+            params=dict(config),
+            distributions=self._distributions(config),
+            values=None if failed else result.values,
+            user_attrs={WORKER: worker_id(), **(attrs or {}), **result_attrs(result)},
+            constraints=None if failed else result.violations or None,
+            state=TrialState.FAIL if failed else TrialState.COMPLETE,
+        )
+        return self.number_of(self._add(trial))
+
+    def start(self, config: Mapping[str, Choice], attrs: Mapping[str, Any]) -> TrialRef:
+        trial = optuna.trial.create_trial(
+            params=dict(config),
+            distributions=self._distributions(config),
+            user_attrs={WORKER: worker_id(), **attrs},
+            state=TrialState.RUNNING,
+        )
+        return self._add(trial)
+
+    def number_of(self, ref: TrialRef) -> int:
+        return self._storage.get_trial_number_from_id(ref)
+
+    def set_attr(self, ref: TrialRef, key: str, value: Any) -> None:
+        with _finished_is_error():
+            self._storage.set_trial_user_attr(ref, key, value)
+
+    def _end(self, ref: TrialRef, state: TrialState, values: Sequence[float] | None = None) -> None:
+        with _finished_is_error():
+            self._storage.set_trial_state_values(ref, state, values)
+
+    def finish(self, ref: TrialRef, result: Result, attrs: Mapping[str, Any] | None = None) -> None:
+        for key, value in {**(attrs or {}), **result_attrs(result)}.items():
+            self.set_attr(ref, key, value)
+        if result.failure is not None:
+            self._end(ref, TrialState.FAIL)
+            return
+        if result.violations:  # stored as Optuna stores `constraints=` (see the docstring)
+            marked = optuna.trial.create_trial(value=0.0, constraints=dict(result.violations))
+            for key, value in marked.system_attrs.items():
+                with _finished_is_error():
+                    self._storage.set_trial_system_attr(ref, key, value)
+        self._end(ref, TrialState.COMPLETE, result.values)
+
+    def abandon(self, ref: TrialRef, state: Literal["failed", "pruned"], reason: str) -> None:
+        self.set_attr(ref, FAILURE, INTERRUPTED if state == "failed" else PRUNED)
+        self.set_attr(ref, REASON, reason)
+        self._end(ref, TrialState.FAIL if state == "failed" else TrialState.PRUNED)
+
+    def _record(self, trial: FrozenTrial) -> TrialRecord:
+        ref = trial._trial_id
+        known = self._finished.get(ref)
+        if known is not None:
+            return known
+        record = TrialRecord(
+            ref=ref,
+            number=trial.number,
+            state=STATES[trial.state],
+            params=trial.params,
+            user_attrs=trial.user_attrs,
+            values=trial.values,
+            started=trial.datetime_start,
+            finished=trial.datetime_complete,
+        )
+        if trial.state.is_finished():
+            self._finished[ref] = record
+        return record
+
+    def trials(self, states: Container[State] | None = None) -> list[TrialRecord]:
+        wanted = None if states is None else tuple(s for s in STATES if STATES[s] in states)
+        return [self._record(t) for t in self.study.get_trials(deepcopy=False, states=wanted)]
+
+    def trial(self, number: int) -> TrialRecord:
+        ref = self._storage.get_trial_id_from_study_id_trial_number(self._study_id, number)
+        return self._record(self._storage.get_trial(ref))
+
+    def fail_stale(self) -> list[TrialRecord]:
+        failed = []
+        for trial in self.trials(("running",)):
+            if not is_stale(trial):
+                continue
+            worker = trial.user_attrs.get(WORKER, "an unknown worker")
+            try:
+                reason = f"{INTERRUPTED}: worker {worker} stopped mid-trial"
+                self.abandon(trial.ref, "failed", reason)
+            except TrialFinished:
+                continue  # another worker got there first
+            failed.append(trial)
+        return failed
+
+    def set_study_attr(self, key: str, value: Any) -> None:
+        self.study.set_user_attr(key, value)
+
+    def study_attr(self, key: str, default: Any = None) -> Any:
+        return self.study.user_attrs.get(key, default)
+
+    def chunks(self, skip: Container[int] = ()) -> list[Chunk]:
+        tokens = [t for t in self.trials() if t.number not in skip and is_chunk(t)]
+        return [chunk_of(t) for t in finish_order(tokens)]

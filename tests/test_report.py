@@ -1,6 +1,7 @@
 """Rankings and report tables against hand-computed values; re-ranking; plots are PNGs with
 the panels, units and markers they should have."""
 
+import dataclasses
 import json
 import math
 import tomllib
@@ -249,5 +250,12 @@ def test_report_on_missing_directory(tmp_path, capsys):
 
 
 def test_run_is_frozen(tmp_path):
+    """A run read back cannot be rebound: a re-ranking makes a new objective, never edits the
+    run's own."""
     run = load_run(run_dir(tmp_path, objective()))
     assert isinstance(run, Run) and run.dimensions == DIMS
+    for field, value in (("objective", objective(single=False)), ("trials", trials().head(1)),
+                         ("summary", {}), ("dimensions", []), ("path", None)):  # fmt: skip
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(run, field, value)
+    assert run.objective == objective() and len(run.trials) == len(trials())

@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     from bitscout.api import search as search
     from bitscout.errors import ConfigError as ConfigError
     from bitscout.errors import SearchFailed as SearchFailed
+    from bitscout.export import ExportResult as ExportResult
+    from bitscout.export import export as export
     from bitscout.quant import Integer as Integer
     from bitscout.quant import LayerQuant as LayerQuant
     from bitscout.quant import QuantPlan as QuantPlan
@@ -42,6 +44,8 @@ _PUBLIC = {
     "TrainOptions": "bitscout.zoo.train",
     "ConfigError": "bitscout.errors",
     "SearchFailed": "bitscout.errors",
+    "export": "bitscout.export",  # the package, callable: bitscout/export/__init__.py
+    "ExportResult": "bitscout.export",
     "Integer": "bitscout.quant",
     "LayerQuant": "bitscout.quant",
     "QuantPlan": "bitscout.quant",

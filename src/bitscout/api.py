@@ -9,12 +9,9 @@
 
 import copy
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import optuna
-import pandas as pd
 import torch
 from rich.console import Console
 from torch import nn
@@ -26,11 +23,10 @@ from bitscout.errors import ConfigError
 from bitscout.evaluate.evaluator import LossFn
 from bitscout.evaluate.metrics import METRICS, Metric, user_metric
 from bitscout.objective import Objective, objective_from
-from bitscout.quant.apply import QuantPlan, quantize_model
-from bitscout.quant.space import Choice, SearchSpace, parse_space
-from bitscout.results.outputs import plan_table, row_config
-from bitscout.results.ranking import objective_columns
-from bitscout.study.run import Finished, Job, run_job
+from bitscout.quant.space import SearchSpace, parse_space
+from bitscout.study.result import Candidate as Candidate
+from bitscout.study.result import SearchResult
+from bitscout.study.run import Job, run_job
 from bitscout.study.settings import SAMPLER_NAMES, StrategySettings, check_n_jobs, parse_starts
 
 STRATEGIES = ("bruteforce", "greedy", *(s for s in SAMPLER_NAMES if s != "bruteforce"))
@@ -45,60 +41,6 @@ def register_metric(
     """Make `fn(quantized_model, data) -> float` the metric `name` for every search (Python
     or config): recorded in trials.csv, usable in objectives and constraints."""
     METRICS.register(name)(user_metric(name, fn, direction=direction, unit=unit))
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """One evaluated candidate: its (first) trial, config (dimension -> choice), metrics,
-    objective value(s), its quantization as a `[passes.quantize]` table (what best.toml holds)
-    and how many trials proposed it."""
-
-    trial: int
-    config: dict[str, Choice]
-    metrics: dict[str, float]
-    objective: list[float]
-    plan: dict[str, Any]
-    proposals: int = 1  # how many trials proposed this config
-
-
-class SearchResult:
-    """What a search found. `best` is the best feasible distinct config (for a Pareto search,
-    the Pareto member best in the first metric); `pareto` the Pareto set of a multi-objective
-    search (empty otherwise); `trials` trials.csv's rows; `study` the Optuna study; `summary`
-    what summary.json holds (the float baseline, the test split, ...)."""
-
-    def __init__(self, finished: Finished, job: Job) -> None:
-        self.study: optuna.Study = finished.study
-        self.summary: dict[str, Any] = finished.summary
-        self.out = job.out
-        self._job = job
-        c = finished.concluded
-        self.trials: pd.DataFrame = c.frame
-        winners = [self._candidate(row) for row in c.winners.to_dict("records")]
-        self.best: Candidate | None = winners[0] if winners else None
-        self.pareto: list[Candidate] = [] if job.settings.objective.single else winners
-
-    def _candidate(self, row: Mapping[str, Any]) -> Candidate:
-        space = self._job.space
-        config = row_config(row, [d.name for d in space.dimensions])
-        names = self._job.settings.objective
-        cols = objective_columns(names)
-        metrics = {m: float(row[m]) for m in self.summary["metric_units"] if m in row}
-        return Candidate(int(row["number"]), config, metrics, [float(row[c]) for c in cols],
-                         plan_table(space, config), int(row["proposals"]))  # fmt: skip
-
-    def quantized_model(self, config: Mapping[str, Choice] | None = None) -> nn.Module:
-        """A new model with the best config (or `config`, dimension -> choice) applied; the
-        searched model itself is never modified."""
-        if config is None:
-            if self.best is None:
-                raise ConfigError("config", "no feasible candidate was found: pass a config")
-            config = self.best.config
-        missing = [d.name for d in self._job.space.dimensions if d.name not in config]
-        if missing:
-            raise ConfigError("config", f"lacks the dimensions {', '.join(missing)}")
-        plan = QuantPlan("name", self._job.space.resolved(config))
-        return quantize_model(self._job.model, plan)
 
 
 def read_space(space: Mapping[str, Any] | str | Path, model: nn.Module) -> SearchSpace:

@@ -1,47 +1,14 @@
-"""A finished run as its directory holds it (trials.csv and summary.json), and re-ranking it
-under another objective or constraints. Drawing is in plots.py, the Markdown in report_md.py."""
+"""Re-ranking a finished run (read by rundir.py, the one reader of a run directory) under
+another objective or constraints. Drawing is in plots.py, the Markdown in report_md.py."""
 
-import json
 import math
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
-
-import pandas as pd
 
 from bitscout.errors import ConfigError
 from bitscout.evaluate.metrics import get_metric
 from bitscout.objective import MetricSpec, Objective, constraint_text
-from bitscout.quant.space import SearchSpace, parse_space
-from bitscout.results.schema import objective_from_spec, read_trials
+from bitscout.results.rundir import Run, load_run
 
-
-@dataclass(frozen=True)
-class Run:
-    """A finished search as its directory holds it."""
-
-    trials: pd.DataFrame  # every row of trials.csv
-    summary: dict[str, Any]
-    objective: Objective
-    dimensions: list[str]
-
-    def space(self) -> SearchSpace | None:
-        """The search space, rebuilt from summary.json (None for a run made before it kept
-        the space)."""
-        if "space" not in self.summary or "layers" not in self.summary:
-            return None
-        return parse_space(self.summary["space"], self.summary["layers"])
-
-
-def load_run(out: Path) -> Run:
-    """Read `out/summary.json` and `out/trials.csv`; a missing file is a ConfigError."""
-    try:
-        summary = json.loads((out / "summary.json").read_text())
-    except (OSError, ValueError) as err:
-        raise ConfigError(str(out), f"not a finished search directory ({err})") from err
-    dims = summary["dimensions"]
-    trials = read_trials(out / "trials.csv", dims)
-    return Run(trials, summary, objective_from_spec(summary["objective"]), dims)
+__all__ = ["Run", "load_run", "parse_objective_arg", "rerank_objective"]
 
 
 def parse_objective_arg(text: str) -> list[MetricSpec]:

@@ -1,0 +1,209 @@
+"""`bitscout.export(result_or_run_dir, to=[...])`: a config of a search (or any plan) written
+as the artifacts a hardware flow takes, optionally checked against hls4ml's C++ emulation.
+`bitscout export RUN_DIR` maps its flags onto the same code and prints what it returns."""
+
+import copy
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from bitscout._core.files import write_text
+from bitscout._core.toml import read_toml
+from bitscout.data.containers import prepare
+from bitscout.errors import ConfigError
+from bitscout.export.artifacts import write_checkpoint, write_npz, write_precision
+from bitscout.export.hardware import Node, hardware
+from bitscout.export.hls4ml import to_hls4ml, verify, write_hls4ml
+from bitscout.quant.apply import QuantPlan, parse_plan
+from bitscout.results.rundir import Run, load_run
+from bitscout.study.result import inputs_of
+
+TARGETS = ("hls4ml", "checkpoint", "npz")
+PYTHON_CODE = "model = ...  # the float model you searched, built as in your own code"
+
+
+@dataclass(frozen=True)
+class Subject:
+    """What is exported: the float model, the plan, validation rows (hls4ml's input shape and
+    the rows `verify` runs; None when unknown), a label and how to rebuild the float model
+    (written into convert_hls4ml.py)."""
+
+    model: nn.Module
+    plan: QuantPlan | Mapping[str, Any]
+    x: torch.Tensor | None
+    label: str  # "trial 12", "best.toml", "the best config", a --quant file
+    model_code: str = PYTHON_CODE
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What `bitscout.export` wrote: the files, the datapath's hardware types per node and,
+    with `verify=True`, hls4ml's emulation against bitscout (what verify.json holds)."""
+
+    out: Path
+    files: list[Path]
+    nodes: list[Node]
+    label: str
+    verify: dict[str, Any] | None = None
+
+
+class Exportable(Protocol):
+    """A search result that can be exported (`SearchResult` is one)."""
+
+    @property
+    def out(self) -> Path | None: ...
+
+    def float_model(self) -> nn.Module: ...
+
+    def plan(self, trial: int | None = None) -> dict[str, Any]: ...
+
+    def inputs(self) -> torch.Tensor | None: ...
+
+
+def parse_targets(to: str | Sequence[str], key: str = "to") -> list[str]:
+    """`hls4ml`, `checkpoint`, `npz`, a list of them, or several joined by commas."""
+    given = to.split(",") if isinstance(to, str) else list(to)
+    targets = [t.strip() for t in given if isinstance(t, str) and t.strip()]
+    bad = [t for t in targets if t not in TARGETS]
+    if bad or not targets or len(targets) != len(given):
+        text = to if isinstance(to, str) else ",".join(map(str, given))
+        raise ConfigError(key, f"must be one or more of {', '.join(TARGETS)}", text)
+    return targets
+
+
+def write_targets(subject: Subject, targets: Sequence[str], out: Path) -> ExportResult:
+    """Each target's files in `out` (precision.json always)."""
+    model, plan = subject.model, subject.plan
+    nodes = hardware(model, plan)
+    out.mkdir(parents=True, exist_ok=True)
+    files = [write_precision(model, plan, out / "precision.json")]
+    if "hls4ml" in targets or "checkpoint" in targets:
+        files.append(write_checkpoint(model, plan, out / "quantized.pt"))
+    if "npz" in targets:
+        files.append(write_npz(model, plan, out / "codes.npz"))
+    if "hls4ml" in targets:
+        x = _rows(subject, "hls4ml")
+        files += write_hls4ml(to_hls4ml(model, plan, tuple(x.shape[1:])), nodes, out,
+                              subject.model_code)  # fmt: skip
+    return ExportResult(out, files, nodes, subject.label)
+
+
+def check(subject: Subject, out: Path, rows: int) -> dict[str, Any]:
+    """hls4ml's C++ emulation against bitscout on the first `rows` validation rows, also
+    written to verify.json."""
+    x = _rows(subject, "verify")[:rows]
+    found = verify(subject.model, subject.plan, x, out / "hls4ml_prj", tuple(x.shape[1:]))
+    write_text(out / "verify.json", json.dumps(found, indent=2) + "\n")
+    return found
+
+
+def _rows(subject: Subject, target: str) -> torch.Tensor:
+    if subject.x is None:
+        rule = f"{target} needs validation rows: pass data= (the rows the search used)"
+        raise ConfigError("data", rule)
+    return subject.x
+
+
+def quant_file(path: str | Path) -> QuantPlan:
+    """The `[passes.quantize]` table of a TOML file (best.toml, a --quant file)."""
+    table = read_toml(path).get("passes", {}).get("quantize")
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: passes.quantize", "table is required", file=True)
+    try:
+        return parse_plan(table)
+    except ConfigError as err:  # the key belongs to that file, not the config
+        raise ConfigError(f"{path}: {err.key}", err.rule, err.value, file=True) from err
+
+
+def run_plan(run: Run, trial: int | None, key: str = "trial") -> tuple[Any, str]:
+    """Trial `trial`'s plan of a run directory, or its best.toml's; and its label."""
+    if trial is not None:
+        return run.trial_plan(trial, key), f"trial {trial}"
+    if run.path is None:
+        raise ConfigError(key, "a run concluded in memory has no best.toml: give a trial")
+    return quant_file(run.path / "best.toml"), "best.toml"
+
+
+def run_subject(run_dir: Path, trial: int | None, model: nn.Module | None, data: Any) -> Subject:
+    """A run directory's plan with the float model (`model`: the searched model, or its
+    architecture when the run recorded a checkpoint, loaded into a copy)."""
+    run = load_run(run_dir)
+    if model is None:
+        rule = (
+            "is needed to export a run directory from Python: the float model (or its "
+            "architecture); `bitscout export RUN_DIR` builds it from the run's config"
+        )
+        raise ConfigError("model", rule)
+    float_model = run.float_model(lambda: copy.deepcopy(model))
+    plan, label = run_plan(run, trial)
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    x = None if data is None else inputs_of(prepare(data, dtype=dtype))
+    return Subject(float_model, plan, x, label)
+
+
+def default_out(run_dir: Path, trial: int | None) -> Path:
+    """Where `bitscout export RUN_DIR` writes unless told: RUN_DIR/export(_trial_N)."""
+    return run_dir / ("export" if trial is None else f"export_trial_{trial}")
+
+
+def export(
+    result_or_run_dir: "Exportable | str | Path",
+    to: str | Sequence[str] = ("checkpoint",),
+    out: str | Path | None = None,
+    *,
+    trial: int | None = None,
+    verify: bool = False,
+    rows: int = 2000,
+    model: nn.Module | None = None,
+    data: Any = None,
+) -> ExportResult:
+    """Write the best config (or trial `trial`'s) of a search as hardware artifacts.
+
+    Args:
+        result_or_run_dir: a `SearchResult`, or a run directory (`out=` of a search).
+        to: targets, any of "hls4ml", "checkpoint", "npz" (a list, or joined by commas).
+            precision.json is always written.
+        out: the directory to write; default RUN_DIR/export (RUN_DIR/export_trial_N).
+        trial: export this trial's config instead of the best.
+        verify: compile hls4ml's C++ emulation and compare it with bitscout (needs hls4ml
+            and g++); the figures are returned and written to verify.json.
+        rows: validation rows to verify on.
+        model: for a run directory, the float model searched (or its architecture, when the
+            run recorded a checkpoint: its weights are loaded into a copy, checksum checked).
+        data: for a run directory, validation rows (the forms `search` takes), needed by
+            hls4ml (the input shape) and `verify`.
+
+    Returns:
+        An ExportResult: the files written, the datapath's types per node, the verify figures.
+    """
+    targets = parse_targets(to)
+    if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
+        raise ConfigError("rows", "must be an integer >= 1", rows)
+    run_dir: Path | None
+    if isinstance(result_or_run_dir, str | Path):
+        run_dir = Path(result_or_run_dir)
+        subject = run_subject(run_dir, trial, model, data)
+    else:
+        run_dir = result_or_run_dir.out
+        subject = result_subject(result_or_run_dir, trial)
+    if out is not None:
+        where = Path(out)
+    elif run_dir is not None:
+        where = default_out(run_dir, trial)
+    else:
+        raise ConfigError("out", "is required: the search wrote no run directory")
+    found = write_targets(subject, targets, where)
+    if verify:
+        found = ExportResult(where, found.files, found.nodes, found.label,
+                             check(subject, where, rows))  # fmt: skip
+    return found
+
+
+def result_subject(result: Exportable, trial: int | None) -> Subject:
+    label = "the best config" if trial is None else f"trial {trial}"
+    return Subject(result.float_model(), result.plan(trial), result.inputs(), label)

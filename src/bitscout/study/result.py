@@ -1,0 +1,180 @@
+"""What a search found, as `bitscout.search` returns it or `SearchResult.load(out)` rebuilds it
+from a run directory (through results/rundir.py, the one reader) without re-running."""
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+import torch
+from torch import nn
+
+from bitscout.data.containers import EvalData, prepare
+from bitscout.errors import ConfigError
+from bitscout.objective import Objective
+from bitscout.quant.apply import QuantPlan, quantize_model
+from bitscout.quant.space import Choice, SearchSpace
+from bitscout.results.outputs import plan_table, row_config
+from bitscout.results.ranking import objective_columns, rescore, winners
+from bitscout.results.rundir import Run, load_run
+from bitscout.study.run import Finished, Job
+
+REPR_CHOICES = 6  # a repr shows this many dimensions of the best config, then "..."
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One evaluated candidate: its (first) trial, config (dimension -> choice), metrics,
+    objective value(s), its quantization as a `[passes.quantize]` table (what best.toml holds)
+    and how many trials proposed it."""
+
+    trial: int
+    config: dict[str, Choice]
+    metrics: dict[str, float]
+    objective: list[float]
+    plan: dict[str, Any]
+    proposals: int = 1  # how many trials proposed this config
+
+
+def inputs_of(data: EvalData) -> torch.Tensor:
+    """The validation inputs as one tensor (a loader's batches joined)."""
+    return data.x if data.x is not None else torch.cat([x for x, _ in data.batches()])
+
+
+class SearchResult:
+    """What a search found. `best` is the best feasible distinct config (for a Pareto search,
+    the Pareto member best in the first metric); `pareto` the Pareto set of a multi-objective
+    search (empty otherwise); `trials` trials.csv's rows; `study` the Optuna study (None for a
+    result loaded from its directory); `summary` what summary.json holds."""
+
+    def __init__(self, finished: Finished, job: Job) -> None:
+        c = finished.concluded
+        run = Run(c.frame, finished.summary, job.settings.objective,
+                  [d.name for d in job.space.dimensions], job.out)  # fmt: skip
+        self._setup(run, c.winners, job.space, job.model, job.data)
+        self.study: optuna.Study | None = finished.study
+
+    def _setup(self, run: Run, top: pd.DataFrame, space: SearchSpace, model: nn.Module | None,
+               data: EvalData | None) -> None:  # fmt: skip
+        self._run, self._space, self._model, self._data = run, space, model, data
+        self.summary: dict[str, Any] = run.summary
+        self.out: Path | None = run.path
+        self.trials: pd.DataFrame = run.trials
+        found = [self._candidate(row) for row in top.to_dict("records")]
+        self.best: Candidate | None = found[0] if found else None
+        self.pareto: list[Candidate] = [] if run.objective.single else found
+
+    @classmethod
+    def load(
+        cls, out: str | Path, model: nn.Module | None = None, data: Any = None
+    ) -> "SearchResult":
+        """A finished search rebuilt from its directory, without re-running anything.
+
+        Args:
+            out: the run directory (`out=` of `bitscout.search`, `--out` of the CLI).
+            model: the float model searched, or its architecture when the run recorded a
+                checkpoint (the weights are loaded into a copy after their sha256 is checked
+                against summary.json's). Without it `quantized_model()` says it is needed.
+            data: validation data (the forms `search` takes), for `bitscout.export`'s hls4ml
+                input shape and its verification.
+        """
+        run = load_run(Path(out))
+        space = run.searched_space()
+        float_model = None if model is None else run.float_model(lambda: copy.deepcopy(model))
+        held = None if data is None else prepare(data)
+        result = cls.__new__(cls)
+        top = winners(rescore(run.trials, run.objective), run.objective, run.dimensions)
+        result._setup(run, top, space, float_model, held)
+        result.study = None
+        return result
+
+    def _candidate(self, row: Mapping[str, Any]) -> Candidate:
+        config = row_config(row, self._run.dimensions)
+        cols = objective_columns(self._run.objective)
+        metrics = {m: float(row[m]) for m in self.summary["metric_units"] if m in row}
+        return Candidate(int(row["number"]), config, metrics, [float(row[c]) for c in cols],
+                         plan_table(self._space, config), int(row["proposals"]))  # fmt: skip
+
+    @property
+    def objective(self) -> Objective:
+        return self._run.objective
+
+    @property
+    def best_params(self) -> dict[str, Choice]:
+        """The best config, dimension -> choice (Optuna's `Study.best_params`). As in Optuna,
+        a multi-objective search has no single best: a RuntimeError points to `pareto`."""
+        return dict(self._single_best().config)
+
+    @property
+    def best_value(self) -> float:
+        """The best objective value (Optuna's `Study.best_value`); a RuntimeError for a
+        multi-objective search, as in Optuna, and a ValueError when nothing is feasible."""
+        return float(self._single_best().objective[0])
+
+    def _single_best(self) -> Candidate:
+        if not self.objective.single:
+            raise RuntimeError("a multi-objective search has no single best: use "
+                               "`result.pareto` (`result.best` is its member best in the "
+                               f"first metric, {self.objective.names[0]})")  # fmt: skip
+        if self.best is None:
+            raise ValueError(f"no best: {self.why_no_best()}")
+        return self.best
+
+    def why_no_best(self) -> str:
+        """Why `best` is None: no trial finished, or none is feasible (naming the
+        constraints)."""
+        evaluated = int(self.summary.get("complete", 0) or 0)
+        failed = int(self.summary.get("failed", 0) or 0)
+        if evaluated == 0:
+            return "no trial finished" + (f" ({failed} failed)" if failed else " (timeout?)")
+        limits = ", ".join(str(c) for c in self.objective.constraints) or "the constraints"
+        return f"none of {evaluated} evaluated trials is feasible under {limits}"
+
+    def __repr__(self) -> str:
+        where = f", out={str(self.out)!r}" if self.out is not None else ""
+        count = f"trials={len(self.trials)}"
+        if self.best is None:
+            return f"SearchResult(best=None: {self.why_no_best()}, {count}{where})"
+        shown = list(self.best.config.items())
+        config = ", ".join(f"{k}={v!r}" for k, v in shown[:REPR_CHOICES])
+        more = ", ..." if len(shown) > REPR_CHOICES else ""
+        values = ", ".join(f"{v:.6g}" for v in self.best.objective)
+        kind = "objective" if self.objective.single else f"pareto={len(self.pareto)}, objectives"
+        return (f"SearchResult(best=trial {self.best.trial} {{{config}{more}}}, "
+                f"{kind}={values}, {count}{where})")  # fmt: skip
+
+    def float_model(self) -> nn.Module:
+        """The float model searched (not a copy: do not modify it)."""
+        if self._model is None:
+            rule = ("is needed: this result was loaded without its float model; "
+                    "pass it with SearchResult.load(out, model=...)")  # fmt: skip
+            raise ConfigError("model", rule)
+        return self._model
+
+    def plan(self, trial: int | None = None) -> dict[str, Any]:
+        """The best config's (or trial `trial`'s) quantization, a `[passes.quantize]` table."""
+        if trial is not None:
+            return plan_table(self._space, self._run.trial_config(trial))
+        if self.best is None:
+            raise ConfigError("trial", f"is needed: there is no best ({self.why_no_best()})")
+        return self.best.plan
+
+    def inputs(self) -> torch.Tensor | None:
+        """The validation inputs searched on (None for a loaded result given no data)."""
+        return None if self._data is None else inputs_of(self._data)
+
+    def quantized_model(self, config: Mapping[str, Choice] | None = None) -> nn.Module:
+        """A new model with the best config (or `config`, dimension -> choice) applied; the
+        searched model itself is never modified."""
+        if config is None:
+            if self.best is None:
+                raise ConfigError("config", "no feasible candidate was found: pass a config")
+            config = self.best.config
+        missing = [d.name for d in self._space.dimensions if d.name not in config]
+        if missing:
+            raise ConfigError("config", f"lacks the dimensions {', '.join(missing)}")
+        plan = QuantPlan("name", self._space.resolved(config))
+        return quantize_model(self.float_model(), plan)

@@ -4,6 +4,9 @@ dimensions, with the number format itself a dimension when `name` lists several.
 A layer key's candidates are, for each format in `name` order, every combination of the
 fields that format takes, so a space's size is a sum over formats, not a product of every
 field; a field that only some formats take is searched only when one of them is chosen.
+A field's choices may differ by format (`weight_width = {integer = [4, 8], mxint = [8]}`),
+and where a key lists several formats the candidates that are no valid format are skipped
+and named in `SearchSpace.skipped_note` (`bitscout.quant.choices`).
 """
 
 import itertools

@@ -112,7 +112,6 @@ _ARGS_OWED = {
     "export": "src/bitscout/export/__init__.py (Exporter.__call__)",
     "quantize": "src/bitscout/quant/formats.py",
     "quantize_model": "src/bitscout/quant/apply.py",
-    "register_metric": "src/bitscout/api.py",
     "sensitivity": "src/bitscout/analysis/sensitivity.py",
 }
 

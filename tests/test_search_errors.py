@@ -71,7 +71,7 @@ SEARCH_ERRORS = [
     ),
     ("unknown-sampler", _setup(sampler="cmaes"), (), "search.strategy.setup.sampler", "tpe"),
     ("unknown-sampler-flag", _noop, ("--sampler", "cmaes"), "--sampler", "tpe"),
-    ("unknown-strategy-flag", _noop, ("--strategy", "grid"), "--strategy", "bruteforce"),
+    ("unknown-strategy-flag", _noop, ("--strategy", "annealing"), "--strategy", "bruteforce"),
     (
         "unknown-metric",
         _strategy(metrics={"acuracy": {"scale": 1.0}}),

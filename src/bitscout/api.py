@@ -4,34 +4,39 @@
                              "average_bitwidth": -0.1}, strategy="tpe", trials=100, seed=0)
     result.best.config, result.best.metrics, result.trials, result.quantized_model()
 
-`bitscout search CONFIG` builds the same `Job` from a TOML file; both run `job.run_job`.
+`bitscout search CONFIG` builds the same `Job` from a TOML file, its parameters checked by the
+same rules (`bitscout.study.spec`); both run `run_search`. The library prints nothing unless
+asked (`show=True`, or the "bitscout" logger at INFO).
 """
 
 import copy
+import logging
+import shutil
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from rich.console import Console
 from torch import nn
 
 from bitscout._core.toml import read_toml
-from bitscout._core.validate import SEED_MAX, suggest
 from bitscout.data.containers import MAX_BYTES, prepare
 from bitscout.errors import ConfigError
 from bitscout.evaluate.evaluator import LossFn
 from bitscout.evaluate.metrics import METRICS, Metric, user_metric
-from bitscout.objective import Objective, objective_from
+from bitscout.objective import objective_from
 from bitscout.quant.space import SearchSpace, parse_space
+from bitscout.results.console import LOGGER, Verbosity, log_console
 from bitscout.study.result import Candidate as Candidate
 from bitscout.study.result import SearchResult
 from bitscout.study.run import Job, run_job
-from bitscout.study.settings import SAMPLER_NAMES, StrategySettings, check_n_jobs, parse_starts
+from bitscout.study.settings import StrategySettings, python_settings
+from bitscout.study.spec import DEFAULT_SAMPLER, python_values
 
-STRATEGIES = ("bruteforce", "greedy", *(s for s in SAMPLER_NAMES if s != "bruteforce"))
-OURS = ("bruteforce", "greedy")  # our strategies; every other name is an Optuna sampler
-DEFAULT_SAMPLER_TRIALS = 100
+if TYPE_CHECKING:
+    from optuna.samplers import BaseSampler
 
 
 def register_metric(
@@ -39,7 +44,17 @@ def register_metric(
     unit: str = "",
 ) -> None:  # fmt: skip
     """Make `fn(quantized_model, data) -> float` the metric `name` for every search (Python
-    or config): recorded in trials.csv, usable in objectives and constraints."""
+    or config): recorded in trials.csv, usable in objectives and constraints.
+
+    Args:
+        name: the metric's name in objectives, constraints and trials.csv's columns.
+        fn: `fn(quantized_model, data) -> float`; `data` is the validation data as given.
+        direction: `"maximize"` or `"minimize"`: which way is better.
+        unit: shown in the tables' headers (e.g. `"ms"`); empty: none.
+
+    Raises:
+        ConfigError: `fn` is not callable or `direction` is neither.
+    """
     METRICS.register(name)(user_metric(name, fn, direction=direction, unit=unit))
 
 
@@ -64,41 +79,12 @@ def user_metrics(metrics: Mapping[str, Any] | None) -> dict[str, Metric]:
             raise ConfigError(f"metrics.{name}", "is a built-in or registered metric's name")
         if isinstance(value, Mapping):
             options = {k: v for k, v in value.items() if k != "fn"}
-            found[name] = user_metric(name, value.get("fn"), **options)
+            found[name] = user_metric(name, value.get("fn"), **options)  # type: ignore[arg-type]
         elif isinstance(value, tuple):
             found[name] = user_metric(name, value[0], direction=value[1])
         else:
             found[name] = user_metric(name, value)
     return found
-
-
-def strategy_settings(
-    strategy: str, objective: Objective, trials: int | None, seed: int, **setup: Any
-) -> StrategySettings:
-    if strategy not in STRATEGIES:
-        rule = f"unknown strategy{suggest(strategy, STRATEGIES)} (known: {', '.join(STRATEGIES)})"
-        raise ConfigError("strategy", rule, strategy)
-    if trials is not None and (not _is_int(trials) or trials < 1):
-        raise ConfigError("trials", "must be an integer >= 1", trials)
-    if not _is_int(seed) or not 0 <= seed <= SEED_MAX:
-        raise ConfigError("seed", f"must be an integer in 0..{SEED_MAX}", seed)
-    ours = strategy in OURS
-    name = strategy if ours else "optuna"
-    keys = ("order", "warm_start", "chunked")
-    starts = {k: v for k in keys if (v := setup.pop(k, None)) is not None}
-    return StrategySettings(
-        name=name,
-        sampler="tpe" if ours else strategy,
-        objective=objective,
-        n_trials=trials if trials is not None or ours else DEFAULT_SAMPLER_TRIALS,
-        seed=seed,
-        **setup,
-        **parse_starts(starts, name, None),
-    )
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def search(
@@ -108,13 +94,16 @@ def search(
     *,
     objective: Mapping[str, Any] | Sequence[str] | None = None,
     constraints: Sequence[str] = (),
-    strategy: str = "tpe",
+    strategy: "str | BaseSampler" = DEFAULT_SAMPLER,
     trials: int | None = None,
     seed: int = 0,
     out: str | Path | None = None,
     storage: str | None = None,
     study: str = "bitscout",
+    resume: bool | None = None,
+    overwrite: bool = False,
     n_jobs: int = 1,
+    n_jobs_limit: int | None = None,
     timeout: float | None = None,
     order: str = "index",
     warm_start: str | None = None,
@@ -124,34 +113,163 @@ def search(
     device: str | torch.device = "cpu",
     max_data_bytes: int = MAX_BYTES,
     test_data: Any = None,
+    latency_repeats: int = 5,
+    latency_warmup: int = 1,
+    latency_budget_s: float = 1.0,
+    latency_shared: bool = True,
+    show: bool = False,
     quiet: bool = False,
     verbose: bool = False,
 ) -> SearchResult:
-    """Search how to quantize `model` (any float `nn.Module`, never modified) on validation
-    `data` ((x, y) arrays or tensors, a Dataset or a DataLoader, used as given) over `space`.
-    `test_data` (the same forms) is held out: the winners are evaluated on it once, at the
-    end. See README "Your own model and data" for every argument."""
+    """Search how to quantize `model` on validation `data` over `space`; the same search as
+    `bitscout search CONFIG`, whose TOML keys (`[search.strategy.setup]`) these arguments
+    mirror: both accept, refuse and default alike (see `bitscout.study.spec`).
+
+    Args:
+        model: any float `nn.Module`; never modified (the search works on a copy).
+        data: the validation data, used as given: an `(x, y)` pair of tensors or arrays, a
+            `Dataset`, or a `DataLoader` that does not shuffle.
+        space: the `[search.search_space]` table as a dict, or a TOML file holding it.
+        objective: `{metric: scale}` (one maximized weighted sum), a list of metric names (a
+            Pareto search, each metric in its own direction) or `{metric: "maximize" |
+            "minimize"}`. Default `{"accuracy": 1.0}`; with `loss_fn` and no objective,
+            `{"loss": -1.0}` (your loss, minimized), said in the log.
+        constraints: strings such as `"accuracy >= 0.9"`.
+        strategy: `"bruteforce"`, `"greedy"`, `"optuna"` (TPE), or a sampler's name (`"tpe"`,
+            `"random"`, `"nsgaii"`, `"nsgaiii"`, `"qmc"`, `"gp"`, `"grid"`), in any letter
+            case; or an `optuna.samplers.BaseSampler` instance, used as given (seeded as you
+            made it; a resumed study's fingerprint records its class name, so another
+            instance of the same class resumes it).
+        trials: the study's size at the end. None: the whole space for `bruteforce`, the
+            whole walk for `greedy`, 100 for a sampler (`n_trials` absent in a config alike);
+            a sampler stops sooner once every candidate is evaluated.
+        seed: seeds the strategy, 0..2**32-1.
+        out: a directory for trials.csv, best.toml, summary.json, report.md and the study's
+            journal; None writes nothing.
+        storage: an Optuna storage URL or journal path (default: `out`'s journal, else memory).
+        study: the study's name in the store.
+        resume: with a store that already holds the study: None continues it when it was
+            made by the same search and refuses another search's; True requires trials to
+            continue; False refuses any. Said in one log line when a study is continued.
+        overwrite: remove `out`'s study and outputs first (not with `storage=`, nor with
+            `resume=True`).
+        n_jobs: worker processes sharing the study (more than 1 needs `out` or `storage`);
+            at most 2 per CPU unless `n_jobs_limit` allows more.
+        n_jobs_limit: the cap on `n_jobs` instead of 2 per CPU.
+        timeout: seconds (> 0) after which no new trial starts; None: no limit.
+        order: the brute force's order: `"index"`, `"reversed"` or `"shuffled"` (seeded).
+        warm_start: `"greedy"`: a sampler's first trials are a greedy walk's path.
+        chunked: the brute force records one trial per chunk of candidates (None: above
+            100,000 candidates).
+        metrics: your own metrics, `{"name": fn}`, `{"name": (fn, "minimize")}` or
+            `{"name": {"fn": fn, "direction": ..., "unit": ...}}`, `fn(model, data) -> float`.
+        loss_fn: `loss_fn(outputs, targets)`, the batch mean, replaces cross-entropy as `loss`
+            (its unit is then left blank: it is not nats).
+        device: where candidates are evaluated.
+        max_data_bytes: data above this is streamed batch by batch instead of held.
+        test_data: held-out data (the forms of `data`) the winners are evaluated on once.
+        latency_repeats, latency_warmup, latency_budget_s, latency_shared: how the `latency`
+            metric is measured, as the config's `setup` keys of those names.
+        show: print progress and the result tables on stdout, as the CLI does. By default
+            nothing is printed: the same lines go to the `"bitscout"` logger at INFO.
+        quiet: only the final result (no progress, no new-best lines).
+        verbose: a line per trial.
+
+    Returns:
+        A `SearchResult`: `best`, `pareto`, `trials` (trials.csv's rows), `study`, `summary`.
+
+    Raises:
+        ConfigError: a bad argument (naming it, the rule and the value), or a store holding
+            another search's study.
+        SearchFailed: every evaluated candidate failed.
+    """
     if not isinstance(model, nn.Module):
         raise ConfigError("model", "must be a torch.nn.Module", type(model).__name__)
+    values = {"trials": trials, "seed": seed, "timeout": timeout, "n_jobs": n_jobs,
+              "n_jobs_limit": n_jobs_limit, "order": order, "warm_start": warm_start,
+              "chunked": chunked, "latency_repeats": latency_repeats,
+              "latency_warmup": latency_warmup, "latency_budget_s": latency_budget_s,
+              "latency_shared": latency_shared}  # fmt: skip
+    place = _place(out, storage, study, resume, overwrite)
     extra = user_metrics(metrics)
-    if objective is None:
-        objective = {"loss": -1.0} if loss_fn is not None else {"accuracy": 1.0}
-    goal = objective_from(objective, constraints, extra)
-    settings = strategy_settings(strategy, goal, trials, seed, timeout=timeout,
-                                 n_jobs=check_n_jobs(n_jobs, "n_jobs"), order=order,
-                                 warm_start=warm_start, chunked=chunked)  # fmt: skip
+    goal = objective_from(_default_objective(objective, loss_fn), constraints, extra)
+    settings = python_settings(strategy, goal, **values)
+    chatter = python_values({"show": show, "quiet": quiet, "verbose": verbose})
+    job = _job(model, data, space, settings, place, extra, loss_fn, device, max_data_bytes,
+               test_data)  # fmt: skip
+    return _run_python(job, **chatter)
+
+
+@dataclass(frozen=True)
+class _Place:
+    """Where a Python search keeps its study."""
+
+    out: Path | None
+    storage: str | None
+    study: str
+    resume: bool | None
+
+
+def _place(
+    out: str | Path | None, storage: str | None, study: str, resume: bool | None,
+    overwrite: bool,
+) -> _Place:  # fmt: skip
+    checked = python_values({"out": out, "storage": storage, "study": study, "resume": resume,
+                             "overwrite": overwrite})  # fmt: skip
+    path = None if out is None else _out_dir(Path(out))
+    if checked["overwrite"]:
+        if checked["resume"]:
+            raise ConfigError("overwrite", "conflicts with resume=True", True)
+        if checked["storage"] is not None or path is None:
+            raise ConfigError(
+                "overwrite", "removes out='s own study: needs out= and no storage=", True
+            )
+        _remove_outputs(path)
+    return _Place(path, checked["storage"], checked["study"], checked["resume"])
+
+
+# What a search writes into `out`: overwrite=True removes these, nothing else.
+OUTPUTS = ("study.journal", "study.db", "trials.csv", "best.toml", "pareto.csv",
+           "summary.json", "report.md")  # fmt: skip
+
+
+def _remove_outputs(out: Path) -> None:
+    for name in OUTPUTS:
+        (out / name).unlink(missing_ok=True)
+    if (out / "plots").is_dir():
+        shutil.rmtree(out / "plots")
+
+
+def _default_objective(
+    objective: Mapping[str, Any] | Sequence[str] | None, loss_fn: LossFn | None
+) -> Mapping[str, Any] | Sequence[str]:
+    """Accuracy; with a `loss_fn`, that loss minimized (a regression model has no accuracy),
+    which is said, since README's default is accuracy."""
+    if objective is not None:
+        return objective
+    if loss_fn is None:
+        return {"accuracy": 1.0}
+    logging.getLogger(LOGGER).info("objective: your loss_fn's loss, minimized ({'loss': -1.0})")
+    return {"loss": -1.0}
+
+
+def _job(
+    model: nn.Module, data: Any, space: Mapping[str, Any] | str | Path,
+    settings: StrategySettings, place: _Place, extra: dict[str, Metric],
+    loss_fn: LossFn | None, device: str | torch.device, max_data_bytes: int, test_data: Any,
+) -> Job:  # fmt: skip
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
     held_out = None
     if test_data is not None:
         held_out = prepare(test_data, dtype=dtype, device=device, max_bytes=max_data_bytes)
-    job = Job(
+    return Job(
         model=copy.deepcopy(model).eval(),  # the caller's model keeps even its training flag
         data=prepare(data, dtype=dtype, device=device, max_bytes=max_data_bytes),
         space=read_space(space, model),
         settings=settings,
-        out=None if out is None else _out_dir(Path(out)),
-        storage=storage,
-        study_name=study,
+        out=place.out,
+        storage=place.storage,
+        study_name=place.study,
         identity={
             "model": f"{type(model).__module__}.{type(model).__qualname__}",
             "dataset": "python",
@@ -159,9 +277,35 @@ def search(
         metrics=extra,
         loss_fn=loss_fn,
         test_data=held_out,
+        resume=place.resume,
     )
-    verbosity = "quiet" if quiet else "verbose" if verbose else "normal"
-    return SearchResult(run_job(job, Console(), verbosity), job)
+
+
+def run_search(job: Job, console: Console, verbosity: Verbosity = "normal") -> SearchResult:
+    """The one run behind `bitscout.search` and `bitscout search CONFIG`: `job` searched (or
+    resumed), its progress and tables on `console`."""
+    return SearchResult(run_job(job, console, verbosity), job)
+
+
+def _run_python(job: Job, show: bool, quiet: bool, verbose: bool) -> SearchResult:
+    """`run_search` on stdout with `show`, else into the "bitscout" logger; a store holding
+    another search's study is refused in Python's words."""
+    console = Console() if show else log_console()
+    verbosity: Verbosity = "quiet" if quiet else "verbose" if verbose else "normal"
+    try:
+        return run_search(job, console, verbosity)
+    except ConfigError as err:
+        if err.key != "--study" or not err.rule.endswith(CLI_ADVICE):
+            raise
+        where = "out" if job.out is not None and job.storage is None else "study"
+        rule = err.rule.removesuffix(CLI_ADVICE) + (
+            "; pass overwrite=True to replace it, or another out= or study= "
+            "(resume=True continues the same search only)"
+        )
+        raise ConfigError(where, rule, err.value) from None
+
+
+CLI_ADVICE = "; use another --out or --study"
 
 
 def _out_dir(path: Path) -> Path:

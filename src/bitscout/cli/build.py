@@ -12,13 +12,14 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from bitscout._core.validate import SEED_MAX, check_keys, suggest
+from bitscout._core.validate import check_keys
 from bitscout.cli.config import Config
 from bitscout.data.containers import prepare
 from bitscout.errors import ConfigError
 from bitscout.quant.space import parse_space
 from bitscout.study.parallel import check_shareable
-from bitscout.study.settings import SAMPLER_NAMES, STRATEGY_NAMES, StrategySettings, parse_settings
+from bitscout.study.settings import StrategySettings, parse_settings
+from bitscout.study.spec import BY_PYTHON, BY_TOML, OURS, check, strategy_pair
 from bitscout.zoo.data import Splits, data_warnings, load_dataset
 from bitscout.zoo.models import build_model
 from bitscout.zoo.plugins import display_name
@@ -39,24 +40,22 @@ class Overrides:
 
 
 def apply_overrides(settings: StrategySettings, o: Overrides) -> StrategySettings:
-    for flag, value, known in (("--strategy", o.strategy, STRATEGY_NAMES),
-                               ("--sampler", o.sampler, SAMPLER_NAMES)):  # fmt: skip
-        if value is not None and value not in known:
-            rule = f"unknown {flag[2:]}{suggest(value, known)}; known: {', '.join(known)}"
-            raise ConfigError(flag, rule, value)
-    if o.trials is not None and o.trials < 1:
-        raise ConfigError("--trials", "must be an integer >= 1", o.trials)
-    if o.seed is not None and o.seed < 0:
-        raise ConfigError("--seed", "must be an integer >= 0", o.seed)
-    if o.seed is not None and o.seed > SEED_MAX:
-        rule = f"must be an integer <= {SEED_MAX} (samplers take 32-bit seeds)"
-        raise ConfigError("--seed", rule, o.seed)
-    name = o.strategy or ("optuna" if o.sampler else settings.name)
+    """The flags, checked by the spec's rules (errors name the flag), over the config's."""
+    flags = (("--strategy", "strategy", o.strategy), ("--sampler", "sampler", o.sampler),
+             ("--trials", "n_trials", o.trials), ("--seed", "seed", o.seed))  # fmt: skip
+    given = {name: check(BY_TOML.get(name) or BY_PYTHON[name], value, flag)
+             for flag, name, value in flags if value is not None}  # fmt: skip
+    strategy, sampler = given.get("strategy"), given.get("sampler")
+    if strategy is None:
+        strategy = "optuna" if sampler else settings.name
+    if strategy in (*OURS, "optuna"):
+        sampler = sampler or settings.sampler
+    name, sampler = strategy_pair(strategy, sampler, "--sampler")
     changes = {
         "name": name,
-        "sampler": o.sampler or settings.sampler,
-        "n_trials": o.trials or settings.n_trials,
-        "seed": settings.seed if o.seed is None else o.seed,
+        "sampler": sampler,
+        "n_trials": given.get("n_trials", settings.n_trials),
+        "seed": given.get("seed", settings.seed),
     }
     return dataclasses.replace(settings, **changes)
 
@@ -117,7 +116,7 @@ def train_to(cfg: Config, data: Splits, out: Path, console: Console) -> nn.Modul
 
     message = f"trained {display_name(cfg.model)} on {display_name(cfg.dataset)}"
     for split, x, y in (("val", data.x_val, data.y_val), ("test", data.x_test, data.y_test)):
-        if x is not None and data.num_classes:
+        if x is not None and y is not None and data.num_classes:
             info[f"{split}_accuracy"] = evaluate_model(model, x, y)["accuracy"]
             message += f", {split} accuracy {info[f'{split}_accuracy']:.4f}"
     path = save_checkpoint(model, out, info)
@@ -146,8 +145,8 @@ def float_model(
         model = load_checkpoint(make_model(cfg, data), load)
         return model, {"path": str(load), "sha256": file_sha256(Path(load))}
     if data.x_train is None:
-        model, dataset = display_name(cfg.model), display_name(cfg.dataset)
-        message = f"using {model} with the weights it was built with: {dataset} has "
+        name, dataset = display_name(cfg.model), display_name(cfg.dataset)
+        message = f"using {name} with the weights it was built with: {dataset} has "
         console.print(message + "no train split and no checkpoint was given", highlight=False)
         return make_model(cfg, data).eval(), "as built"
     console.print(f"no --load and no checkpoint in {out}: training {display_name(cfg.model)} "

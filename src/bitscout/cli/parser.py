@@ -81,7 +81,10 @@ def _add_search(sub: Subparsers) -> None:
     search.add_argument("config")
     search.add_argument("--load", help="float checkpoint; default: DIR/model.pt, else train one")
     search.add_argument("--out", help="output directory (default runs/<config name>)")
-    search.add_argument("--strategy", help="bruteforce, greedy or optuna (overrides the config)")
+    search.add_argument(
+        "--strategy",
+        help="bruteforce, greedy, optuna or a sampler: tpe, random, ... (overrides the config)",
+    )
     search.add_argument(
         "--sampler", help="Optuna sampler: tpe, random, nsgaii, ... (implies optuna)"
     )

@@ -1,4 +1,6 @@
-"""`bitscout search CONFIG`: the config as a search job, run, and its summary line."""
+"""`bitscout search CONFIG`: argv -> the search's spec (the config and the flags, checked by
+the rules `bitscout.search` uses) -> `run_search`, the function behind `bitscout.search` ->
+one summary line."""
 
 import argparse
 import os
@@ -7,24 +9,24 @@ from pathlib import Path
 from rich.console import Console
 
 from bitscout.cli.common import STORAGE_ENV, console, default_storage, output_dir
-from bitscout.errors import ConfigError
+from bitscout.results.console import Verbosity
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    from bitscout.api import run_search
     from bitscout.cli.build import Overrides, Where, search_job
     from bitscout.cli.config import load_config
-    from bitscout.study.run import run_job
+    from bitscout.study.spec import BY_PYTHON, check
 
     cfg = load_config(args.config)
     out = output_dir(args.out or Path("runs") / Path(args.config).stem, "--out")
-    if not args.study:
-        raise ConfigError("--study", "must be a non-empty name", args.study)
+    study = check(BY_PYTHON["study"], args.study, "--study")
     storage = args.storage or os.environ.get(STORAGE_ENV) or default_storage(out)
     overrides = Overrides(args.strategy, args.sampler, args.trials, args.seed)
-    verbosity = "quiet" if args.quiet else "verbose" if args.verbose else "normal"
+    verbosity: Verbosity = "quiet" if args.quiet else "verbose" if args.verbose else "normal"
     quiet = Console(quiet=verbosity == "quiet")
-    job = search_job(cfg, Where(out, storage, args.study, args.load), overrides, quiet)
-    summary = run_job(job, console, verbosity).summary
+    job = search_job(cfg, Where(out, storage, study, args.load), overrides, quiet)
+    summary = run_search(job, console, verbosity).summary
     if verbosity == "quiet":
         return 0
     everyone = summary["trials_run_all_workers"]

@@ -8,6 +8,8 @@ from bitscout.cli.common import console
 
 
 def cmd_space(args: argparse.Namespace) -> int:
+    import torch
+
     from bitscout.cli.build import Overrides, check_search, load_data, make_model
     from bitscout.cli.config import load_config
     from bitscout.quant.apply import fx_name, quantizable_layers
@@ -23,7 +25,8 @@ def cmd_space(args: argparse.Namespace) -> int:
     for column in ("layer", "module", "type", "shape"):
         layers.add_column(column)
     for path, layer in quantizable_layers(model).items():
-        layers.add_row(fx_name(path), path, TYPE_NAMES[type(layer)], str(tuple(layer.weight.shape)))
+        shape = tuple(layer.weight.shape) if isinstance(layer.weight, torch.Tensor) else ()
+        layers.add_row(fx_name(path), path, TYPE_NAMES[type(layer)], str(shape))
     console.print(layers)
     dims = Table(title=f"search dimensions (by {space.by})")
     for column in ("dimension", "choices", "searched when name is"):

@@ -2,6 +2,8 @@
 and one line per new best (every trial with `--verbose`, nothing with `--quiet`). The result
 at the end is `display`'s."""
 
+import io
+import logging
 import re
 from collections.abc import Mapping
 from types import TracebackType
@@ -28,6 +30,33 @@ FIELD_SHORT = {"width": "", "frac_width": ".f", "exponent_width": ".e", "exponen
                "scaling_factor": ".sc"}  # fmt: skip
 LAYER_SHORT = {"name": "q", "rounding": "rnd", "overflow": "ovf"}
 WIDTH = 80
+LOGGER = "bitscout"  # the library's informational lines, at INFO
+
+
+class _LogLines(io.StringIO):
+    """A text file that hands each finished line to a logger, so a library search prints
+    nothing unless the application asked for bitscout's log."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self.logger = logger
+        self.pending = ""
+
+    def write(self, text: str) -> int:
+        *lines, self.pending = (self.pending + text).split("\n")
+        for line in lines:
+            self.logger.info(line.rstrip())
+        return len(text)
+
+
+def log_console() -> Console:
+    """A console whose lines go to the "bitscout" logger at INFO; when no handler would take
+    them, a quiet one (nothing is even rendered)."""
+    logger = logging.getLogger(LOGGER)
+    if not logger.isEnabledFor(logging.INFO):
+        return Console(quiet=True)
+    return Console(
+        file=_LogLines(logger), width=WIDTH, force_terminal=False, color_system=None, soft_wrap=True
+    )  # one record per line printed
 
 
 def short(field: str) -> str:

@@ -20,14 +20,15 @@ from rich.console import Console
 from torch import nn
 
 from bitscout.data.containers import EvalData
-from bitscout.errors import SearchFailed
+from bitscout.errors import ConfigError, SearchFailed
 from bitscout.evaluate.evaluator import Evaluator
 from bitscout.evaluate.metrics import Metric
 from bitscout.quant.space import Choice, SearchSpace
 from bitscout.results.console import Reporter, Verbosity
 from bitscout.results.trials import Result, TrialsCsv, quiet_optuna
 from bitscout.study.parallel import check_shareable, fork, join
-from bitscout.study.settings import StrategySettings
+from bitscout.study.settings import StrategySettings, population_note
+from bitscout.study.spec import trial_count
 from bitscout.study.store.base import REASON, Store, candidates
 from bitscout.study.store.storage import DATA_KEY, mask_password, open_store
 from bitscout.study.strategies import STRATEGIES, SearchContext
@@ -66,6 +67,8 @@ class Job:
     model_source: Any = "given"
     config_path: str | None = None
     test_data: EvalData | None = None  # the winners are evaluated on it once, at the end
+    # None: resume a study of the same search; True: there must be one; False: there must not
+    resume: bool | None = None
 
 
 @dataclass
@@ -147,6 +150,27 @@ def resolve_chunked(job: Job) -> Job:
     return dataclasses.replace(job, settings=dataclasses.replace(s, chunked=chunked))
 
 
+def resolve_trials(job: Job) -> Job:
+    """`n_trials` absent: the spec's default for the strategy (the same from both doors)."""
+    s = job.settings
+    n_trials = trial_count(s.name, s.n_trials)
+    return dataclasses.replace(job, settings=dataclasses.replace(s, n_trials=n_trials))
+
+
+def check_resume(job: Job, stored: int) -> None:
+    """`resume=True` needs a study to continue, `resume=False` a fresh one (Python's words:
+    only `bitscout.search` sets them)."""
+    where = "out" if job.out is not None and job.storage is None else "study"
+    if job.resume is True and stored == 0:
+        raise ConfigError(
+            "resume", f"{where}= holds no trials of study {job.study_name!r} to resume"
+        )
+    if job.resume is False and stored > 0:
+        rule = (f"{where}= holds study {job.study_name!r} with {stored} trials: pass "
+                "resume=True to continue it or overwrite=True to replace it")  # fmt: skip
+        raise ConfigError(where, rule, str(job.out) if where == "out" else job.study_name)
+
+
 def storage_of(job: Job) -> str | optuna.storages.BaseStorage:
     """The job's store: as given, else the run's journal file, else memory."""
     if job.storage is not None:
@@ -158,7 +182,9 @@ def storage_of(job: Job) -> str | optuna.storages.BaseStorage:
 
 def open_job_store(job: Job, storage: Any, console: Console) -> Store:
     strategy = STRATEGIES.get(job.settings.name, "search.strategy.name")
-    sampler = strategy.sampler(job.settings, job.space, job.settings.objective)
+    sampler = job.settings.sampler_object or strategy.sampler(
+        job.settings, job.space, job.settings.objective
+    )
     if isinstance(storage, str) and "://" not in storage:
         Path(storage).parent.mkdir(parents=True, exist_ok=True)
     notify = lambda message: console.print(message, highlight=False)  # noqa: E731
@@ -232,7 +258,7 @@ def run_job(job: Job, console: Console, verbosity: Verbosity = "normal") -> Fini
     """Run (or resume) `job`; write its outputs when it has an output directory. `quiet`
     prints only the final result, `verbose` every trial."""
     say = _sayer(console, verbosity)
-    job = resolve_chunked(job)
+    job = resolve_trials(resolve_chunked(job))
     _prefetch(job)
     storage = storage_of(job)
     check_shareable(storage if isinstance(storage, str) else None, job.settings.n_jobs)
@@ -241,12 +267,15 @@ def run_job(job: Job, console: Console, verbosity: Verbosity = "normal") -> Fini
         job.out.mkdir(parents=True, exist_ok=True)
     evaluator = make_evaluator(job)
     before = store.done()
+    check_resume(job, len(before))
     for t in before:  # a resumed search reuses what the store already holds
         evaluator.remember(dict(t.params), dict(t.metrics))
     ctx = _strategy(job, store, evaluator, console)
     ctx.notify = say
     say(f"searching {job.space.size} candidates with {describe(job.settings)}; "
         f"{len(before)} trials already in the store")  # fmt: skip
+    if (note := population_note(job.settings)) is not None:
+        say(note)
     procs = fork(job.settings.n_jobs, lambda i: _worker(job, storage, evaluator, i))
     table = None
     if job.out is not None:

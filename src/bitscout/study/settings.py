@@ -1,31 +1,39 @@
-"""`[search.strategy]`: which strategy, how many trials, the objective, evaluation options."""
+"""A search's validated settings (`StrategySettings`), built from `[search.strategy]` or from
+`bitscout.search`'s keyword arguments. The rules and defaults are `spec`'s, declared once;
+this module maps each door's layout onto them and checks what concerns several parameters."""
 
-import math
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
-from bitscout._core.validate import SEED_MAX, check_keys, suggest
+from bitscout._core.validate import check_keys
 from bitscout.errors import ConfigError
 from bitscout.objective import Objective, parse_objective
+from bitscout.study.spec import (
+    BY_PYTHON,
+    POPULATION,
+    SAMPLER_NAMES,
+    SETUP_KEYS,
+    STRATEGIES,
+    STRATEGY_NAMES,
+    check,
+    python_values,
+    strategy_pair,
+    toml_values,
+)
 
-STRATEGY_NAMES = ("bruteforce", "optuna", "greedy")
-# bruteforce's order; "reversed" is index order with every dimension's choices listed the
-# other way round (the index's mixed-radix digits each become n - 1 - digit)
-ORDERS = ("index", "reversed", "shuffled")
-WARM_STARTS = ("greedy",)  # what an Optuna sampler may start from
-SAMPLER_NAMES = ("tpe", "random", "nsgaii", "nsgaiii", "qmc", "gp", "grid", "bruteforce")
+if TYPE_CHECKING:
+    from optuna.samplers import BaseSampler
+
+__all__ = ["SAMPLER_NAMES", "STRATEGIES", "STRATEGY_NAMES", "StrategySettings", "parse_settings"]
+
 STRATEGY_KEYS = ("name", "eval_mode", "setup", "metrics", "constraints", "sw_runner", "hw_runner")
-SETUP_KEYS = (
-    "n_jobs", "n_trials", "timeout", "sampler", "sum_scaled_metrics", "direction", "seed",
-    "num_samples", "latency_repeats", "latency_warmup", "latency_budget_s", "latency_shared",
-    "n_jobs_limit", "order", "warm_start", "chunked",
-)  # fmt: skip
 KEY = "search.strategy"
 # Each extra worker is a process holding PyTorch (a few hundred MB): more than a couple per
 # core only adds memory pressure, and a typo such as 100000 would exhaust the machine.
 JOBS_PER_CPU = 2
+Keyer = Callable[[str], str]  # a parameter's Python name -> the key its errors name
 
 
 @dataclass(frozen=True)
@@ -33,7 +41,7 @@ class StrategySettings:
     name: str
     sampler: str
     objective: Objective
-    n_trials: int | None = None  # total trials in the study; None: the whole space
+    n_trials: int | None = None  # total trials in the study; None: the default (spec)
     timeout: float | None = None
     n_jobs: int = 1
     seed: int = 0
@@ -46,6 +54,8 @@ class StrategySettings:
     warm_start: str | None = None  # optuna: queue this strategy's trajectory first
     order_seed: int | None = None  # the shuffle's seed when not `seed` (extra workers)
     chunked: bool | None = None  # bruteforce: one trial per chunk (None: by the space's size)
+    # optuna: the user's own sampler, used as given (`sampler` holds its class name)
+    sampler_object: "BaseSampler | None" = None
 
     @property
     def shuffle_seed(self) -> int:
@@ -60,59 +70,6 @@ def _table(raw: Mapping[str, Any], name: str, key: str) -> Mapping[str, Any]:
     return value
 
 
-def _int(
-    raw: Mapping[str, Any], name: str, key: str, low: int, high: int | None = None
-) -> int | None:
-    value = raw.get(name)
-    if value is None:
-        return None
-    ok = isinstance(value, int) and not isinstance(value, bool)
-    if not ok or value < low or (high is not None and value > high):
-        bound = f">= {low}" if high is None else f"in {low}..{high}"
-        raise ConfigError(f"{key}.{name}", f"must be an integer {bound}", value)
-    return value
-
-
-def _float(raw: Mapping[str, Any], name: str, key: str, *, positive: bool = False) -> float | None:
-    """A number >= 0 (> 0 with `positive`); inf is allowed: no limit."""
-    value = raw.get(name)
-    if value is None:
-        return None
-    number = math.nan
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        try:
-            number = float(value)
-        except OverflowError:  # an integer beyond float's range is no limit, like inf
-            number = math.inf
-    if not (number > 0 if positive else number >= 0):
-        raise ConfigError(f"{key}.{name}", f"must be a number {'>' if positive else '>='} 0", value)
-    return number
-
-
-def _bool(raw: Mapping[str, Any], name: str, key: str) -> bool:
-    """A true/false switch that defaults to true."""
-    value = raw.get(name, True)
-    if not isinstance(value, bool):
-        raise ConfigError(f"{key}.{name}", "must be true or false", value)
-    return value
-
-
-def _default(value: Any, default: Any) -> Any:
-    return default if value is None else value
-
-
-def _choice(
-    raw: Mapping[str, Any], name: str, allowed: tuple, default: Any, key: str | None
-) -> Any:
-    """`raw[name]` if it is one of `allowed`; `key` None names the field alone (Python API)."""
-    value = raw.get(name, default)
-    if value not in allowed:
-        hint = suggest(value, allowed) if isinstance(value, str) else ""
-        rule = f"unknown value{hint}; known: {', '.join(map(str, allowed))}"
-        raise ConfigError(f"{key}.{name}" if key else name, rule, value)
-    return value
-
-
 def cpu_count() -> int:
     """The CPUs this process may run on (a container or taskset may allow fewer than exist)."""
     try:
@@ -122,9 +79,8 @@ def cpu_count() -> int:
 
 
 def check_n_jobs(n_jobs: int, key: str, limit: int | None = None) -> int:
-    """`n_jobs` refused above `limit` (default: JOBS_PER_CPU per CPU of this machine)."""
-    if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs < 1:
-        raise ConfigError(key, "must be an integer >= 1", n_jobs)
+    """`n_jobs` (already an integer >= 1) refused above `limit` (default: JOBS_PER_CPU per CPU
+    of this machine)."""
     if limit is not None and n_jobs > limit:
         raise ConfigError(key, f"must be at most n_jobs_limit = {limit}", n_jobs)
     cpus = cpu_count()
@@ -137,17 +93,54 @@ def check_n_jobs(n_jobs: int, key: str, limit: int | None = None) -> int:
     return n_jobs
 
 
-def _n_jobs(setup: Mapping[str, Any], key: str) -> int:
-    n_jobs = _default(_int(setup, "n_jobs", key, 1), 1)
-    return check_n_jobs(n_jobs, f"{key}.n_jobs", _int(setup, "n_jobs_limit", key, 1))
+def _fits(name: str, values: Mapping[str, Any], key: Keyer) -> None:
+    """`order` and `chunked` belong to the brute force, `warm_start` to Optuna's samplers."""
+    brute, optuna = "applies to the bruteforce strategy only", "applies to Optuna's samplers only"
+    order, warm, chunked = values["order"], values["warm_start"], values["chunked"]
+    for field, value, fits, rule in (
+        ("order", order, order == "index" or name == "bruteforce", brute),
+        ("warm_start", warm, warm is None or name == "optuna", optuna),
+        ("chunked", chunked, not chunked or name == "bruteforce", brute),
+    ):
+        if not fits:
+            raise ConfigError(key(field), rule, value)
+
+
+def build_settings(
+    values: Mapping[str, Any], objective: Objective, key: Keyer, **extra: Any
+) -> StrategySettings:
+    """Settings from checked values (by Python name; absent ones take their default)."""
+    given = {name: values.get(name, param.default) for name, param in BY_PYTHON.items()}
+    name, sampler = strategy_pair(given["strategy"], values.get("sampler"), key("sampler"))
+    _fits(name, given, key)
+    fields = ("timeout", "seed", "order", "warm_start", "chunked", "latency_repeats",
+              "latency_warmup", "latency_budget_s", "latency_shared")  # fmt: skip
+    return StrategySettings(
+        name=name,
+        sampler=sampler,
+        objective=objective,
+        n_trials=given["trials"],
+        n_jobs=check_n_jobs(given["n_jobs"], key("n_jobs"), given["n_jobs_limit"]),
+        **{f: given[f] for f in fields},
+        **extra,
+    )
 
 
 def _num_samples(strategy: Mapping[str, Any], setup: Mapping[str, Any]) -> int | None:
     """`setup.num_samples`, else MASE's `sw_runner.basic_evaluation.num_samples`."""
     runner = _table(_table(strategy, "sw_runner", KEY), "basic_evaluation", f"{KEY}.sw_runner")
     if "num_samples" in setup:
-        return _int(setup, "num_samples", f"{KEY}.setup", 1)
-    return _int(runner, "num_samples", f"{KEY}.sw_runner.basic_evaluation", 1)
+        return setup["num_samples"]
+    param = {"num_samples": runner.get("num_samples")}
+    return toml_values(param, f"{KEY}.sw_runner.basic_evaluation")["num_samples"]
+
+
+def toml_key(name: str) -> str:
+    """The TOML key of a parameter named by its Python name (or its TOML key)."""
+    param = BY_PYTHON.get(name)
+    if name == "strategy":
+        return f"{KEY}.name"
+    return f"{KEY}.setup.{param.toml if param and param.toml else name}"
 
 
 def parse_settings(search: Mapping[str, Any], default_seed: int) -> StrategySettings:
@@ -155,7 +148,7 @@ def parse_settings(search: Mapping[str, Any], default_seed: int) -> StrategySett
     unless `setup.seed` is given."""
     strategy = _table(search, "strategy", "search")
     check_keys(strategy, STRATEGY_KEYS, KEY)
-    name = _choice(strategy, "name", STRATEGY_NAMES, "optuna", KEY)
+    name = check(BY_PYTHON["strategy"], strategy.get("name", "optuna"), f"{KEY}.name")
     if strategy.get("eval_mode", True) is not True:
         raise ConfigError(
             f"{KEY}.eval_mode",
@@ -164,48 +157,43 @@ def parse_settings(search: Mapping[str, Any], default_seed: int) -> StrategySett
         )
     setup = _table(strategy, "setup", KEY)
     check_keys(setup, SETUP_KEYS, f"{KEY}.setup")
-    single = _bool(setup, "sum_scaled_metrics", f"{KEY}.setup")
+    values = toml_values(setup, f"{KEY}.setup")
     objective = parse_objective(
         _table(strategy, "metrics", KEY),
         _table(strategy, "constraints", KEY),
-        single=single,
+        single=values.get("sum_scaled_metrics", True),
         direction=setup.get("direction", "maximize"),
         key=KEY,
     )
-    key = f"{KEY}.setup"
-    return StrategySettings(
-        name=name,
-        sampler=_choice(setup, "sampler", SAMPLER_NAMES, "tpe", key),
-        objective=objective,
-        n_trials=_int(setup, "n_trials", key, 1),
-        timeout=_float(setup, "timeout", key, positive=True),  # 0 would run no trial at all
-        n_jobs=_n_jobs(setup, key),
-        seed=_default(_int(setup, "seed", key, 0, SEED_MAX), default_seed),
-        num_samples=_num_samples(strategy, setup),
-        latency_repeats=_default(_int(setup, "latency_repeats", key, 1), 5),
-        latency_warmup=_default(_int(setup, "latency_warmup", key, 0), 1),
-        latency_budget_s=_default(_float(setup, "latency_budget_s", key), 1.0),
-        latency_shared=_bool(setup, "latency_shared", key),
-        **parse_starts(setup, name, key),
-    )
+    values = {**values, "strategy": name, "seed": values.get("seed", default_seed)}
+    return build_settings(values, objective, toml_key, num_samples=_num_samples(strategy, values))
 
 
-def parse_starts(setup: Mapping[str, Any], name: str, key: str | None) -> dict[str, Any]:
-    """`order` (bruteforce only) and `warm_start` (optuna only): where the search starts.
-    `key` prefixes the names in errors (None: the names alone, as the Python API has them)."""
-    order = _choice(setup, "order", ORDERS, "index", key)
-    warm = setup.get("warm_start")
-    if warm is not None:
-        warm = _choice(setup, "warm_start", WARM_STARTS, None, key)
-    chunked = setup.get("chunked")
-    if chunked is not None and not isinstance(chunked, bool):
-        raise ConfigError(f"{key}.chunked" if key else "chunked", "must be true or false", chunked)
-    brute, optuna = "applies to the bruteforce strategy only", "applies to Optuna's samplers only"
-    for field, value, fits, rule in (
-        ("order", order, order == "index" or name == "bruteforce", brute),
-        ("warm_start", warm, warm is None or name == "optuna", optuna),
-        ("chunked", chunked, not chunked or name == "bruteforce", brute),
-    ):
-        if not fits:
-            raise ConfigError(f"{key}.{field}" if key else field, rule, value)
-    return {"order": order, "warm_start": warm, "chunked": chunked}
+def python_settings(
+    strategy: "str | BaseSampler", objective: Objective, **kwargs: Any
+) -> StrategySettings:
+    """`bitscout.search`'s keyword arguments (the spec's Python names) as settings; errors
+    name the argument. `strategy` may be an Optuna sampler, used as it is: the settings name
+    its class as the sampler (what a resumed study's fingerprint compares)."""
+    values = python_values(kwargs)
+    if strategy is None or isinstance(strategy, str):  # None: the default, as in a config
+        values["strategy"] = check(BY_PYTHON["strategy"], strategy, "strategy")
+        return build_settings(values, objective, str)
+    from optuna.samplers import BaseSampler
+
+    if not isinstance(strategy, BaseSampler):  # refused in the words a config gets
+        check(BY_PYTHON["strategy"], strategy, "strategy")
+    values["strategy"] = "optuna"
+    settings = build_settings(values, objective, str, sampler_object=strategy)
+    return replace(settings, sampler=type(strategy).__name__)
+
+
+def population_note(settings: StrategySettings) -> str | None:
+    """NSGA-II/III's first generation is random: fewer trials than a population is random
+    search, which deserves a line."""
+    n = settings.n_trials
+    genetic = settings.name == "optuna" and settings.sampler in ("nsgaii", "nsgaiii")
+    if not genetic or n is None or n >= POPULATION:
+        return None
+    return (f"note: {settings.sampler} with {n} trials, fewer than its population of "
+            f"{POPULATION}, is random search (its first generation is random)")  # fmt: skip

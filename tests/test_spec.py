@@ -1,0 +1,307 @@
+"""One front door: `bitscout.search(...)` and `bitscout search CONFIG` accept, refuse and default
+every search parameter alike, in the same words (only the key differs)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+import torch.nn.functional as F
+from cli_support import base_doc, edit, run_cli, write_config
+from torch import nn
+
+import bitscout
+from bitscout.errors import ConfigError
+from bitscout.study.settings import parse_settings
+
+SETUP = "search.strategy.setup"
+
+
+class Tiny(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(8, 8)
+        self.fc2 = nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.fc2(torch.relu(self.fc1(x)))
+
+
+def _data(rows: int = 60) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    return torch.randn(rows, 8, generator=gen), torch.randint(0, 3, (rows,), generator=gen)
+
+
+def _space(widths: list[int]) -> dict:
+    layer = {"name": ["integer"], "data_in_width": widths, "weight_width": widths,
+             "bias_width": [8]}  # fmt: skip
+    return {"setup": {"by": "name"},
+            "seed": {"default": {"config": {"name": ["NA"]}}, "fc1": {"config": layer}}}  # fmt: skip
+
+
+SPACE = _space([4, 8])  # 4 candidates
+MODEL = Tiny()
+
+
+def _python_error(**kwargs) -> ConfigError:
+    with pytest.raises(ConfigError) as caught:
+        bitscout.search(MODEL, _data(), SPACE, **kwargs)
+    return caught.value
+
+
+def _toml_error(name: str | None = None, **setup) -> ConfigError:
+    strategy = {"setup": setup, "metrics": {"accuracy": {"scale": 1.0}},
+                **({"name": name} if name is not None else {})}  # fmt: skip
+    with pytest.raises(ConfigError) as caught:
+        parse_settings({"strategy": strategy}, 0)
+    return caught.value
+
+
+# (Python argument, TOML key under [search.strategy.setup], a bad value) for every parameter
+# both doors take
+PARITY = [
+    ("trials", "n_trials", 0),
+    ("trials", "n_trials", -5),
+    ("trials", "n_trials", 2.5),
+    ("trials", "n_trials", "3"),
+    ("trials", "n_trials", True),
+    ("seed", "seed", -1),
+    ("seed", "seed", 2**40),
+    ("seed", "seed", "0"),
+    ("timeout", "timeout", -1),
+    ("timeout", "timeout", 0),
+    ("timeout", "timeout", "soon"),
+    ("timeout", "timeout", float("nan")),
+    ("n_jobs", "n_jobs", 0),
+    ("n_jobs", "n_jobs", "2"),
+    ("n_jobs", "n_jobs", 10**6),
+    ("n_jobs_limit", "n_jobs_limit", 0),
+    ("order", "order", "random"),
+    ("order", "order", "SHUFFLD"),
+    ("order", "order", 3),
+    ("warm_start", "warm_start", "tpe"),
+    ("chunked", "chunked", "yes"),
+    ("latency_repeats", "latency_repeats", 0),
+    ("latency_warmup", "latency_warmup", -1),
+    ("latency_budget_s", "latency_budget_s", -0.5),
+    ("latency_shared", "latency_shared", 1),
+]
+
+
+@pytest.mark.parametrize(("kwarg", "toml", "bad"), PARITY, ids=lambda v: repr(v))
+def test_a_bad_value_gets_the_same_message_from_both_doors(kwarg, toml, bad):
+    python, config = _python_error(**{kwarg: bad}), _toml_error(**{toml: bad})
+    assert python.key == kwarg and config.key == f"{SETUP}.{toml}"
+    assert python.rule == config.rule
+    assert (python.value is bad and config.value is bad) or python.value == config.value
+
+
+@pytest.mark.parametrize("bad", ["tpee", "brutefroce", "Optunaa", "", 3])
+def test_a_bad_strategy_gets_the_same_message_from_both_doors(bad):
+    python, config = _python_error(strategy=bad), _toml_error(name=bad)
+    assert (python.key, config.key) == ("strategy", "search.strategy.name")
+    assert python.rule == config.rule and python.value == config.value
+
+
+def test_the_cross_parameter_rules_say_the_same(tmp_path):
+    for kwargs, setup in (
+        ({"strategy": "tpe", "order": "shuffled"}, {"order": "shuffled"}),
+        ({"strategy": "bruteforce", "warm_start": "greedy"}, {"warm_start": "greedy"}),
+        ({"strategy": "tpe", "chunked": True}, {"chunked": True}),
+        ({"n_jobs": 4, "n_jobs_limit": 3}, {"n_jobs": 4, "n_jobs_limit": 3}),
+    ):
+        name = kwargs.get("strategy", "tpe")
+        python, config = _python_error(**kwargs), _toml_error(name=name, **setup)
+        assert config.key.endswith(f".{python.key}")
+        assert python.rule == config.rule and python.value == config.value
+
+
+def _cli_error(tmp_path: Path, capsys, *flags: str) -> str:
+    config = write_config(tmp_path / "c.toml", base_doc())
+    outcome = run_cli(["search", str(config), "--out", str(tmp_path / "run"), *flags], capsys)
+    assert outcome.rc == 2, outcome.err
+    return outcome.err.strip().removeprefix("bitscout: error: ")
+
+
+@pytest.mark.parametrize(
+    ("kwarg", "flag", "python_value", "text"),
+    [
+        ("trials", "--trials", 0, "0"),
+        ("seed", "--seed", -1, "-1"),
+        ("seed", "--seed", 2**40, str(2**40)),
+        ("strategy", "--strategy", "tpee", "tpee"),
+        ("study", "--study", "", ""),
+    ],
+)
+def test_a_flag_and_its_argument_say_the_same(tmp_path, capsys, kwarg, flag, python_value, text):
+    python = _python_error(**{kwarg: python_value})
+    line = _cli_error(tmp_path, capsys, flag, text)
+    assert line == f"{flag}: {python.rule}, got {python.value!r}"
+    assert str(python) == f"{kwarg}: {python.rule}, got {python.value!r}"
+
+
+# --- the four defects: each of these failed before ---------------------------------------
+
+
+def test_a_wrong_type_is_a_config_error_not_a_type_error():
+    err = _python_error(timeout="soon")
+    assert str(err) == "timeout: must be a number > 0, got 'soon'"
+
+
+def test_a_negative_timeout_is_refused_not_zero_trials():
+    assert str(_python_error(timeout=-1)) == "timeout: must be a number > 0, got -1"
+
+
+def test_an_empty_study_name_is_refused():
+    assert str(_python_error(study="")) == "study: must be a non-empty name, got ''"
+
+
+@pytest.mark.parametrize("strategy", ["optuna", "TPE", "Tpe"])
+def test_optuna_means_the_default_sampler_and_names_ignore_case(strategy):
+    result = bitscout.search(MODEL, _data(), SPACE, strategy=strategy, trials=3, seed=0)
+    assert (result.summary["strategy"], result.summary["sampler"]) == ("optuna", "tpe")
+    assert len(result.trials) == 3
+
+
+def _search(name: str, setup: dict) -> dict:
+    return {"strategy": {"name": name, "setup": setup, "metrics": {"accuracy": {"scale": 1.0}}}}
+
+
+def test_the_toml_takes_the_same_names():
+    settings = parse_settings(_search("TPE", {}), 0)
+    assert (settings.name, settings.sampler) == ("optuna", "tpe")
+    settings = parse_settings(_search("optuna", {"sampler": "QMC"}), 0)
+    assert (settings.name, settings.sampler) == ("optuna", "qmc")
+    with pytest.raises(ConfigError, match="sampler: conflicts with the strategy 'tpe'"):
+        parse_settings(_search("tpe", {"sampler": "random"}), 0)
+
+
+def test_a_near_miss_suggests_the_name():
+    assert "did you mean 'tpe'?" in str(_python_error(strategy="tpee"))
+    assert "did you mean 'tpe'?" in str(_python_error(strategy="TPEE"))
+
+
+BIG = _space([2, 3, 4, 5, 6, 7, 8, 10, 12, 16, 20, 24])  # 144 candidates
+
+
+def test_a_sampler_runs_the_same_default_trial_count_from_both_doors(tmp_path, capsys):
+    python = bitscout.search(MODEL, _data(), BIG, strategy="random", seed=0)
+    assert len(python.trials) == 100  # not the whole space of 144
+    doc = edit(base_doc(), f"{SETUP}.n_trials", None)
+    del doc["search"]["strategy"]["setup"]["n_trials"]
+    layer = doc["search"]["search_space"]["seed"]["seq_blocks_2"]["config"]
+    layer.update(data_in_width=[2, 3, 4, 5, 6, 7, 8, 10, 12, 16, 20, 24],
+                 weight_width=[2, 3, 4, 5, 6, 7, 8, 10, 12, 16, 20, 24])  # fmt: skip
+    config = write_config(tmp_path / "c.toml", doc)
+    outcome = run_cli(["search", str(config), "--out", str(tmp_path / "run"), "--quiet"], capsys)
+    assert outcome.rc == 0, outcome.err
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["space_size"] == 144 and summary["trials_run"] == 100
+
+
+def test_a_sampler_instance_is_used_as_given():
+    seeded = bitscout.search(MODEL, _data(), BIG, strategy="random", trials=8, seed=3)
+    mine = bitscout.search(MODEL, _data(), BIG, strategy=optuna.samplers.RandomSampler(seed=3),
+                           trials=8, seed=3)  # fmt: skip
+    assert mine.summary["sampler"] == "RandomSampler"
+    dims = list(seeded.best.config)
+    assert mine.trials[dims].equals(seeded.trials[dims])
+    err = _python_error(strategy=object())
+    assert err.key == "strategy" and err.rule.startswith("unknown strategy; known: bruteforce")
+
+
+# --- resume and overwrite -----------------------------------------------------------------
+
+
+def test_an_out_holding_another_search_is_refused_in_python_words(tmp_path):
+    out = tmp_path / "run"
+    bitscout.search(MODEL, _data(), SPACE, strategy="random", trials=2, out=out)
+    err = _python_error(strategy="tpe", trials=2, out=out)
+    assert err.key == "out" and "sampler" in err.rule
+    assert "overwrite=True" in err.rule and "resume=True" in err.rule
+    assert "--out" not in str(err) and "--study" not in str(err)
+
+
+def test_overwrite_starts_afresh_and_resume_is_checked(tmp_path, caplog):
+    out = tmp_path / "run"
+    bitscout.search(MODEL, _data(), SPACE, strategy="random", trials=3, out=out)
+    with pytest.raises(ConfigError, match="out: out= holds study 'bitscout' with 3 trials"):
+        bitscout.search(MODEL, _data(), SPACE, strategy="random", trials=3, out=out,
+                        resume=False)  # fmt: skip
+    fresh = bitscout.search(MODEL, _data(), SPACE, strategy="tpe", trials=2, out=out,
+                            overwrite=True)  # fmt: skip
+    assert len(fresh.trials) == 2 and fresh.summary["sampler"] == "tpe"
+    with caplog.at_level(logging.INFO, logger="bitscout"):
+        resumed = bitscout.search(MODEL, _data(), SPACE, strategy="tpe", trials=4, out=out,
+                                  resume=True)  # fmt: skip
+    assert len(resumed.trials) == 4
+    said = [r.getMessage() for r in caplog.records if "already in the store" in r.getMessage()]
+    assert said == [
+        "searching 4 candidates with optuna/tpe (seed 0); 2 trials already in the store"
+    ]
+    with pytest.raises(ConfigError, match="resume: out= holds no trials"):
+        bitscout.search(MODEL, _data(), SPACE, out=tmp_path / "new", resume=True)
+    with pytest.raises(ConfigError, match="overwrite: conflicts with resume=True"):
+        bitscout.search(MODEL, _data(), SPACE, out=out, resume=True, overwrite=True)
+    with pytest.raises(ConfigError, match=r"overwrite: .*needs out="):
+        bitscout.search(MODEL, _data(), SPACE, overwrite=True)
+
+
+# --- quiet by default; lines through logging ----------------------------------------------
+
+
+def test_a_default_search_prints_nothing(tmp_path, capsys):
+    capsys.readouterr()
+    bitscout.search(MODEL, _data(), SPACE, strategy="bruteforce")
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == ""
+
+
+def test_show_prints_and_the_log_gets_the_same_lines(capsys, caplog):
+    capsys.readouterr()
+    bitscout.search(MODEL, _data(), SPACE, strategy="bruteforce", show=True)
+    shown = capsys.readouterr().out
+    assert "searching 4 candidates" in shown and "best distinct configs" in shown
+    with caplog.at_level(logging.INFO, logger="bitscout"):
+        bitscout.search(MODEL, _data(), SPACE, strategy="bruteforce")
+    assert capsys.readouterr().out == ""
+    logged = "\n".join(r.getMessage() for r in caplog.records if r.name == "bitscout")
+    assert "searching 4 candidates" in logged and "best distinct configs" in logged
+
+
+def test_nsgaii_with_fewer_trials_than_its_population_says_it_is_random(caplog):
+    with caplog.at_level(logging.INFO, logger="bitscout"):
+        bitscout.search(MODEL, _data(), BIG, strategy="nsgaii", trials=5)
+    notes = [r.getMessage() for r in caplog.records if "random search" in r.getMessage()]
+    assert notes == [
+        "note: nsgaii with 5 trials, fewer than its population of 50, is random search (its "
+        "first generation is random)"
+    ]
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="bitscout"):
+        bitscout.search(MODEL, _data(), SPACE, strategy="tpe", trials=5)
+    assert not [r for r in caplog.records if "random search" in r.getMessage()]
+
+
+# --- loss_fn ------------------------------------------------------------------------------
+
+
+def test_a_loss_fn_search_minimizes_that_loss_says_so_and_claims_no_unit(caplog):
+    x = torch.randn(60, 8, generator=torch.Generator().manual_seed(1))
+    y = torch.randn(60, 3, generator=torch.Generator().manual_seed(2))
+    with caplog.at_level(logging.INFO, logger="bitscout"):
+        result = bitscout.search(MODEL, (x, y), SPACE, strategy="bruteforce", loss_fn=F.mse_loss)
+    assert result.summary["metric_units"]["loss"] == ""  # an MSE is not in nats
+    assert any("loss_fn" in r.getMessage() for r in caplog.records)
+    best = result.trials.loc[result.trials["loss"].idxmin()]
+    assert result.best.metrics["loss"] == best["loss"]  # the loss, minimized
+    assert (
+        bitscout.search(MODEL, _data(), SPACE, strategy="bruteforce").summary["metric_units"][
+            "loss"
+        ]
+        == "nats"
+    )

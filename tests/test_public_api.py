@@ -42,7 +42,8 @@ import numpy as np, optuna, pandas, torch
 
 def state():
     b = torch.backends
-    loggers = ("", "matplotlib", "matplotlib.font_manager", "optuna", "torch", "bitscout")
+    # not "bitscout": its own logger (a NullHandler, say) is bitscout's to set
+    loggers = ("", "matplotlib", "matplotlib.font_manager", "optuna", "torch")
     return {
         "torch threads": torch.get_num_threads(),
         "torch interop threads": torch.get_num_interop_threads(),

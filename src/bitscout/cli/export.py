@@ -3,9 +3,7 @@
 hls4ml's C++ emulation."""
 
 import argparse
-import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,17 +12,15 @@ from rich.console import Console
 from rich.table import Table
 from torch import nn
 
-from bitscout._core.files import write_text
-from bitscout._core.toml import read_toml
 from bitscout.cli.common import console, output_dir
 from bitscout.cli.config import Config, load_config
 from bitscout.errors import ConfigError
-from bitscout.export.artifacts import write_checkpoint, write_npz, write_precision
-from bitscout.export.hardware import Node, hardware
-from bitscout.export.hls4ml import to_hls4ml, verify, write_hls4ml
-from bitscout.quant.apply import QuantPlan, parse_plan
+from bitscout.export import run as exporting
+from bitscout.export.hardware import Node
+from bitscout.export.run import TARGETS, Subject, quant_file, run_plan
+from bitscout.results.rundir import Run, load_run
 
-TARGETS = ("hls4ml", "checkpoint", "npz")
+__all__ = ["TARGETS", "Subject", "config_subject", "export", "quant_file"]
 MODEL_CODE = """from bitscout.cli.build import load_data, make_model
 from bitscout.cli.config import load_config
 
@@ -32,43 +28,24 @@ cfg = load_config({config!r})
 model = make_model(cfg, load_data(cfg))  # the model as bitscout builds it for this config"""
 
 
-@dataclass(frozen=True)
-class Subject:
-    """What is exported: the float model, the plan, where they came from, the rows to check."""
-
-    model: nn.Module
-    plan: QuantPlan | Mapping[str, Any]
-    config: Path
-    x_val: torch.Tensor
-    label: str  # "trial 12", "best.toml", a --quant file
+def config_subject(
+    model: nn.Module, plan: Any, config: Path, x_val: torch.Tensor, label: str
+) -> Subject:
+    """What a config's command exports: convert_hls4ml.py rebuilds the model from `config`."""
+    return Subject(model, plan, x_val, label, MODEL_CODE.format(config=str(config.resolve())))
 
 
 def parse_targets(text: str) -> list[str]:
     """`hls4ml`, `checkpoint`, `npz`, or several joined by commas."""
-    targets = [t.strip() for t in text.split(",") if t.strip()]
-    bad = [t for t in targets if t not in TARGETS]
-    if bad or not targets:
-        raise ConfigError("--to", f"must be one or more of {', '.join(TARGETS)}", text)
-    return targets
+    return exporting.parse_targets(text, "--to")
 
 
 def export(subject: Subject, targets: Sequence[str], out: Path, console: Console) -> list[Path]:
     """Write each target's files into `out` and show the datapath's types."""
-    model, plan = subject.model, subject.plan
-    nodes = hardware(model, plan)
-    out.mkdir(parents=True, exist_ok=True)
-    files = [write_precision(model, plan, out / "precision.json")]
-    if "hls4ml" in targets or "checkpoint" in targets:
-        files.append(write_checkpoint(model, plan, out / "quantized.pt"))
-    if "npz" in targets:
-        files.append(write_npz(model, plan, out / "codes.npz"))
-    if "hls4ml" in targets:
-        shape = tuple(subject.x_val.shape[1:])
-        code = MODEL_CODE.format(config=str(subject.config.resolve()))
-        files += write_hls4ml(to_hls4ml(model, plan, shape), nodes, out, code)
-    show_datapath(console, nodes, subject.label)
-    console.print(f"wrote {', '.join(p.name for p in files)} to {out}", highlight=False)
-    return files
+    found = exporting.write_targets(subject, targets, out)
+    show_datapath(console, found.nodes, subject.label)
+    console.print(f"wrote {', '.join(p.name for p in found.files)} to {out}", highlight=False)
+    return found.files
 
 
 def show_datapath(console: Console, nodes: Sequence[Node], label: str) -> None:
@@ -93,10 +70,9 @@ def show_datapath(console: Console, nodes: Sequence[Node], label: str) -> None:
 
 def check(subject: Subject, out: Path, rows: int, console: Console) -> dict[str, Any]:
     """hls4ml's C++ emulation against bitscout on the first `rows` validation rows."""
-    x = subject.x_val[:rows]
-    console.print(f"compiling the hls4ml C++ emulation and running {len(x)} rows through it")
-    found = verify(subject.model, subject.plan, x, out / "hls4ml_prj", tuple(x.shape[1:]))
-    write_text(out / "verify.json", json.dumps(found, indent=2) + "\n")
+    shown = min(rows, len(subject.x)) if subject.x is not None else rows
+    console.print(f"compiling the hls4ml C++ emulation and running {shown} rows through it")
+    found = exporting.check(subject, out, rows)
     table = Table(title=f"hls4ml {found['hls4ml']} against bitscout, {found['rows']} rows")
     table.add_column("quantized layer")
     table.add_column("max abs difference, same layer input", justify="right")
@@ -112,17 +88,6 @@ def check(subject: Subject, out: Path, rows: int, console: Console) -> dict[str,
     return found
 
 
-def quant_file(path: str | Path) -> QuantPlan:
-    """The `[passes.quantize]` table of a TOML file (best.toml, a --quant file)."""
-    table = read_toml(path).get("passes", {}).get("quantize")
-    if not isinstance(table, dict):
-        raise ConfigError(f"{path}: passes.quantize", "table is required", file=True)
-    try:
-        return parse_plan(table)
-    except ConfigError as err:  # the key belongs to that file, not the config
-        raise ConfigError(f"{path}: {err.key}", err.rule, err.value, file=True) from err
-
-
 def run_config(run_dir: Path, summary: Mapping[str, Any], given: str | None) -> Config:
     """The search's config: `--config`, else the path the run recorded."""
     path = Path(given or summary.get("config") or "")
@@ -133,37 +98,16 @@ def run_config(run_dir: Path, summary: Mapping[str, Any], given: str | None) -> 
     return load_config(path)
 
 
-def float_model_of(run_dir: Path, summary: Mapping[str, Any], cfg: Config, data: Any) -> nn.Module:
-    """The run's float model: its checkpoint (recorded, else RUN_DIR/model.pt) or, for a
-    dataset without a train split, the model as built."""
+def float_model_of(run: Run, cfg: Config, data: Any) -> nn.Module:
+    """The run's float model: its checkpoint (recorded, else RUN_DIR/model.pt, its sha256
+    checked) loaded into the config's model or, for a dataset without a train split, the
+    model as built."""
     from bitscout.cli.build import make_model
-    from bitscout.zoo.train import load_checkpoint
 
-    source = summary.get("model_source")
-    if source == "given":
+    if run.summary.get("model_source") == "given":
         rule = "holds a model given from Python: export it with bitscout.export in Python"
-        raise ConfigError(str(run_dir), rule, file=True)
-    model = make_model(cfg, data)
-    if source == "as built":
-        return model.eval()
-    recorded = Path(source["path"]) if isinstance(source, dict) else None
-    path = recorded if recorded is not None and recorded.is_file() else run_dir / "model.pt"
-    return load_checkpoint(model, path).eval()
-
-
-def trial_plan(run_dir: Path, number: int) -> dict[str, Any]:
-    """Trial `number`'s config of the run, as a `[passes.quantize]` table."""
-    from bitscout.results.outputs import plan_table, row_config
-    from bitscout.results.report import load_run
-
-    run = load_run(run_dir)
-    rows = run.trials[run.trials["number"] == number]
-    if rows.empty or rows.iloc[0]["state"] not in ("complete", "infeasible"):
-        raise ConfigError("--trial", f"no evaluated trial with that number in {run_dir}", number)
-    space = run.space()
-    if space is None:
-        raise ConfigError(str(run_dir), "was made before runs kept their space: use --quant")
-    return plan_table(space, row_config(rows.iloc[0].to_dict(), run.dimensions))
+        raise ConfigError(str(run.path), rule, file=True)
+    return run.float_model(lambda: make_model(cfg, data))
 
 
 def subject_of_run(
@@ -173,20 +117,17 @@ def subject_of_run(
     or the run's best.toml."""
     from bitscout.cli.build import load_data
 
-    try:
-        summary = json.loads((run_dir / "summary.json").read_text())
-    except (OSError, ValueError) as err:
-        raise ConfigError(str(run_dir), f"not a finished search directory ({err})") from err
-    cfg = run_config(run_dir, summary, config)
+    run = load_run(run_dir)
+    cfg = run_config(run_dir, run.summary, config)
     data = load_data(cfg)
-    model = float_model_of(run_dir, summary, cfg, data)
-    if trial is not None:
-        plan: QuantPlan | Mapping[str, Any] = trial_plan(run_dir, trial)
-        label = f"trial {trial}"
+    model = float_model_of(run, cfg, data)
+    if quant is not None:
+        plan, label = quant_file(quant), Path(quant).name
+    elif trial is not None and run.space() is None:
+        raise ConfigError(str(run_dir), "was made before runs kept their space: use --quant")
     else:
-        path = Path(quant) if quant else run_dir / "best.toml"
-        plan, label = quant_file(path), path.name
-    return Subject(model, plan, cfg.source or Path(), data.x_val, label)
+        plan, label = run_plan(run, trial, "--trial")
+    return config_subject(model, plan, cfg.source or Path(), data.x_val, label)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -195,7 +136,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.trial is not None and args.quant is not None:
         raise ConfigError("--trial", "and --quant exclude each other: give one")
     subject = subject_of_run(run_dir, args.trial, args.quant, args.config)
-    default = run_dir / ("export" if args.trial is None else f"export_trial_{args.trial}")
+    default = exporting.default_out(run_dir, args.trial)
     out = output_dir(args.out or default, "--out")
     export(subject, targets, out, console)
     if args.verify:

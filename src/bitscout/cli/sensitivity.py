@@ -3,7 +3,6 @@ config (as `bitscout search` gets them) or of a finished search, given to the sa
 `bitscout.sensitivity(...)`, with the files written and the ranking shown."""
 
 import argparse
-import json
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -16,20 +15,14 @@ from torch import nn
 
 from bitscout._core.validate import SEED_MAX, check_keys
 from bitscout.analysis.sensitivity import check_int, measure
-from bitscout.cli.build import (
-    Overrides,
-    check_search,
-    file_sha256,
-    float_model,
-    load_data,
-    make_model,
-)
+from bitscout.cli.build import Overrides, check_search, float_model, load_data, make_model
 from bitscout.cli.common import console
 from bitscout.cli.config import Config, load_config
 from bitscout.cli.export import float_model_of, run_config
 from bitscout.data.containers import prepare
 from bitscout.errors import ConfigError
 from bitscout.quant.space import SearchSpace, parse_space
+from bitscout.results.rundir import file_sha256, load_run
 from bitscout.results.sensitivity import (
     CSV,
     JSON,
@@ -89,17 +82,15 @@ def from_config(path: Path, load: str | None, out: str | None, console: Console)
 def from_run(run_dir: Path, load: str | None, out: str | None, config: str | None,
              console: Console) -> Inputs:  # fmt: skip
     """A finished search's float model, validation rows (as many as it used) and space."""
-    try:
-        summary = json.loads((run_dir / "summary.json").read_text())
-    except (OSError, ValueError) as err:
-        raise ConfigError(str(run_dir), f"not a finished search directory ({err})") from err
+    run = load_run(run_dir)
+    summary = run.summary
     cfg = run_config(run_dir, summary, config)
     data = load_data(cfg, console)
     if load is not None:
         model = load_checkpoint(make_model(cfg, data), load).eval()
         source: Any = {"path": load, "sha256": file_sha256(Path(load))}
     else:
-        model, source = float_model_of(run_dir, summary, cfg, data), summary.get("model_source")
+        model, source = float_model_of(run, cfg, data), summary.get("model_source")
     table = summary.get("space") or cfg.search.get("search_space")
     if not isinstance(table, Mapping):
         raise ConfigError(str(run_dir), "records no search space", file=True)

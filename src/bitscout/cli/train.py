@@ -56,8 +56,8 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         )
     console.print(table)
     if args.out is not None:
-        from bitscout.cli.export import TARGETS, Subject, export
+        from bitscout.cli.export import TARGETS, config_subject, export
 
-        subject = Subject(model, plan, Path(args.config), data.x_val, "this plan")
+        subject = config_subject(model, plan, Path(args.config), data.x_val, "this plan")
         export(subject, TARGETS, output_dir(args.out, "--out"), console)
     return 0

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 # A source's trials frame, in the order trials finished: `state` as trials.csv writes it
 # (complete, infeasible, failed, running, waiting, pruned), `params` and `metrics` dicts
 # ({} when none), `values` the objective values (None unless complete), `cached`, and
-# `duration_s` and `reason` (None when the trial has none).
+# `duration_s` and `reason` (missing: None or NaN, as pandas makes it).
 TRIAL_COLUMNS = ("number", "state", "params", "metrics", "values", "cached", "duration_s",
                  "reason")  # fmt: skip
 

@@ -17,8 +17,9 @@ import tomli_w
 from rich.console import Console
 
 from bitscout.analysis import compare
-from bitscout.analysis.compare import COLUMNS, CompareResult, run_compare
+from bitscout.analysis.compare import COLUMNS, CompareResult
 from bitscout.cli.build import load_data, train_to
+from bitscout.cli.compare import run_compare
 from bitscout.cli.config import load_config
 from bitscout.errors import ConfigError
 from bitscout.results import compare_out

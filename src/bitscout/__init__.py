@@ -10,6 +10,7 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from bitscout.analysis.compare import compare as compare
     from bitscout.analysis.sensitivity import sensitivity as sensitivity
     from bitscout.api import Candidate as Candidate
     from bitscout.api import SearchResult as SearchResult
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from bitscout.quant import QuantPlan as QuantPlan
     from bitscout.quant import quantize as quantize
     from bitscout.quant import quantize_model as quantize_model
+    from bitscout.results.compare_out import CompareResult as CompareResult
     from bitscout.results.sensitivity import SensitivityResult as SensitivityResult
     from bitscout.zoo.data import register_dataset as register_dataset
     from bitscout.zoo.models import register_model as register_model
@@ -44,6 +46,8 @@ _PUBLIC = {
     "TrainOptions": "bitscout.zoo.train",
     "ConfigError": "bitscout.errors",
     "SearchFailed": "bitscout.errors",
+    "compare": "bitscout.analysis.compare",
+    "CompareResult": "bitscout.results.compare_out",
     "export": "bitscout.export",  # the package, callable: bitscout/export/__init__.py
     "ExportResult": "bitscout.export",
     "Integer": "bitscout.quant",

@@ -21,14 +21,14 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from bitscout._core.toml import read_toml
 from bitscout.data.containers import MAX_BYTES, prepare
 from bitscout.errors import ConfigError
 from bitscout.evaluate.evaluator import LossFn
 from bitscout.evaluate.metrics import METRICS, Metric, user_metric
 from bitscout.objective import objective_from
-from bitscout.quant.space import SearchSpace, parse_space
 from bitscout.results.console import LOGGER, Verbosity, log_console
+from bitscout.study.inputs import read_space as read_space
+from bitscout.study.inputs import user_metrics as user_metrics
 from bitscout.study.result import Candidate as Candidate
 from bitscout.study.result import SearchResult
 from bitscout.study.run import Job, run_job
@@ -56,35 +56,6 @@ def register_metric(
         ConfigError: `fn` is not callable or `direction` is neither.
     """
     METRICS.register(name)(user_metric(name, fn, direction=direction, unit=unit))
-
-
-def read_space(space: Mapping[str, Any] | str | Path, model: nn.Module) -> SearchSpace:
-    """`[search.search_space]` as a dict, or a TOML file holding it (a whole config, or the
-    table alone)."""
-    if isinstance(space, str | Path):
-        doc = read_toml(space)
-        table = doc.get("search", {}).get("search_space", doc) if "search" in doc else doc
-        return parse_space(table, model)
-    if not isinstance(space, Mapping):
-        raise ConfigError("space", "must be a dict or a TOML file's path", type(space).__name__)
-    return parse_space(space, model, key="space")
-
-
-def user_metrics(metrics: Mapping[str, Any] | None) -> dict[str, Metric]:
-    """`{"name": fn}`, `{"name": (fn, "minimize")}` or `{"name": {"fn": fn, "direction": ...,
-    "unit": ...}}` as metrics of this search."""
-    found: dict[str, Metric] = {}
-    for name, value in (metrics or {}).items():
-        if name in METRICS:
-            raise ConfigError(f"metrics.{name}", "is a built-in or registered metric's name")
-        if isinstance(value, Mapping):
-            options = {k: v for k, v in value.items() if k != "fn"}
-            found[name] = user_metric(name, value.get("fn"), **options)  # type: ignore[arg-type]
-        elif isinstance(value, tuple):
-            found[name] = user_metric(name, value[0], direction=value[1])
-        else:
-            found[name] = user_metric(name, value)
-    return found
 
 
 def search(

@@ -1,34 +1,39 @@
-"""`bitscout compare`: several strategies x seeds on one space through one evaluation cache,
-scored against the true optimum wherever the space is small enough to enumerate."""
+"""`bitscout.compare(model, data, space, strategies=...)` and `bitscout compare CONFIG`:
+several strategies x seeds on one space through one evaluation cache, scored against the true
+optimum wherever the space is small enough to enumerate. The CLI maps its TOML onto `Job` and
+calls `compare_job`, the same code as the Python function."""
 
+import copy
 import dataclasses
 import json
 import math
 import textwrap
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import optuna
+import torch
 from rich.console import Console
 from rich.progress import track
+from torch import nn
 
 from bitscout._core.files import SCHEMA_VERSION
 from bitscout._core.validate import suggest
-from bitscout.cli.build import Overrides, check_search, float_model, load_data, make_model
-from bitscout.cli.config import Config
-from bitscout.data.containers import prepare
+from bitscout.data.containers import MAX_BYTES, prepare
 from bitscout.errors import ConfigError
-from bitscout.evaluate.evaluator import Evaluator
-from bitscout.objective import Objective
-from bitscout.quant.space import SearchSpace, parse_space
+from bitscout.evaluate.evaluator import Evaluator, LossFn
+from bitscout.objective import Objective, objective_from
+from bitscout.quant.space import SearchSpace
 from bitscout.results.compare_out import BUDGETS, COLUMNS, CompareResult, show, write_outputs
+from bitscout.results.console import log_console
 from bitscout.results.ranking import best_so_far
 from bitscout.results.trials import quiet_optuna
+from bitscout.study.inputs import read_space, user_metrics
 from bitscout.study.run import Job, make_evaluator
-from bitscout.study.settings import SAMPLER_NAMES, StrategySettings
+from bitscout.study.settings import SAMPLER_NAMES, StrategySettings, python_settings
 from bitscout.study.store.base import FEASIBLE, TrialRecord
 from bitscout.study.store.optuna_store import OptunaStore
 from bitscout.study.strategies import STRATEGIES, SearchContext
@@ -47,39 +52,49 @@ OURS = {
     "greedy-tpe": ("optuna", "index", "greedy"),
 }
 KNOWN = (*OURS, *(s for s in SAMPLER_NAMES if s != "bruteforce"))
+DEFAULT_STRATEGIES = ("bruteforce", "random", "tpe")
+Flag = Callable[[str], str]  # an argument's name as the door that took it spells it
 NO_REGRET = dict.fromkeys(
     ("regret", "trials_to_optimum", "never_optimum", "trials_to_1pct", "never_1pct", "regret_auc")
 )
 
 
-def parse_strategies(names: Sequence[str] | str) -> list[str]:
-    """Validate `--strategies`; a comma-separated string is accepted as the CLI gives it."""
+def parse_strategies(names: Sequence[str] | str, key: str = "--strategies") -> list[str]:
+    """Validate `strategies`; a comma-separated string is accepted as the CLI gives it."""
     if isinstance(names, str):
         names = names.split(",")
     names = [n.strip() for n in names]
     if not names:
-        raise ConfigError("--strategies", f"needs at least one strategy; known: {', '.join(KNOWN)}")
+        raise ConfigError(key, f"needs at least one strategy; known: {', '.join(KNOWN)}")
     for name in names:
         if name not in KNOWN:
             rule = f"unknown strategy{suggest(name, KNOWN)}; known: {', '.join(KNOWN)}"
-            raise ConfigError("--strategies", rule, name)
+            raise ConfigError(key, rule, name)
     if len(set(names)) != len(names):
-        raise ConfigError("--strategies", "must name each strategy once", ",".join(names))
+        raise ConfigError(key, "must name each strategy once", ",".join(names))
     return names
 
 
 def check_compare(
-    cfg: Config, strategies: Sequence[str] | str, repeats: int, trials: int | None
-) -> tuple[list[str], StrategySettings]:
-    """Everything `run_compare` refuses, checked before any work is done."""
-    labels = parse_strategies(strategies)
-    for key, value in (("--repeats", repeats), ("--trials", 1 if trials is None else trials)):
+    strategies: Sequence[str] | str,
+    repeats: int,
+    trials: int | None,
+    flag: Flag = lambda name: f"--{name}",
+) -> list[str]:
+    """The strategies, repeats and trials `compare_job` takes, checked before any work."""
+    labels = parse_strategies(strategies, flag("strategies"))
+    for key, value in (("repeats", repeats), ("trials", 1 if trials is None else trials)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(key, "must be an integer >= 1", value)
-    settings = check_search(cfg, Overrides())
-    if not settings.objective.single:  # regret and best-so-far need one order on candidates
-        raise ConfigError(SINGLE_KEY, "compare needs a single objective (true)", False)
-    return labels, settings
+            raise ConfigError(flag(key), "must be an integer >= 1", value)
+    return labels
+
+
+def check_single(objective: Objective, key: str = SINGLE_KEY) -> None:
+    """Regret and best-so-far need one order on candidates: one weighted objective."""
+    if not objective.single:
+        rule = "compare needs a single objective (true)" if key == SINGLE_KEY else (
+            "compare needs a single objective: a {metric: scale} dict")  # fmt: skip
+        raise ConfigError(key, rule, False if key == SINGLE_KEY else None)
 
 
 def run_settings(
@@ -275,25 +290,18 @@ def facts(space: SearchSpace, objective: Objective, result: CompareResult) -> st
     return f"space of {space.size} candidates; {optimum}; {evaluated}"
 
 
-def run_compare(
-    cfg: Config,
-    strategies: Sequence[str],
+def compare_job(
+    job: Job,
+    labels: Sequence[str],
     repeats: int,
-    out: Path,
+    trials: int | None,
+    out: Path | None,
+    title: str,
     console: Console,
-    *,
-    trials: int | None = None,
-    load: str | Path | None = None,
 ) -> CompareResult:
-    """Run every strategy with seeds 0..repeats-1 and write compare.csv, compare.md and
-    plots/compare.png into `out`."""
-    labels, settings = check_compare(cfg, strategies, repeats, trials)
-    data = load_data(cfg, console)
-    space = parse_space(cfg.search.get("search_space", {}), make_model(cfg, data))
-    out.mkdir(parents=True, exist_ok=True)  # only once the whole config is known good
-    model, _ = float_model(cfg, data, load, out, console)
-    n = settings.num_samples or len(data.y_val)
-    job = Job(model, prepare((data.x_val[:n], data.y_val[:n])), space, settings)
+    """Run every strategy with seeds 0..repeats-1 on `job`'s model, data and space through one
+    evaluator; with `out`, write compare.csv, compare.md and plots/compare.png there."""
+    space, settings = job.space, job.settings
     evaluator = make_evaluator(job)
     n_trials = trials or settings.n_trials or space.size
     optimum = find_optimum(space, evaluator, settings.objective, console)
@@ -306,10 +314,74 @@ def run_compare(
     summary = summarize(rows, labels, range(repeats), optimum)
     result = CompareResult(rows, summary, optimum, len(evaluator.cache))
     header = facts(space, settings.objective, result)
-    # wrapped: a long list of strategies would run off the figure
-    title = textwrap.fill(f"{cfg.model} on {cfg.dataset}: {', '.join(labels)} ({repeats} seeds)",
-                          70)  # fmt: skip
-    write_outputs(out, result, header, title)
+    if out is not None:
+        # wrapped: a long list of strategies would run off the figure
+        heading = textwrap.fill(f"{title}: {', '.join(labels)} ({repeats} seeds)", 70)
+        result = dataclasses.replace(result, files=write_outputs(out, result, header, heading))
     show(console, summary, header)
-    console.print(f"outputs in {out}")
+    if out is not None:
+        console.print(f"outputs in {out}")
     return result
+
+
+def compare(
+    model: nn.Module,
+    data: Any,
+    space: Mapping[str, Any] | str | Path,
+    *,
+    objective: Mapping[str, Any] | None = None,
+    constraints: Sequence[str] = (),
+    strategies: Sequence[str] | str = DEFAULT_STRATEGIES,
+    repeats: int = 3,
+    trials: int | None = None,
+    out: str | Path | None = None,
+    metrics: Mapping[str, Any] | None = None,
+    loss_fn: LossFn | None = None,
+    device: str | torch.device = "cpu",
+    max_data_bytes: int = MAX_BYTES,
+    show: bool = False,
+) -> CompareResult:
+    """Compare search strategies over seeds on one model, data and space, as `bitscout compare
+    CONFIG` does: every candidate is evaluated once for all runs, and where the space has at
+    most 100,000 candidates each run is scored against the true optimum (regret).
+
+    Args:
+        model: any float `nn.Module`; never modified.
+        data: the validation data, in the forms `bitscout.search` takes.
+        space: the `[search.search_space]` table as a dict, or a TOML file holding it.
+        objective: `{metric: scale}`, one weighted sum maximized (default `{"accuracy": 1.0}`;
+            with `loss_fn`, `{"loss": -1.0}`). A Pareto objective is refused: regret needs one
+            order on candidates.
+        constraints: strings such as `"accuracy >= 0.9"`.
+        strategies: labels to compare: "bruteforce", "bruteforce-reversed", "shuffled",
+            "greedy", "greedy-tpe" or an Optuna sampler's name ("tpe", "random", ...).
+        repeats: seeds 0..repeats-1 per strategy.
+        trials: trials per run (default: the whole space).
+        out: write compare.csv, compare.md and plots/compare.png there; None writes nothing.
+        metrics: your own metrics, as `bitscout.search` takes them.
+        loss_fn: `loss_fn(outputs, targets)`, a batch mean, instead of cross-entropy.
+        device: where candidates are evaluated.
+        max_data_bytes: the most validation data held in memory.
+        show: print the progress and the table on stdout (else to the "bitscout" logger).
+
+    Returns:
+        A CompareResult: `frame` (compare.csv's rows as a DataFrame), `summary` per strategy,
+        `optimum` (None when not enumerated), `evaluated`, and `files` written.
+    """
+    if not isinstance(model, nn.Module):
+        raise ConfigError("model", "must be a torch.nn.Module", type(model).__name__)
+    labels = check_compare(strategies, repeats, trials, str)
+    extra = user_metrics(metrics)
+    default = {"loss": -1.0} if loss_fn is not None else {"accuracy": 1.0}
+    goal = objective_from(default if objective is None else objective, constraints, extra)
+    check_single(goal, "objective")
+    settings = python_settings(None, goal, seed=0)
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    where = None if out is None else Path(out)
+    if where is not None and where.exists() and not where.is_dir():
+        raise ConfigError("out", "names an existing file, not a directory", str(where))
+    job = Job(copy.deepcopy(model).eval(),
+              prepare(data, dtype=dtype, device=device, max_bytes=max_data_bytes),
+              read_space(space, model), settings, metrics=extra, loss_fn=loss_fn)  # fmt: skip
+    console = Console() if show else log_console()
+    return compare_job(job, labels, repeats, trials, where, type(model).__name__, console)

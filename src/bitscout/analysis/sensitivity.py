@@ -22,7 +22,6 @@ from rich.console import Console
 from torch import nn
 
 from bitscout._core.validate import SEED_MAX
-from bitscout.api import read_space, user_metrics
 from bitscout.data.containers import MAX_BYTES, EvalData, prepare
 from bitscout.errors import ConfigError
 from bitscout.evaluate.evaluator import Evaluator, LossFn
@@ -40,6 +39,7 @@ from bitscout.results.sensitivity import (
     ranking,
     write_outputs,
 )
+from bitscout.study.inputs import read_space, user_metrics
 
 Say = Callable[[str], None]
 

@@ -3,11 +3,12 @@ table."""
 
 import csv
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from rich import box
 from rich.console import Console
 from rich.table import Table
@@ -26,10 +27,18 @@ BUDGETS = (50, 100, 200, 500, 1000)  # trials at which compare.md shows each bes
 
 @dataclass(frozen=True)
 class CompareResult:
+    """What `bitscout.compare` (and `bitscout compare`) found."""
+
     rows: list[dict]  # the compare.csv rows (None where a cell is empty)
     summary: list[dict]  # one per strategy, in the order asked
     optimum: float | None  # best feasible objective of the space; None when not enumerated
     evaluated: int  # distinct candidates evaluated by the whole comparison
+    files: list[Path] = field(default_factory=list)  # compare.csv, compare.md, the plot
+
+    @property
+    def frame(self) -> pd.DataFrame:
+        """compare.csv's rows: one per trial of every strategy and seed."""
+        return pd.DataFrame(self.rows, columns=list(COLUMNS))
 
 
 def _num(value: float | None, missing: str = "-") -> str:
@@ -56,14 +65,16 @@ def cells(entry: dict[str, Any]) -> list[str]:
     ]
 
 
-def write_outputs(out: Path, result: CompareResult, header: str, title: str) -> None:
+def write_outputs(out: Path, result: CompareResult, header: str, title: str) -> list[Path]:
     """compare.csv, compare.md and plots/compare.png."""
+    out.mkdir(parents=True, exist_ok=True)
     with atomic(out / "compare.csv") as tmp, tmp.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS, lineterminator="\n")  # None: empty cell
         writer.writeheader()
         writer.writerows(result.rows)
     write_text(out / "compare.md", markdown(result.summary, header))
     draw(out / "plots" / "compare.png", result.summary, result.optimum, title)
+    return [out / "compare.csv", out / "compare.md", out / "plots" / "compare.png"]
 
 
 def markdown(summary: Sequence[dict[str, Any]], header: str) -> str:

@@ -305,3 +305,19 @@ def test_a_loss_fn_search_minimizes_that_loss_says_so_and_claims_no_unit(caplog)
         ]
         == "nats"
     )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "table"),
+    [
+        ({"objective": {"acuracy": 1.0}}, {"metrics": {"acuracy": {"scale": 1.0}}}),
+        ({"constraints": ["accuracy >> 1"]}, {"constraints": {"accuracy": ">> 1"}}),
+        ({"constraints": ["speed >= 1"]}, {"constraints": {"speed": ">= 1"}}),
+    ],
+)
+def test_the_objective_and_constraints_say_the_same(kwargs, table):
+    python = _python_error(**kwargs)
+    strategy = {"setup": {}, "metrics": {"accuracy": {"scale": 1.0}}, **table}
+    with pytest.raises(ConfigError) as caught:
+        parse_settings({"strategy": strategy}, 0)
+    assert python.rule == caught.value.rule and python.value == caught.value.value

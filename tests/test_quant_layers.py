@@ -276,3 +276,11 @@ def test_a_registered_layer_type_is_searched_and_quantized(scaled_type):
 def test_a_layer_type_is_registered_once(scaled_type):
     with pytest.raises(ValueError, match="registered twice"):
         register_layer_type(_Scaled, "scaled2", _scaled_to_quant)
+    with pytest.raises(ValueError, match="registered twice"):
+        register_layer_type(_Scaled2, "scaled", _scaled_to_quant)
+    with pytest.raises(ValueError, match="cannot be named"):
+        register_layer_type(_Scaled2, "default", _scaled_to_quant)
+
+
+class _Scaled2(nn.Linear):
+    pass

@@ -130,6 +130,8 @@ def register_layer_type(module_type: type[nn.Module], name: str, wrapper: Wrappe
     """
     if module_type in TYPE_NAMES:
         raise ValueError(f"layer type {module_type.__name__} is registered twice")
+    if name == "default":  # a plan's fallback key, never a type
+        raise ValueError('a layer type cannot be named "default"')
     handler = LayerHandler(module_type, name, wrapper)
     LAYER_HANDLERS.register(name)(handler)
     QUANT_TYPES[module_type] = wrapper

@@ -29,7 +29,7 @@ from bitscout.results.trials import Result, TrialsCsv, quiet_optuna
 from bitscout.study.parallel import check_shareable, fork, join
 from bitscout.study.settings import StrategySettings, population_note
 from bitscout.study.spec import trial_count
-from bitscout.study.store.base import REASON, Store, candidates
+from bitscout.study.store.base import CHUNKED, REASON, Store, candidates
 from bitscout.study.store.storage import DATA_KEY, mask_password, open_store
 from bitscout.study.strategies import STRATEGIES, SearchContext
 from bitscout.study.strategies.base import TrialHook
@@ -134,7 +134,7 @@ def fingerprint(job: Job) -> dict[str, Any]:
         # workers sharing a study must walk the same order and record the same way; both
         # are absent from older studies
         **({"order": [s.order, s.shuffle_seed]} if _brute(s) and s.order != "index" else {}),
-        **({"chunked": True} if _brute(s) and s.chunked else {}),
+        **({CHUNKED: True} if _brute(s) and s.chunked else {}),
     }
 
 
@@ -325,7 +325,9 @@ def _prefetch(job: Job) -> None:
     """Import what the end of a search needs (pandas 0.3 s, matplotlib 0.4 s) in a thread
     while the search runs: it waits on the store's writes and on PyTorch's kernels, which
     leave the interpreter free."""
-    modules = [*FINAL_MODULES, *(["bitscout.results.report_md"] if job.out is not None else [])]
+    # the report's parameter importances: optuna.importance loads scikit-learn (1.3 s)
+    report = ["bitscout.results.report_md", "optuna.importance"] if job.out is not None else []
+    modules = [*FINAL_MODULES, *report]
     missing = [m for m in modules if m not in sys.modules]
     if missing:
         threading.Thread(target=lambda: [importlib.import_module(m) for m in missing],

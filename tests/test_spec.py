@@ -321,3 +321,15 @@ def test_the_objective_and_constraints_say_the_same(kwargs, table):
     with pytest.raises(ConfigError) as caught:
         parse_settings({"strategy": strategy}, 0)
     assert python.rule == caught.value.rule and python.value == caught.value.value
+
+
+def test_the_command_line_takes_a_sampler_as_the_strategy_in_any_case(tmp_path, capsys):
+    config = write_config(tmp_path / "c.toml", edit(base_doc(), "search.strategy.name", "Random"))
+    outcome = run_cli(["search", str(config), "--out", str(tmp_path / "a"), "--quiet"], capsys)
+    assert outcome.rc == 0, outcome.err
+    summary = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert (summary["strategy"], summary["sampler"]) == ("optuna", "random")
+    argv = ["search", str(config), "--out", str(tmp_path / "b"), "--strategy", "TPE", "--quiet"]
+    assert run_cli(argv, capsys).rc == 0
+    summary = json.loads((tmp_path / "b" / "summary.json").read_text())
+    assert (summary["strategy"], summary["sampler"]) == ("optuna", "tpe")

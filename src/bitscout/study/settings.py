@@ -145,7 +145,9 @@ def toml_key(name: str) -> str:
 
 def parse_settings(search: Mapping[str, Any], default_seed: int) -> StrategySettings:
     """Validate `[search.strategy]`; `default_seed` (the config's `seed`) seeds the strategy
-    unless `setup.seed` is given."""
+    unless `setup.seed` is given. `n_trials` absent stays None here: the search gives it the
+    spec's default for its strategy (`spec.trial_count`: 100 for a sampler), as it does for
+    `bitscout.search(trials=None)`, so flags that change the strategy change that too."""
     strategy = _table(search, "strategy", "search")
     check_keys(strategy, STRATEGY_KEYS, KEY)
     name = check(BY_PYTHON["strategy"], strategy.get("name", "optuna"), f"{KEY}.name")

@@ -59,7 +59,7 @@ class FormatChoices:
     skipped: int = 0
     example: str = ""  # one skipped candidate and why
 
-    @property
+    @functools.cached_property
     def searched(self) -> tuple[str, ...]:
         return tuple(f for f, c in self.fields.items() if len(c) > 1)
 

@@ -139,7 +139,7 @@ PARAMS: tuple[Param, ...] = (
     Param("latency_budget_s", "latency_budget_s", number(positive=False), 1.0),
     Param("latency_shared", "latency_shared", boolean, True),
     Param(None, "sum_scaled_metrics", boolean, True),
-    Param(None, "direction", optional(text), None),  # its values: the objective's parser
+    Param(None, "direction", lambda value: value, None),  # checked by the objective's parser
     Param("study", None, name, "bitscout"),
     Param("storage", None, optional(text), None),
     Param("out", None, optional(path), None),

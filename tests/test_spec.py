@@ -100,6 +100,13 @@ def test_a_bad_value_gets_the_same_message_from_both_doors(kwarg, toml, bad):
     assert (python.value is bad and config.value is bad) or python.value == config.value
 
 
+def test_the_parity_table_covers_every_parameter_both_doors_take():
+    from bitscout.study.spec import PARAMS
+
+    both = {(p.python, p.toml) for p in PARAMS if p.python and p.toml}
+    assert both == {(kwarg, toml) for kwarg, toml, _ in PARITY}
+
+
 @pytest.mark.parametrize("bad", ["tpee", "brutefroce", "Optunaa", "", 3])
 def test_a_bad_strategy_gets_the_same_message_from_both_doors(bad):
     python, config = _python_error(strategy=bad), _toml_error(name=bad)

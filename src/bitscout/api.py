@@ -110,7 +110,8 @@ def search(
             `"random"`, `"nsgaii"`, `"nsgaiii"`, `"qmc"`, `"gp"`, `"grid"`), in any letter
             case; or an `optuna.samplers.BaseSampler` instance, used as given (seeded as you
             made it; a resumed study's fingerprint records its class name, so another
-            instance of the same class resumes it).
+            instance of the same class resumes it; with `n_jobs > 1` each worker process
+            gets a copy of it in the state it had).
         trials: the study's size at the end. None: the whole space for `bruteforce`, the
             whole walk for `greedy`, 100 for a sampler (`n_trials` absent in a config alike);
             a sampler stops sooner once every candidate is evaluated.

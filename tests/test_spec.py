@@ -250,8 +250,14 @@ def test_overwrite_starts_afresh_and_resume_is_checked(tmp_path, caplog):
     assert said == [
         "searching 4 candidates with optuna/tpe (seed 0); 2 trials already in the store"
     ]
-    with pytest.raises(ConfigError, match="resume: out= holds no trials"):
+    with pytest.raises(ConfigError, match="resume: out= holds no study to resume"):
         bitscout.search(MODEL, _data(), SPACE, out=tmp_path / "new", resume=True)
+    assert not (tmp_path / "new").exists()
+    with pytest.raises(ConfigError, match="trials: must be an integer >= 1"):
+        bitscout.search(MODEL, _data(), SPACE, out=out, overwrite=True, trials=0)
+    assert (
+        len(bitscout.search(MODEL, _data(), SPACE, strategy="tpe", trials=4, out=out).trials) == 4
+    )
     with pytest.raises(ConfigError, match="overwrite: conflicts with resume=True"):
         bitscout.search(MODEL, _data(), SPACE, out=out, resume=True, overwrite=True)
     with pytest.raises(ConfigError, match=r"overwrite: .*needs out="):

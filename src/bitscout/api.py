@@ -169,6 +169,8 @@ def search(
     chatter = python_values({"show": show, "quiet": quiet, "verbose": verbose})
     job = _job(model, data, space, settings, place, extra, loss_fn, device, max_data_bytes,
                test_data)  # fmt: skip
+    if place.overwrite and place.out is not None:
+        _remove_outputs(place.out)
     return _run_python(job, **chatter)
 
 
@@ -180,6 +182,7 @@ class _Place:
     storage: str | None
     study: str
     resume: bool | None
+    overwrite: bool  # the old study's files go once every argument has been checked
 
 
 def _place(
@@ -189,20 +192,21 @@ def _place(
     checked = python_values({"out": out, "storage": storage, "study": study, "resume": resume,
                              "overwrite": overwrite})  # fmt: skip
     path = None if out is None else _out_dir(Path(out))
-    if checked["overwrite"]:
-        if checked["resume"]:
-            raise ConfigError("overwrite", "conflicts with resume=True", True)
-        if checked["storage"] is not None or path is None:
-            raise ConfigError(
-                "overwrite", "removes out='s own study: needs out= and no storage=", True
-            )
-        _remove_outputs(path)
-    return _Place(path, checked["storage"], checked["study"], checked["resume"])
+    own = checked["storage"] is None and path is not None  # the study is out='s journal
+    if checked["overwrite"] and checked["resume"]:
+        raise ConfigError("overwrite", "conflicts with resume=True", True)
+    if checked["overwrite"] and not own:
+        raise ConfigError("overwrite", "removes out='s own study: needs out= and no storage=", True)
+    stored = path is not None and any((path / name).exists() for name in STORES)
+    if checked["resume"] and own and not stored:  # refused before a study is made there
+        raise ConfigError("resume", "out= holds no study to resume", str(path))
+    return _Place(path, checked["storage"], checked["study"], checked["resume"],
+                  checked["overwrite"])  # fmt: skip
 
 
 # What a search writes into `out`: overwrite=True removes these, nothing else.
-OUTPUTS = ("study.journal", "study.db", "trials.csv", "best.toml", "pareto.csv",
-           "summary.json", "report.md")  # fmt: skip
+STORES = ("study.journal", "study.db")
+OUTPUTS = (*STORES, "trials.csv", "best.toml", "pareto.csv", "summary.json", "report.md")
 
 
 def _remove_outputs(out: Path) -> None:

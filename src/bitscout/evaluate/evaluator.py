@@ -10,11 +10,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from bitscout.data.containers import EvalData, prepare
+from bitscout.data.containers import EvalData, check_fits, prepare
 from bitscout.errors import ConfigError
+from bitscout.evaluate.audit import Audit, disagreement, extremes
 from bitscout.evaluate.engine.caches import MetricsCache
 from bitscout.evaluate.engine.candidates import Key, Resolver
-from bitscout.evaluate.engine.chain import trace_chain
+from bitscout.evaluate.engine.chain import chain_of
 from bitscout.evaluate.engine.runner import Runner
 from bitscout.evaluate.metrics import (
     Kind,
@@ -26,6 +27,7 @@ from bitscout.evaluate.metrics import (
 )
 from bitscout.evaluate.metrics import get_metric as lookup
 from bitscout.evaluate.profile import profile_model
+from bitscout.evaluate.unfused import check_called, float_note, unfused
 from bitscout.quant.apply import QuantPlan, quantize_model
 from bitscout.quant.formats import NumberFormat
 from bitscout.quant.layers import LayerQuant
@@ -42,7 +44,7 @@ def evaluate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[s
     definitions of the `accuracy` and `loss` metrics."""
     model.eval()
     sums = {"accuracy": 0.0, "loss": 0.0}
-    with torch.inference_mode():
+    with torch.inference_mode(), unfused():
         for start in range(0, len(y), CHUNK):
             logits = model(x[start : start + CHUNK]).unsqueeze(1)
             for name, value in forward_sums(sums, logits, y[start : start + CHUNK]).items():
@@ -65,7 +67,7 @@ def one_thread() -> Iterator[None]:
 
 def predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Logits of `model` on `x`, in chunks to bound memory."""
-    with torch.inference_mode():
+    with torch.inference_mode(), unfused():
         return torch.cat([model(x[s : s + CHUNK]) for s in range(0, len(x), CHUNK)])
 
 
@@ -88,8 +90,12 @@ class Evaluator:
     reuses whatever candidates share (see `engine.runner`) and gives what the plain path
     gives, building the quantized model with `quantize_model` and running it: the same
     predicted class for every sample, the loss up to the rounding of grouped sums. Models
-    that are not one chain of per-sample modules, and data read batch by batch, take the
-    plain path.
+    that are not proven one chain of per-sample modules (`engine.chain`), and data read batch
+    by batch, take the plain path. The fast path is checked against the plain path on the
+    space's extreme candidates first (the plain path for all when they differ, said in
+    `notes`), then on a sample of the candidates it scores (`audit`: a difference raises
+    SearchFailed). Every forward runs with PyTorch's fused paths off (`unfused`), and every
+    layer the space quantizes must be called by the model's forward.
 
     Latency times the candidate built by `quantize_model`, once per distinct computation (see
     `operations`) unless `share_latency` is False, so that it costs a few measurements per
@@ -109,7 +115,9 @@ class Evaluator:
         block_bytes: int = BLOCK_BYTES,
         share_latency: bool = True,
         device: torch.device | str | None = None,
+        audit: Audit | None = None,
     ) -> None:
+        """`audit`: which candidates of the fast path to re-derive (default: Audit())."""
         if not isinstance(data, EvalData):
             data = prepare(data, dtype=_floating_dtype(model), device=device or "cpu")
         self.data = data
@@ -121,20 +129,22 @@ class Evaluator:
         self.latency = dict(latency or {})
         self.share_latency = share_latency
         self._timings: dict[tuple, dict[str, float]] = {}
+        self.audit = audit if audit is not None else Audit()
+        self.notes: list[str] = []  # lines for the user: float parameters, the fast path off
         sample = data.sample()
-        self.profile = profile_model(self.model, sample)
-        self.out_shape = self._output_shape(sample)
+        check_fits(self.model, sample)
+        with unfused():
+            self.profile = profile_model(self.model, sample)
+            self.out_shape = self._output_shape(sample)
         self.cache = MetricsCache(self.metrics)
         self._resolver = Resolver(space)
         kinds = {name: self.get(name).kind for name in self.metrics}
         self._by_kind = {k: [m for m in self.metrics if kinds[m] == k] for k in set(kinds.values())}
         self._check_available()
-        chain = trace_chain(self.model) if self._kind("forward") and data.x is not None else None
-        self._runner = (
-            None
-            if chain is None or data.x is None
-            else Runner(chain, data.x, fixed=self._resolver.fixed, block_bytes=block_bytes)
-        )
+        self._check_layers(sample)
+        # before the fast path's cross-check: a model editing its input would skew it
+        self._float = self.evaluate_plan(dict.fromkeys(self._resolver.paths), check=True)
+        self._runner = self._fast_runner(block_bytes)
 
     @property
     def x(self) -> torch.Tensor | None:
@@ -177,6 +187,58 @@ class Evaluator:
         if self._kind("timing") and not self.data.held:
             rule = "needs the validation data in memory: raise the memory budget"
             raise ConfigError("latency", rule)
+        if classes and logits:
+            self._check_labels()
+
+    def _check_labels(self) -> None:
+        """Class-index targets within the model's outputs: -1 would silently be the last
+        class of accuracy's and cross-entropy's batched forms."""
+        cross_entropy = "loss" in self.metrics and self.loss_fn is None
+        if self.data.labels is None or not ("accuracy" in self.metrics or cross_entropy):
+            return
+        (lo, hi), width = self.data.labels, self.out_shape[0]
+        if lo < 0 or hi >= width:
+            rule = (f"targets must be class indices in 0..{width - 1} (the model's output "
+                    f"width is {width}), got labels {lo}..{hi}")  # fmt: skip
+            raise ConfigError("data", rule)
+
+    def _check_layers(self, sample: torch.Tensor) -> None:
+        """Every layer that a candidate quantizes is called by the forward; the Linear-like
+        parameters that stay float are said."""
+        first = self._resolver.plan(self.key(self.space.config(0)))
+        fixed = self._resolver.fixed
+        check_called(self.model, [p for p, q in first.items() if p not in fixed or q], sample)
+        if (note := float_note(self.model)) is not None:
+            self.notes.append(note)
+
+    def _fast_runner(self, block_bytes: int) -> Runner | None:
+        """The fast path, when the model is proven a chain and it scores the space's extreme
+        candidates as the plain path does; else None, said in `notes`."""
+        if not self._kind("forward") or self.data.x is None or self.data.y is None:
+            return None
+        chain, why = chain_of(self.model)
+        runner = None
+        if chain is not None:
+            runner = Runner(chain, self.data.x, fixed=self._resolver.fixed, block_bytes=block_bytes)
+            why = self._cross_check(runner)
+        if why:
+            self.notes.append(f"fast engine off, every candidate runs the plain path: {why}")
+            return None
+        return runner
+
+    def _cross_check(self, runner: Runner) -> str:
+        """How `runner` scores an extreme candidate otherwise than the plain path, or ""."""
+        configs = extremes(self.space)
+        keys = [self.key(c) for c in configs]
+        plans = [self._resolver.plan(k) for k in keys]
+        rows: list[dict] = [{} for _ in keys]
+        with torch.inference_mode(), one_thread(), unfused():
+            self._fast_forward(runner, keys, plans, rows)
+            for config, plan, fast in zip(configs, plans, rows, strict=True):
+                found = disagreement(fast, self._plain_forward(plan))
+                if found is not None:
+                    return f"on the space's extreme candidate {dict(config)} it gave {found}"
+        return ""
 
     def key(self, config: Mapping[str, Choice]) -> Key:
         """A compact hashable identity of `config`: configs that quantize alike share it."""
@@ -209,50 +271,77 @@ class Evaluator:
         brute force never asks twice, and a million cached candidates would fill memory."""
         keys = [self.key(c) for c in configs]
         store: MutableMapping[Hashable, dict[str, float]] = self.cache if cache else {}
-        fresh = [k for k in dict.fromkeys(keys) if k not in store]
-        for key, metrics in zip(fresh, self._compute(fresh), strict=True):
-            store[key] = metrics
         first = {k: i for i, k in reversed(list(enumerate(keys)))}
+        fresh = [k for k in dict.fromkeys(keys) if k not in store]
+        labels = [str(dict(configs[first[k]])) for k in fresh]
+        for key, metrics in zip(fresh, self._compute(fresh, labels), strict=True):
+            store[key] = metrics
         new = set(fresh)
         return [(store[k], not (k in new and first[k] == i)) for i, k in enumerate(keys)]
 
-    def _compute(self, keys: Sequence[Key]) -> list[dict[str, float]]:
+    def _compute(self, keys: Sequence[Key], labels: Sequence[str]) -> list[dict[str, float]]:
+        """The metrics of candidates `keys`; `labels` name them in an audit's message."""
         plans = [self._resolver.plan(k) for k in keys]
         rows = [self._static(p) for p in plans]
-        if self._kind("forward") and keys:
-            with torch.inference_mode(), one_thread():
-                self._add_forward(keys, plans, rows)
-        for plan, row in zip(plans, rows, strict=True):
-            if self._kind("timing"):
-                row.update(self._time(plan))
-            if self._kind("model"):
-                row.update(self._by_model(plan))
+        with unfused():
+            if self._kind("forward") and keys:
+                with torch.inference_mode(), one_thread():
+                    self._add_forward(keys, plans, rows, labels)
+            for plan, row in zip(plans, rows, strict=True):
+                if self._kind("timing"):
+                    row.update(self._time(plan))
+                if self._kind("model"):
+                    row.update(self._by_model(plan))
         return [{m: row[m] for m in self.metrics} for row in rows]
 
     def _static(self, plan: Plan) -> dict[str, float]:
         return compute_metrics(self._kind("static"), MetricContext(self.profile, plan), self.extra)
 
-    def _by_model(self, plan: Plan) -> dict[str, float]:
-        """The user's metrics, each given the candidate's quantized model and the data."""
+    def _by_model(self, plan: Plan, check: bool = False) -> dict[str, float]:
+        """The user's metrics, each given the candidate's quantized model and a private copy
+        of the data; `check`: that each metric left its copy as it was."""
         candidate = quantize_model(self.model, QuantPlan("name", plan)).eval()
-        ctx = MetricContext(self.profile, plan, model=candidate, data=self.data.source)
-        return compute_metrics(self._kind("model"), ctx, self.extra)
+        ctx = MetricContext(self.profile, plan, model=candidate, data=self.data.for_metrics())
+        row: dict[str, float] = {}
+        for name in self._kind("model"):
+            row.update(compute_metrics([name], ctx, self.extra))
+            if check:
+                self.check_intact(f"metrics.{name}", "on the float model")
+        return row
 
     def baseline(self) -> dict[str, float]:
         """The float model's metrics on the same rows (every layer left float), by the plain
-        path; latency is left out (it times fake quantization, which float does not run)."""
-        return self.evaluate_plan(dict.fromkeys(self._resolver.paths))
+        path, computed once when the evaluator is made; latency is left out (it times fake
+        quantization, which float does not run)."""
+        return dict(self._float)
 
-    def evaluate_plan(self, plan: Plan) -> dict[str, float]:
+    def check_intact(self, who: str | None = None, when: str = "during the search") -> None:
+        """Refuse, naming `who` (by default whoever could have), a model or user metric that
+        edited the validation data in place: every later candidate would see other rows."""
+        changed = self.data.changed()
+        if not changed:
+            return
+        users = [f"metrics.{m}" for m in self._kind("model")]
+        blamed = ["model"] if "rows" in changed else []
+        blamed += users if "metric data" in changed or not self.data.held else []
+        rule = (f"edits the validation data it is given in place (its SHA-256 changed {when}): "
+                "every later candidate would be scored on other rows; compute on a copy "
+                "(x = x + 1, not x.add_(1))")  # fmt: skip
+        raise ConfigError(who or " or ".join(blamed), rule)
+
+    def evaluate_plan(self, plan: Plan, *, check: bool = False) -> dict[str, float]:
         """The metrics of any plan (formats per layer path), a candidate of the space or not
         (`bitscout.sensitivity`'s probes), by the plain path and uncached; latency is left
-        out, as for `baseline`."""
+        out, as for `baseline`. `check`: refuse a model or user metric that edits the data."""
         row = self._static(plan)
-        if self._kind("forward"):
-            with torch.inference_mode(), one_thread():
-                row.update(self._plain_forward(plan))
-        if self._kind("model"):
-            row.update(self._by_model(plan))
+        with unfused():
+            if self._kind("forward"):
+                with torch.inference_mode(), one_thread():
+                    row.update(self._plain_forward(plan))
+            if check:
+                self.check_intact("model", "on the float model")
+            if self._kind("model"):
+                row.update(self._by_model(plan, check))
         return {m: row[m] for m in self.metrics if m in row}
 
     def _plain_forward(self, plan: Plan) -> dict[str, float]:
@@ -260,12 +349,26 @@ class Evaluator:
         blocks = ((predict(candidate, x).unsqueeze(1), y) for x, y in self.data.batches())
         return self._forward_metrics(1, blocks)[0]
 
-    def _add_forward(self, keys: Sequence[Key], plans: Sequence[Plan], rows: list[dict]) -> None:
-        runner, y = self._runner, self.data.y
-        if runner is None or y is None:  # a runner is made for held data only
+    def _add_forward(
+        self, keys: Sequence[Key], plans: Sequence[Plan], rows: list[dict], labels: Sequence[str]
+    ) -> None:
+        """The forward metrics of candidates `keys` into `rows`: by the fast path, a sample
+        of them again by the plain path (`audit`), or all by the plain path."""
+        if self._runner is None:
             for plan, row in zip(plans, rows, strict=True):
                 row.update(self._plain_forward(plan))
             return
+        self._fast_forward(self._runner, keys, plans, rows)
+        names = self._kind("forward")
+        for i in self.audit.pick(len(keys)):
+            fast = {m: rows[i][m] for m in names}
+            self.audit.check(labels[i], fast, self._plain_forward(plans[i]))
+
+    def _fast_forward(
+        self, runner: Runner, keys: Sequence[Key], plans: Sequence[Plan], rows: list[dict]
+    ) -> None:
+        y = self.data.y
+        assert y is not None  # a runner is made for held data only
         candidates = [runner.candidate(k, p) for k, p in zip(keys, plans, strict=True)]
         for stage, members in runner.groups(candidates):
             logits = runner.logits(stage, [candidates[i] for i in members])

@@ -1,7 +1,8 @@
 """A model seen as a chain of modules, split at its quantizable layers.
 
 The fast path only handles models whose forward is one chain of per-sample modules (every
-model in `bitscout.zoo.models`): then the float part in front of the first quantized layer can be
+model in `bitscout.zoo.models`), proven by its fx graph and by the code the trace went through
+(`proof`): then the float part in front of the first quantized layer can be
 computed once, a quantized layer can be swapped for its arithmetic, and the batch can stand
 for several candidates at once (rows `n * g + i` for candidate `i` of `g`).
 """
@@ -14,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from bitscout.evaluate.engine.proof import RecordingTracer, hidden_logic
 from bitscout.quant import datapath
 from bitscout.quant.apply import quantizable_layers
 from bitscout.quant.layers import LayerQuant
@@ -98,13 +100,19 @@ def _per_sample(module: nn.Module) -> bool:
     return type(module) in _PER_SAMPLE
 
 
-def traced_modules(model: nn.Module) -> list[str] | None:
-    """The module paths that `model.forward` calls one after the other, or None when the
-    forward is anything but a single chain of module calls."""
+def _trace(model: nn.Module) -> tuple[fx.Graph, list[nn.Module]] | None:
+    """The fx graph of `model.forward` and the modules whose forward the trace went
+    through, or None when fx cannot trace it."""
+    tracer = RecordingTracer()
     try:
-        graph = fx.symbolic_trace(model).graph
+        graph = tracer.trace(model)
     except Exception:  # noqa: BLE001 - fx raises many types; untraceable models run plain
         return None
+    return graph, tracer.entered
+
+
+def _chain_paths(graph: fx.Graph) -> list[str] | None:
+    """The module paths of a graph that is one chain of module calls, else None."""
     nodes = list(graph.nodes)
     if len(nodes) < 3 or nodes[0].op != "placeholder" or nodes[-1].op != "output":
         return None
@@ -116,18 +124,38 @@ def traced_modules(model: nn.Module) -> list[str] | None:
     return paths if nodes[-1].args == (nodes[-2],) else None
 
 
+def traced_modules(model: nn.Module) -> list[str] | None:
+    """The module paths that `model.forward` calls one after the other, or None when the
+    forward is anything but a single chain of module calls."""
+    traced = _trace(model)
+    return None if traced is None else _chain_paths(traced[0])
+
+
 def trace_chain(model: nn.Module) -> Chain | None:
     """`model` as a Chain, or None when the fast path cannot run it exactly."""
-    paths = traced_modules(model)
+    return chain_of(model)[0]
+
+
+def chain_of(model: nn.Module) -> tuple[Chain | None, str]:
+    """`model` as a Chain, or None and why a model whose trace is a chain still cannot take
+    the fast path (`proof.hidden_logic`); the reason is "" for a model that is no chain."""
+    traced = _trace(model)
+    if traced is None:
+        return None, ""
+    graph, entered = traced
+    paths = _chain_paths(graph)
     quantizable = quantizable_layers(model)
     if paths is None or sorted(p for p in paths if p in quantizable) != sorted(quantizable):
-        return None  # a layer called twice or never would break one-format-per-layer
+        return None, ""  # a layer called twice or never would break one-format-per-layer
     modules = [model.get_submodule(p) for p in paths]
     if not quantizable or not all(_per_sample(m) for m in modules):
-        return None
+        return None, ""
+    hidden = hidden_logic(model, entered)
+    if hidden is not None:
+        return None, hidden
     cuts = [i for i, p in enumerate(paths) if p in quantizable] + [len(paths)]
     stages = tuple(
         Stage(paths[start], modules[start], tuple(modules[start + 1 : end]))
         for start, end in itertools.pairwise(cuts)
     )
-    return Chain(head=tuple(modules[: cuts[0]]), stages=stages)
+    return Chain(head=tuple(modules[: cuts[0]]), stages=stages), ""

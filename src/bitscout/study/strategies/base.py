@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import optuna
 
 from bitscout._core.registry import Registry
+from bitscout.errors import SearchFailed
 from bitscout.evaluate.evaluator import Evaluator
 from bitscout.objective import Objective
 from bitscout.quant.space import Choice, SearchSpace
@@ -44,6 +45,8 @@ class SearchContext:
         start = time.perf_counter()
         try:
             evaluated = self.evaluator.evaluate_many(configs, cache=cache)
+        except SearchFailed:  # the evaluator's audit: no later number could be trusted
+            raise
         except Exception:  # noqa: BLE001 - one candidate's failure must not stop the search
             if len(configs) > 1:  # find which candidates fail, one at a time
                 return [self.score_many([c], cache=cache)[0] for c in configs]

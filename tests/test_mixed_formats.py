@@ -99,8 +99,8 @@ def test_draw_asks_only_for_the_chosen_formats_fields():
         ),
         (  # minifloat's only widths leave no mantissa: no candidate left to skip to
             {"weight_width": [3, 4], "weight_exponent_width": [3]},
-            "",
-            "leaves minifloat_ieee no valid candidate; e.g. minifloat_ieee with weight_width = 3",
+            "weight_exponent_width",
+            "minifloat_ieee with weight_width = 3, weight_exponent_width = 3: leaves",
         ),
         ({"weight_width": {"integer": [4], "posit": [8]}}, "weight_width.posit", "not a format"),
         ({"weight_width": {"integer": [4], "NA": [8]}}, "weight_width.NA", "not a format"),
@@ -165,6 +165,15 @@ def test_a_shared_list_skips_the_choices_a_format_cannot_take():
     configs = _valid_everywhere(space)
     assert configs[-1] == {"seq_blocks_2/name": "mxint"}  # one width left: not searched
     assert space.resolved(configs[-1])["seq_blocks.2"].weight.width == 8
+
+
+def test_a_format_left_with_no_candidate_is_refused():
+    with pytest.raises(ConfigError) as err:
+        _space({"name": ["integer", "mxint"], "weight_width": [4, 6]})
+    assert str(err.value) == (
+        "search.search_space.seed.seq_blocks_2.config: leaves mxint no valid candidate; e.g. "
+        "mxint with weight_width = 4 (weight_width must be an integer in 8..8)"
+    )
 
 
 def test_per_format_choice_lists():

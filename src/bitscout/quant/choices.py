@@ -63,7 +63,7 @@ class FormatChoices:
     def searched(self) -> tuple[str, ...]:
         return tuple(f for f, c in self.fields.items() if len(c) > 1)
 
-    @property
+    @functools.cached_property
     def count(self) -> int:
         if self.valid is not None:
             return len(self.valid)
@@ -85,18 +85,18 @@ class FormatChoices:
         return {"name": self.name, **{f: digits[f] for f in searched}}
 
     def index(self, values: Mapping[str, Choice]) -> int:
-        combo = tuple(values.get(f) for f in self.searched)
-        for f, got in zip(self.searched, combo, strict=True):
-            if got not in self.fields[f]:
-                raise ValueError(f"{self.key}/{f}: {got!r} is not a choice of {self.name}")
-        if self.valid is not None:
-            if combo not in self._positions:
-                raise ValueError(f"{self.key}: {self._shown(values)} is no valid candidate")
-            return self._positions[combo]  # type: ignore[index]
         index = 0
-        for f, got in zip(self.searched, combo, strict=True):
-            index = index * len(self.fields[f]) + self.fields[f].index(got)
-        return index
+        for f in self.searched:
+            choices, got = self.fields[f], values.get(f)
+            if got not in choices:
+                raise ValueError(f"{self.key}/{f}: {got!r} is not a choice of {self.name}")
+            index = index * len(choices) + choices.index(got)
+        if self.valid is None:
+            return index
+        combo = tuple(values.get(f) for f in self.searched)
+        if combo not in self._positions:
+            raise ValueError(f"{self.key}: {self._shown(values)} is no valid candidate")
+        return self._positions[combo]  # type: ignore[index]
 
     def table(self, values: Mapping[str, Choice]) -> dict[str, Choice]:
         """The MASE config table of this format: searched values, else first choices."""
@@ -132,6 +132,8 @@ def _format_choices(
 def _combinations(fc: FormatChoices, example: str) -> FormatChoices:
     """`fc` with only its candidates that are valid formats, where there are few enough to
     check (more are checked per tensor when the space is parsed)."""
+    if any(not c for c in fc.fields.values()):  # a field none of whose choices it takes
+        return FormatChoices(fc.key, fc.name, fc.fields, (), fc.skipped, example)
     if math.prod(len(c) for c in fc.fields.values()) > MAX_COMBINATIONS:
         return dataclasses.replace(fc, example=example)
     cls, memo = FORMATS.get(fc.name), dict[tuple, str | None]()
@@ -189,10 +191,18 @@ class LayerChoices:
         return cls(key, union, formats)
 
     def format(self, name: object) -> FormatChoices:
-        found = next((fc for fc in self.formats if fc.name == name), None)
-        if found is None:
+        return self._offset(name)[1]
+
+    @functools.cached_property
+    def _offsets(self) -> dict[object, tuple[int, FormatChoices]]:
+        """Format name -> (its first candidate's index in this key, its candidates)."""
+        starts = itertools.accumulate((fc.count for fc in self.formats), initial=0)
+        return {fc.name: (start, fc) for fc, start in zip(self.formats, starts, strict=False)}
+
+    def _offset(self, name: object) -> tuple[int, FormatChoices]:
+        if name not in self._offsets:
             raise ValueError(f"{self.key}/name: {name!r} is not a choice")
-        return found
+        return self._offsets[name]
 
     @property
     def size(self) -> int:
@@ -212,13 +222,8 @@ class LayerChoices:
         raise IndexError(index)
 
     def index(self, values: Mapping[str, Choice]) -> int:
-        fc = self.format(values.get("name", self.table["name"][0]))
-        offset = 0
-        for other in self.formats:
-            if other is fc:
-                return offset + fc.index(values)
-            offset += other.count
-        raise AssertionError("unreachable")
+        offset, fc = self._offset(values.get("name", self.table["name"][0]))
+        return offset + fc.index(values)
 
     def allows(self, values: Mapping[str, Choice]) -> bool:
         """Whether the format and fields in `values` (the rest at first choices) make a
@@ -234,6 +239,13 @@ class LayerChoices:
         return self.format(values.get("name", self.table["name"][0])).table(values)
 
     def dimensions(self) -> Iterator[Dimension]:
+        return iter(self._dimensions)
+
+    @functools.cached_property
+    def _dimensions(self) -> tuple[Dimension, ...]:
+        return tuple(self._dimension_list())
+
+    def _dimension_list(self) -> Iterator[Dimension]:
         mixed = len(self.formats) > 1
         if mixed:
             yield Dimension(self.key, "name", self.table["name"])

@@ -166,8 +166,8 @@ def _check_format(fc: FormatChoices, mixed: bool, at: str) -> None:
     if fc.name == NO_FORMAT:
         return
     cls = FORMATS.get(fc.name)
-    if not mixed or fc.valid is None:
-        _check_combinations(cls, fc.fields, at)
+    if not mixed or fc.valid is None or fc.count == 0:
+        _check_combinations(cls, fc.fields, at)  # names the field when every candidate fails
     if fc.count == 0:
         raise ConfigError(at, f"leaves {fc.name} no valid candidate; e.g. {fc.example}")
     parse_layer_config(fc.table(fc.values(0)), at)  # structural errors (accum, ...)

@@ -1,18 +1,21 @@
-"""Validation data as the evaluator holds it: the user's own, used exactly as given.
+"""Validation data as the evaluator holds it: the user's rows and targets, as given, in a
+private copy that a model or metric editing its input in place cannot change unnoticed.
 
-Pairs of arrays or tensors, a `torch.utils.data.Dataset` or a `DataLoader` are materialized
-once as two tensors when they fit `max_bytes`; otherwise they are read batch by batch for
-every candidate (the plain path), with the same metrics.
+Pairs of arrays or tensors, a `torch.utils.data.Dataset` or a `DataLoader` (reading its rows
+in order) are materialized once as two tensors when they fit `max_bytes`; otherwise they are
+read batch by batch for every candidate (the plain path), with the same metrics.
 """
 
+import copy
 import hashlib
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, IterableDataset, RandomSampler
+from torch import nn
+from torch.utils.data import BatchSampler, DataLoader, Dataset, IterableDataset, SequentialSampler
 
 from bitscout.errors import ConfigError
 
@@ -60,28 +63,69 @@ def cast_inputs(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return x.to(dtype) if x.is_floating_point() and x.dtype != dtype else x
 
 
+def _update(h: "hashlib._Hash", x: torch.Tensor, y: torch.Tensor) -> None:
+    for t in (x, y):
+        h.update(f"{t.dtype}{tuple(t.shape[1:])}".encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+
+
 def digest(batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> str:
     """SHA-256 of the rows and targets, in order: the data's identity in a study."""
     h = hashlib.sha256()
     for x, y in batches:
-        for t in (x, y):
-            h.update(f"{t.dtype}{tuple(t.shape[1:])}".encode())
-            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+        _update(h, x, y)
     return h.hexdigest()
+
+
+Labels = tuple[int, int] | None  # the smallest and largest class index; None: not classes
+
+
+def label_range(y: torch.Tensor, before: Labels = None) -> Labels:
+    """The range of integer class-index targets `y` [n], widening `before`; None for others."""
+    if y.is_floating_point() or y.is_complex() or y.dim() != 1 or not len(y):
+        return before
+    lo, hi = int(y.min()), int(y.max())
+    return (lo, hi) if before is None else (min(lo, before[0]), max(hi, before[1]))
+
+
+def _own(t: torch.Tensor, caller: torch.Tensor) -> torch.Tensor:
+    """`t`, copied when it shares memory with the caller's tensor: a model that edits its input
+    in place must not edit the caller's data."""
+    shared = t.untyped_storage().data_ptr() == caller.untyped_storage().data_ptr()
+    return t.clone() if shared else t
+
+
+def _copy_given(value: Any) -> Any:
+    """A private copy of an (x, y) pair in the form it was given (arrays, tensors, lists)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone()
+    if isinstance(value, np.ndarray):
+        return value.copy()
+    if isinstance(value, tuple) and hasattr(value, "_fields"):  # a named tuple
+        return type(value)(*map(_copy_given, value))
+    if isinstance(value, tuple | list):
+        return type(value)(map(_copy_given, value))
+    return copy.deepcopy(value)
 
 
 @dataclass
 class EvalData:
-    """Validation rows and targets: held as tensors (`x`, `y`) or read from `loader`."""
+    """Validation rows and targets: held as tensors (`x`, `y`) or read from `loader`.
+
+    Held rows are the evaluator's own copy, never the caller's tensors. `sha256` identifies
+    them as prepared; `changed` says whether a model or metric has edited them since."""
 
     x: torch.Tensor | None
     y: torch.Tensor | None
     loader: Iterable | None
     rows: int
     sha256: str
-    source: Any  # what the user passed: given to user metrics as it is
+    source: Any  # what the user passed; user metrics get `for_metrics()`, never this
     dtype: torch.dtype
     device: torch.device
+    labels: Labels = None
+    _given: Any = field(default=None, init=False, repr=False)
+    _given_sha256: str | None = field(default=None, init=False, repr=False)
 
     @property
     def held(self) -> bool:
@@ -94,12 +138,53 @@ class EvalData:
             return
         for batch in self.loader or ():
             x, y = _batch_pair(batch)
-            yield cast_inputs(x, self.dtype).to(self.device), y.to(self.device)
+            yield _own(cast_inputs(x, self.dtype).to(self.device), x), y.to(self.device)
 
     def sample(self) -> torch.Tensor:
         """One row, as a batch of one, for profiling the model."""
         x, _ = next(iter(self.batches()))
         return x[:1]
+
+    def for_metrics(self) -> Any:
+        """What a user metric receives: a private copy of the (x, y) pair in the form it was
+        given (made once), or the Dataset or DataLoader as given."""
+        if self._given_sha256 is None:
+            pairs = isinstance(self.source, tuple | list)
+            self._given = _copy_given(self.source) if pairs else self.source
+            self._given_sha256 = self._given_digest()
+        return self._given
+
+    def _given_digest(self) -> str:
+        if isinstance(self._given, tuple | list):
+            return digest([pair(self._given, "data")])
+        return digest(map(_batch_pair, _loader(self._given)))
+
+    def changed(self) -> list[str]:
+        """What differs from the data as prepared: "rows" (what the model is run on) and
+        "metric data" (what user metrics received)."""
+        now = digest(self.batches() if self.held else map(_batch_pair, self.loader or ()))
+        found = [] if now == self.sha256 else ["rows"]
+        if self._given_sha256 is not None and self._given_digest() != self._given_sha256:
+            found.append("metric data")
+        return found
+
+
+def check_fits(model: nn.Module, x: torch.Tensor, key: str = "data") -> None:
+    """Run `model` on a copy of the first row of `x` (eval mode, no gradients): rows it cannot
+    take (another feature count, a user's dataset for another model) are one ConfigError
+    naming their shape, not a traceback from deep inside its forward."""
+    training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(x[:1].clone())
+    except ConfigError:
+        raise
+    except Exception as err:
+        shown = f"{type(err).__name__}: {' '.join(str(err).split())}"[:300]
+        rule = f"the model cannot run on rows of shape {tuple(x.shape[1:])} ({x.dtype}): {shown}"
+        raise ConfigError(key, rule) from err
+    finally:
+        model.train(training)
 
 
 def check_device(device: torch.device | str) -> torch.device:
@@ -121,10 +206,25 @@ def _batch_pair(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _loader(data: Dataset | DataLoader) -> DataLoader:
     if isinstance(data, DataLoader):
-        if isinstance(data.sampler, RandomSampler):
-            raise ConfigError("data", "a DataLoader that shuffles: pass shuffle=False")
+        _check_order(data)
         return data
     return DataLoader(data, batch_size=STREAM_BATCH, shuffle=False)
+
+
+def _check_order(loader: DataLoader) -> None:
+    """Every candidate must see the same rows: a DataLoader that draws them (shuffle, a
+    weighted or custom sampler) would give each its own."""
+    if isinstance(loader.dataset, IterableDataset):
+        return  # the iterable's own order; its sampler is a placeholder
+    batches = loader.batch_sampler
+    drawn = [loader.sampler, getattr(batches, "sampler", loader.sampler)]
+    odd = next((s for s in drawn if type(s) is not SequentialSampler), None)
+    if odd is None and batches is not None and type(batches) is not BatchSampler:
+        odd = batches
+    if odd is not None:
+        rule = (f"a DataLoader must read the rows in order, the same for every candidate: its "
+                f"{type(odd).__name__} draws them; pass shuffle=False and no sampler")  # fmt: skip
+        raise ConfigError("data", rule)
 
 
 def _gather(loader: DataLoader, max_bytes: int) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -142,6 +242,23 @@ def _gather(loader: DataLoader, max_bytes: int) -> tuple[torch.Tensor, torch.Ten
     return torch.cat(xs), torch.cat(ys)
 
 
+def _scan(loader: DataLoader, max_bytes: int) -> tuple[int, str, Labels]:
+    """Rows, digest and class range of data read batch by batch; an IterableDataset must say
+    how long it is (len), or it may never end."""
+    if isinstance(loader.dataset, IterableDataset) and not hasattr(loader.dataset, "__len__"):
+        rule = (
+            f"an IterableDataset without __len__ might never end: it must fit the "
+            f"memory budget ({max_bytes} bytes); give it a __len__ or raise max_data_bytes"
+        )
+        raise ConfigError("data", rule, type(loader.dataset).__name__)
+    h, rows, labels = hashlib.sha256(), 0, None
+    for batch in loader:
+        x, y = _batch_pair(batch)
+        _update(h, x, y)
+        rows, labels = rows + len(y), label_range(y, labels)
+    return rows, h.hexdigest(), labels
+
+
 def prepare(
     data: Any,
     *,
@@ -149,18 +266,20 @@ def prepare(
     device: torch.device | str = "cpu",
     max_bytes: int = MAX_BYTES,
 ) -> EvalData:
-    """The evaluator's view of `data`: an (x, y) pair, a Dataset or a DataLoader."""
+    """The evaluator's view of `data`: an (x, y) pair, a Dataset or a DataLoader; held rows
+    are a private copy."""
     device = check_device(device)
     if isinstance(data, Dataset | DataLoader | IterableDataset):
         loader = _loader(data)
         gathered = _gather(loader, max_bytes)
         if gathered is None:
-            rows = sum(len(_batch_pair(b)[1]) for b in loader)
-            return EvalData(None, None, loader, rows, digest(map(_batch_pair, loader)), data,
-                            dtype, device)  # fmt: skip
-        x, y = gathered
+            rows, sha256, labels = _scan(loader, max_bytes)
+            return EvalData(None, None, loader, rows, sha256, data, dtype, device, labels)
+        x, y = gathered  # concatenated: the evaluator's own already
         check_pair(x, y, "data")
+        held_x, held_y = cast_inputs(x, dtype).to(device), y.to(device)
     else:
         x, y = pair(data, "data")
-    x = cast_inputs(x, dtype)
-    return EvalData(x.to(device), y.to(device), None, len(y), digest([(x, y)]), data, dtype, device)
+        held_x, held_y = _own(cast_inputs(x, dtype).to(device), x), _own(y.to(device), y)
+    return EvalData(held_x, held_y, None, len(y), digest([(held_x, held_y)]), data, dtype,
+                    device, label_range(y))  # fmt: skip

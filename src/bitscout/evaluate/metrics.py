@@ -112,11 +112,28 @@ def metric(
 
 
 UserFn = Callable[[nn.Module, Any], float]
+# The output files' own columns (trials.csv, pareto.csv): a metric of one of these names, or
+# starting with one of the prefixes, would write a second column of that name.
+RESERVED = ("schema_version", "number", "state", "reason", "cached", "objective", "duration_s",
+            "feasible", "proposals")  # fmt: skip
+RESERVED_PREFIXES = ("scaled_", "objective_")
+
+
+def check_name(name: object, key: str) -> None:
+    """A user metric's name: a string that is none of the output files' own columns."""
+    if not isinstance(name, str) or not name:
+        raise ConfigError(key, "a metric's name must be a non-empty string", name)
+    if name in RESERVED or name.startswith(RESERVED_PREFIXES):
+        reserved = ", ".join(RESERVED)
+        rule = (f"is reserved for an output column ({reserved}, and names starting with "
+                f"{' or '.join(RESERVED_PREFIXES)}): name the metric otherwise")  # fmt: skip
+        raise ConfigError(key, rule, name)
 
 
 def user_metric(name: str, fn: UserFn, *, direction: str = "maximize", unit: str = "") -> Metric:
-    """A metric computed by the user's `fn(quantized_model, data) -> float`, where `data` is the
-    validation data as the search was given it."""
+    """A metric computed by the user's `fn(quantized_model, data) -> float`, where `data` is
+    a private copy of the validation data, in the form the search was given it."""
+    check_name(name, f"metrics.{name}")
     if not callable(fn):
         raise ConfigError(f"metrics.{name}", "must be a function (model, data) -> float", fn)
     if not _is_direction(direction):
@@ -130,6 +147,33 @@ def user_metric(name: str, fn: UserFn, *, direction: str = "maximize", unit: str
 
     compute.__doc__ = inspect.getdoc(fn) or f"{name}: the user's function {fn!r}"
     return make_metric(name, compute, unit=unit, direction=direction, kind="model")
+
+
+def user_records(metrics: Iterable[Metric]) -> dict[str, dict[str, str]]:
+    """The user's metrics among `metrics` (registered or a search's own), as summary.json
+    records them: a run is read back without their functions."""
+    return {m.name: {"direction": m.direction, "unit": m.unit} for m in metrics
+            if m.kind == "model"}  # fmt: skip
+
+
+def from_records(records: object, key: str = "summary.json") -> dict[str, Metric]:
+    """The metrics `user_records` wrote, with their direction and unit: enough to rank and
+    report a run; computing one again needs its function (a ValueError)."""
+    if not isinstance(records, Mapping):
+        raise ConfigError(f"{key} user_metrics", "must be a table of metrics", records)
+    found = {}
+    for name, record in records.items():
+        where = f"{key} user_metrics.{name}"
+        direction = record.get("direction") if isinstance(record, Mapping) else None
+        unit = record.get("unit", "") if isinstance(record, Mapping) else None
+        if not _is_direction(direction) or not isinstance(unit, str):
+            raise ConfigError(where, "needs a direction (maximize or minimize) and a unit", record)
+
+        def absent(ctx: MetricContext, name: str = name) -> float:
+            raise ValueError(f"metric {name!r} was read back from a run: pass its function")
+
+        found[name] = make_metric(name, absent, unit=unit, direction=direction, kind="model")
+    return found
 
 
 def get_metric(

@@ -2,17 +2,19 @@
 another objective or constraints. Drawing is in plots.py, the Markdown in report_md.py."""
 
 import math
+from collections.abc import Mapping
 
 from bitscout.errors import ConfigError
-from bitscout.evaluate.metrics import get_metric
+from bitscout.evaluate.metrics import Metric, get_metric
 from bitscout.objective import MetricSpec, Objective, constraint_text
 from bitscout.results.rundir import Run, load_run
 
 __all__ = ["Run", "load_run", "parse_objective_arg", "rerank_objective"]
 
 
-def parse_objective_arg(text: str) -> list[MetricSpec]:
-    """`accuracy=2.0,average_bitwidth=-0.1` -> scales (directions: each metric's default)."""
+def parse_objective_arg(text: str, extra: Mapping[str, Metric] | None = None) -> list[MetricSpec]:
+    """`accuracy=2.0,average_bitwidth=-0.1` -> scales (directions: each metric's default;
+    `extra`: the run's own metrics)."""
     specs = []
     for part in filter(None, (p.strip() for p in text.split(","))):
         name, sep, scale = part.partition("=")
@@ -25,7 +27,9 @@ def parse_objective_arg(text: str) -> list[MetricSpec]:
                 "--objective", "must look like accuracy=2.0,average_bitwidth=-0.1", text
             )
         specs.append(
-            MetricSpec(name.strip(), value, get_metric(name.strip(), "--objective").direction)
+            MetricSpec(
+                name.strip(), value, get_metric(name.strip(), "--objective", extra).direction
+            )
         )
     if not specs:
         raise ConfigError("--objective", "needs at least one metric=scale", text)
@@ -35,8 +39,9 @@ def parse_objective_arg(text: str) -> list[MetricSpec]:
 def rerank_objective(run: Run, objective: str | None, constraints: list[str]) -> Objective:
     """The run's objective with `--objective` scales and/or `--constraint`s replacing its own."""
     base = run.objective
-    metrics = tuple(parse_objective_arg(objective)) if objective else base.metrics
-    cons = tuple(constraint_text(c, "--constraint") for c in constraints) or base.constraints
+    extra = run.user_metrics
+    metrics = tuple(parse_objective_arg(objective, extra)) if objective else base.metrics
+    cons = tuple(constraint_text(c, "--constraint", extra) for c in constraints) or base.constraints
     single = True if objective else base.single
     new = Objective(metrics, single, "maximize" if objective else base.direction, cons)
     for flag, names in (("--objective", new.names), ("--constraint", [c.metric for c in cons])):

@@ -8,8 +8,8 @@ float model is loaded into an architecture the caller builds: `Run.float_model(b
 
 import hashlib
 import json
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ import pandas as pd
 from torch import nn
 
 from bitscout.errors import ConfigError
+from bitscout.evaluate.metrics import Metric, from_records
 from bitscout.objective import Objective
 from bitscout.quant.space import Choice, SearchSpace, parse_space
 from bitscout.results.outputs import plan_table, row_config
@@ -44,6 +45,8 @@ class Run:
     objective: Objective
     dimensions: list[str]
     path: Path | None = None
+    # the user's metrics the run recorded (direction and unit; their functions are not kept)
+    user_metrics: Mapping[str, Metric] = field(default_factory=dict)
 
     def space(self) -> SearchSpace | None:
         """The search space, rebuilt from summary.json (None for a run made before it kept
@@ -105,4 +108,6 @@ def load_run(out: Path) -> Run:
         raise ConfigError(str(out), f"not a finished search directory ({err})") from err
     dims = summary["dimensions"]
     trials = read_trials(out / "trials.csv", dims)
-    return Run(trials, summary, objective_from_spec(summary["objective"]), dims, out)
+    user = from_records(summary.get("user_metrics", {}), str(out / "summary.json"))
+    objective = objective_from_spec(summary["objective"], user)
+    return Run(trials, summary, objective, dims, out, user)

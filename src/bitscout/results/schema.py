@@ -1,11 +1,13 @@
 """The output files' shared schema: one version for all of them, the objective as summary.json
 records it, and trials.csv read back with its values as the search wrote them."""
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bitscout._core import files
 from bitscout.errors import ConfigError
+from bitscout.evaluate.metrics import Metric
 from bitscout.objective import MetricSpec, Objective, constraint_text
 
 if TYPE_CHECKING:
@@ -26,9 +28,12 @@ def objective_spec(objective: Objective) -> dict[str, Any]:
     }
 
 
-def objective_from_spec(spec: dict[str, Any]) -> Objective:
+def objective_from_spec(
+    spec: dict[str, Any], extra: Mapping[str, Metric] | None = None
+) -> Objective:
+    """The objective summary.json records; `extra`: the run's own metrics, read back."""
     metrics = tuple(MetricSpec(m["name"], m["scale"], m["direction"]) for m in spec["metrics"])
-    constraints = tuple(constraint_text(text, "summary.json") for text in spec["constraints"])
+    constraints = tuple(constraint_text(t, "summary.json", extra) for t in spec["constraints"])
     return Objective(metrics, spec["single"], spec["direction"], constraints)
 
 

@@ -22,7 +22,7 @@ from torch import nn
 from bitscout.data.containers import EvalData
 from bitscout.errors import ConfigError, SearchFailed
 from bitscout.evaluate.evaluator import Evaluator
-from bitscout.evaluate.metrics import Metric
+from bitscout.evaluate.metrics import Metric, user_records
 from bitscout.quant.space import Choice, SearchSpace
 from bitscout.results.console import Reporter, Verbosity
 from bitscout.results.trials import Result, TrialsCsv, quiet_optuna
@@ -294,6 +294,7 @@ def run_job(job: Job, console: Console, verbosity: Verbosity = "normal") -> Fini
             with contextlib.suppress(OSError):
                 write_outputs(job, store, table, Tally(before, own.count, start), evaluator)
         raise
+    evaluator.check_intact()  # a candidate's model or a metric may edit the data in place
     tally = Tally(before, own.count, start)
     c, summary = write_outputs(job, store, table, tally, evaluator, test_evaluator(job, evaluator))
     check_failed(summary, store, job.out)
@@ -391,6 +392,7 @@ def search_summary(job: Job, store: Store, tally: Tally, evaluator: Evaluator) -
         "eval_samples": evaluator.rows,
         "dimensions": [d.name for d in job.space.dimensions],
         "metric_units": {m: evaluator.get(m).unit for m in evaluator.metrics},
+        "user_metrics": user_records(evaluator.get(m) for m in evaluator.metrics),
         "space": job.space.table(),
         "layers": job.space.types,
     }

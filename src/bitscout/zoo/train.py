@@ -15,7 +15,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
 
 from bitscout._core.files import SCHEMA_VERSION, atomic, write_text
-from bitscout.data.containers import pair
+from bitscout.data.containers import check_fits, pair
 from bitscout.errors import ConfigError
 
 
@@ -89,6 +89,7 @@ def train(
     x, y = pair(data, "train data")
     x = x.float() if x.is_floating_point() else x
     _check_batches(model, len(y), options, name)
+    check_fits(model, x, "train data")
     criterion = loss_fn or F.cross_entropy
     gen = torch.Generator().manual_seed(options.seed)
     opt = torch.optim.Adam(

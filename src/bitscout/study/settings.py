@@ -172,11 +172,12 @@ def parse_settings(search: Mapping[str, Any], default_seed: int) -> StrategySett
 
 
 def python_settings(
-    strategy: "str | BaseSampler", objective: Objective, **kwargs: Any
+    strategy: "str | BaseSampler | None", objective: Objective, **kwargs: Any
 ) -> StrategySettings:
     """`bitscout.search`'s keyword arguments (the spec's Python names) as settings; errors
     name the argument. `strategy` may be an Optuna sampler, used as it is: the settings name
-    its class as the sampler (what a resumed study's fingerprint compares)."""
+    its class as the sampler (what a resumed study's fingerprint compares); None is the
+    default strategy."""
     values = python_values(kwargs)
     if strategy is None or isinstance(strategy, str):  # None: the default, as in a config
         values["strategy"] = check(BY_PYTHON["strategy"], strategy, "strategy")

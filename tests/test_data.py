@@ -177,3 +177,21 @@ def test_a_class_of_one_cannot_be_split():
 
     with pytest.raises(ConfigError, match="a class has only 1 member"):
         stratified_split(np.array([0, 0, 0, 0, 1, 1, 1, 2]), 0.2, 0.2, 0)
+
+
+def test_no_rows_cannot_be_split():
+    from bitscout.data.splits import stratified_split
+
+    with pytest.raises(ConfigError, match="cannot split 0 samples"):
+        stratified_split(np.array([], dtype=np.int64), 0.2, 0.2, 0)
+
+
+@pytest.mark.parametrize("layout", ["openml", "mase"])
+def test_a_jsc_csv_with_a_header_and_no_rows_is_one_line(tmp_path: Path, layout: str) -> None:
+    from bitscout.zoo import jsc
+
+    names = jsc.FEATURES + ("class",) if layout == "openml" else jsc.MASE_FEATURES + jsc.ONE_HOT
+    path = tmp_path / "jets.csv"
+    path.write_text(",".join(names) + "\n")
+    with pytest.raises(ConfigError, match=r"dataset_path: holds no rows \(a header only\)"):
+        load_dataset("jsc", path=path)

@@ -66,6 +66,23 @@ def mismatched():
 
 def no_val():
     return {"train": load()["train"]}
+
+
+def wide(seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(300, 10)).astype(np.float32)  # 10 features: Net takes 8
+    y = (x[:, 0] > 0).astype(np.int64)
+    return {"train": (x[:200], y[:200]), "val": (x[200:], y[200:])}
+
+
+def wide_val(seed=0):
+    return wide(seed)["val"]
+
+
+def exits(seed=0):
+    import sys
+
+    sys.exit(0)
 """
 
 
@@ -165,6 +182,25 @@ def test_a_bad_plugin_is_one_line_exit_2(plug, capsys, kw, expect):
         assert expect in outcome.err, outcome.err
         assert str(config) in outcome.err
     assert not (plug / "o").exists()
+
+
+@pytest.mark.parametrize(
+    ("kw", "expect"),
+    [
+        # features that do not fit the model: trained first, or used as built
+        ({"dataset": "net.py:wide"}, "train data: the model cannot run on rows of shape (10,)"),
+        ({"dataset": "net.py:wide_val"}, "data: the model cannot run on rows of shape (10,)"),
+        # sys.exit from a plug-in's function or module ended bitscout with status 0
+        ({"dataset": "net.py:exits"}, "raised SystemExit: it called sys.exit(0)"),
+        ({"model": "exits.py:build"}, "does not import: SystemExit: it called sys.exit('bye')"),
+    ],
+)
+def test_a_plugin_failing_at_its_first_use_is_one_line_exit_2(plug, capsys, kw, expect):
+    (plug / "exits.py").write_text("import sys\n\nsys.exit('bye')\n")
+    config = _config(plug, **kw)
+    outcome = run_cli(["search", str(config), "--out", str(plug / "o")], capsys)
+    assert outcome.rc == 2 and error_problems(outcome) == [], outcome.err
+    assert expect in outcome.err, outcome.err
 
 
 def test_n_jobs_2_with_a_plugin_model(plug):

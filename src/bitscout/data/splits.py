@@ -31,6 +31,8 @@ def _approximate_mode(counts: np.ndarray, draws: int, rng: np.random.RandomState
 
 def _check(key: str, counts: np.ndarray, n_train: int, n_test: int) -> None:
     n = int(counts.sum())
+    if n == 0:
+        raise ConfigError(key, "cannot split 0 samples: the dataset holds no rows")
     if counts.min() < 2:
         raise ConfigError(key, f"cannot split {n} samples: a class has only 1 member")
     if min(n_train, n_test) < len(counts):

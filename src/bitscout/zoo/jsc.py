@@ -91,6 +91,8 @@ def _read_hdf5(path: Path) -> pd.DataFrame:
 def arrays(frame: pd.DataFrame, where: str) -> tuple[np.ndarray, np.ndarray]:
     """Features [N, 16] (float64) and class indices [N] of a frame in either layout."""
     names = _feature_columns(frame, where)
+    if frame.empty:
+        raise ConfigError("dataset_path", "holds no rows (a header only)", where)
     try:
         x = frame[list(names)].apply(pd.to_numeric).to_numpy(np.float64)
     except (ValueError, TypeError) as exc:

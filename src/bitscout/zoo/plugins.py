@@ -67,7 +67,7 @@ def load_callable(spec: str, key: str) -> Callable[..., Any]:
             module = importlib.import_module(target)
     except ConfigError:
         raise
-    except Exception as err:
+    except (Exception, SystemExit) as err:
         raise ConfigError(key, f"plug-in {shown!r} does not import: {_one_line(err)}") from err
     if not hasattr(module, attr):
         raise ConfigError(key, f"plug-in {shown!r}: its module has no attribute {attr!r}")
@@ -95,9 +95,11 @@ def call_plugin(fn: Callable[..., Any], options: Mapping[str, Any], spec: str, k
         return fn(**options)
     except ConfigError:
         raise
-    except Exception as err:
+    except (Exception, SystemExit) as err:  # a plug-in's sys.exit must not end bitscout
         raise ConfigError(key, f"plug-in {display_name(spec)!r} raised {_one_line(err)}") from err
 
 
 def _one_line(err: BaseException) -> str:
+    if isinstance(err, SystemExit):
+        return f"SystemExit: it called sys.exit({err.code!r})"
     return f"{type(err).__name__}: {' '.join(str(err).split())}"[:300]

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import optuna
 import torch
+from optuna.study import StudyDirection
 from rich.console import Console
 from rich.progress import track
 from torch import nn
@@ -103,10 +104,10 @@ def run_settings(
     """One run's settings. No timeout and one job: either would make runs irreproducible."""
     name, order, warm = OURS.get(label, ("optuna", "index", None))
     sampler = "tpe" if label in OURS else label
-    # one trial per candidate: the curves are read from the trials
-    fixed = {"seed": seed, "n_trials": n_trials, "timeout": None, "n_jobs": 1, "chunked": False}
+    # one trial per candidate (not chunked): the curves are read from the trials
     return dataclasses.replace(settings, name=name, sampler=sampler, order=order,
-                               warm_start=warm, **fixed)  # fmt: skip
+                               warm_start=warm, seed=seed, n_trials=n_trials, timeout=None,
+                               n_jobs=1, chunked=False)  # fmt: skip
 
 
 @quiet_optuna()
@@ -117,7 +118,8 @@ def run_one(
     strategy = STRATEGIES.get(settings.name, "--strategies")
     objective = settings.objective
     sampler = strategy.sampler(settings, space, objective)
-    study = optuna.create_study(directions=objective.directions, sampler=sampler)  # in memory
+    directions = [StudyDirection[d.upper()] for d in objective.directions]
+    study = optuna.create_study(directions=directions, sampler=sampler)  # in memory
     store = OptunaStore(study, space)
     strategy.run(SearchContext(space, evaluator, objective, settings, store))
     return store.done()
@@ -273,8 +275,10 @@ def summarize(
             "best_at": {n: _median(best[:, n - 1]) for n in BUDGETS if n <= length},
             "best_so_far": _band(best),
         }
-        known = optimum is not None
-        entry.update(_regret_stats(np.abs(optimum - best), optimum) if known else NO_REGRET)
+        if optimum is None:
+            entry.update(NO_REGRET)
+        else:
+            entry.update(_regret_stats(np.abs(optimum - best), optimum))
         summary.append(entry)
     return summary
 
@@ -375,7 +379,7 @@ def compare(
     default = {"loss": -1.0} if loss_fn is not None else {"accuracy": 1.0}
     goal = objective_from(default if objective is None else objective, constraints, extra)
     check_single(goal, "objective")
-    settings = python_settings(None, goal, seed=0)
+    settings = python_settings("bruteforce", goal)  # each run's strategy and seed are set later
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
     where = None if out is None else Path(out)
     if where is not None and where.exists() and not where.is_dir():

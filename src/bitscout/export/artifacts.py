@@ -57,16 +57,17 @@ def codes(model: nn.Module, plan: QuantPlan | Mapping[str, Any]) -> dict[str, np
     for key, (value, fmt) in quantized_tensors(model, plan).items():
         path, _, tensor = key.rpartition(".")
         name = f"{fx_name(path)}.{tensor}"
-        k = torch.round(value.double() * 2.0**fmt.frac_width)  # exact: the values are on the grid
+        frac = int(fmt.frac_width or 0)  # resolved when the format was made: never None
+        k = torch.round(value.double() * 2.0**frac)  # exact: the values are on the grid
         out[name] = k.numpy().astype(np.int32)
-        out[f"{name}.frac_width"] = np.array(fmt.frac_width, dtype=np.int32)
+        out[f"{name}.frac_width"] = np.array(frac, dtype=np.int32)
         out[f"{name}.width"] = np.array(fmt.width, dtype=np.int32)
     return out
 
 
 def write_npz(model: nn.Module, plan: QuantPlan | Mapping[str, Any], path: Path) -> Path:
     with atomic(path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, **codes(model, plan))
+        np.savez(f, **codes(model, plan))  # type: ignore[arg-type]  # numpy's stub: allow_pickle
     return path
 
 
@@ -78,7 +79,11 @@ def precision(model: nn.Module, plan: QuantPlan | Mapping[str, Any]) -> dict[str
     return {
         "schema_version": PRECISION_VERSION,
         "input": {"name": nodes[0].name, **nodes[0].result.describe()},
-        "layers": [_layer(n, resolved.get(n.path)) for n in nodes if n.fan_in is not None],
+        "layers": [
+            _layer(n, resolved.get(path))
+            for n in nodes
+            if (path := n.path) is not None and n.fan_in is not None
+        ],
         "nodes": [
             {"name": n.name, "kind": n.kind, "float": n.float_, "result": n.result.describe()}
             for n in nodes

@@ -19,7 +19,7 @@ from bitscout.errors import ConfigError
 from bitscout.evaluate.engine.chain import traced_modules
 from bitscout.quant.apply import QuantPlan, fx_name, resolve_plan
 from bitscout.quant.datapath import exact_accum, fan_in
-from bitscout.quant.formats import Integer
+from bitscout.quant.formats import Integer, NumberFormat
 from bitscout.quant.layers import QUANT_TYPES, TYPE_NAMES, LayerQuant
 
 AP_ROUNDING = {"half_even": "AP_RND_CONV", "half_up": "AP_RND", "floor": "AP_TRN"}
@@ -98,8 +98,9 @@ def hardware(
     nodes = [Node(input_name, None, "input", current, float_=wanted[0] is None)]
     for i, path in enumerate(paths):
         node = _node(path, model.get_submodule(path), resolved.get(path), current, wide)
-        if wanted[i + 1] is not None:
-            node = _feeding(node, HwType.of(wanted[i + 1]), paths[i + 1])
+        feeds = wanted[i + 1]
+        if feeds is not None:
+            node = _feeding(node, HwType.of(feeds), paths[i + 1])
         nodes.append(node)
         current = node.result
     return nodes
@@ -116,7 +117,14 @@ def _fixed_point_only(resolved: Mapping[str, LayerQuant | None]) -> None:
 
 
 def _wanted(quant: LayerQuant | None) -> Integer | None:
-    return None if quant is None else quant.data_in
+    return None if quant is None else _fixed(quant.data_in)
+
+
+def _fixed(fmt: NumberFormat | None) -> Integer | None:
+    """`fmt` as fixed point: `_fixed_point_only` has refused every other format already."""
+    if fmt is not None and not isinstance(fmt, Integer):
+        raise TypeError(f"{fmt.name} reached the fixed-point datapath")
+    return fmt
 
 
 def _feeding(node: Node, data_in: HwType, consumer: str) -> Node:
@@ -148,19 +156,20 @@ def _layer(
     current: HwType, wide: HwType,
 ) -> Node:  # fmt: skip
     q = quant or LayerQuant()
-    weight = HwType.of(q.weight) if q.weight else wide
-    bias = None if module.bias is None else (HwType.of(q.bias) if q.bias else wide)
+    w, b, a, r = (_fixed(f) for f in (q.weight, q.bias, q.accum, q.result))
+    weight = HwType.of(w) if w else wide
+    bias = None if module.bias is None else (HwType.of(b) if b else wide)
     n = fan_in(module)
-    modes = q.weight or q.data_in or q.bias
+    modes = w or _fixed(q.data_in) or b
     given = frozenset(t for t in ("accum", "result") if getattr(q, t) is not None)
-    if q.accum is not None:
-        accum = HwType.of(q.accum)
+    if a is not None:
+        accum = HwType.of(a)
     else:
         exact = exact_accum(current, weight, bias, n)
         accum = HwType(
             exact.width, exact.frac, *((modes.rounding, modes.overflow) if modes else ())
         )
-    result = HwType.of(q.result) if q.result is not None else accum
+    result = HwType.of(r) if r is not None else accum
     params = {"weight": weight, "accum": accum, **({"bias": bias} if bias else {})}
     float_ = (
         quant is None or q.weight is None or (bias is not None and q.bias is None)

@@ -152,7 +152,7 @@ def _per_layer(
 ) -> list[dict[str, Any]]:  # fmt: skip
     out = []
     for i, node in enumerate(nodes):
-        if node.fan_in is None or resolved.get(node.path) is None:
+        if node.path is None or node.fan_in is None or resolved.get(node.path) is None:
             continue
         before = next((n.name for n in reversed(nodes[1:i]) if n.name in traced), None)
         given = rows if before is None else traced[before]

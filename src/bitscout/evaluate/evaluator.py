@@ -339,7 +339,7 @@ class Evaluator:
                 with torch.inference_mode(), one_thread():
                     row.update(self._plain_forward(plan))
             if check:
-                self.check_intact("model", "on the float model")
+                self.check_intact("model", "before the search")
             if self._kind("model"):
                 row.update(self._by_model(plan, check))
         return {m: row[m] for m in self.metrics if m in row}

@@ -11,6 +11,7 @@ from torch import nn
 
 import bitscout
 from bitscout.errors import ConfigError
+from bitscout.quant.plan import parse_plan
 from bitscout.results.rundir import file_sha256, load_run
 from bitscout.study.result import SearchResult
 
@@ -162,3 +163,25 @@ def test_run_plan_of_a_trial_is_what_the_result_gives(searched: SearchResult) ->
     assert run.trial_plan(number) == searched.plan(number)
     with pytest.raises(ConfigError, match="no evaluated trial"):
         run.trial_plan(10_000)
+
+
+def test_summary_maps_each_public_layer_name_to_its_module_path(tmp_path) -> None:
+    """One name per layer: trials.csv's and best.toml's (the fx name) is the public one;
+    summary.json shows once which module path each stands for."""
+    torch.manual_seed(0)
+    nested = nn.Sequential(nn.Sequential(nn.Linear(6, 8), nn.ReLU()), nn.Linear(8, 2))
+    result = bitscout.search(nested, _data(), SPACE, objective=OBJECTIVE, strategy="bruteforce",
+                             out=tmp_path / "run", quiet=True)  # fmt: skip
+    names = json.loads((tmp_path / "run" / "summary.json").read_text())["layer_names"]
+    assert names == {"0_0": "0.0", "1": "1"}
+    assert {d.partition("/")[0] for d in result.summary["dimensions"]} == set(names)
+    # the module path is an alias: a plan keyed by it quantizes the same layer
+    by_path = {"0.0": {"config": {"name": "integer", "weight_width": 2, "data_in_width": 8,
+                                  "bias_width": 8}}}  # fmt: skip
+    by_name = {"0_0": by_path["0.0"]}
+    x, _ = _data()
+    plans = [bitscout.quantize_model(nested, parse_plan(p)) for p in (by_path, by_name)]
+    torch.testing.assert_close(plans[0](x), plans[1](x))
+    assert not torch.equal(plans[0](x), nested(x))
+    aliased = {k.replace("0_0/", "0.0/"): v for k, v in result.best_params.items()}
+    torch.testing.assert_close(result.quantized_model(aliased)(x), result.quantized_model()(x))

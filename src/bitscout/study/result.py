@@ -16,6 +16,7 @@ from bitscout.data.containers import EvalData, prepare
 from bitscout.errors import ConfigError
 from bitscout.objective import Objective
 from bitscout.quant.apply import QuantPlan, quantize_model
+from bitscout.quant.plan import fx_name
 from bitscout.quant.space import Choice, SearchSpace
 from bitscout.results.outputs import plan_table, row_config
 from bitscout.results.ranking import objective_columns, rescore, winners
@@ -162,17 +163,28 @@ class SearchResult:
             raise ConfigError("trial", f"is needed: there is no best ({self.why_no_best()})")
         return self.best.plan
 
+    def _public(self, config: Mapping[str, Choice]) -> dict[str, Choice]:
+        """`config` with each layer named by its public (fx) name, as dimensions are."""
+        names = {path: fx_name(path) for path in self._space.types}
+        found = {}
+        for key, value in config.items():
+            layer, slash, field = key.partition("/")
+            found[f"{names.get(layer, layer)}{slash}{field}"] = value
+        return found
+
     def inputs(self) -> torch.Tensor | None:
         """The validation inputs searched on (None for a loaded result given no data)."""
         return None if self._data is None else inputs_of(self._data)
 
     def quantized_model(self, config: Mapping[str, Choice] | None = None) -> nn.Module:
-        """A new model with the best config (or `config`, dimension -> choice) applied; the
-        searched model itself is never modified."""
+        """A new model with the best config (or `config`, dimension -> choice; a dimension's
+        layer may be named by its module path too) applied; the searched model itself is never
+        modified."""
         if config is None:
             if self.best is None:
                 raise ConfigError("config", "no feasible candidate was found: pass a config")
             config = self.best.config
+        config = self._public(config)
         missing = [d.name for d in self._space.dimensions if d.name not in config]
         if missing:
             raise ConfigError("config", f"lacks the dimensions {', '.join(missing)}")

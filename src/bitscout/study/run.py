@@ -23,6 +23,7 @@ from bitscout.data.containers import EvalData
 from bitscout.errors import ConfigError, SearchFailed
 from bitscout.evaluate.evaluator import Evaluator
 from bitscout.evaluate.metrics import Metric, user_records
+from bitscout.quant.plan import fx_name
 from bitscout.quant.space import Choice, SearchSpace
 from bitscout.results.console import Reporter, Verbosity
 from bitscout.results.trials import Result, TrialsCsv, quiet_optuna
@@ -395,6 +396,8 @@ def search_summary(job: Job, store: Store, tally: Tally, evaluator: Evaluator) -
         "user_metrics": user_records(evaluator.get(m) for m in evaluator.metrics),
         "space": job.space.table(),
         "layers": job.space.types,
+        # each layer's public name (trials.csv, best.toml, codes.npz, hls4ml) -> module path
+        "layer_names": {fx_name(path): path for path in job.space.types},
     }
 
 

@@ -9,6 +9,7 @@ table of every case with its exit status and stderr line.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,18 +123,32 @@ def test_storage_password_is_never_shown(
         assert "cr3t" not in outcome.out + outcome.err
 
 
-@pytest.mark.skipif(
-    "BITSCOUT_MALFORMED_TABLE" not in os.environ, reason="writes the closing-note table only"
-)
+def _cell(text: str) -> str:
+    """`text` in one Markdown table cell: pipes escaped, line breaks shown as ⏎."""
+    return text.strip().replace("|", "\\|").replace("\n", " ⏎ ")
+
+
 def test_write_table(
     assets: dict[str, Path], tmp_path_factory: pytest.TempPathFactory, capsys: Any
 ) -> None:
-    """Markdown table of every case: id, what is malformed, exit status, the stderr line."""
+    """The Markdown table of every case for the closing note (id, what is malformed, exit
+    status, the stderr line): one row of four cells per case, each case exit 2 with a stderr
+    line and no exception. Written to $BITSCOUT_MALFORMED_TABLE when set."""
     rows = ["| case | what is malformed | exit | stderr |", "|---|---|---|---|"]
     for case in CASES:
         outcome = run_case(case, assets, tmp_path_factory.mktemp(case.id), capsys).outcome
-        err = outcome.err.strip().replace("|", "\\|").replace("\n", " ⏎ ")
+        err = _cell(outcome.err)
         if outcome.escaped:
             err = "EXCEPTION: " + outcome.escaped.strip().splitlines()[-1]
-        rows.append(f"| {case.id} | {case.what} | {outcome.rc} | `{err}` |")
-    Path(os.environ["BITSCOUT_MALFORMED_TABLE"]).write_text("\n".join(rows) + "\n")
+        rows.append(f"| {case.id} | {_cell(case.what)} | {outcome.rc} | `{err}` |")
+    table = "\n".join(rows) + "\n"
+    target = os.environ.get("BITSCOUT_MALFORMED_TABLE")
+    path = Path(target) if target else tmp_path_factory.mktemp("table") / "malformed.md"
+    path.write_text(table, encoding="utf-8")
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert lines[:2] == rows[:2] and len(lines) == len(CASES) + 2
+    for case, line in zip(CASES, lines[2:], strict=True):
+        cells = [c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]]
+        assert len(cells) == 4, line  # escaping kept every row to its four columns
+        assert cells[0] == case.id and cells[2] == "2", line
+        assert cells[3] not in ("``", "") and not cells[3].startswith("`EXCEPTION"), line

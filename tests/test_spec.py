@@ -346,3 +346,29 @@ def test_the_command_line_takes_a_sampler_as_the_strategy_in_any_case(tmp_path, 
     assert run_cli(argv, capsys).rc == 0
     summary = json.loads((tmp_path / "b" / "summary.json").read_text())
     assert (summary["strategy"], summary["sampler"]) == ("optuna", "tpe")
+
+
+@pytest.mark.parametrize(
+    ("kwarg", "bad", "rule"),
+    [
+        ("objective", 3, "must be a dict metric -> scale (or -> direction) or a list of metric"),
+        ("objective", "accuracy", "must be a dict metric -> scale"),
+        ("constraints", 5, "must be a list of strings"),
+        ("constraints", "accuracy >= 0.9", "must be a list of strings"),
+        ("metrics", [1], "must be a dict name -> function"),
+        ("loss_fn", 3, "must be a function (outputs, targets)"),
+        ("max_data_bytes", "1GB", "must be an integer >= 1"),
+        ("storage", 3, "must be a string"),
+        ("out", 3, "must be a directory's path"),
+        ("resume", "yes", "must be true or false"),
+        ("overwrite", 1, "must be true or false"),
+        ("show", "yes", "must be true or false"),
+        ("quiet", None, None),  # None is no boolean, but it is the default: accepted
+    ],
+)
+def test_python_only_arguments_of_the_wrong_type_are_config_errors(kwarg, bad, rule):
+    if rule is None:
+        assert bitscout.search(MODEL, _data(), SPACE, strategy="bruteforce", **{kwarg: bad})
+        return
+    err = _python_error(**{kwarg: bad})  # a ConfigError, not a TypeError or AttributeError
+    assert err.key == kwarg and err.rule.startswith(rule) and err.value == bad

@@ -162,6 +162,8 @@ def search(
               "chunked": chunked, "latency_repeats": latency_repeats,
               "latency_warmup": latency_warmup, "latency_budget_s": latency_budget_s,
               "latency_shared": latency_shared}  # fmt: skip
+    python_values({"objective": objective, "constraints": constraints, "metrics": metrics,
+                   "loss_fn": loss_fn, "max_data_bytes": max_data_bytes})  # fmt: skip
     place = _place(out, storage, study, resume, overwrite)
     extra = user_metrics(metrics)
     goal = objective_from(_default_objective(objective, loss_fn), constraints, extra)

@@ -7,7 +7,7 @@ got 0`, as scikit-learn's parameter validation states the rule and echoes the va
 
 import math
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,6 +94,21 @@ def path(value: Any) -> Any:
     return value
 
 
+def kind(test: Callable[[Any], bool], rule: str) -> Check:
+    """A value `test` accepts, as it is (what it holds is checked where it is read)."""
+
+    def check(value: Any) -> Any:
+        if not test(value):
+            raise Refused(rule)
+        return value
+
+    return check
+
+
+def _names(value: Any) -> bool:
+    return isinstance(value, Sequence) and not isinstance(value, str)
+
+
 def choice(noun: str, known: tuple[str, ...]) -> Check:
     """One of `known`, in any letter case; a near miss suggests the closest."""
 
@@ -122,6 +137,18 @@ class Param:
     default: Any
 
 
+def is_mapping(value: Any) -> bool:
+    return isinstance(value, Mapping)
+
+
+# Python's own arguments: their shape here, what they hold where they are read
+OBJECTIVE = kind(
+    lambda v: is_mapping(v) or _names(v),
+    "must be a dict metric -> scale (or -> direction) or a list of metric names",
+)
+CONSTRAINTS = kind(_names, 'must be a list of strings such as "accuracy >= 0.9"')
+LOSS_FN = kind(callable, "must be a function (outputs, targets) -> the batch's mean loss")
+
 PARAMS: tuple[Param, ...] = (
     Param("strategy", None, choice("strategy", STRATEGIES), DEFAULT_SAMPLER),
     Param(None, "sampler", choice("sampler", SAMPLER_NAMES), None),
@@ -145,6 +172,11 @@ PARAMS: tuple[Param, ...] = (
     Param("out", None, optional(path), None),
     Param("resume", None, optional(boolean), None),
     Param("overwrite", None, boolean, False),
+    Param("objective", None, optional(OBJECTIVE), None),
+    Param("constraints", None, CONSTRAINTS, ()),
+    Param("metrics", None, optional(kind(is_mapping, "must be a dict name -> function")), None),
+    Param("loss_fn", None, optional(LOSS_FN), None),
+    Param("max_data_bytes", None, integer(1), None),
     Param("show", None, boolean, False),
     Param("quiet", None, boolean, False),
     Param("verbose", None, boolean, False),

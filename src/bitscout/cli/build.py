@@ -3,7 +3,6 @@ trained here, or as its builder made it) and a search `Job`. Parsing only: the w
 by `job.run_job`, the same code path as `bitscout.search(...)`."""
 
 import dataclasses
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,6 +16,7 @@ from bitscout.cli.config import Config
 from bitscout.data.containers import prepare
 from bitscout.errors import ConfigError
 from bitscout.quant.space import parse_space
+from bitscout.results.rundir import file_sha256  # the checksum the run reader checks
 from bitscout.study.parallel import check_shareable
 from bitscout.study.settings import StrategySettings, parse_settings
 from bitscout.study.spec import BY_PYTHON, BY_TOML, OURS, check, strategy_pair
@@ -122,14 +122,6 @@ def train_to(cfg: Config, data: Splits, out: Path, console: Console) -> nn.Modul
     path = save_checkpoint(model, out, info)
     console.print(f"{message} -> {path}")
     return model
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(2**20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def float_model(

@@ -4,9 +4,8 @@ written from the ranked trials (see `ranking`)."""
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import tomli_w
 
 from bitscout._core.files import write_text
@@ -15,6 +14,9 @@ from bitscout.quant.catalog import DATAPATH, TENSORS
 from bitscout.quant.layers import LayerQuant
 from bitscout.quant.space import SearchSpace
 from bitscout.results.schema import SCHEMA_VERSION, choice_value
+
+if TYPE_CHECKING:
+    import pandas as pd  # 0.3 s: a type only; the frames come from the caller
 
 
 def layer_table(quant: LayerQuant) -> dict[str, Any]:
@@ -63,7 +65,7 @@ def write_best_toml(path: Path, space: SearchSpace, row: Mapping[str, Any]) -> N
 
 
 def write_pareto_csv(
-    path: Path, front: pd.DataFrame, dims: Sequence[str], metric_names: Sequence[str]
+    path: Path, front: "pd.DataFrame", dims: Sequence[str], metric_names: Sequence[str]
 ) -> None:
     """The Pareto set's distinct configs, with how many trials proposed each."""
     columns = ["number", "proposals", *dims, *[m for m in metric_names if m in front]]

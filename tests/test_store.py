@@ -15,6 +15,8 @@ import numpy as np
 import optuna
 import pytest
 import torch
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
 from torch import nn
 
 import bitscout
@@ -80,9 +82,10 @@ def test_record_adds_a_finished_trial_in_one_write_and_returns_its_number(store)
 
 def test_a_started_trial_is_finished_with_optunas_own_constraints(store):
     config = store.space.config(4)
-    ref = store.start(config, {CHUNK: 0, QUOTA: 5})
+    ref = store.claim(config, chunk=0, quota=5)
     (running,) = store.trials(("running",))
-    assert running.ref == ref and running.user_attrs[CHUNK] == 0 and running.params == config
+    assert running.ref == ref and running.params == config
+    assert running.user_attrs[CHUNK] == 0 and running.user_attrs[QUOTA] == 5
     store.set_attr(ref, QUOTA, 2)
     store.finish(ref, _ok(0.25, {"bops": 1.5}), {"extra": 1})
     frozen = store.study.trials[store.number_of(ref)]
@@ -145,6 +148,25 @@ def test_chunks_are_decoded_for_the_results(store):
     assert chunks[0].failures == {"1": "nan"}
     assert [c.number for c in store.chunks(skip={0})] == [1]
     assert store.ended_count() == 6  # a chunk token stands for its candidates
+
+
+def test_an_interruption_while_a_token_is_finished_leaves_nothing_running(tmp_path, monkeypatch):
+    """SIGINT can land while the token's result is being written: it is then recorded as
+    interrupted (its chunk runs again on resume), never left RUNNING for a dead worker."""
+
+    def interrupted(self, ref, result, attrs=None):
+        self.set_attr(ref, METRICS, result.metrics)  # part of the write happened
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(OptunaStore, "finish", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _search(strategy="bruteforce", out=tmp_path / "run")
+    journal = JournalStorage(JournalFileBackend(str(tmp_path / "run" / "study.journal")))
+    study = optuna.load_study(study_name="bitscout", storage=journal)
+    states = optuna.trial.TrialState
+    assert not study.get_trials(states=(states.RUNNING,))
+    (token,) = study.get_trials(states=(states.FAIL,))
+    assert token.user_attrs[FAILURE] == "interrupted" and token.user_attrs[CHUNK] == 0
 
 
 # --- Optuna's log level ---------------------------------------------------------------------

@@ -166,6 +166,12 @@ class Store(ABC):
         """Runs before a long piece of work (a chunk claim): a RUNNING trial for `config`,
         stamped with this worker, that `finish` or `abandon` ends."""
 
+    def claim(self, config: Mapping[str, Choice], chunk: int, quota: int) -> TrialRef:
+        """Runs when a brute-force worker claims `chunk`: its token, a RUNNING trial for the
+        chunk's last pending candidate that may evaluate `quota` candidates. Of a chunk's live
+        tokens the lowest-numbered owns it; a worker that loses prunes its token (`abandon`)."""
+        return self.start(config, {CHUNK: chunk, QUOTA: quota})
+
     @abstractmethod
     def number_of(self, ref: TrialRef) -> int: ...
 

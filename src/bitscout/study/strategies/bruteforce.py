@@ -37,6 +37,7 @@ from bitscout.study.store.base import (
     WORKER,
     TrialFinished,
     TrialRecord,
+    TrialRef,
     has_ended,
 )
 from bitscout.study.store.liveness import Heartbeat, worker_id
@@ -200,14 +201,12 @@ def _claim(
     """Start this worker's token for `chunk`; the claim if it holds. Of the chunk's RUNNING
     tokens the earliest wins: a later one always sees it, so exactly one worker owns a chunk.
     The quota is cut to what the claims numbered before it leave of `target`."""
-    attrs = {CHUNK: chunk, QUOTA: quota}
     index = order(position)
-    token = ctx.store.start(ctx.space.config(index), attrs)
+    token = ctx.store.claim(ctx.space.config(index), chunk, quota)
     try:
         return _settle(ctx, survey, Claim(chunk, token, -1, position, index, quota), target)
     except BaseException:  # interrupted between starting the token and owning the chunk
-        with contextlib.suppress(TrialFinished):  # pruned already
-            ctx.store.abandon(token, "failed", f"{INTERRUPTED}: search stopped")
+        _interrupted(ctx, token)
         raise
 
 
@@ -256,7 +255,7 @@ def _run_chunk(
         (own,) = _score(ctx, [claim.index], cache=not chunked)
         held.append(own)
     except BaseException:
-        ctx.store.abandon(claim.token, "failed", f"{INTERRUPTED}: search stopped")
+        _interrupted(ctx, claim.token)
         raise
     finally:
         heartbeat.watch(None)
@@ -278,12 +277,22 @@ def _finish(ctx: SearchContext, claim: Claim, held: list[tuple[int, Config, Resu
     if ctx.settings.chunked:
         names = list(ctx.evaluator.metrics)
         attrs = token_attrs([i for i, _, _ in held], [r for _, _, r in held], names)
-    ctx.store.finish(claim.token, result, attrs)
+    try:
+        ctx.store.finish(claim.token, result, attrs)
+    except BaseException:  # interrupted mid-write: the token must not stay RUNNING
+        _interrupted(ctx, claim.token)
+        raise
     if not ctx.settings.chunked:
         ctx.on_trial(claim.number, held[-1][1], result)
         return
     for index, config, each in held:  # chunked: rows are numbered by candidate index
         ctx.on_trial(index, config, each)
+
+
+def _interrupted(ctx: SearchContext, token: TrialRef) -> None:
+    """Record the token as interrupted (its chunk is evaluated again), unless it ended."""
+    with contextlib.suppress(TrialFinished):  # pruned or finished already
+        ctx.store.abandon(token, "failed", f"{INTERRUPTED}: search stopped")
 
 
 def _evaluate(ctx: SearchContext, indices: Sequence[int], claim: int) -> None:

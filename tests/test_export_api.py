@@ -76,6 +76,9 @@ def test_export_refuses_what_it_cannot_do(result: SearchResult, tmp_path) -> Non
         bitscout.export(result.out, to="npz")
     with pytest.raises(ConfigError, match="rows: must be an integer >= 1"):
         bitscout.export(result, to="npz", out=tmp_path, rows=0)
+    in_memory = bitscout.search(result.float_model(), _data(), SPACE, strategy="bruteforce")
+    with pytest.raises(ConfigError, match="out: is required: the search wrote no run directory"):
+        bitscout.export(in_memory, to="npz")
     loaded = SearchResult.load(result.out, model=result.float_model())
     with pytest.raises(ConfigError, match="hls4ml needs validation rows: pass data="):
         bitscout.export(loaded, to="hls4ml", out=tmp_path / "h")

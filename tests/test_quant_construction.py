@@ -8,7 +8,7 @@ import torch
 
 from bitscout.errors import ConfigError
 from bitscout.quant import FORMATS, Log, MinifloatDenorm, MinifloatIEEE, MXInt, NumberFormat
-from bitscout.quant.tables import parse_layer_config
+from bitscout.quant.plan import parse_plan
 
 # Values at and around every limit of every field (width 1..32, 2..9, 8..8, exponent width
 # 1..8, 2..5, bias -256..256, frac width -64..64, block size 1..4096), and wrong types.
@@ -31,14 +31,14 @@ def direct(cls: type[NumberFormat], values: dict[str, object]) -> object:
 
 
 def through_toml(cls: type[NumberFormat], values: dict[str, object]) -> object:
-    """The same values as a layer table quantizing the weight; the error keyed as direct
-    construction keys it (the field's suffix)."""
+    """The same values as a `[passes.quantize]` table quantizing the weight; the error keyed
+    as direct construction keys it (the field's suffix)."""
     layer = {f.suffix for f in cls.FIELDS if f.layer}
     table = {"name": cls.name, **{k if k in layer else f"weight_{k}": v for k, v in values.items()}}
     try:
-        quant = parse_layer_config(table, "k")
+        quant = parse_plan({"default": {"config": table}}).layers["default"]
     except ConfigError as err:
-        field = err.key.removeprefix("k.")
+        field = err.key.removeprefix("passes.quantize.default.config.")
         return (field if field in layer else field.removeprefix("weight_"), err.rule)
     return quant.weight if quant is not None else None
 

@@ -13,11 +13,10 @@ import itertools
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from bitscout.errors import ConfigError
 from bitscout.quant.catalog import FORMATS, TENSORS, field_names, field_spec
-from bitscout.quant.formats import NO_FORMAT
+from bitscout.quant.formats import NO_FORMAT, NumberFormat
 from bitscout.quant.tables import tensor_format
 
 Choice = int | str | bool
@@ -151,7 +150,9 @@ def _combinations(fc: FormatChoices, example: str) -> FormatChoices:
     return FormatChoices(fc.key, fc.name, fc.fields, tuple(valid), skipped, example)
 
 
-def _error(cls: Any, values: Mapping[str, Choice], memo: dict[tuple, str | None]) -> str | None:
+def _error(
+    cls: type[NumberFormat], values: Mapping[str, Choice], memo: dict[tuple, str | None]
+) -> str | None:
     """Why the layer table `values` of format `cls` is no valid format, or None."""
     shared = {f.suffix: values[f.suffix] for f in cls.FIELDS if f.layer and f.suffix in values}
     for tensor in TENSORS:

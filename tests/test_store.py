@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,15 @@ import bitscout
 from bitscout.quant.space import parse_space
 from bitscout.results.trials import TRIAL_COLUMNS, Result, quiet_optuna
 from bitscout.study.chunks import token_attrs
-from bitscout.study.store.base import CHUNK, FAILURE, METRICS, QUOTA, WORKER, TrialFinished
+from bitscout.study.store.base import (
+    CHUNK,
+    FAILURE,
+    HEARTBEAT,
+    METRICS,
+    QUOTA,
+    WORKER,
+    TrialFinished,
+)
 from bitscout.study.store.optuna_store import OptunaStore
 
 SRC = Path(bitscout.__file__).parent
@@ -148,6 +157,37 @@ def test_chunks_are_decoded_for_the_results(store):
     assert chunks[0].failures == {"1": "nan"}
     assert [c.number for c in store.chunks(skip={0})] == [1]
     assert store.ended_count() == 6  # a chunk token stands for its candidates
+
+
+def _beats(study: optuna.Study) -> float | None:
+    return study.get_trials(deepcopy=False)[0].user_attrs.get(HEARTBEAT)
+
+
+@pytest.mark.parametrize("kind", ["optuna trial", "store token"])
+def test_the_heartbeat_stamps_a_live_trial_and_outlives_its_end(store, kind):
+    """Optuna's own trials are stamped through the public `Trial.set_user_attr`, tokens
+    through the store; a beat after the trial ended is dropped, not raised."""
+    from bitscout.study.store.liveness import Heartbeat
+    from bitscout.study.strategies.optuna_samplers import _beat
+
+    study = store.study
+    if kind == "optuna trial":
+        trial = study.ask()
+        beat, end = _beat(trial), lambda: study.tell(trial, 1.0)
+    else:
+        ref = store.start(store.space.config(0), {})
+        beat = lambda now: store.set_attr(ref, HEARTBEAT, now)  # noqa: E731
+        end = lambda: store.finish(ref, _ok(1.0))  # noqa: E731
+    with Heartbeat(interval=0.01) as heartbeat:
+        heartbeat.watch(beat)
+        deadline = time.monotonic() + 5
+        while _beats(study) is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _beats(study) is not None
+        end()
+        time.sleep(0.05)  # beats on the finished trial: TrialFinished, swallowed
+        assert heartbeat._thread.is_alive()
+    assert not heartbeat._thread.is_alive()
 
 
 def test_an_interruption_while_a_token_is_finished_leaves_nothing_running(tmp_path, monkeypatch):

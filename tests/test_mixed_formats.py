@@ -335,3 +335,17 @@ def test_sensitivity_probes_only_what_each_format_takes():
     assert widths == {("integer", 3), ("integer", 4), ("minifloat_ieee", 4), ("minifloat_ieee", 5)}
     for p in found:
         parse_layer_config(p.table, p.layer)  # every probe is a valid format
+
+
+def test_the_commands_say_what_the_space_skipped(tmp_path, capsys):
+    """`bitscout space` and `bitscout search` print the skipped count in one line."""
+    layer = {"name": ["integer", "mxint"], "weight_width": [4, 6, 8]}
+    doc = edit(base_doc(), "search.search_space.seed.seq_blocks_2.config", layer)
+    doc = edit(doc, "search.strategy.setup.sampler", "tpe")
+    config = write_config(tmp_path / "c.toml", doc)
+    note = "skipped 2 of 6 candidates that are no valid format: seq_blocks_2 mxint: 2"
+    space = run_cli(["space", str(config)], capsys)
+    assert space.rc == 0 and note in space.out
+    search = run_cli(["search", str(config), "--out", str(tmp_path / "r")], capsys)
+    assert search.rc == 0, search.err
+    assert [line for line in search.out.splitlines() if note in line] != []

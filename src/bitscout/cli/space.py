@@ -35,4 +35,6 @@ def cmd_space(args: argparse.Namespace) -> int:
         dims.add_row(d.name, ", ".join(map(str, d.choices)), ", ".join(d.formats) or "any")
     console.print(dims)
     console.print(f"{space.size} candidates")
+    if space.skipped_note is not None:
+        console.print(space.skipped_note, highlight=False)
     return 0

@@ -275,8 +275,9 @@ def run_job(job: Job, console: Console, verbosity: Verbosity = "normal") -> Fini
     ctx.notify = say
     say(f"searching {job.space.size} candidates with {describe(job.settings)}; "
         f"{len(before)} trials already in the store")  # fmt: skip
-    if (note := population_note(job.settings)) is not None:
-        say(note)
+    for note in (job.space.skipped_note, population_note(job.settings)):
+        if note is not None:
+            say(note)
     procs = fork(job.settings.n_jobs, lambda i: _worker(job, storage, evaluator, i))
     table = None
     if job.out is not None:

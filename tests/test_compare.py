@@ -158,10 +158,11 @@ def test_summary_per_strategy(result):
     brute = result.summary[0]
     assert brute["seeds"] == REPEATS and brute["trials"] == [SIZE] * REPEATS
     assert brute["final_best"] == result.optimum
-    assert brute["never_optimum"] == 0 and brute["never_1pct"] == 0
+    assert brute["never_optimum"] == 0 and brute["never_within"] == 0
+    assert brute["reached_optimum"] == brute["reached_within"] == 1.0
     first = next(r["trial"] for r in of(result.rows, "bruteforce", 0) if r["regret"] == 0)
     assert brute["trials_to_optimum"] == first
-    assert brute["trials_to_1pct"] <= first
+    assert brute["trials_to_within"] <= first
     auc = sum(r["regret"] for r in of(result.rows, "bruteforce", 0))
     assert math.isclose(brute["regret_auc"], auc)
     for entry in result.summary:
@@ -178,7 +179,7 @@ def test_markdown_names_every_strategy(result, workdir):
         assert f"| {name} |" in text
     assert f"space of {SIZE} candidates" in text
     assert f"{result.evaluated} distinct configs evaluated" in text
-    assert "trials to optimum (median; never)" in text
+    assert "trials to optimum (KM median; reached)" in text
 
 
 def test_plot_is_a_valid_png(result, workdir):

@@ -59,7 +59,8 @@ def test_compare_from_python(model: nn.Module, tmp_path, capsys) -> None:
     assert list(frame.columns) == list(COLUMNS)
     assert len(frame) == 2 * 2 * len(WIDTHS) ** 2  # the whole space, per strategy and seed
     assert set(frame["strategy"]) == {"bruteforce", "random"}
-    assert [p.name for p in found.files] == ["compare.csv", "compare.md", "compare.png"]
+    assert [p.name for p in found.files] == ["compare.csv", "compare.md", "compare.json",
+                                             "compare.png"]  # fmt: skip
     assert all(p.is_file() for p in found.files)
     assert found.evaluated == len(WIDTHS) ** 2  # one cache for every run
 

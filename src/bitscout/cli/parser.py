@@ -3,6 +3,7 @@
 import argparse
 from typing import NoReturn
 
+from bitscout.analysis.compare_spec import BUDGETS, KNOWN, WITHIN
 from bitscout.cli.common import STORAGE_ENV
 
 
@@ -125,12 +126,20 @@ def _add_compare(sub: Subparsers) -> None:
     compare.add_argument(
         "--strategies",
         default="bruteforce,tpe,random",
-        help="comma-separated: bruteforce and Optuna samplers (default %(default)s)",
+        help=f"comma-separated, of: {', '.join(KNOWN)} (default %(default)s)",
     )
     compare.add_argument(
         "--repeats", type=integer, default=10, help="seeds 0..N-1 (default %(default)s)"
     )
     compare.add_argument("--trials", type=integer, help="trials per run (default: n_trials)")
+    compare.add_argument(
+        "--within", type=float, default=WITHIN,
+        help="'near the optimum': within this many percent of it (default %(default)s)",
+    )  # fmt: skip
+    compare.add_argument(
+        "--budgets", default=",".join(map(str, BUDGETS)),
+        help="trials at which the median best so far is shown (default %(default)s)",
+    )  # fmt: skip
     compare.add_argument("--out", help="output directory (default runs/<config name>-compare)")
     compare.add_argument("--load", help="float checkpoint; default: DIR/model.pt, else train one")
     compare.set_defaults(func="compare")

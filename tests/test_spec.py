@@ -89,6 +89,9 @@ PARITY = [
     ("latency_warmup", "latency_warmup", -1),
     ("latency_budget_s", "latency_budget_s", -0.5),
     ("latency_shared", "latency_shared", 1),
+    ("audit_rate", "audit_rate", -0.1),
+    ("audit_rate", "audit_rate", 1.5),
+    ("audit_rate", "audit_rate", "often"),
 ]
 
 

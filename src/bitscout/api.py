@@ -23,6 +23,7 @@ from torch import nn
 
 from bitscout.data.containers import MAX_BYTES, prepare
 from bitscout.errors import ConfigError
+from bitscout.evaluate.audit import AUDIT_RATE
 from bitscout.evaluate.evaluator import LossFn
 from bitscout.evaluate.metrics import METRICS, Metric, user_metric
 from bitscout.objective import objective_from
@@ -88,6 +89,7 @@ def search(
     latency_warmup: int = 1,
     latency_budget_s: float = 1.0,
     latency_shared: bool = True,
+    audit_rate: float = AUDIT_RATE,
     show: bool = False,
     quiet: bool = False,
     verbose: bool = False,
@@ -142,6 +144,10 @@ def search(
         test_data: held-out data (the forms of `data`) the winners are evaluated on once.
         latency_repeats, latency_warmup, latency_budget_s, latency_shared: how the `latency`
             metric is measured, as the config's `setup` keys of those names.
+        audit_rate: the share (0..1) of the candidates scored by the fast engine that are
+            scored again by the plain path (the candidate built and run through its own
+            forward) and compared, besides the first 2; a difference stops the search
+            (SearchFailed). 0 turns the audit off. summary.json's `audit` counts them.
         show: print progress and the result tables on stdout, as the CLI does. By default
             nothing is printed: the same lines go to the `"bitscout"` logger at INFO.
         quiet: only the final result (no progress, no new-best lines).
@@ -153,7 +159,8 @@ def search(
     Raises:
         ConfigError: a bad argument (naming it, the rule and the value), or a store holding
             another search's study.
-        SearchFailed: every evaluated candidate failed.
+        SearchFailed: every evaluated candidate failed, or the audit found the fast engine's
+            figures differ from the plain path's.
     """
     if not isinstance(model, nn.Module):
         raise ConfigError("model", "must be a torch.nn.Module", type(model).__name__)
@@ -161,7 +168,7 @@ def search(
               "n_jobs_limit": n_jobs_limit, "order": order, "warm_start": warm_start,
               "chunked": chunked, "latency_repeats": latency_repeats,
               "latency_warmup": latency_warmup, "latency_budget_s": latency_budget_s,
-              "latency_shared": latency_shared}  # fmt: skip
+              "latency_shared": latency_shared, "audit_rate": audit_rate}  # fmt: skip
     python_values({"objective": objective, "constraints": constraints, "metrics": metrics,
                    "loss_fn": loss_fn, "max_data_bytes": max_data_bytes})  # fmt: skip
     place = _place(out, storage, study, resume, overwrite)

@@ -8,14 +8,18 @@ the fast path keeps each sample's predicted class and groups the sums of the los
 differently (see `Evaluator`).
 """
 
+import functools
 import math
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bitscout.errors import SearchFailed
-from bitscout.quant.space import Choice, Config, SearchSpace
+
+if TYPE_CHECKING:  # the search's spec reads AUDIT_RATE without importing torch
+    from bitscout.quant.choices import Dimension
+    from bitscout.quant.space import Choice, Config, SearchSpace
 
 AUDIT_RATE = 1 / 50  # the share of the fast engine's candidates re-derived by the plain path
 AUDIT_MIN = 2  # at least this many: the first candidates the fast engine scores
@@ -35,13 +39,13 @@ def disagreement(fast: Mapping[str, float], plain: Mapping[str, float]) -> str |
     return None
 
 
-def extremes(space: SearchSpace) -> list[Config]:
+def extremes(space: "SearchSpace") -> "list[Config]":
     """The candidates of every dimension's lowest choice and of every highest (first and
     last where the choices are not all numbers), distinct; where one is no candidate of a
     space that skips combinations, its first or last candidate instead."""
     found: list[Config] = []
-    for index, pick in ((0, min), (space.size - 1, max)):
-        config = space.draw(lambda d, pick=pick: _end(d.choices, pick))  # type: ignore[misc]
+    for index, lowest in ((0, True), (space.size - 1, False)):
+        config = space.draw(functools.partial(_end, lowest=lowest))
         if space.invalid(config) is not None:
             config = space.config(index)
         if config not in found:
@@ -49,11 +53,11 @@ def extremes(space: SearchSpace) -> list[Config]:
     return found
 
 
-def _end(choices: tuple[Choice, ...], pick: Any) -> Choice:
-    numbers = all(isinstance(c, int | float) and not isinstance(c, bool) for c in choices)
-    if numbers:
-        return pick(choices)
-    return choices[0] if pick is min else choices[-1]
+def _end(dimension: "Dimension", *, lowest: bool) -> "Choice":
+    choices = dimension.choices
+    if all(isinstance(c, int | float) and not isinstance(c, bool) for c in choices):
+        return min(choices) if lowest else max(choices)
+    return choices[0] if lowest else choices[-1]
 
 
 @dataclass
@@ -64,6 +68,7 @@ class Audit:
 
     rate: float = AUDIT_RATE
     seed: int = 0
+    engine: str = "fast"  # "plain": the evaluator scores every candidate by the plain path
     rederived: int = 0
     matched: int = 0
     seen: int = 0
@@ -96,6 +101,7 @@ class Audit:
         self.matched += 1
 
     def summary(self) -> dict[str, Any]:
-        """summary.json's `audit`: the sampling rate, how many were re-derived, how many
-        matched."""
-        return {"rate": self.rate, "rederived": self.rederived, "matched": self.matched}
+        """summary.json's `audit`: the sampling rate, the engine that scored the candidates,
+        how many were re-derived, how many matched."""
+        return {"rate": self.rate, "engine": self.engine, "rederived": self.rederived,
+                "matched": self.matched}  # fmt: skip

@@ -145,6 +145,7 @@ class Evaluator:
         # before the fast path's cross-check: a model editing its input would skew it
         self._float = self.evaluate_plan(dict.fromkeys(self._resolver.paths), check=True)
         self._runner = self._fast_runner(block_bytes)
+        self.audit.engine = "fast" if self._runner is not None else "plain"
 
     @property
     def x(self) -> torch.Tensor | None:

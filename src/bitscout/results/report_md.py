@@ -152,8 +152,21 @@ def test_section(c: Concluded, run: Run) -> str:
 def _source(source: Any) -> str:
     """Where the float model came from: trained here, a checkpoint (path and SHA-256), ..."""
     if isinstance(source, dict):
-        return f"checkpoint {source.get('path')} (SHA-256 {source.get('sha256')})"
+        trained = "trained by this search: " if source.get("trained") else ""
+        return f"{trained}checkpoint {source.get('path')} (SHA-256 {source.get('sha256')})"
     return {"trained": "trained by this search", None: "not recorded"}.get(source, str(source))
+
+
+def _audit(audit: dict[str, Any]) -> str:
+    """summary.json's `audit` in words: how many candidates the plain path re-derived."""
+    if audit.get("engine") == "plain":
+        return "none needed: every candidate was scored by the plain path (the model's forward)"
+    if not audit["rate"]:
+        return "off (audit_rate = 0): the fast engine's figures were not re-derived"
+    n, matched = audit["rederived"], audit["matched"]
+    verdict = f"all {n} matched" if matched == n else f"{n - matched} of {n} did not match"
+    return (f"{n} candidates scored by the fast engine re-derived by the plain path (the "
+            f"first 2, then 1 in {1 / audit['rate']:g}, seeded): {verdict}")  # fmt: skip
 
 
 def _setup(run: Run, objective: Objective, c: Concluded) -> str:
@@ -177,6 +190,7 @@ def _setup(run: Run, objective: Objective, c: Concluded) -> str:
         ("the same for every trial", ", ".join(f"{k} {_number(v)} [{units.get(k, '')}]"
                                               for k, v in constant.items()) or "-"),
         ("search time", f"{s['wall_s']:.2f} s"),
+        *([("audit", _audit(s["audit"]))] if s.get("audit") else []),
     ]  # fmt: skip
     return "\n".join(["| setting | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows])
 

@@ -21,6 +21,7 @@ from torch import nn
 
 from bitscout.data.containers import EvalData
 from bitscout.errors import ConfigError, SearchFailed
+from bitscout.evaluate.audit import Audit
 from bitscout.evaluate.evaluator import Evaluator
 from bitscout.evaluate.metrics import Metric, user_records
 from bitscout.quant.plan import fx_name
@@ -106,6 +107,7 @@ def make_evaluator(job: Job) -> Evaluator:
         loss_fn=job.loss_fn,
         latency={name: getattr(settings, name) for name in names},
         share_latency=settings.latency_shared,
+        audit=Audit(settings.audit_rate, settings.seed),
     )
 
 
@@ -251,7 +253,7 @@ def test_evaluator(job: Job, evaluator: Evaluator) -> Evaluator | None:
         return None
     names = [m for m in evaluator.metrics if evaluator.get(m).kind != "timing"]
     return Evaluator(job.model, job.space, job.test_data, names, extra=job.metrics,
-                     loss_fn=job.loss_fn)  # fmt: skip
+                     loss_fn=job.loss_fn, audit=Audit(job.settings.audit_rate))  # fmt: skip
 
 
 @quiet_optuna()  # Optuna's lines in none of the search's processes (workers are forked)
@@ -275,7 +277,7 @@ def run_job(job: Job, console: Console, verbosity: Verbosity = "normal") -> Fini
     ctx.notify = say
     say(f"searching {job.space.size} candidates with {describe(job.settings)}; "
         f"{len(before)} trials already in the store")  # fmt: skip
-    for note in (job.space.skipped_note, population_note(job.settings)):
+    for note in (*evaluator.notes, job.space.skipped_note, population_note(job.settings)):
         if note is not None:
             say(note)
     procs = fork(job.settings.n_jobs, lambda i: _worker(job, storage, evaluator, i))
@@ -392,6 +394,7 @@ def search_summary(job: Job, store: Store, tally: Tally, evaluator: Evaluator) -
         "study": job.study_name,
         "wall_s": time.perf_counter() - tally.start,
         "eval_samples": evaluator.rows,
+        "audit": evaluator.audit.summary(),  # this worker's fast-engine candidates re-derived
         "dimensions": [d.name for d in job.space.dimensions],
         "metric_units": {m: evaluator.get(m).unit for m in evaluator.metrics},
         "user_metrics": user_records(evaluator.get(m) for m in evaluator.metrics),

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from bitscout._core.validate import check_keys
 from bitscout.errors import ConfigError
+from bitscout.evaluate.audit import AUDIT_RATE
 from bitscout.objective import Objective, parse_objective
 from bitscout.study.spec import (
     BY_PYTHON,
@@ -50,6 +51,7 @@ class StrategySettings:
     latency_warmup: int = 1
     latency_budget_s: float = 1.0
     latency_shared: bool = True  # one measurement per distinct computation, not per candidate
+    audit_rate: float = AUDIT_RATE  # the fast engine's candidates re-derived by the plain path
     order: str = "index"  # bruteforce: index order or a seeded shuffle
     warm_start: str | None = None  # optuna: queue this strategy's trajectory first
     order_seed: int | None = None  # the shuffle's seed when not `seed` (extra workers)
@@ -114,7 +116,7 @@ def build_settings(
     name, sampler = strategy_pair(given["strategy"], values.get("sampler"), key("sampler"))
     _fits(name, given, key)
     fields = ("timeout", "seed", "order", "warm_start", "chunked", "latency_repeats",
-              "latency_warmup", "latency_budget_s", "latency_shared")  # fmt: skip
+              "latency_warmup", "latency_budget_s", "latency_shared", "audit_rate")  # fmt: skip
     return StrategySettings(
         name=name,
         sampler=sampler,

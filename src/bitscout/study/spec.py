@@ -11,8 +11,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bitscout._core.validate import SEED_MAX, suggest
+from bitscout._core.validate import SEED_MAX, unknown
 from bitscout.errors import ConfigError
+from bitscout.evaluate.audit import AUDIT_RATE
 
 # Every strategy name, in one place. Ours first; "optuna" is Optuna with `sampler` (TPE by
 # default); a sampler's own name is Optuna with that sampler.
@@ -70,6 +71,13 @@ def number(*, positive: bool) -> Check:
     return check
 
 
+def fraction(value: Any) -> float:
+    """A number in 0..1 (a share of something)."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 1:
+        return float(value)
+    raise Refused("must be a number in 0..1")
+
+
 def boolean(value: Any) -> bool:
     if not isinstance(value, bool):
         raise Refused("must be true or false")
@@ -115,8 +123,7 @@ def choice(noun: str, known: tuple[str, ...]) -> Check:
     def check(value: Any) -> str:
         if isinstance(value, str) and value.lower() in known:
             return value.lower()
-        hint = suggest(value.lower(), known) if isinstance(value, str) else ""
-        raise Refused(f"unknown {noun}{hint}; known: {', '.join(known)}")
+        raise Refused(unknown(noun, value.lower() if isinstance(value, str) else value, known))
 
     return check
 
@@ -165,6 +172,8 @@ PARAMS: tuple[Param, ...] = (
     Param("latency_warmup", "latency_warmup", integer(0), 1),
     Param("latency_budget_s", "latency_budget_s", number(positive=False), 1.0),
     Param("latency_shared", "latency_shared", boolean, True),
+    # the share of the fast engine's candidates re-derived by the plain path (0: none)
+    Param("audit_rate", "audit_rate", fraction, AUDIT_RATE),
     Param(None, "sum_scaled_metrics", boolean, True),
     Param(None, "direction", lambda value: value, None),  # checked by the objective's parser
     Param("study", None, name, "bitscout"),

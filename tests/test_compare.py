@@ -5,19 +5,27 @@ from __future__ import annotations
 
 import copy
 import csv
+import hashlib
 import io
 import json
 import math
+import shlex
+import statistics
+import subprocess
 import tomllib
+from importlib import metadata
 from pathlib import Path
 
 import matplotlib.image
+import numpy as np
 import pytest
 import tomli_w
+import torch
 from rich.console import Console
 
 from bitscout.analysis import compare
-from bitscout.analysis.compare import COLUMNS, CompareResult
+from bitscout.analysis.compare import COLUMNS, KNOWN, CompareResult
+from bitscout.cli import main
 from bitscout.cli.build import load_data, train_to
 from bitscout.cli.compare import run_compare
 from bitscout.cli.config import load_config
@@ -223,6 +231,139 @@ def test_same_seeds_give_the_same_rows(result, workdir, config_path, ckpt):
     assert all(isinstance(json.loads(c), dict) for c in configs[0])
 
 
+# --- statistics, test split, provenance (issue 20, item 17) ----------------------------------
+
+
+def test_table_and_console_show_the_censored_trials_to_the_optimum(result, workdir):
+    text = (workdir / "out" / "compare.md").read_text()
+    for entry in result.summary:
+        seeds = entry["seeds"]
+        reached = seeds - entry["never_optimum"]
+        median = entry["trials_to_optimum"]
+        shown = f"> {SIZE}" if median is None else f"{median:.6g}"
+        assert f"| {shown}; {reached}/{seeds} reached |" in text
+        assert entry["reached_optimum"] == reached / seeds
+
+
+def test_each_final_pick_is_scored_once_on_the_test_split(result, workdir):
+    assert len(result.picks) == len(STRATEGIES) * REPEATS
+    for pick in result.picks:
+        run = of(result.rows, pick["strategy"], pick["seed"])
+        assert pick["validation"] == run[-1]["best_so_far"]
+        row = run[pick["trial"] - 1]  # the first trial that reached the run's best
+        assert row["objective"] == pick["validation"]
+        assert json.loads(row["config"]) == pick["config"]
+        assert isinstance(pick["test"], float)
+    for entry in result.summary:
+        tests = [p["test"] for p in result.picks if p["strategy"] == entry["strategy"]]
+        assert entry["final_test"] == statistics.median(tests)
+    # brute force picks the same config in every seed: the same test score
+    assert len({p["test"] for p in result.picks if p["strategy"] == "bruteforce"}) == 1
+    text = (workdir / "out" / "compare.md").read_text()
+    assert "| median final best (validation) | its test score (median) |" in text
+
+
+def _weights_sha256(ckpt: Path) -> str:
+    digest = hashlib.sha256()
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    for name, tensor in sorted(state.items()):
+        digest.update(name.encode())
+        digest.update(tensor.contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def test_provenance_records_the_command_options_code_and_model(result, workdir, ckpt,
+                                                               config_path):  # fmt: skip
+    doc = json.loads((workdir / "out" / "compare.json").read_text())
+    p = doc["provenance"]
+    assert p == result.provenance
+    assert p["bitscout_version"] == metadata.version("bitscout")
+    root = Path(__file__).resolve().parents[1]
+    commit = p["git_commit"]
+    assert len(commit) == 40 and isinstance(p["git_dirty"], bool)
+    # other work may have been committed since: the recorded commit is HEAD or before it
+    ancestor = ["git", "-C", str(root), "merge-base", "--is-ancestor", commit, "HEAD"]
+    assert subprocess.run(ancestor, check=False).returncode == 0
+    assert p["model"]["checkpoint"] == str(ckpt)
+    assert p["model"]["checkpoint_sha256"] == hashlib.sha256(ckpt.read_bytes()).hexdigest()
+    assert p["model"]["weights_sha256"] == _weights_sha256(ckpt)
+    assert p["data"]["rows"] == 400 and p["test_data"]["rows"] == 400
+    options = p["options"]
+    assert options["config_sha256"] == hashlib.sha256(config_path.read_bytes()).hexdigest()
+    assert options["strategies"] == STRATEGIES and options["repeats"] == REPEATS
+    assert options["trials"] == options["trials_per_run"] == SIZE
+    assert options["within"] == 1.0 and options["budgets"] == [50, 100, 200, 500, 1000]
+    argv = shlex.split(p["command"])
+    assert argv[:3] == ["bitscout", "compare", str(config_path)]
+    for flag, value in (("--strategies", ",".join(STRATEGIES)), ("--repeats", "3"),
+                        ("--trials", "48"), ("--within", "1"),
+                        ("--budgets", "50,100,200,500,1000"), ("--load", str(ckpt))):  # fmt: skip
+        assert argv[argv.index(flag) + 1] == value
+    text = (workdir / "out" / "compare.md").read_text()
+    assert "## Provenance" in text and f"`{p['command']}`" in text
+    assert p["model"]["checkpoint_sha256"] in text and commit in text
+    assert doc["optimum"] == result.optimum and len(doc["picks"]) == len(result.picks)
+
+
+def test_the_recorded_command_re_derives_the_table(workdir, config_path, ckpt):
+    """The command compare.json records, run again elsewhere, gives the same rows and table;
+    --within and --budgets reach the outputs."""
+    argv = ["compare", str(config_path), "--strategies", "random,shuffled", "--repeats", "2",
+            "--trials", "12", "--within", "5", "--budgets", "5,10", "--load", str(ckpt)]  # fmt: skip
+    assert main([*argv, "--out", str(workdir / "first")]) == 0
+    first = json.loads((workdir / "first" / "compare.json").read_text())
+    assert first["provenance"]["options"]["within"] == 5.0
+    assert first["provenance"]["options"]["budgets"] == [5, 10]
+    again = shlex.split(first["provenance"]["command"])[1:]
+    again[again.index("--out") + 1] = str(workdir / "second")
+    assert main(again) == 0
+    csvs = [(workdir / d / "compare.csv").read_text() for d in ("first", "second")]
+    assert csvs[0] == csvs[1]
+    tables = [(workdir / d / "compare.md").read_text().split("## Provenance")[0]
+              for d in ("first", "second")]  # fmt: skip
+    assert tables[0] == tables[1]
+    assert "trials to within 5% (KM median; reached)" in tables[0]
+    assert "| strategy | best at 5 trials (median) | best at 10 trials (median) |" in tables[0]
+
+
+def test_help_lists_every_strategy_label(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["compare", "--help"])
+    assert done.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for label in KNOWN:
+        assert f" {label}," in text or f" {label} (" in text
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--within", "0"), ("--within", "nan"),
+                                             ("--budgets", "100,50"), ("--budgets", "x")])  # fmt: skip
+def test_bad_threshold_or_budgets_are_one_line_before_any_work(config_path, tmp_path, capsys,
+                                                               flag, value):  # fmt: skip
+    out = tmp_path / "out"
+    assert main(["compare", str(config_path), flag, value, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and flag in err
+    assert not out.exists()
+
+
+def test_plot_draws_median_regret_on_a_log_axis(result, tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    drawn: list[Figure] = []
+    save = Figure.savefig
+    monkeypatch.setattr(
+        Figure, "savefig", lambda fig, *a, **k: (drawn.append(fig), save(fig, *a, **k))
+    )
+    compare_out.draw(tmp_path / "c.png", result.summary, result.optimum, "t")
+    (ax,) = drawn[0].axes
+    assert ax.get_yscale() == "symlog"
+    assert "regret" in ax.get_ylabel()
+    for line, entry in zip(ax.get_lines(), result.summary, strict=True):
+        np.testing.assert_array_equal(line.get_ydata(), entry["regret"]["median"])
+        assert line.get_label().startswith(f"{entry['strategy']}: median (to optimum: ")
+        assert "reached" in line.get_label()
+
+
 # --- spaces too large to enumerate --------------------------------------------------------
 
 
@@ -239,6 +380,10 @@ def test_too_large_space_compares_without_regret(workdir, config_path, ckpt, mon
     assert len(rows) == 2 * 2 * 6
     assert all(r["regret"] == "" for r in rows)
     assert all(e["regret_auc"] is None and e["regret"] is None for e in got.summary)
+    # the plot measures each run against the best any run found
+    best = max(r["best_so_far"] for r in got.rows)
+    for e in got.summary:
+        assert e["gap"]["median"][-1] == pytest.approx(best - e["final_best"])
     text = (workdir / "large" / "compare.md").read_text()
     assert "optimum unknown" in text and "| random |" in text
     assert (workdir / "large" / "plots" / "compare.png").read_bytes()[:8] == PNG_SIGNATURE

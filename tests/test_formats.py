@@ -294,3 +294,74 @@ def test_bad_fields_name_the_field(name, values, field):
     with pytest.raises(ConfigError) as err:
         FORMATS.get(name).parse(values)
     assert err.value.key == field
+
+
+# --- NaN, infinities and the ranges that can be built (issue 20 item 9) ----------------------
+
+
+def test_log_saturates_infinities_and_keeps_nan():
+    fmt = FORMATS.get("log").parse({"width": 5})  # bias 7: 2**-7 .. 2**8
+    x = torch.tensor([float("inf"), -float("inf"), 3e38, float("nan"), 0.0])
+    got = fmt.quantize_values(x)
+    assert got[:3].tolist() == [256.0, -256.0, 256.0]  # were 1.0, -1.0 and 256.0
+    assert math.isnan(got[3]) and got[4] == 2.0**-7  # NaN was 0.5
+
+
+@pytest.mark.parametrize(
+    "fmt", [BlockFP(8, block_size=4), MXInt(block_size=4), MXFP(8, 4, block_size=4)]
+)
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_a_block_holding_nan_or_inf_is_nan_and_the_others_keep_their_scale(fmt, bad):
+    x = torch.tensor([[100.0, 3.0, bad, 1.0, 100.0, 3.0, 2.0, 1.0]])
+    got = fmt.quantize_values(x)
+    assert torch.isnan(got[0, :4]).all()  # 100 became 0.99 before: rescaled by the inf/NaN
+    assert torch.equal(got[:, 4:], fmt.quantize_values(x[:, 4:]))
+
+
+def test_mxfp_propagates_nan_as_torchao_does():
+    from torchao.prototype.mx_formats.mx_tensor import MXTensor
+
+    x = torch.randn(4, 64)
+    x[1, 40] = float("nan")
+    want = MXTensor.to_mx(x, torch.float8_e4m3fn, block_size=32).dequantize(torch.float32)
+    got = MXFP(8, 4).quantize_values(x)
+    assert torch.equal(torch.isnan(got), torch.isnan(want))
+    assert torch.isnan(got[1, 32:]).all() and not torch.isnan(got[1, :32]).any()
+    assert torch.equal(got.nan_to_num(), want.nan_to_num())
+
+
+@pytest.mark.parametrize("name", ["minifloat_ieee", "minifloat_denorm"])
+def test_minifloat_widths_are_3_to_31(name):
+    cls = FORMATS.get(name)
+    for width in (2, 32):
+        with pytest.raises(ConfigError) as err:
+            cls.parse({"width": width, "exponent_width": 1})
+        assert err.value.key == "width" and "3..31" in str(err.value)
+    assert cls.parse({"width": 3, "exponent_width": 1}).mantissa == 1
+    assert cls.parse({"width": 31, "exponent_width": 7}).mantissa == 23
+
+
+def test_every_minifloat_width_and_exponent_width_in_range_builds_with_some_bias():
+    """What the field ranges promise: each width 3..31 has an exponent width that builds with
+    the default bias, and a refused bias names the range that works, quoting the bias given."""
+    for width in range(3, 32):
+        assert any(
+            MinifloatIEEE(width, e).bias == 2 ** (e - 1) - 1
+            for e in range(max(1, width - 24), min(7, width - 2) + 1)
+        )
+    with pytest.raises(ConfigError) as err:
+        MinifloatIEEE(16, 8)  # the default bias 127 puts the top binade at 2**128
+    assert "128..143" in str(err.value) and str(err.value).endswith("got 127")
+    assert MinifloatIEEE(16, 8, 128).emax == 127
+
+
+def test_log_width_9_needs_a_bias_of_128_to_149():
+    log = FORMATS.get("log")
+    with pytest.raises(ConfigError) as err:
+        log.parse({"width": 9})
+    assert err.value.key == "exponent_bias" and "128..149" in str(err.value)
+    assert str(err.value).endswith("got 127")  # the default bias; the message said 128
+    assert log.parse({"width": 9, "exponent_bias": 128}).emax == 127
+    assert log.parse({"width": 9, "exponent_bias": 149}).emin == -149
+    for width in range(2, 9):  # the default bias builds below 9
+        log.parse({"width": width})

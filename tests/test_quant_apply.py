@@ -387,3 +387,32 @@ def test_config_errors_name_the_key(name, plan, key, mentions):
         assert word in message
     for k, v in model.state_dict().items():
         assert torch.equal(v, state[k])
+
+
+def test_a_pruned_model_is_quantized_with_its_effective_weights():
+    """Issue 20 item 16: `torch.nn.utils.prune` leaves `weight_orig`, `weight_mask` and a
+    pre-hook; quantize_model copies orig * mask (it crashed in deepcopy before)."""
+    from torch.nn.utils import prune
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3))
+    prune.l1_unstructured(model[0], "weight", amount=0.5)
+    prune.random_unstructured(model[2], "bias", amount=0.5)
+    effective = [model[0].weight.detach().clone(), model[2].bias.detach().clone()]
+    plan = {"default": {"config": {"name": "integer", "data_in_width": 8, "weight_width": 8,
+                                   "bias_width": 8}}}  # fmt: skip
+    quantized = quantize_model(model, plan)
+    fmt = Integer(8)
+    assert torch.equal(quantized[0].weight, effective[0])  # float: quantized in forward
+    assert (quantized[0].weight == 0).sum() >= 15  # the pruned half stays zero
+    assert torch.equal(quantized[2].bias, effective[1])  # the layer's own bias, masked
+    x = torch.randn(7, 6)
+    layer = [fmt.quantize_values(t.detach()) for t in (model[0].weight, model[0].bias)]
+    hidden = F.relu(F.linear(fmt.quantize_values(x), *layer))
+    second = [fmt.quantize_values(t.detach()) for t in (model[2].weight, model[2].bias)]
+    with torch.no_grad():
+        assert torch.equal(quantized(x), F.linear(fmt.quantize_values(hidden), *second))
+    assert quantized[0].weight.requires_grad and isinstance(quantized[0].weight, nn.Parameter)
+    # The original keeps its pruning: parameters, mask and hook.
+    assert hasattr(model[0], "weight_orig") and hasattr(model[0], "weight_mask")
+    assert not hasattr(quantized[0], "weight_orig")

@@ -9,6 +9,7 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
+import torch
 from torch import nn
 
 from bitscout.quant.layers import quantizable_layers, to_quant
@@ -25,6 +26,7 @@ from bitscout.quant.tables import parse_layer_config
 __all__ = [
     "Layers",
     "QuantPlan",
+    "copy_model",
     "fx_name",
     "layer_types",
     "parse_layer_config",
@@ -35,13 +37,25 @@ __all__ = [
 ]
 
 
+def copy_model(model: nn.Module) -> nn.Module:
+    """`copy.deepcopy(model)`, also for a pruned model: prune's `weight` is a tensor computed
+    from `weight_orig`, which deepcopy refuses; the copy gets a detached clone, and its own
+    pre-hook recomputes it from its own `weight_orig` at the next forward."""
+    memo: dict[int, object] = {}
+    for module in model.modules():
+        for value in vars(module).values():
+            if isinstance(value, torch.Tensor) and not value.is_leaf:
+                memo[id(value)] = value.detach().clone()
+    return copy.deepcopy(model, memo)
+
+
 def quantize_model(model: nn.Module, plan: QuantPlan | Mapping[str, Any]) -> nn.Module:
     """A new model with each layer quantized as `plan` says; `model` itself is never modified.
 
     `plan` is a QuantPlan or a raw MASE `[passes.quantize]` table.
     """
     resolved = resolve_plan(model, plan)
-    new = copy.deepcopy(model)
+    new = copy_model(model)
     for path, quant in resolved.items():
         if quant is None:
             continue

@@ -47,6 +47,9 @@ class Binary(NumberFormat):
     def bits_for(self, shape: Sequence[int]) -> float:
         return _per_slice_bits(1, not self.bipolar, shape)
 
+    def grid(self) -> tuple[int, int] | None:
+        return (0, 1) if self.bipolar else None  # ±1; else a scale from the data
+
     def signature(self) -> tuple:
         return (self.name, self.bipolar)
 
@@ -75,6 +78,9 @@ class Ternary(NumberFormat):
 
     def bits_for(self, shape: Sequence[int]) -> float:
         return _per_slice_bits(2, self.scaling_factor, shape)
+
+    def grid(self) -> tuple[int, int] | None:
+        return None if self.scaling_factor else (0, 1)  # -1, 0, 1; else a scale from the data
 
     def signature(self) -> tuple:
         return (self.name, self.scaling_factor)

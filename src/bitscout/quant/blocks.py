@@ -36,13 +36,18 @@ def by_blocks(
     x: torch.Tensor, size: int, fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 ) -> torch.Tensor:
     """`fn(blocks, amax)` over blocks of `size` values along the last dimension, in float64:
-    `blocks` is [..., n_blocks, size], `amax` each block's largest magnitude [..., n_blocks, 1]."""
+    `blocks` is [..., n_blocks, size], `amax` each block's largest magnitude [..., n_blocks, 1];
+    a block holding a NaN or an infinity is NaN throughout."""
     v = x.double()
     n = v.shape[-1] if v.dim() else 1
     v = v.reshape(*v.shape[:-1], n) if v.dim() else v.reshape(1)
     padded = F.pad(v, (0, -n % size))
     blocks = padded.reshape(*padded.shape[:-1], -1, size)
-    out = fn(blocks, blocks.abs().amax(dim=-1, keepdim=True))
+    amax = blocks.abs().amax(dim=-1, keepdim=True)
+    # A NaN or an infinity leaves the block no finite shared scale: every value of the block is
+    # NaN (torchao's MX does so for a NaN, with E8M0's NaN scale; an infinity there keeps
+    # itself and flushes the rest of its block to 0, which no output would show).
+    out = torch.where(torch.isfinite(amax), fn(blocks, amax), torch.nan)
     return out.reshape(padded.shape)[..., :n].reshape(x.shape).to(x.dtype)
 
 

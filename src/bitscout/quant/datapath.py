@@ -9,6 +9,8 @@ type; every cast uses the layer's rounding and overflow. With the exact accumula
 these casts changes a value, so the layer equals the plain float computation.
 """
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -16,7 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bitscout.quant.formats import Integer, quantize_values
+from bitscout.quant.formats import Integer, NumberFormat, quantize_values
+
+FLOAT32_EXACT_INT = 2**24  # float32 holds every integer of at most this magnitude
+FLOAT32_MIN_STEP = -149  # its smallest subnormal, 2**-149
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,47 @@ def exact_accum(
         scale = 2 ** (frac - bias.frac_width)  # type: ignore[operator]
         lo, hi = lo + b_lo * scale, hi + b_hi * scale
     return Fixed(signed_width(lo, hi), frac)
+
+
+@functools.lru_cache(maxsize=4096)
+def sum_dtype(
+    data_in: NumberFormat | None, weight: NumberFormat | None, bias: NumberFormat | None,
+    fan_in: int,
+) -> torch.dtype | None:  # fmt: skip
+    """The dtype a quantized layer's products and sums must be computed in to be exact, or
+    None where float32 already is. With operands on fixed grids (`NumberFormat.grid`), every
+    product and partial sum, in any order, is an integer multiple of the finest step, no
+    larger in magnitude than `fan_in` largest products plus the largest bias: float32 holds
+    it exactly while that integer is at most 2**24 and its binades are float32's. Otherwise
+    float64: exact up to 2**53 steps (two 16-bit operands over 2**21 products), beyond that
+    the float64 sum (off by under 2**-52 of its value). A float operand (None) leaves the
+    layer float: it runs in the model's dtype."""
+    if data_in is None or weight is None:
+        return None
+    grids = [f.grid() for f in (data_in, weight, bias) if f is not None]
+    known = [g for g in grids if g is not None]
+    if len(known) < len(grids):
+        return torch.float64
+    (ex, kx), (ew, kw), *rest = known
+    step = min([ex + ew, *(e for e, _ in rest)])
+    steps = fan_in * kx * kw * 2 ** (ex + ew - step) + sum(k * 2 ** (e - step) for e, k in rest)
+    narrow = steps <= FLOAT32_EXACT_INT and step >= FLOAT32_MIN_STEP and step + 24 <= 127
+    return None if narrow else torch.float64
+
+
+Op = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
+
+
+def computed_in(
+    dtype: torch.dtype | None, op: Op, x: torch.Tensor, weight: torch.Tensor,
+    bias: torch.Tensor | None,
+) -> torch.Tensor:  # fmt: skip
+    """`op(x, weight, bias)` computed in `dtype` (`sum_dtype`'s answer; None: as given) and
+    returned in x's dtype: the exact sum rounded once to the activations' precision."""
+    if dtype is None or x.dtype == dtype:
+        return op(x, weight, bias)
+    wide = op(x.to(dtype), weight.to(dtype), None if bias is None else bias.to(dtype))
+    return wide.to(x.dtype)
 
 
 def fan_in(layer: nn.Module) -> int:

@@ -39,17 +39,21 @@ def float_grid(v: torch.Tensor, mantissa: int, min_exp: int, max_value: float) -
     return torch.clamp(torch.round(v / step) * step, max=max_value)
 
 
-def _check_range(bias: int, emax: int, mantissa: int) -> None:
-    """Keep every value a float32: no binade above float32's, no spacing below its smallest."""
-    if emax > FLOAT32_MAX_EXP or 1 - bias - mantissa < FLOAT32_MIN_EXP:
-        rule = "puts values outside float32's range (largest binade 2**127, smallest step 2**-149)"
-        raise ConfigError("exponent_bias", rule, bias)
+def _check_bias(bias: int, top: int, step: int, kind: str) -> None:
+    """Keep every value a float32: the largest binade `top - bias` at most float32's (2**127),
+    the smallest step `step - bias` at least its smallest (2**-149)."""
+    lo, hi = top - FLOAT32_MAX_EXP, step - FLOAT32_MIN_EXP
+    why = "or values leave float32's range (largest binade 2**127, smallest step 2**-149)"
+    if lo > hi:
+        raise ConfigError("exponent_width", f"leaves no exponent_bias possible for {kind}, {why}")
+    if not lo <= bias <= hi:
+        raise ConfigError("exponent_bias", f"must be in {lo}..{hi} for {kind}, {why}", bias)
 
 
 @dataclass(frozen=True)
 class _Minifloat(NumberFormat):
     FIELDS: ClassVar[tuple[Field, ...]] = (
-        width_field(2, 32),
+        width_field(3, 31),  # a sign, an exponent and a mantissa bit; 32 leaves float32
         Field("exponent_width", "an integer in 1..8", "integers in 1..8", int_in(1, 8)),
         int_or_na("exponent_bias", -256, 256),
     )
@@ -64,11 +68,17 @@ class _Minifloat(NumberFormat):
             raise ConfigError("exponent_width", f"{rule} (width {self.width})", self.exponent_width)
         if self.exponent_bias is None:
             object.__setattr__(self, "exponent_bias", 2 ** (self.exponent_width - 1) - 1)
-        _check_range(self.bias, self.emax, self.mantissa)
+        kind = f"width {self.width}, exponent_width {self.exponent_width}"
+        _check_bias(self.bias, 2**self.exponent_width - 1, self._step_offset, kind)
 
     @property
     def mantissa(self) -> int:
         return self.width - 1 - self.exponent_width
+
+    @property
+    def _step_offset(self) -> int:
+        """The smallest step's exponent plus the bias."""
+        return 1 - self.mantissa
 
     @property
     def bias(self) -> int:
@@ -96,6 +106,12 @@ class MinifloatIEEE(_Minifloat):
     def max_value(self) -> float:
         return 2.0**self.emax * (2 - 2.0**-self.mantissa)
 
+    def grid(self) -> tuple[int, int]:
+        # step 2**(1 - bias - M) (the subnormals'); the largest is (2**(M+1) - 1) steps of
+        # the top binade, 2**(2**E - 2) subnormal steps each.
+        top = (2 ** (self.mantissa + 1) - 1) * 2 ** (2**self.exponent_width - 2)
+        return 1 - self.bias - self.mantissa, top
+
     def quantize_values(self, x: torch.Tensor) -> torch.Tensor:
         v = x.double()
         q = float_grid(v.abs(), self.mantissa, 1 - self.bias, self.max_value)
@@ -115,8 +131,16 @@ class MinifloatDenorm(_Minifloat):
     name: ClassVar[str] = "minifloat_denorm"
 
     @property
+    def _step_offset(self) -> int:
+        return -self.mantissa  # no implicit bit: the lowest binade's step is 2**(-bias - M)
+
+    @property
     def max_value(self) -> float:
         return 2.0**self.emax * (1 - 2.0**-self.mantissa)
+
+    def grid(self) -> tuple[int, int]:
+        # step 2**(-bias - M); the largest is 2**M - 1 steps of the top binade's 2**(emax - M)
+        return -self.bias - self.mantissa, (2**self.mantissa - 1) * 2 ** (self.emax + self.bias)
 
     def quantize_values(self, x: torch.Tensor) -> torch.Tensor:
         v = x.double()
@@ -134,8 +158,8 @@ class MinifloatDenorm(_Minifloat):
 class Log(NumberFormat):
     """MASE's `log`: ±2**e with e in [-bias, 2**(width-1) - 1 - bias] (a sign bit and width - 1
     exponent bits; bias default 2**(width-2) - 1). An input takes the power of two nearest in
-    the log domain (|x| >= 2**(e + 1/2) goes up), clamped to the range. Zero is not a value:
-    it becomes +2**-bias, as in MASE."""
+    the log domain (|x| >= 2**(e + 1/2) goes up), clamped to the range (±inf saturates to
+    ±2**emax). Zero is not a value: it becomes +2**-bias, as in MASE. NaN stays NaN."""
 
     name: ClassVar[str] = "log"
     FIELDS: ClassVar[tuple[Field, ...]] = (width_field(2, 9), int_or_na("exponent_bias", -256, 256))
@@ -146,7 +170,8 @@ class Log(NumberFormat):
     def _resolve(self) -> None:
         if self.exponent_bias is None:
             object.__setattr__(self, "exponent_bias", 2 ** (self.width - 2) - 1)
-        _check_range(self.exponent_bias + 1, self.emax, 0)  # type: ignore[operator]
+        top = 2 ** (self.width - 1) - 1
+        _check_bias(self.exponent_bias, top, 0, f"width {self.width}")  # type: ignore[arg-type]
 
     @property
     def emin(self) -> int:
@@ -156,6 +181,9 @@ class Log(NumberFormat):
     def emax(self) -> int:
         return 2 ** (self.width - 1) - 1 - self.exponent_bias
 
+    def grid(self) -> tuple[int, int]:
+        return self.emin, 2 ** (self.emax - self.emin)
+
     def quantize_values(self, x: torch.Tensor) -> torch.Tensor:
         v = x.double()
         a = v.abs()
@@ -163,5 +191,6 @@ class Log(NumberFormat):
         # |x| >= 2**(e + 1/2) <=> x*x >= 2**(2e + 1): exact in float64 for float32 inputs
         e = e + (a * a >= torch.exp2(2 * e + 1)).to(a.dtype)
         e = torch.where(a == 0, float(self.emin), torch.clamp(e, self.emin, self.emax))
+        e = torch.where(torch.isinf(a), float(self.emax), e)  # saturates, as 3e38 does
         sign = torch.where(v < 0, -1.0, 1.0).to(v.dtype)
-        return (sign * torch.exp2(e)).to(x.dtype)
+        return torch.where(torch.isnan(v), v, sign * torch.exp2(e)).to(x.dtype)

@@ -113,9 +113,15 @@ class NumberFormat:
         return float(self.width)
 
     def bits_for(self, shape: Sequence[int]) -> float:
-        """Storage bits per value of a tensor of `shape` (per sample for inputs): what a
-        shared scale costs depends on how many values share it."""
+        """Storage bits per value of a tensor of `shape` (for an input, a batch: a batch of
+        one sample): what a shared scale costs depends on how many values share it."""
         return self.bits
+
+    def grid(self) -> tuple[int, int] | None:
+        """(e, k): every value is an integer multiple of 2**e of magnitude at most k * 2**e;
+        None where values have no fixed grid (a scale computed from the data). What a
+        layer's exact sum needs follows from its operands' grids (`datapath.sum_dtype`)."""
+        return None
 
     def signature(self) -> tuple:
         """What the simulated computation does, up to the values: formats with equal
@@ -188,6 +194,9 @@ class Integer(NumberFormat):
     @property
     def k_max(self) -> int:
         return 2 ** (self.width - 1) - 1
+
+    def grid(self) -> tuple[int, int]:
+        return -self.frac_width, 2 ** (self.width - 1)  # type: ignore[operator]
 
     def signature(self) -> tuple:
         return (self.name, self.rounding, self.overflow, float32_exact(self))

@@ -33,10 +33,25 @@ class LayerQuant:
         return {t: getattr(self, t) for t in TENSORS}
 
 
+def sum_dtype(quant: LayerQuant, fan_in: int) -> torch.dtype | None:
+    """The dtype in which a layer of `fan_in` products per output sums exactly
+    (`datapath.sum_dtype`); None where float32 is exact."""
+    return datapath.sum_dtype(quant.data_in, quant.weight, quant.bias, fan_in)
+
+
 class _QuantMixin:
     quant: LayerQuant
     weight: torch.Tensor
     bias: Any  # the float layer's bias Parameter, or None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = sum_dtype(self.quant, datapath.fan_in(self))  # type: ignore[arg-type]
+        return datapath.computed_in(dtype, self._arithmetic, *self._quantized(x))
+
+    def _arithmetic(
+        self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+    ) -> torch.Tensor:
+        raise NotImplementedError
 
     def _quantized(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         bias = None if self.bias is None else quantize(self.bias, self.quant.bias)
@@ -57,24 +72,30 @@ class QuantLinear(_QuantMixin, nn.Linear):
             cls(layer.in_features, layer.out_features, layer.bias is not None, quant), layer
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _arithmetic(
+        self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+    ) -> torch.Tensor:
         if self.quant.accum is None and self.quant.result is None:
-            return F.linear(*self._quantized(x))
-        return datapath.linear(*self._quantized(x), self.quant.accum, self.quant.result)
+            return F.linear(x, weight, bias)
+        return datapath.linear(x, weight, bias, self.quant.accum, self.quant.result)
 
 
 class QuantConv1d(_QuantMixin, nn.Conv1d):
     quant: LayerQuant
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return datapath.cast_result(self._conv_forward(*self._quantized(x)), self.quant.result)
+    def _arithmetic(
+        self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+    ) -> torch.Tensor:
+        return datapath.cast_result(self._conv_forward(x, weight, bias), self.quant.result)
 
 
 class QuantConv2d(_QuantMixin, nn.Conv2d):
     quant: LayerQuant
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return datapath.cast_result(self._conv_forward(*self._quantized(x)), self.quant.result)
+    def _arithmetic(
+        self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+    ) -> torch.Tensor:
+        return datapath.cast_result(self._conv_forward(x, weight, bias), self.quant.result)
 
 
 _CONV_ARGS = ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation",
@@ -94,13 +115,27 @@ M = TypeVar("M", bound=nn.Module)
 
 
 def _copy_state(new: M, layer: nn.Module) -> M:
-    """Give `new` copies of `layer`'s parameters, with their dtype, device, mode and grads."""
-    weight = layer.get_parameter("weight")
-    new.to(device=weight.device, dtype=weight.dtype)
-    new.load_state_dict(layer.state_dict())
-    for mine, theirs in zip(new.parameters(), layer.parameters(), strict=True):
-        mine.requires_grad_(theirs.requires_grad)
+    """Give `new` copies of `layer`'s parameters, with their dtype, device, mode and grads.
+    A pruned parameter (`torch.nn.utils.prune`: `<name>_orig` and `<name>_mask`) is copied as
+    the effective tensor the layer computes with, `orig * mask`."""
+    state = effective_state(layer)
+    new.to(device=state["weight"].device, dtype=state["weight"].dtype)
+    new.load_state_dict(state)
+    for name, mine in new.named_parameters():
+        theirs = layer._parameters.get(name, layer._parameters.get(f"{name}_orig"))
+        mine.requires_grad_(theirs is not None and theirs.requires_grad)
     return new.train(layer.training)
+
+
+def effective_state(layer: nn.Module) -> dict[str, torch.Tensor]:
+    """`layer.state_dict()` with each pruned pair `<name>_orig`, `<name>_mask` replaced by
+    `<name>`, their product (what prune's forward pre-hook computes)."""
+    state = layer.state_dict()
+    for key in [k for k in state if k.endswith("_orig")]:
+        name = key.removesuffix("_orig")
+        if f"{name}_mask" in state:
+            state[name] = (state.pop(key) * state.pop(f"{name}_mask")).detach()
+    return state
 
 
 Wrapper = Callable[[nn.Module, LayerQuant], nn.Module]  # float layer, formats -> quantized copy

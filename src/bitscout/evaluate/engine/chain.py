@@ -7,6 +7,7 @@ computed once, a quantized layer can be swapped for its arithmetic, and the batc
 for several candidates at once (rows `n * g + i` for candidate `i` of `g`).
 """
 
+import functools
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from torch import fx, nn
 from bitscout.evaluate.engine.proof import RecordingTracer, hidden_logic
 from bitscout.quant import datapath
 from bitscout.quant.apply import quantizable_layers
-from bitscout.quant.layers import LayerQuant
+from bitscout.quant.layers import LayerQuant, sum_dtype
 
 # Module types that, in eval mode, compute each sample on its own: running several candidates
 # stacked along the batch dimension gives each one what it would get alone.
@@ -59,7 +60,12 @@ class Stage:
         fmt: LayerQuant = _FLOAT,
     ) -> torch.Tensor:  # fmt: skip
         """The layer's arithmetic with the given (quantized) weight and bias, through the
-        accumulator and result types of `fmt` (none: the exact ones)."""
+        accumulator and result types of `fmt` (none: the exact ones); the sum in float64 where
+        float32 could not hold it exactly (`datapath.sum_dtype`)."""
+        dtype = sum_dtype(fmt, datapath.fan_in(self.layer))
+        if dtype is not None and x.dtype != dtype:
+            op = functools.partial(self.layer_op, fmt=fmt)
+            return datapath.computed_in(dtype, op, x, weight, bias)
         if isinstance(self.layer, nn.Linear) and (fmt.accum or fmt.result) is not None:
             return datapath.linear(x, weight, bias, fmt.accum, fmt.result)
         if fmt.result is not None:

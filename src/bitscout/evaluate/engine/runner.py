@@ -11,6 +11,7 @@
   tensor stand for all of them (row `n * g + i` is sample n of candidate i).
 """
 
+import functools
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -19,8 +20,9 @@ import torch
 from bitscout.evaluate.engine.caches import BoundaryCache, BoundaryKey
 from bitscout.evaluate.engine.candidates import Key
 from bitscout.evaluate.engine.chain import Chain, run
+from bitscout.quant.datapath import computed_in, fan_in
 from bitscout.quant.formats import NumberFormat, quantize_values
-from bitscout.quant.layers import LayerQuant
+from bitscout.quant.layers import LayerQuant, sum_dtype
 
 _FLOAT = LayerQuant()
 MIN_ROWS = 256
@@ -97,9 +99,12 @@ class Runner:
         x = self._stage_input(stage, members[0])
         g = len(members)
         rows = max(1, self.block_bytes // (g * self._row_bytes(stage)))
+        # A dtype one member's sums need (float64, the only one) is exact for all of them.
+        fan = fan_in(self.stages[stage].layer)
+        wide = next(filter(None, (sum_dtype(c.formats[stage], fan) for c in members)), None)
+        op = functools.partial(self.stages[stage].layer_op, fmt=members[0].formats[stage])
         for start in range(0, self.n, rows):
-            fmt = members[0].formats[stage]
-            out = self.stages[stage].layer_op(x[start : start + rows], weight, bias, fmt)
+            out = computed_in(wide, op, x[start : start + rows], weight, bias)
             b = len(out)
             # reshape copies only the few outputs of a narrow layer (see chain.NARROW).
             h = out.reshape(b * g, out.shape[1] // g, *out.shape[2:])

@@ -342,12 +342,19 @@ def flops(ctx: MetricContext) -> float:
 @metric("bops", unit="bit operations", direction="minimize", kind="static")
 def bops(ctx: MetricContext) -> float:
     """Sum over Linear/Conv layers of MACs * weight bits * input (data_in) bits, where a
-    float tensor or float layer counts 32 bits."""
+    float tensor or float layer counts 32 bits; a shared scale is amortized over the values
+    that share it (a binary input's over its whole sample)."""
     planned = [(layer, quant or _FLOAT) for layer, quant in _planned(ctx)]
     return float(sum(
-        layer.macs * _bits(q.weight, layer.weight_shape) * _bits(q.data_in, layer.input_shape)
+        layer.macs * _bits(q.weight, layer.weight_shape) * _bits(q.data_in, _batch(layer))
         for layer, q in planned
     ))  # fmt: skip
+
+
+def _batch(layer: LayerStats) -> tuple[int, ...]:
+    """The shape of a batch of one of the layer's input samples, the shape `bits_for` takes:
+    per-sample scales span everything after the first dimension."""
+    return (1, *layer.input_shape)
 
 
 @metric("average_bitwidth", unit="bits", direction="minimize", kind="static")

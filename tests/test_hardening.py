@@ -356,7 +356,7 @@ def test_the_dashboard_line_masks_the_password(monkeypatch, capsys):
 
     fake = types.SimpleNamespace(run_server=lambda storage, host, port: None)
     monkeypatch.setattr(dashboard.importlib, "import_module", lambda name: fake)
-    monkeypatch.setattr(dashboard, "open_storage", lambda url, notify=None: None)
+    monkeypatch.setattr(dashboard, "connect", lambda url, notify=None: None)
     dashboard.serve_dashboard("postgresql://:s3cret@h/db", "127.0.0.1", 1, Console())
     assert "s3cret" not in capsys.readouterr().out
 

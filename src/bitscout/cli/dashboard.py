@@ -8,7 +8,7 @@ from rich.console import Console
 
 from bitscout.cli.common import console, default_storage
 from bitscout.errors import ConfigError
-from bitscout.study.store.storage import mask_password, open_storage
+from bitscout.study.store.storage import connect, mask_password
 
 
 def serve_dashboard(storage_url: str, host: str, port: int, console: Console) -> None:
@@ -21,7 +21,7 @@ def serve_dashboard(storage_url: str, host: str, port: int, console: Console) ->
             "dashboard",
             "needs the optional dependency optuna-dashboard: pip install 'bitscout[dashboard]'",
         ) from err
-    storage = open_storage(storage_url, notify=console.print)
+    storage = connect(storage_url, notify=console.print)
     console.print(f"serving {mask_password(storage_url)} at http://{host}:{port} (Ctrl-C stops)")
     dashboard.run_server(storage, host=host, port=port)
 

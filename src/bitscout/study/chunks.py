@@ -15,7 +15,14 @@ from typing import Any
 import numpy as np
 
 from bitscout.results.trials import Chunk, Result
-from bitscout.study.store.base import COUNT, FAILURES, METRIC_NAMES, ROWS, TrialRecord
+from bitscout.study.store.base import (
+    COUNT,
+    FAILURES,
+    METRIC_NAMES,
+    ROWS,
+    TrialRecord,
+    has_ended,
+)
 
 
 def encode(indices: Sequence[int], results: Sequence[Result], names: Sequence[str]) -> str:
@@ -40,8 +47,10 @@ def decode(text: str, names: Sequence[str]) -> tuple[np.ndarray, dict[str, np.nd
 
 
 def is_chunk(trial: TrialRecord) -> bool:
-    """A finished chunk token (a running one may be half-way through writing its attrs)."""
-    return trial.state not in ("running", "waiting") and ROWS in trial.user_attrs
+    """A completed chunk token: one that ran to an end (`has_ended`). A token interrupted
+    after its rows were written but before its state was (running, then failed as
+    interrupted) holds rows its chunk's next token evaluates again: they are not counted."""
+    return has_ended(trial) and ROWS in trial.user_attrs
 
 
 def token_attrs(

@@ -55,6 +55,14 @@ class TrialFinished(Exception):
     """The trial was finished already (by another worker, or it ended meanwhile)."""
 
 
+class Leased(Exception):
+    """Work that one worker alone may do on a study is being done by `worker`, alive."""
+
+    def __init__(self, worker: str) -> None:
+        super().__init__(worker)
+        self.worker = worker
+
+
 @dataclass(frozen=True, slots=True)
 class TrialRecord:
     """One trial as the strategies read it."""
@@ -200,6 +208,17 @@ class Store(ABC):
         """Runs before a worker looks for work: records the RUNNING trials whose worker is
         gone as failed (interrupted) and returns those this call failed. Each is failed by
         exactly one of several racing workers."""
+
+    @abstractmethod
+    def lease(self, purpose: str) -> TrialRef:
+        """Runs before work one worker alone may do on the study (a greedy walk): this
+        worker's lease for `purpose`, a RUNNING trial kept apart from the study's trials, to
+        `set_attr` a heartbeat on and `release` at the end. Raises `Leased` naming the worker
+        holding a live lease (of several racing workers, the lowest-numbered lease holds)."""
+
+    @abstractmethod
+    def release(self, ref: TrialRef) -> None:
+        """Runs when the leased work ends, however it ends."""
 
     @abstractmethod
     def set_study_attr(self, key: str, value: Any) -> None: ...

@@ -44,6 +44,7 @@ from bitscout.study.store.base import (
     PRUNED,
     REASON,
     WORKER,
+    Leased,
     State,
     Store,
     TrialFinished,
@@ -56,6 +57,7 @@ from bitscout.study.store.journal import repair
 from bitscout.study.store.liveness import is_stale, worker_id
 
 JOURNAL_RECORD_START = b'{"op_code":'  # how every record Optuna's journal writes begins
+SQLITE_HEADER = b"SQLite format 3\x00"
 STATES: dict[TrialState, State] = {
     TrialState.RUNNING: "running",
     TrialState.WAITING: "waiting",
@@ -74,6 +76,21 @@ def _journal_lock(path: Path) -> Iterator[None]:
         yield
     finally:
         lock.release()
+
+
+def is_journal(path: Path) -> bool:
+    """Whether `path` may be opened as a journal: absent, empty, or beginning as Optuna's
+    records begin (a first record torn short included)."""
+    if not path.is_file():
+        return True
+    with path.open("rb") as f:
+        head = f.read(len(JOURNAL_RECORD_START))
+    return head == JOURNAL_RECORD_START[: len(head)]
+
+
+def is_sqlite(path: Path) -> bool:
+    with path.open("rb") as f:
+        return f.read(len(SQLITE_HEADER)) == SQLITE_HEADER
 
 
 def repair_journal(path: str | Path, *, full: bool = False) -> str | None:
@@ -200,6 +217,38 @@ class OptunaStore(Store):
                 continue  # another worker got there first
             failed.append(trial)
         return failed
+
+    def lease(self, purpose: str) -> TrialRef:
+        name = f"{self.study.study_name}.{purpose}"  # a companion study: no trial of the search
+        leases = optuna.create_study(
+            storage=self._storage,
+            study_name=name,
+            load_if_exists=True,
+            sampler=optuna.samplers.RandomSampler(),  # never asked: spares TPE's construction
+        )
+        mine = self._storage.create_new_trial(
+            leases._study_id,
+            template_trial=optuna.trial.create_trial(
+                state=TrialState.RUNNING, user_attrs={WORKER: worker_id()}
+            ),
+        )
+        live = []
+        for trial in leases.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            record = self._record(trial)
+            if not is_stale(record):
+                live.append(record)
+            elif record.ref != mine:
+                with contextlib.suppress(TrialFinished):  # another worker got there first
+                    self.abandon(record.ref, "failed", f"{INTERRUPTED}: its worker is gone")
+        holder = min(live, key=lambda t: t.number)
+        if holder.ref != mine:
+            self.abandon(mine, "pruned", f"leased by {holder.user_attrs[WORKER]}")
+            raise Leased(str(holder.user_attrs[WORKER]))
+        return mine
+
+    def release(self, ref: TrialRef) -> None:
+        with contextlib.suppress(TrialFinished):
+            self._end(ref, TrialState.COMPLETE, [0.0])
 
     def set_study_attr(self, key: str, value: Any) -> None:
         self.study.set_user_attr(key, value)

@@ -1,13 +1,14 @@
 """Opening a study store: URLs and their passwords, torn journals, and the study's fingerprint.
 
-A study holds the trials of one search. Its fingerprint (model, checkpoint, validation data,
-space, strategy, objective) is settled once, atomically, by the first worker that opens it:
+A study holds the trials of one search. Its fingerprint (what defines a measurement:
+study/fingerprint.py) is settled once, atomically, by the first worker that opens it:
 every later worker, resumed run or extra process must present the same one or is refused, so
 trials that mean different things never mix.
 """
 
 import contextlib
 import json
+import re
 import time
 import warnings
 from collections.abc import Callable, Mapping
@@ -23,7 +24,7 @@ from optuna.study import StudyDirection
 from bitscout.errors import ConfigError
 from bitscout.objective import Objective
 from bitscout.quant.space import SearchSpace
-from bitscout.study.store.optuna_store import OptunaStore, repair_journal
+from bitscout.study.store.optuna_store import OptunaStore, is_journal, is_sqlite, repair_journal
 
 FINGERPRINT_STUDY = "{name}.fingerprint"  # companion study whose first trial is the fingerprint
 FINGERPRINT = "fingerprint"  # the user attr of that trial
@@ -31,6 +32,7 @@ FINGERPRINT = "fingerprint"  # the user attr of that trial
 # labels, which decides) and the settings that produced them (which name what changed).
 DATA_KEY = "data"
 Notify = Callable[[str], None]
+_IN_URL = re.compile(r"(://)[^\s'\"]*@")  # a URL's credentials, up to its last '@'
 STORAGE_FORMS = (
     "a journal file path, sqlite:///FILE or postgresql://USER:PASSWORD@HOST:PORT/DB of a "
     "running server"
@@ -64,16 +66,36 @@ def mask_password(url: str) -> str:
     return url if password is None else parsed.render_as_string(hide_password=True)
 
 
-def _hide(text: str, url: str) -> str:
+def _secrets(url: str) -> list[str]:
+    """What of `url` must never be shown: everything between `://` and its last `@`, and
+    every piece of it a driver may print on its own. A raw `@` in a password makes a driver
+    take the text after it for the host (`failed to resolve host 'ss@127.0.0.1'`), so each
+    such tail is a secret where an `@` follows it; so is the password as SQLAlchemy reads it."""
+    rest = url.partition("://")[2]
+    if "@" not in rest:
+        return []
+    userinfo = rest.rsplit("@", 1)[0]
+    tails = [userinfo[i + 1 :] + "@" for i, c in enumerate(userinfo) if c in "@:"]
+    password = None
     with contextlib.suppress(Exception):
         password = _credentials(url)[1]
-        if password:
-            text = text.replace(password, "***")
+    return [s for s in (userinfo, *tails, password) if s and s != "@"]
+
+
+def scrub(text: str, url: str | None = None) -> str:
+    """`text` (a driver's error, a traceback line) with no credentials left: in any URL it
+    holds, everything between `://` and the last `@` becomes `***`, and so does every secret
+    of `url` (the storage the text is about) wherever it appears. Every message made from a
+    storage error goes through here."""
+    text = _IN_URL.sub(r"\1***@", text)
+    for secret in sorted(_secrets(url) if url else [], key=len, reverse=True):
+        masked = "***@" if secret.endswith("@") else "***"
+        text = text.replace(secret, masked)
     return text
 
 
 def _storage_error(url: str, err: BaseException) -> ConfigError:
-    text = _hide(f"{err.__class__.__name__}: {' '.join(str(err).split())}"[:300], url)
+    text = scrub(f"{err.__class__.__name__}: {' '.join(str(err).split())}"[:300], url)
     return ConfigError(
         "--storage",
         f"cannot open the storage {mask_password(url)} ({text}); allowed: {STORAGE_FORMS}",
@@ -85,14 +107,33 @@ def open_storage(url: str, notify: Notify | None = None) -> BaseStorage:
     file, which is safe for several processes on one machine and needs no server. A journal
     torn by a crash is repaired first, and `notify` told so in one line."""
     if "://" not in url:
-        path = Path(url)
-        if path.is_dir():
-            raise ConfigError("--storage", "must be an RDB URL or a journal file, not a directory",
-                              url)  # fmt: skip
-        message = repair_journal(path)
-        if message and notify:
-            notify(message)
-        return JournalStorage(JournalFileBackend(str(path)))
+        return _open_journal(Path(url), notify)
+    try:
+        return _open_rdb(url)
+    except Exception as err:  # any driver error means a bad or unreachable store
+        raise _storage_error(url, err) from err
+
+
+def _open_journal(path: Path, notify: Notify | None) -> BaseStorage:
+    """The journal at `path`, refused (untouched) when it is a directory or a file of
+    something else: Optuna would append its records to a config or a checkpoint."""
+    if path.is_dir():
+        raise ConfigError("--storage", "must be an RDB URL or a journal file, not a directory",
+                          str(path))  # fmt: skip
+    if not is_journal(path):
+        hint = f" (for an SQLite file write sqlite:///{path})" if is_sqlite(path) else ""
+        raise ConfigError(
+            "--storage",
+            f"{path} exists and is not an Optuna journal{hint}; give a new file, a journal a "
+            f"search wrote, or a URL: {STORAGE_FORMS}",
+        )
+    message = repair_journal(path)
+    if message and notify:
+        notify(message)
+    return JournalStorage(JournalFileBackend(str(path)))
+
+
+def _open_rdb(url: str) -> BaseStorage:
     for attempt in range(2):
         try:  # SQLAlchemy >= 2.1 reads postgresql:// with psycopg 3
             return RDBStorage(url)
@@ -119,6 +160,18 @@ def _open_any(url: str, notify: Notify | None) -> BaseStorage:
         if notify:
             notify(message)
         return open_storage(url, notify)
+
+
+def connect(url: str, notify: Notify | None = None) -> BaseStorage:
+    """`open_storage` for a command that only reads the store (`bitscout dashboard`): a
+    journal that does not replay is mended too, and every failure is one line (a
+    `ConfigError`, or the `OSError` of the file), its credentials scrubbed."""
+    try:
+        return _open_any(url, notify)
+    except (ConfigError, OSError):
+        raise
+    except Exception as err:  # a journal that no repair makes readable
+        raise _storage_error(url, err) from err
 
 
 def _create(storage: BaseStorage, name: str, directions: list[str]) -> None:

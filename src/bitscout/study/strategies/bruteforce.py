@@ -103,7 +103,7 @@ class Surveyor:
         return Survey(self.done, self.complete, held, others, self.by_claim)
 
     def _index(self, t: TrialRecord) -> None:
-        if has_ended(t) and is_chunk(t):
+        if is_chunk(t):
             indices = chunk_of(t).indices
             self.done.add_many(indices)
             self.complete += len(indices)

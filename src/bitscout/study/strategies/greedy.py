@@ -8,6 +8,7 @@ Width dimensions (`data_in_width`, `weight_width`, `bias_width`, `accum_width`,
 bias, ...) is not a precision, so it is set once, before the walk: each in turn takes its
 best choice with the widths at their most precise."""
 
+import contextlib
 from collections.abc import Iterator, Mapping, Sequence
 
 import optuna
@@ -17,11 +18,13 @@ from bitscout.objective import Objective
 from bitscout.quant.space import Choice, Config, Dimension, SearchSpace
 from bitscout.results.trials import Result
 from bitscout.study.settings import StrategySettings
-from bitscout.study.store.base import STEP
+from bitscout.study.store.base import HEARTBEAT, STEP, Leased
+from bitscout.study.store.liveness import Heartbeat
 from bitscout.study.strategies.base import STRATEGIES, SearchContext, Strategy
 
 WIDTH_FIELDS = ("data_in_width", "weight_width", "bias_width", "accum_width", "result_width")
 PATH_ATTR = "greedy_path"  # study user attr: the trial number of each step's chosen candidate
+LEASE = "greedy"  # what a walker leases: its study's walk
 
 
 def is_width(d: Dimension) -> bool:
@@ -101,11 +104,32 @@ class Greedy(Strategy):
         return walk_bound(space)
 
     def run(self, ctx: SearchContext) -> None:
-        walk = Walk(ctx)
-        path: list[int] = []
-        for number, _ in trajectory(ctx.space, walk):
-            path.append(number)
-            ctx.store.set_study_attr(PATH_ATTR, path)
+        with _alone(ctx):
+            walk = Walk(ctx)  # after the lease: it sees every trial an earlier walker ended
+            path: list[int] = []
+            for number, _ in trajectory(ctx.space, walk):
+                path.append(number)
+                ctx.store.set_study_attr(PATH_ATTR, path)
+
+
+@contextlib.contextmanager
+def _alone(ctx: SearchContext) -> Iterator[None]:
+    """Walk only while no other worker walks the study: two walkers would score the same
+    moves twice and write each other's path. The walker holding the lease beats its
+    heartbeat into it, so a walker that died is seen and its study walked on."""
+    try:
+        ref = ctx.store.lease(LEASE)
+    except Leased as held:
+        rule = (f"is being walked by the greedy worker {held.worker}, which walks one path "
+                "alone: wait for it to end (this command then resumes its walk) or use "
+                "another --study")  # fmt: skip
+        raise ConfigError("--study", f"study {ctx.store.study.study_name!r} {rule}") from None
+    try:
+        with Heartbeat() as heartbeat:
+            heartbeat.watch(lambda now: ctx.store.set_attr(ref, HEARTBEAT, now))
+            yield
+    finally:
+        ctx.store.release(ref)
 
 
 def warm_start(ctx: SearchContext, limit: int) -> list[Config]:

@@ -187,7 +187,7 @@ def test_markdown_names_every_strategy(result, workdir):
         assert f"| {name} |" in text
     assert f"space of {SIZE} candidates" in text
     assert f"{result.evaluated} distinct configs evaluated" in text
-    assert "trials to optimum (KM median; reached)" in text
+    assert "trials to optimum (KM median; seeds reached)" in text
 
 
 def test_plot_is_a_valid_png(result, workdir):
@@ -241,7 +241,7 @@ def test_table_and_console_show_the_censored_trials_to_the_optimum(result, workd
         reached = seeds - entry["never_optimum"]
         median = entry["trials_to_optimum"]
         shown = f"> {SIZE}" if median is None else f"{median:.6g}"
-        assert f"| {shown}; {reached}/{seeds} reached |" in text
+        assert f"| {shown}; {reached}/{seeds} |" in text
         assert entry["reached_optimum"] == reached / seeds
 
 
@@ -322,7 +322,7 @@ def test_the_recorded_command_re_derives_the_table(workdir, config_path, ckpt):
     tables = [(workdir / d / "compare.md").read_text().split("## Provenance")[0]
               for d in ("first", "second")]  # fmt: skip
     assert tables[0] == tables[1]
-    assert "trials to within 5% (KM median; reached)" in tables[0]
+    assert "trials to within 5% (KM median; seeds reached)" in tables[0]
     assert "| strategy | best at 5 trials (median) | best at 10 trials (median) |" in tables[0]
 
 
@@ -426,3 +426,18 @@ def test_multi_objective_is_refused(workdir, tmp_path):
     with pytest.raises(ConfigError) as err:
         run_compare(cfg, ["tpe"], 1, tmp_path / "out", quiet())
     assert err.value.key == "search.strategy.setup.sum_scaled_metrics"
+
+
+def test_model_record_names_where_the_float_model_came_from(tmp_path):
+    from bitscout.cli.compare import model_record
+
+    (tmp_path / "model.pt").write_bytes(b"weights")
+    digest = hashlib.sha256(b"weights").hexdigest()
+    assert model_record("trained", tmp_path) == {
+        "source": "trained", "checkpoint": str(tmp_path / "model.pt"), "checkpoint_sha256": digest
+    }  # fmt: skip
+    given = {"path": "ck.pt", "sha256": "ab"}
+    assert model_record(given, tmp_path) == {
+        "source": "checkpoint", "checkpoint": "ck.pt", "checkpoint_sha256": "ab"
+    }  # fmt: skip
+    assert model_record("as built", tmp_path) == {"source": "as built"}

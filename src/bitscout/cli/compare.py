@@ -32,15 +32,22 @@ def command_line(cfg: Config, runs: Runs, out: Path, load: str | Path | None) ->
     return shlex.join(words)
 
 
+def model_record(source: Any, out: Path) -> dict[str, Any]:
+    """Where the float model came from: a checkpoint given or reused, one trained here from the
+    config's seed (written into `out`), or the model as its builder made it."""
+    trained = source == "trained"
+    if trained:
+        source = {"path": str(out / "model.pt"), "sha256": file_sha256(out / "model.pt")}
+    if not isinstance(source, dict):
+        return {"source": source}
+    return {"source": "trained" if trained else "checkpoint", "checkpoint": source["path"],
+            "checkpoint_sha256": source["sha256"]}  # fmt: skip
+
+
 def cli_record(cfg: Config, runs: Runs, out: Path, load: str | Path | None,
                source: Any) -> dict[str, Any]:  # fmt: skip
     """The provenance the command adds: the command, the config file's SHA-256 and every
-    option, and the checkpoint the float model came from."""
-    if source == "trained":  # written into `out` by this command
-        source = {"path": str(out / "model.pt"), "sha256": file_sha256(out / "model.pt"),
-                  "trained": True}  # fmt: skip
-    model = ({"checkpoint": source["path"], "checkpoint_sha256": source["sha256"]}
-             if isinstance(source, dict) else {"source": source})  # fmt: skip
+    option, and where the float model came from."""
     config = None if cfg.source is None else Path(cfg.source)
     options = {"config": None if config is None else str(config),
                "config_sha256": None if config is None else file_sha256(config),
@@ -48,7 +55,8 @@ def cli_record(cfg: Config, runs: Runs, out: Path, load: str | Path | None,
                "repeats": runs.repeats, "trials": runs.trials, "within": runs.within,
                "budgets": list(runs.budgets), "out": str(out),
                "load": None if load is None else str(load)}  # fmt: skip
-    return {"command": command_line(cfg, runs, out, load), "options": options, "model": model}
+    return {"command": command_line(cfg, runs, out, load), "options": options,
+            "model": model_record(source, out)}  # fmt: skip
 
 
 def run_compare(

@@ -52,13 +52,13 @@ def _num(value: float | None, missing: str = "-") -> str:
 
 
 def censored_cell(entry: dict[str, Any], name: str) -> str:
-    """`35.5; 6/10 reached`, `> 500; 4/10 reached`, or n/a without a known optimum."""
+    """`35.5; 6/10` (6 of 10 seeds got there), `> 500; 4/10`, or n/a without an optimum."""
     never = entry[f"never_{name}"]
     if never is None:
         return "n/a"
     seeds, median = len(entry["trials"]), entry[f"trials_to_{name}"]
     shown = f"> {max(entry['trials'])}" if median is None else _num(median)
-    return f"{shown}; {seeds - never}/{seeds} reached"
+    return f"{shown}; {seeds - never}/{seeds}"
 
 
 def tested(summary: Sequence[dict[str, Any]]) -> bool:
@@ -68,10 +68,11 @@ def tested(summary: Sequence[dict[str, Any]]) -> bool:
 
 def headers(summary: Sequence[dict[str, Any]]) -> list[str]:
     within = _num(summary[0]["within"]) if summary else "1"
-    return ["strategy", "seeds", "trials", "median final best (validation)",
-            *(["its test score (median)"] if tested(summary) else []),
-            "trials to optimum (KM median; reached)",
-            f"trials to within {within}% (KM median; reached)", "mean regret AUC"]  # fmt: skip
+    test = ["its test score (median)"] if tested(summary) else []
+    hits = [f"trials to {what} (KM median; seeds reached)"
+            for what in ("optimum", f"within {within}%")]  # fmt: skip
+    return ["strategy", "seeds", "trials", "median final best (validation)", *test, *hits,
+            "mean regret AUC"]  # fmt: skip
 
 
 def cells(entry: dict[str, Any], test: bool = False) -> list[str]:
@@ -178,7 +179,7 @@ def _legend(entry: dict[str, Any]) -> str:
     """A strategy's median line, with its censored trials to the optimum where known."""
     if entry.get("never_optimum") is None:
         return f"{entry['strategy']}: median over seeds"
-    return f"{entry['strategy']}: median (to optimum: {censored_cell(entry, 'optimum')})"
+    return f"{entry['strategy']}: median (to optimum: {censored_cell(entry, 'optimum')} reached)"
 
 
 def draw(path: Path, summary: Sequence[dict[str, Any]], optimum: float | None, title: str) -> None:
@@ -196,10 +197,10 @@ def draw(path: Path, summary: Sequence[dict[str, Any]], optimum: float | None, t
     for entry, hatch in zip(summary, HATCHES * len(summary), strict=False):
         shown = entry["gap"] if gap else entry["best_so_far"]
         x = np.arange(1, len(shown["median"]) + 1)
-        (line,) = ax.plot(x, shown["median"], label=_legend(entry))
+        (line,) = ax.plot(x, shown["median"], drawstyle="steps-post", label=_legend(entry))
         # a hatch of its own, so overlapping bands stay apart in print and for colour-blindness
         ax.fill_between(x, shown["q25"], shown["q75"], facecolor=line.get_color(), alpha=0.15,
-                        hatch=hatch, edgecolor=line.get_color(), linewidth=0,
+                        hatch=hatch, edgecolor=line.get_color(), linewidth=0, step="post",
                         label=f"{entry['strategy']}: interquartile range")  # fmt: skip
         positive = [v for v in (*shown["q25"], *shown["median"]) if v > 0]  # NaN is not > 0
         floor = min(floor, *positive) if positive else floor

@@ -189,19 +189,19 @@ class Evaluator:
             rule = "needs the validation data in memory: raise the memory budget"
             raise ConfigError("latency", rule)
         if classes and logits:
-            self._check_labels()
+            self.check_labels(self.data)
 
-    def _check_labels(self) -> None:
-        """Class-index targets within the model's outputs: -1 would silently be the last
-        class of accuracy's and cross-entropy's batched forms."""
+    def check_labels(self, data: EvalData, key: str = "data") -> None:
+        """Class-index targets of `data` within the model's outputs: -1 would silently be the
+        last class of accuracy's and cross-entropy's batched forms."""
         cross_entropy = "loss" in self.metrics and self.loss_fn is None
-        if self.data.labels is None or not ("accuracy" in self.metrics or cross_entropy):
+        if data.labels is None or not ("accuracy" in self.metrics or cross_entropy):
             return
-        (lo, hi), width = self.data.labels, self.out_shape[0]
+        (lo, hi), width = data.labels, self.out_shape[0]
         if lo < 0 or hi >= width:
             rule = (f"targets must be class indices in 0..{width - 1} (the model's output "
                     f"width is {width}), got labels {lo}..{hi}")  # fmt: skip
-            raise ConfigError("data", rule)
+            raise ConfigError(key, rule)
 
     def _check_layers(self, sample: torch.Tensor) -> None:
         """Every layer that a candidate quantizes is called by the forward; the Linear-like

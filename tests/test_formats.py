@@ -365,3 +365,19 @@ def test_log_width_9_needs_a_bias_of_128_to_149():
     assert log.parse({"width": 9, "exponent_bias": 149}).emin == -149
     for width in range(2, 9):  # the default bias builds below 9
         log.parse({"width": width})
+
+
+@pytest.mark.parametrize(
+    "fmt", [Binary(), Ternary(), Ternary(scaling_factor=True)], ids=["binary", "ternary", "scaled"]
+)
+def test_a_slice_holding_nan_is_nan_and_the_other_slices_are_unchanged(fmt):
+    """A per-slice statistic with a NaN in it: the slice was 0 or its levels silently."""
+    x = torch.tensor([[float("nan"), 1.0, -2.0, 0.5], [1.0, -1.0, 2.0, 0.1]])
+    got = fmt.quantize_values(x)
+    assert torch.isnan(got[0]).all()
+    assert torch.equal(got[1:], fmt.quantize_values(x[1:]))
+
+
+def test_bipolar_binary_keeps_nan():
+    got = Binary(bipolar=True).quantize_values(torch.tensor([float("nan"), -0.5, 0.0]))
+    assert math.isnan(got[0]) and got[1:].tolist() == [-1.0, 1.0]  # NaN was -1

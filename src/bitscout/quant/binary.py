@@ -1,7 +1,8 @@
 """One- and two-level formats, as MASE's `binary` and `ternary` quantizers compute them
 (deterministic: MASE's stochastic binarization is not offered, since a search compares
 candidates that must give the same metrics every time). Their scales are statistics of each
-slice along the first dimension: per output channel for a weight, per sample for an input."""
+slice along the first dimension: per output channel for a weight, per sample for an input.
+A NaN stays NaN: a bipolar value, and every value of a slice whose statistics it enters."""
 
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -55,10 +56,11 @@ class Binary(NumberFormat):
 
     def quantize_values(self, x: torch.Tensor) -> torch.Tensor:
         if self.bipolar:
-            return torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
+            return torch.where(torch.isnan(x), x, torch.where(x >= 0, 1.0, -1.0)).to(x.dtype)
         flat = _slices(x.double())
-        alpha = flat.abs().mean(dim=1, keepdim=True)
-        return torch.where(flat > 0, alpha, 0.0).reshape(x.shape).to(x.dtype)
+        alpha = flat.abs().mean(dim=1, keepdim=True)  # NaN for a slice holding a NaN
+        out = torch.where((flat > 0) | alpha.isnan(), alpha, 0.0)
+        return out.reshape(x.shape).to(x.dtype)
 
 
 @register_format
@@ -94,4 +96,6 @@ class Ternary(NumberFormat):
             beyond = a > delta
             alpha = (a * beyond).sum(dim=1, keepdim=True) / beyond.sum(dim=1, keepdim=True)
             level = level * torch.nan_to_num(alpha)  # a slice of zeros has nothing beyond
+        # A NaN leaves the slice no threshold: the whole slice is NaN, as a block's scale.
+        level = torch.where(flat.isnan().any(dim=1, keepdim=True), torch.nan, level)
         return level.reshape(x.shape).to(x.dtype)

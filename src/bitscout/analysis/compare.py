@@ -198,6 +198,15 @@ def score_on_test(job: Job, evaluator: Evaluator, picks: list[dict[str, Any]]) -
     return True
 
 
+def reference(optimum: float | None, picks: Sequence[dict[str, Any]],
+              objective: Objective) -> float | None:  # fmt: skip
+    """What the plot measures each run against: the optimum, else the best any run found."""
+    found = [p["validation"] for p in picks if p["validation"] is not None]
+    if optimum is not None or not found:
+        return optimum
+    return max(found) if objective.direction == "maximize" else min(found)
+
+
 def facts(space: SearchSpace, objective: Objective, result: CompareResult) -> str:
     if result.optimum is not None:
         optimum = f"optimum ({objective.direction}) {result.optimum:.6g}"
@@ -231,11 +240,9 @@ def compare_job(
     )
     rows, picks = run_all(runs, (space, evaluator, settings, n_trials), optimum, console)
     tested = score_on_test(job, evaluator, picks)
-    finals = [p["validation"] for p in picks if p["validation"] is not None]
-    reference = optimum if optimum is not None or not finals else (
-        max(finals) if settings.objective.direction == "maximize" else min(finals))  # fmt: skip
     summary = summarize(rows, runs.labels, range(runs.repeats), optimum, budgets=runs.budgets,
-                        within=runs.within, reference=reference)  # fmt: skip
+                        within=runs.within, reference=reference(optimum, picks,
+                        settings.objective))  # fmt: skip
     for entry in summary:
         mine = [p["test"] for p in picks if p["strategy"] == entry["strategy"]]
         entry["final_test"] = median(mine) if tested else None

@@ -118,7 +118,8 @@ def as_json(result: CompareResult, header: str) -> str:
     doc = {"schema_version": SCHEMA_VERSION, "provenance": result.provenance, "facts": header,
            "optimum": result.optimum, "evaluated": result.evaluated, "summary": result.summary,
            "picks": result.picks}  # fmt: skip
-    return json.dumps(_plain(doc), indent=1, allow_nan=False) + "\n"
+    # default=str: a space table given from Python may hold values JSON has no type for
+    return json.dumps(_plain(doc), indent=1, allow_nan=False, default=str) + "\n"
 
 
 def markdown(

@@ -201,4 +201,5 @@ def test_the_audit_rederives_and_counts_matches(digits):
     evaluator = Evaluator(model, space, (x, y), ["accuracy", "loss"], audit=Audit(rate=1))
     assert evaluator._runner is not None
     evaluator.evaluate_many([space.config(i) for i in range(space.size)])
-    assert evaluator.audit.summary() == {"rate": 1, "engine": "fast", "rederived": 3, "matched": 3}
+    want = {"rate": 1, "engine": "fast", "scored": 3, "rederived": 3, "matched": 3}
+    assert evaluator.audit.summary() == want

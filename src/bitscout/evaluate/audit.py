@@ -71,7 +71,7 @@ class Audit:
     engine: str = "fast"  # "plain": the evaluator scores every candidate by the plain path
     rederived: int = 0
     matched: int = 0
-    seen: int = 0
+    seen: int = 0  # candidates the fast engine scored
     _draws: random.Random = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -80,6 +80,7 @@ class Audit:
     def pick(self, n: int) -> list[int]:
         """Which of `n` candidates the fast engine just scored to re-derive."""
         if self.rate <= 0:
+            self.seen += n
             return []
         chosen = []
         for i in range(n):
@@ -102,6 +103,6 @@ class Audit:
 
     def summary(self) -> dict[str, Any]:
         """summary.json's `audit`: the sampling rate, the engine that scored the candidates,
-        how many were re-derived, how many matched."""
-        return {"rate": self.rate, "engine": self.engine, "rederived": self.rederived,
-                "matched": self.matched}  # fmt: skip
+        how many the fast engine scored, how many were re-derived, how many matched."""
+        return {"rate": self.rate, "engine": self.engine, "scored": self.seen,
+                "rederived": self.rederived, "matched": self.matched}  # fmt: skip

@@ -165,8 +165,9 @@ def _audit(audit: dict[str, Any]) -> str:
         return "off (audit_rate = 0): the fast engine's figures were not re-derived"
     n, matched = audit["rederived"], audit["matched"]
     verdict = f"all {n} matched" if matched == n else f"{n - matched} of {n} did not match"
-    return (f"{n} candidates scored by the fast engine re-derived by the plain path (the "
-            f"first 2, then 1 in {1 / audit['rate']:g}, seeded): {verdict}")  # fmt: skip
+    sample = f"the first 2, then 1 in {1 / audit['rate']:g}, seeded"
+    scored = f"{n} of the {audit['scored']} candidates the fast engine scored"
+    return f"{scored} re-derived by the plain path ({sample}): {verdict}"
 
 
 def _setup(run: Run, objective: Objective, c: Concluded) -> str:

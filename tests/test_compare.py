@@ -436,6 +436,8 @@ def test_model_record_names_where_the_float_model_came_from(tmp_path):
     assert model_record("trained", tmp_path) == {
         "source": "trained", "checkpoint": str(tmp_path / "model.pt"), "checkpoint_sha256": digest
     }  # fmt: skip
+    recorded = {"trained": True, "path": str(tmp_path / "model.pt"), "sha256": digest}
+    assert model_record(recorded, tmp_path) == model_record("trained", tmp_path)
     given = {"path": "ck.pt", "sha256": "ab"}
     assert model_record(given, tmp_path) == {
         "source": "checkpoint", "checkpoint": "ck.pt", "checkpoint_sha256": "ab"

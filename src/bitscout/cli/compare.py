@@ -35,8 +35,8 @@ def command_line(cfg: Config, runs: Runs, out: Path, load: str | Path | None) ->
 def model_record(source: Any, out: Path) -> dict[str, Any]:
     """Where the float model came from: a checkpoint given or reused, one trained here from the
     config's seed (written into `out`), or the model as its builder made it."""
-    trained = source == "trained"
-    if trained:
+    trained = source == "trained" or (isinstance(source, dict) and bool(source.get("trained")))
+    if source == "trained":  # as float_model said it before it recorded the checkpoint
         source = {"path": str(out / "model.pt"), "sha256": file_sha256(out / "model.pt")}
     if not isinstance(source, dict):
         return {"source": source}

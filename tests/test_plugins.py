@@ -125,7 +125,9 @@ def test_a_plugin_model_and_dataset_train_then_search(plug, capsys):
     trained = text.find("trained net.py:build on net.py:load")
     assert 0 <= training < trained  # said before training
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["model_source"] == "trained" and summary["complete"] == 8
+    recorded = summary["model_source"]  # with the checksum export checks
+    assert recorded["trained"] is True and recorded["path"] == str(out / "model.pt")
+    assert len(recorded["sha256"]) == 64 and summary["complete"] == 8
     assert "trained by this search" in (out / "report.md").read_text()
     again = run_cli(["search", str(_config(plug)), "--out", str(plug / "b"),
                      "--load", str(out / "model.pt")], capsys)  # fmt: skip

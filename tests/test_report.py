@@ -51,7 +51,8 @@ def objective(single: bool = True, constraints: tuple = ()) -> Objective:
 
 def summary(obj: Objective) -> dict:
     return {
-        "config": "c.toml", "model": "jsc-tiny", "dataset": "fake", "strategy": "bruteforce",
+        "schema_version": 3, "config": "c.toml", "model": "jsc-tiny", "dataset": "fake",
+        "strategy": "bruteforce",
         "sampler": None, "seed": 0, "space_size": 6, "trials_total": 7, "unique_configs": 6,
         "failed": 0, "eval_samples": 200, "wall_s": 0.1, "dimensions": DIMS,
         "metric_units": UNITS,

@@ -48,8 +48,8 @@ def atomic(path: Path) -> Iterator[Path]:
         yield tmp
         tmp.replace(path)
     except OSError as err:
-        if err.filename is None or Path(err.filename) != tmp:
-            raise
+        if err.filename is not None and Path(err.filename) != tmp:
+            raise  # another file's error names that file; a write through a handle names none
         raise OSError(err.errno, err.strerror, str(path)) from err
     finally:
         tmp.unlink(missing_ok=True)

@@ -143,7 +143,9 @@ def float_model(
         return make_model(cfg, data).eval(), "as built"
     console.print(f"no --load and no checkpoint in {out}: training {display_name(cfg.model)} "
                   f"on {display_name(cfg.dataset)} first", highlight=False)  # fmt: skip
-    return train_to(cfg, data, out, console), "trained"
+    model = train_to(cfg, data, out, console)  # its checksum, so export refuses another one
+    ckpt = out / "model.pt"
+    return model, {"trained": True, "path": str(ckpt), "sha256": file_sha256(ckpt)}
 
 
 @dataclass(frozen=True)

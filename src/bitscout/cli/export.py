@@ -132,6 +132,7 @@ def subject_of_run(
 
 def cmd_export(args: argparse.Namespace) -> int:
     targets = parse_targets(args.to)
+    exporting.check_rows(args.rows, "--rows")
     run_dir = Path(args.run_dir)
     if args.trial is not None and args.quant is not None:
         raise ConfigError("--trial", "and --quant exclude each other: give one")

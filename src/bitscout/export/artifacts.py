@@ -2,6 +2,7 @@
 its grid (`quantized.pt`), each tensor's integer codes (`codes.npz`), and the precision of
 every tensor, accumulator and result (`precision.json`)."""
 
+import io
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -45,9 +46,17 @@ def grid_state_dict(model: nn.Module, plan: QuantPlan | Mapping[str, Any]) -> di
 
 
 def write_checkpoint(model: nn.Module, plan: QuantPlan | Mapping[str, Any], path: Path) -> Path:
-    with atomic(path) as tmp:
-        torch.save(grid_state_dict(model, plan), tmp)
+    buffer = io.BytesIO()
+    torch.save(grid_state_dict(model, plan), buffer)
+    _write_bytes(path, buffer.getvalue())
     return path
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    """Serialized in memory first: torch.save and np.savez report a failed write (a full disk)
+    as a RuntimeError or without a file name; a plain write names the file."""
+    with atomic(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def codes(model: nn.Module, plan: QuantPlan | Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -66,8 +75,9 @@ def codes(model: nn.Module, plan: QuantPlan | Mapping[str, Any]) -> dict[str, np
 
 
 def write_npz(model: nn.Module, plan: QuantPlan | Mapping[str, Any], path: Path) -> Path:
-    with atomic(path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, **codes(model, plan))  # type: ignore[arg-type]  # numpy's stub: allow_pickle
+    buffer = io.BytesIO()
+    np.savez(buffer, **codes(model, plan))  # type: ignore[arg-type]  # numpy's stub: allow_pickle
+    _write_bytes(path, buffer.getvalue())
     return path
 
 

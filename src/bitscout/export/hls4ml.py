@@ -4,9 +4,10 @@ emulation of it computes what bitscout scored."""
 import contextlib
 import copy
 import io
+import itertools
 import json
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from torch import nn
 from bitscout._core.files import write_text
 from bitscout.errors import ConfigError
 from bitscout.export.artifacts import grid_state_dict
+from bitscout.export.emulation import isolated
 from bitscout.export.hardware import WIDE, HwType, Node, hardware
 from bitscout.quant.apply import QuantPlan, quantize_model, resolve_plan
 
@@ -33,6 +35,44 @@ def input_shape(model: nn.Module) -> tuple[int, ...]:
     raise ConfigError("input_shape", "is needed: the model's first module does not tell it")
 
 
+def casts(nodes: Sequence[Node]) -> Iterator[tuple[str, str, int, int, HwType]]:
+    """Every fixed-point to fixed-point cast hls4ml's layers make, as (node, what, source
+    width, source frac width, target type): a layer's products (data_in x weight, the full
+    `ap_fixed<Wx+Ww, Ix+Iw>` of C++) and its bias into the accumulator, the accumulator into
+    the result; a normalization's products into its result."""
+    for before, node in itertools.pairwise(nodes):
+        x, params = before.result, node.params
+        factor = params.get("weight", params.get("scale"))
+        target = params.get("accum", node.result)
+        if factor is not None:
+            yield (node.name, f"product {x.ap_fixed} x {factor.ap_fixed}",
+                   x.width + factor.width, x.frac_width + factor.frac_width, target)  # fmt: skip
+        if "bias" in params:
+            bias = params["bias"]
+            yield node.name, f"bias {bias.ap_fixed}", bias.width, bias.frac_width, target
+        if "accum" in params:
+            accum = params["accum"]
+            yield (node.name, f"accumulator {accum.ap_fixed}", accum.width,
+                   accum.frac_width, node.result)  # fmt: skip
+
+
+def check_casts(nodes: Sequence[Node]) -> None:
+    """Refuse what hls4ml's bundled ap_types abort on. Casting ap_fixed<W2, I2> to a type
+    with F fractional bits that rounds (AP_RND_CONV, AP_RND) reads the source's bit
+    F2 - F - 1 to round, and `ap_private::get_bit` asserts it is below W2: a source entirely
+    below the target's rounding bit (F2 - F > W2, i.e. I2 < -F) aborts the C++ emulation
+    whatever the values (found in ap_fixed_base.h's operator=, checked case by case with
+    g++). Truncation (floor) reads no such bit."""
+    for name, what, width, frac, target in casts(nodes):
+        if target.rounding != "floor" and frac - target.frac_width > width:
+            rule = (
+                f"hls4ml {HLS4ML_VERSION}'s ap_fixed aborts on this layer: its {what} lies "
+                f"entirely below the rounding bit of {target.ap_fixed} (every value rounds "
+                "to 0); give that type more fractional bits, or round with floor"
+            )
+            raise ConfigError(f"passes.quantize.{name}", rule)
+
+
 def to_hls4ml(
     model: nn.Module, plan: QuantPlan | Mapping[str, Any], shape: Sequence[int] | None = None,
     *, wide: HwType = WIDE, trace: bool = False,
@@ -40,8 +80,10 @@ def to_hls4ml(
     """hls4ml's `HLSConfig` for `model` quantized by `plan`: `Model` defaults (the wide type
     that stands in for float) and one `LayerName` entry per node, every precision spelled out
     with its rounding and overflow, as `config_from_pytorch_model(granularity='name')` lays
-    it out. Convert the model with its weights on the grid (`grid_state_dict`)."""
+    it out. Convert the model with its weights on the grid (`grid_state_dict`). A plan whose
+    C++ emulation would abort is refused (`check_casts`)."""
     nodes = hardware(model, plan, wide)
+    check_casts(nodes)
     layers = {}
     for node in nodes:
         precision = {"result": node.result.ap_fixed}
@@ -132,7 +174,9 @@ def verify(
             grid, output_dir=str(project), project_name="bitscout", backend="Vivado",
             io_type="io_parallel", hls_config=config,
         )  # fmt: skip
-        y, traced = hls.trace(rows)
+        y, traced = isolated(
+            lambda: hls.trace(rows), f"hls4ml {hls4ml.__version__}'s C++ emulation"
+        )
     quantized, nodes = quantize_model(grid, plan), hardware(grid, plan)
     layers = _per_layer(nodes, resolve_plan(grid, plan), quantized, rows, traced)
     with torch.inference_mode():

@@ -80,16 +80,17 @@ def write_targets(subject: Subject, targets: Sequence[str], out: Path) -> Export
     """Each target's files in `out` (precision.json always)."""
     model, plan = subject.model, subject.plan
     nodes = hardware(model, plan)
+    config = None  # hls4ml's, made first: a plan hls4ml cannot run is refused before writing
+    if "hls4ml" in targets:
+        config = to_hls4ml(model, plan, tuple(_rows(subject, "hls4ml").shape[1:]))
     out.mkdir(parents=True, exist_ok=True)
     files = [write_precision(model, plan, out / "precision.json")]
     if "hls4ml" in targets or "checkpoint" in targets:
         files.append(write_checkpoint(model, plan, out / "quantized.pt"))
     if "npz" in targets:
         files.append(write_npz(model, plan, out / "codes.npz"))
-    if "hls4ml" in targets:
-        x = _rows(subject, "hls4ml")
-        files += write_hls4ml(to_hls4ml(model, plan, tuple(x.shape[1:])), nodes, out,
-                              subject.model_code)  # fmt: skip
+    if config is not None:
+        files += write_hls4ml(config, nodes, out, subject.model_code)
     return ExportResult(out, files, nodes, subject.label)
 
 
@@ -100,6 +101,12 @@ def check(subject: Subject, out: Path, rows: int) -> dict[str, Any]:
     found = verify(subject.model, subject.plan, x, out / "hls4ml_prj", tuple(x.shape[1:]))
     write_text(out / "verify.json", json.dumps(found, indent=2) + "\n")
     return found
+
+
+def check_rows(rows: Any, key: str = "rows") -> None:
+    """The rows `verify` runs: refused before anything is written or compiled."""
+    if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
+        raise ConfigError(key, "must be an integer >= 1", rows)
 
 
 def _rows(subject: Subject, target: str) -> torch.Tensor:
@@ -182,8 +189,7 @@ def export(
         An ExportResult: the files written, the datapath's types per node, the verify figures.
     """
     targets = parse_targets(to)
-    if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
-        raise ConfigError("rows", "must be an integer >= 1", rows)
+    check_rows(rows)
     run_dir: Path | None
     if isinstance(result_or_run_dir, str | Path):
         run_dir = Path(result_or_run_dir)

@@ -24,7 +24,6 @@ from test_store import _ok, store  # noqa: F401
 from bitscout.cli import main
 from bitscout.study.chunks import token_attrs
 from bitscout.study.store.base import WORKER
-from bitscout.study.store.storage import scrub
 
 DRIVER = Path(__file__).with_name("worker_driver.py")
 STATE_OP = 6  # Optuna's journal op code for a trial's state and values
@@ -148,6 +147,8 @@ RAW_AT = "postgresql+psycopg://user:pa55@w0rd@127.0.0.1:1/db?connect_timeout=2"
 
 
 def test_scrub_removes_every_piece_of_the_credentials():
+    from bitscout.study.store.storage import scrub
+
     text = "failed to resolve host 'w0rd@127.0.0.1': postgresql://user:pa55@w0rd@h/db and pa55@w0rd"
     got = scrub(text, RAW_AT)
     assert "w0rd" not in got and "pa55" not in got, got

@@ -7,8 +7,9 @@ read it as a `TrialSource` (a pandas DataFrame and decoded chunks). `OptunaStore
 into Optuna's internals.
 """
 
+import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Container, Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
@@ -208,6 +209,13 @@ class Store(ABC):
         """Runs before a worker looks for work: records the RUNNING trials whose worker is
         gone as failed (interrupted) and returns those this call failed. Each is failed by
         exactly one of several racing workers."""
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """Around a strategy's run, whose writes to the store (its own or an Optuna
+        sampler's) fail as the machine fails: such an error leaves as one `OSError` naming
+        the store. The base store lets every error through."""
+        yield
 
     @abstractmethod
     def lease(self, purpose: str) -> TrialRef:

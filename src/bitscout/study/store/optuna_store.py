@@ -25,6 +25,8 @@ The constraint keys are not hard-coded: the system attrs a finished token gets a
 """
 
 import contextlib
+import os
+import traceback
 from collections.abc import Container, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -58,6 +60,8 @@ from bitscout.study.store.liveness import is_stale, worker_id
 
 JOURNAL_RECORD_START = b'{"op_code":'  # how every record Optuna's journal writes begins
 SQLITE_HEADER = b"SQLite format 3\x00"
+# where Optuna's storages write: an OSError raised there is the store's
+STORAGE_CODE = os.path.join(os.sep, "optuna", "storages", "")
 STATES: dict[TrialState, State] = {
     TrialState.RUNNING: "running",
     TrialState.WAITING: "waiting",
@@ -106,12 +110,29 @@ def _finished_is_error() -> Iterator[None]:
         raise TrialFinished(str(err)) from err
 
 
-class OptunaStore(Store):
-    """A `Store` on `study`, whose params are dimensions of `space`."""
+def _store_os_error(err: BaseException) -> OSError | None:
+    """The OSError an Optuna storage raised, behind `err` or `err` itself: a write that
+    failed inside `Study.optimize` resurfaces as `AssertionError: Should not reach` (Optuna
+    could not record the trial's end), with the OSError as its context."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, OSError):
+            frames = traceback.extract_tb(seen.__traceback__)
+            return seen if any(STORAGE_CODE in f.filename for f in frames) else None
+        seen = seen.__cause__ or seen.__context__
+    return None
 
-    def __init__(self, study: optuna.Study, space: SearchSpace) -> None:
+
+class OptunaStore(Store):
+    """A `Store` on `study`, whose params are dimensions of `space`; `location` names it in
+    errors (a journal's path, a URL without its password)."""
+
+    def __init__(
+        self, study: optuna.Study, space: SearchSpace, location: str | None = None
+    ) -> None:
         self.study = study
         self.space = space
+        self.location = location
         self._storage = study._storage
         self._study_id = study._study_id
         self._finished: dict[int, TrialRecord] = {}  # finished trials never change
@@ -217,6 +238,17 @@ class OptunaStore(Store):
                 continue  # another worker got there first
             failed.append(trial)
         return failed
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        try:
+            yield
+        except (OSError, AssertionError) as err:
+            cause = _store_os_error(err)
+            if cause is None or (cause is err and cause.filename is not None):
+                raise
+            where = cause.filename if cause.filename is not None else self.location
+            raise OSError(cause.errno, cause.strerror, where) from None
 
     def lease(self, purpose: str) -> TrialRef:
         name = f"{self.study.study_name}.{purpose}"  # a companion study: no trial of the search

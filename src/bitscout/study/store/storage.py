@@ -278,4 +278,5 @@ def open_store(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ExperimentalWarning)
             study.set_metric_names(["objective"] if objective.single else objective.names)
-    return OptunaStore(study, space)
+    location = None if isinstance(url, BaseStorage) else mask_password(url)
+    return OptunaStore(study, space, location)

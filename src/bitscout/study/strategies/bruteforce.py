@@ -139,7 +139,7 @@ class BruteForce(Strategy):
         rng = random.Random(worker_id())
         survey = Surveyor(ctx)
         full: set[int] = set()
-        with Heartbeat() as heartbeat:
+        with ctx.store.writing(), Heartbeat() as heartbeat:
             while not ctx.timed_out():
                 ctx.store.fail_stale()
                 view = survey()

@@ -104,7 +104,7 @@ class Greedy(Strategy):
         return walk_bound(space)
 
     def run(self, ctx: SearchContext) -> None:
-        with _alone(ctx):
+        with ctx.store.writing(), _alone(ctx):
             walk = Walk(ctx)  # after the lease: it sees every trial an earlier walker ended
             path: list[int] = []
             for number, _ in trajectory(ctx.space, walk):

@@ -67,23 +67,29 @@ class OptunaStrategy(Strategy):
         return build_sampler(settings.sampler, settings.seed, space)
 
     def run(self, ctx: SearchContext) -> None:
-        study = ctx.store.study
-        for dead in ctx.store.fail_stale():
-            study.enqueue_trial(dict(dead.params), user_attrs={RETRY_OF: dead.number})
-        if ctx.budget() <= 0 or _all_known(ctx, _known(ctx.store)):
-            return
-        if ctx.settings.warm_start == "greedy" and not ctx.store.trials():
-            _enqueue_greedy(ctx)
-        scored: dict[int, tuple[dict, Result]] = {}
-        with Heartbeat() as heartbeat:
-            study.optimize(
-                lambda trial: _objective(ctx, heartbeat, trial, scored),
-                n_trials=ctx.budget(),  # a bound even when other workers' trials never end
-                timeout=ctx.settings.timeout,
-                catch=(CandidateFailed,),
-                callbacks=[_after_trial(ctx, scored, _known(ctx.store))],
-                gc_after_trial=False,
-            )
+        with ctx.store.writing():
+            _optimize(ctx)
+
+
+def _optimize(ctx: SearchContext) -> None:
+    """Fail the dead workers' trials (queued again), then ask and tell until the budget."""
+    study = ctx.store.study
+    for dead in ctx.store.fail_stale():
+        study.enqueue_trial(dict(dead.params), user_attrs={RETRY_OF: dead.number})
+    if ctx.budget() <= 0 or _all_known(ctx, _known(ctx.store)):
+        return
+    if ctx.settings.warm_start == "greedy" and not ctx.store.trials():
+        _enqueue_greedy(ctx)
+    scored: dict[int, tuple[dict, Result]] = {}
+    with Heartbeat() as heartbeat:
+        study.optimize(
+            lambda trial: _objective(ctx, heartbeat, trial, scored),
+            n_trials=ctx.budget(),  # a bound even when other workers' trials never end
+            timeout=ctx.settings.timeout,
+            catch=(CandidateFailed,),
+            callbacks=[_after_trial(ctx, scored, _known(ctx.store))],
+            gc_after_trial=False,
+        )
 
 
 def _enqueue_greedy(ctx: SearchContext) -> None:

@@ -118,12 +118,23 @@ def _row(
     if metrics and all(m in metrics for m in objective.names):
         row.update({f"scaled_{k}": v for k, v in objective.scaled(metrics).items()})
     values = _cell(trial["values"]) or []
+    if _rankable(trial["state"], metrics, objective):  # under this objective: a resume's may differ
+        values = objective.values(metrics)
+        row["state"] = "infeasible" if objective.reason(metrics) else "complete"
+        trial = {**trial, "reason": objective.reason(metrics)}
     for i, _ in enumerate(objective.directions):
         col = "objective" if objective.single else f"objective_{objective.names[i]}"
         row[col] = values[i] if i < len(values) else ""
     row["duration_s"] = _cell(trial["duration_s"])
     row["reason"] = _cell(trial["reason"])
     return row
+
+
+def _rankable(state: str, metrics: Mapping[str, float], objective: Objective) -> bool:
+    """Whether an evaluated trial's objective and feasibility can be recomputed from its
+    metrics (they are, for every trial: a resumed study may rank by new ones)."""
+    needed = [*objective.names, *(c.metric for c in objective.constraints)]
+    return state in ("complete", "infeasible") and all(m in metrics for m in needed)
 
 
 def csv_columns(space: SearchSpace, objective: Objective, names: Sequence[str]) -> list[str]:

@@ -213,17 +213,31 @@ def _data_change(settled: Mapping[str, Any], mine: Mapping[str, Any]) -> str | N
 
 
 def _check(name: str, settled: Mapping[str, Any], mine: Mapping[str, Any]) -> None:
-    """Refuse when a key both fingerprints have differs: the first such key is named."""
+    """Refuse when a key of this search's fingerprint differs from the study's, or the study
+    never recorded it (made by an earlier bitscout): the first such key is named."""
     for key, value in mine.items():
-        if key not in settled or settled[key] == value:
-            continue
-        if key == DATA_KEY:
+        change: str | None = None
+        if key not in settled:
+            change = (f"was made by an earlier bitscout that did not record {key!r} (a resume "
+                      "must match on everything that defines a measurement)")  # fmt: skip
+        elif key == DATA_KEY:
             change = _data_change(settled[key], value)
-            if change is None:
-                continue
-        else:
-            change = f"was made with {key} = {settled[key]!r}, this search has {value!r}"
+        elif settled[key] != value:
+            where, was, now = _first_difference(key, settled[key], value)
+            change = f"was made with {where} = {was!r}, this search has {now!r}"
+        if change is None:
+            continue
         raise ConfigError("--study", f"study {name!r} {change}; use another --out or --study")
+
+
+def _first_difference(key: str, was: Any, now: Any) -> tuple[str, Any, Any]:
+    """Where two fingerprint values first differ: a table's first differing entry (a missing
+    one shown as None), so the message names a field, not a whole model."""
+    if isinstance(was, Mapping) and isinstance(now, Mapping):
+        for sub in dict.fromkeys([*now, *was]):
+            if was.get(sub) != now.get(sub):
+                return _first_difference(f"{key}[{sub!r}]", was.get(sub), now.get(sub))
+    return key, was, now
 
 
 def open_study(
@@ -242,9 +256,10 @@ def open_study(
         storage = url if isinstance(url, BaseStorage) else _open_any(url, notify)
         _create(storage, name, list(objective.directions))
         study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
-        # A study made by an earlier bitscout keeps its fingerprint in its user attrs.
-        legacy = {k: v for k, v in study.user_attrs.items() if k in mine}
-        settled = settle_fingerprint(storage, name, {**mine, **legacy})
+        # A study made by an earlier bitscout keeps its fingerprint in its user attrs: what it
+        # recorded, and nothing more, is what this search must match.
+        legacy = dict(study.user_attrs)
+        settled = settle_fingerprint(storage, name, legacy or mine)
     except ConfigError:
         raise
     except Exception as err:  # any driver error means a bad or unreachable store

@@ -5,7 +5,6 @@ when the job has an output directory."""
 
 import contextlib
 import dataclasses
-import hashlib
 import importlib
 import sys
 import threading
@@ -28,11 +27,12 @@ from bitscout.quant.plan import fx_name
 from bitscout.quant.space import Choice, SearchSpace
 from bitscout.results.console import Reporter, Verbosity
 from bitscout.results.trials import Result, TrialsCsv, quiet_optuna
+from bitscout.study.fingerprint import fingerprint
 from bitscout.study.parallel import check_shareable, fork, join
 from bitscout.study.settings import StrategySettings, population_note
 from bitscout.study.spec import trial_count
-from bitscout.study.store.base import CHUNKED, REASON, Store, candidates
-from bitscout.study.store.storage import DATA_KEY, mask_password, open_store
+from bitscout.study.store.base import REASON, Store, candidates
+from bitscout.study.store.storage import mask_password, open_store
 from bitscout.study.strategies import STRATEGIES, SearchContext
 from bitscout.study.strategies.base import TrialHook
 
@@ -111,36 +111,6 @@ def make_evaluator(job: Job) -> Evaluator:
     )
 
 
-def state_digest(model: nn.Module) -> str:
-    """Identifies the float weights, so workers with different checkpoints can't share a
-    study."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
-def fingerprint(job: Job) -> dict[str, Any]:
-    """What a resumed study must share with this search, or its trials mean something else
-    (in the order a difference is reported)."""
-    s = job.settings
-    data = {**job.data_settings, "rows": job.data.rows, "sha256": job.data.sha256}
-    return {
-        **job.identity,
-        DATA_KEY: data,
-        "checkpoint_sha256": state_digest(job.model),
-        "dimensions": [[d.name, list(d.choices)] for d in job.space.dimensions],
-        "strategy": s.name,
-        "sampler": s.sampler if s.name == "optuna" else None,
-        "objective": [[m.name, m.scale, m.direction] for m in s.objective.metrics],
-        # workers sharing a study must walk the same order and record the same way; both
-        # are absent from older studies
-        **({"order": [s.order, s.shuffle_seed]} if _brute(s) and s.order != "index" else {}),
-        **({CHUNKED: True} if _brute(s) and s.chunked else {}),
-    }
-
-
 def _brute(settings: StrategySettings) -> bool:
     return settings.name == "bruteforce"
 
@@ -191,8 +161,9 @@ def open_job_store(job: Job, storage: Any, console: Console) -> Store:
     if isinstance(storage, str) and "://" not in storage:
         Path(storage).parent.mkdir(parents=True, exist_ok=True)
     notify = lambda message: console.print(message, highlight=False)  # noqa: E731
-    return open_store(storage, job.study_name, job.settings.objective, fingerprint(job),
-                      job.space, sampler, notify=notify)  # fmt: skip
+    meta = fingerprint(job, metric_names(job))
+    return open_store(storage, job.study_name, job.settings.objective, meta, job.space, sampler,
+                      notify=notify)  # fmt: skip
 
 
 def describe(settings: StrategySettings) -> str:

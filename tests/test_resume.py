@@ -58,7 +58,9 @@ SPACE = {
 
 def _search(model: nn.Module, out, **kw):
     kw.setdefault("trials", 3)
-    return bitscout.search(model, _data(), kw.pop("space", SPACE), seed=1, out=out, quiet=True, **kw)
+    return bitscout.search(
+        model, _data(), kw.pop("space", SPACE), seed=1, out=out, quiet=True, **kw
+    )
 
 
 def _refused(model: nn.Module, out, named: str, **kw) -> str:
@@ -194,7 +196,9 @@ def test_a_relaxed_constraint_makes_the_best_feasible(model, tmp_path):
 def test_a_new_objective_reranks_every_trial(model, tmp_path):
     out = tmp_path / "run"
     _search(model, out, strategy="bruteforce")
-    _search(model, out, strategy="bruteforce", objective={"accuracy": 1.0, "average_bitwidth": -0.1})
+    _search(
+        model, out, strategy="bruteforce", objective={"accuracy": 1.0, "average_bitwidth": -0.1}
+    )
     trials = pd.read_csv(out / "trials.csv")
     expected = trials["accuracy"] - 0.1 * trials["average_bitwidth"]
     assert trials["objective"].to_numpy() == pytest.approx(expected.to_numpy())

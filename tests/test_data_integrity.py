@@ -142,6 +142,20 @@ def test_labels_outside_the_models_classes_are_refused(state, bad, shown):
         _search(_model(Net, state), loader, max_data_bytes=10_000)
 
 
+def test_test_split_labels_are_checked_before_the_search(state):
+    x, y = _digits()
+    searched: list[int] = []
+
+    def count(model: nn.Module, data: object) -> float:
+        searched.append(1)
+        return 0.0
+
+    with pytest.raises(ConfigError, match=r"^test_data: targets must be class indices in 0\.\.9"):
+        _search(_model(Net, state), (x, y), test_data=(x, np.where(y == 9, -1, y)),
+                metrics={"count": count})  # fmt: skip
+    assert len(searched) == 1  # the float pass only: no candidate was searched
+
+
 def _loaders() -> dict[str, DataLoader]:
     x, y = _digits()
     ds = TensorDataset(torch.from_numpy(x), torch.from_numpy(y))

@@ -240,6 +240,8 @@ def run_job(job: Job, console: Console, verbosity: Verbosity = "normal") -> Fini
     if job.out is not None:
         job.out.mkdir(parents=True, exist_ok=True)
     evaluator = make_evaluator(job)
+    if job.test_data is not None:  # its evaluator is made at the end: its labels checked now
+        evaluator.check_labels(job.test_data, "test_data")
     before = store.done()
     check_resume(job, len(before))
     for t in before:  # a resumed search reuses what the store already holds

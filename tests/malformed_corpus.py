@@ -198,7 +198,7 @@ CASES = [
     Case("dataset-unknown", 'dataset = "imagenet"',
          ("dataset", "unknown dataset", "known: ", "digits"), edits=(("dataset", "imagenet"),)),
     Case("dataset-option-unknown", "dataset_options.num_sample (typo)",
-         ("dataset_options.num_sample", "allowed: ", "num_samples"),
+         ("dataset_options.num_sample", "did you mean 'num_samples'?", "known: ", "num_samples"),
          edits=(("dataset_options.num_sample", 10),)),
     Case("model-option-unknown", "model_options for a model that takes none",
          ("model_options.hidden", "known: none"), edits=(("model_options.hidden", [8]),)),

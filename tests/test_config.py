@@ -116,7 +116,8 @@ def test_missing_file():
 
 
 def test_unknown_model_lists_known():
-    with pytest.raises(ConfigError, match=r"model: unknown model; known: cnn, jsc-s, jsc-tiny"):
+    pattern = r"model: unknown model; did you mean 'jsc-s'\?; known: cnn, jsc-s, jsc-tiny"
+    with pytest.raises(ConfigError, match=pattern):
         build_model("jsc-huge")
 
 

@@ -96,7 +96,7 @@ def test_bad_options(options: dict[str, object], key: str) -> None:
 
 
 def test_unknown_option_lists_allowed() -> None:
-    with pytest.raises(ConfigError, match=r"allowed: num_classes, num_features, num_samples"):
+    with pytest.raises(ConfigError, match=r"known: num_classes, num_features, num_samples"):
         load_dataset("fake", num_layers=2)
 
 

@@ -3,6 +3,7 @@
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
+from bitscout._core.validate import unknown
 from bitscout.errors import ConfigError
 
 T = TypeVar("T")
@@ -27,8 +28,7 @@ class Registry(Generic[T]):
     def get(self, name: str, key: str | None = None) -> T:
         """Look `name` up; an unknown name is a ConfigError listing the known ones."""
         if name not in self._items:
-            known = ", ".join(sorted(self._items))
-            raise ConfigError(key or self.kind, f"unknown {self.kind}; known: {known}", name)
+            raise ConfigError(key or self.kind, unknown(self.kind, name, self.names()), name)
         return self._items[name]
 
     def names(self) -> list[str]:

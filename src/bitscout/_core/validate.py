@@ -2,7 +2,7 @@
 
 import difflib
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bitscout.errors import ConfigError
@@ -16,12 +16,19 @@ def suggest(name: str, known: list[str] | tuple[str, ...]) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
+def unknown(noun: str, name: object, known: Sequence[str]) -> str:
+    """The one wording of an unknown name: `unknown <noun>; did you mean 'x'?; known: a, b`
+    (the suggestion only when a known name is close)."""
+    hint = suggest(name, tuple(known)) if isinstance(name, str) else ""
+    return f"unknown {noun}{hint}; known: {', '.join(known) or 'none'}"
+
+
 def check_keys(table: Mapping[str, Any], known: tuple[str, ...], prefix: str) -> None:
     """Reject keys of `table` that are not in `known`, suggesting the closest."""
     for k in table:
         if k not in known:
             key = f"{prefix}.{k}" if prefix else k
-            raise ConfigError(key, f"unknown key{suggest(k, known)} (known: {', '.join(known)})")
+            raise ConfigError(key, unknown("key", k, known))
 
 
 def finite_float(value: object) -> float | None:

@@ -5,7 +5,7 @@ line's `--help` can list every label without loading the search."""
 import math
 from collections.abc import Callable, Sequence
 
-from bitscout._core.validate import suggest
+from bitscout._core.validate import unknown
 from bitscout.errors import ConfigError
 from bitscout.study.spec import SAMPLER_NAMES
 
@@ -34,8 +34,7 @@ def parse_strategies(names: Sequence[str] | str, key: str = "--strategies") -> l
         raise ConfigError(key, f"needs at least one strategy; known: {', '.join(KNOWN)}")
     for name in names:
         if name not in KNOWN:
-            rule = f"unknown strategy{suggest(name, KNOWN)}; known: {', '.join(KNOWN)}"
-            raise ConfigError(key, rule, name)
+            raise ConfigError(key, unknown("strategy", name, KNOWN), name)
     if len(set(names)) != len(names):
         raise ConfigError(key, "must name each strategy once", ",".join(names))
     return names

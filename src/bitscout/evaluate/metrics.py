@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bitscout._core.registry import Registry
-from bitscout._core.validate import suggest
+from bitscout._core.validate import unknown
 from bitscout.errors import ConfigError
 from bitscout.evaluate.profile import LayerStats, ModelProfile, eval_mode
 from bitscout.quant.formats import NumberFormat
@@ -185,8 +185,7 @@ def get_metric(
         return extra[name]
     if name not in METRICS:
         known = sorted({*METRICS.names(), *(extra or {})})
-        rule = f"unknown metric{suggest(name, known)} (known: {', '.join(known)})"
-        raise ConfigError(key or "metric", rule, name)
+        raise ConfigError(key or "metric", unknown("metric", name, known), name)
     return METRICS.get(name, key)
 
 

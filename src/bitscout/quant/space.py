@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from bitscout._core.validate import check_keys
+from bitscout._core.validate import check_keys, unknown
 from bitscout.errors import ConfigError
 from bitscout.quant.catalog import (
     FORMATS,
@@ -212,7 +212,7 @@ class SearchSpace:
                     if self.by == "name"
                     else list(types)
                 )
-                raise ConfigError(f"{key}.{k}", f"unknown {what}; known: {', '.join(known)}")
+                raise ConfigError(f"{key}.{k}", unknown(what, k, known))
         if DEFAULT not in tables:
             raise ConfigError(f"{key}.{DEFAULT}", 'is required (e.g. name = ["NA"])')
         governing = {
@@ -324,7 +324,7 @@ def parse_space(
     name = table.get("name", SPACE_NAMES[0])
     if name not in SPACE_NAMES:
         raise ConfigError(
-            f"{key}.name", f"unknown search space; known: {', '.join(SPACE_NAMES)}", name
+            f"{key}.name", unknown("search space", name, SPACE_NAMES), name
         )
     setup = table.get("setup", {})
     if not isinstance(setup, Mapping):

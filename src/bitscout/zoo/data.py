@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from bitscout._core.registry import Registry
+from bitscout._core.validate import unknown as unknown_name
 from bitscout.data.containers import pair
 from bitscout.data.splits import stratified_split, stratified_subsample
 from bitscout.errors import ConfigError
@@ -128,8 +129,8 @@ def load_dataset(
     own = _loader_options(loader)
     unknown = sorted(set(options) - own - set(_SPLIT_OPTIONS))
     if unknown:
-        allowed = ", ".join(sorted(own | set(_SPLIT_OPTIONS)))
-        rule = f"unknown option for dataset {name!r}; allowed: {allowed}"
+        allowed = sorted(own | set(_SPLIT_OPTIONS))
+        rule = unknown_name(f"option for dataset {name!r}", unknown[0], allowed)
         raise ConfigError(f"dataset_options.{unknown[0]}", rule, options[unknown[0]])
     val_fraction, test_fraction = _split_fractions(options)
     source = _Source(

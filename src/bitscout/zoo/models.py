@@ -12,6 +12,7 @@ from typing import Any
 from torch import nn
 
 from bitscout._core.registry import Registry
+from bitscout._core.validate import unknown
 from bitscout.errors import ConfigError
 from bitscout.zoo.plugins import call_plugin, display_name, is_spec, load_callable
 
@@ -137,10 +138,9 @@ def build_model(name: str, **kwargs: Any) -> nn.Module:
     else:
         for option in kwargs:
             if option not in (allowed or {}):
-                known = ", ".join(p for p in allowed or {} if p not in DATA_OPTIONS)
+                known = [p for p in allowed or {} if p not in DATA_OPTIONS]
                 raise ConfigError(
-                    f"model_options.{option}",
-                    f"unknown option for {name}; known: {known or 'none'}",
+                    f"model_options.{option}", unknown(f"option for {name}", option, known)
                 )
         model = builder(**kwargs, **data)
     if not isinstance(model, nn.Module):

@@ -1,8 +1,6 @@
-"""Evaluate models on validation data: one model (`evaluate_model`) or a search's candidates."""
+"""Evaluate a search's candidates on validation data (one model: `forward.evaluate_model`)."""
 
-import copy
-from collections.abc import Hashable, Iterable, Iterator, Mapping, MutableMapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Hashable, Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import fields, replace
 from typing import Any
 
@@ -17,6 +15,7 @@ from bitscout.evaluate.engine.caches import MetricsCache
 from bitscout.evaluate.engine.candidates import Key, Resolver
 from bitscout.evaluate.engine.chain import chain_of
 from bitscout.evaluate.engine.runner import Runner
+from bitscout.evaluate.forward import evaluate_model, floating_dtype, on_device, one_thread, predict
 from bitscout.evaluate.metrics import (
     Kind,
     LossFn,
@@ -33,54 +32,11 @@ from bitscout.quant.formats import NumberFormat
 from bitscout.quant.layers import LayerQuant
 from bitscout.quant.space import Choice, SearchSpace
 
-CHUNK = 65536  # rows per forward pass: bounds memory on large splits
+__all__ = ["Evaluator", "LossFn", "evaluate_model", "one_thread", "operations", "predict"]
+
 BLOCK_BYTES = 2**20  # per tensor of a block of rows of candidates run together
 Plan = dict[str, LayerQuant | None]
 Blocks = Iterable[tuple[torch.Tensor, torch.Tensor]]  # logits [rows, g, ...] and their targets
-
-
-def evaluate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-    """Top-1 accuracy and mean cross-entropy of `model` on (x, y), computed afresh with the
-    definitions of the `accuracy` and `loss` metrics."""
-    model.eval()
-    sums = {"accuracy": 0.0, "loss": 0.0}
-    with torch.inference_mode(), unfused():
-        for start in range(0, len(y), CHUNK):
-            logits = model(x[start : start + CHUNK]).unsqueeze(1)
-            for name, value in forward_sums(sums, logits, y[start : start + CHUNK]).items():
-                sums[name] += float(value[0])
-    return {name: total / len(y) for name, total in sums.items()}
-
-
-@contextmanager
-def one_thread() -> Iterator[None]:
-    """Torch on one thread for the block: the fast path's blocks are cache-sized, where
-    OpenMP's fork and join cost more than a second thread saves, and a busy core stalls every
-    operation. Parallel searches run one process per core (n_jobs) instead."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
-def predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Logits of `model` on `x`, in chunks to bound memory."""
-    with torch.inference_mode(), unfused():
-        return torch.cat([model(x[s : s + CHUNK]) for s in range(0, len(x), CHUNK)])
-
-
-def _floating_dtype(model: nn.Module) -> torch.dtype:
-    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
-
-
-def _on(model: nn.Module, device: torch.device) -> nn.Module:
-    """`model` on `device`: itself when it is there already, else a copy (never moved)."""
-    params = list(model.parameters())
-    if not params or params[0].device == device:
-        return model
-    return copy.deepcopy(model).to(device)
 
 
 class Evaluator:
@@ -119,9 +75,9 @@ class Evaluator:
     ) -> None:
         """`audit`: which candidates of the fast path to re-derive (default: Audit())."""
         if not isinstance(data, EvalData):
-            data = prepare(data, dtype=_floating_dtype(model), device=device or "cpu")
+            data = prepare(data, dtype=floating_dtype(model), device=device or "cpu")
         self.data = data
-        self.model = _on(model, data.device).eval()
+        self.model = on_device(model, data.device).eval()
         self.space = space
         self.extra = dict(extra or {})
         self.loss_fn = loss_fn

@@ -92,6 +92,7 @@ def test_the_model_code_records_plain_attributes_and_hooks():
     ("settled", "mine", "named"),
     [
         ({"a": 1}, {"a": 1, "b": 2}, "did not record 'b'"),
+        ({"a": 1}, {"a": 2, "b": 2}, "did not record 'b'"),  # an earlier bitscout: said first
         ({"space": {"x.w": [8], "by": "name"}}, {"space": {"x.w": [2], "by": "name"}},
          "space['x.w'] = [8], this search has [2]"),
         ({"m": {"fc": {"class": "A"}}}, {"m": {"fc": {"class": "B"}}}, "m['fc']['class'] = 'A'"),

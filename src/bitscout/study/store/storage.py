@@ -213,14 +213,17 @@ def _data_change(settled: Mapping[str, Any], mine: Mapping[str, Any]) -> str | N
 
 
 def _check(name: str, settled: Mapping[str, Any], mine: Mapping[str, Any]) -> None:
-    """Refuse when a key of this search's fingerprint differs from the study's, or the study
-    never recorded it (made by an earlier bitscout): the first such key is named."""
+    """Refuse when the study never recorded a key of this search's fingerprint (made by an
+    earlier bitscout, whose values may be computed otherwise: checked first), or a key
+    differs: the first such key is named."""
+    missing = [key for key in mine if key not in settled]
+    if missing:
+        raise ConfigError("--study", f"study {name!r} was made by an earlier bitscout that did "
+                          f"not record {missing[0]!r} (a resume must match on everything that "
+                          "defines a measurement); use another --out or --study")  # fmt: skip
     for key, value in mine.items():
         change: str | None = None
-        if key not in settled:
-            change = (f"was made by an earlier bitscout that did not record {key!r} (a resume "
-                      "must match on everything that defines a measurement)")  # fmt: skip
-        elif key == DATA_KEY:
+        if key == DATA_KEY:
             change = _data_change(settled[key], value)
         elif settled[key] != value:
             where, was, now = _first_difference(key, settled[key], value)

@@ -2,6 +2,7 @@
 in its ap_types (SIGABRT) or a crash of the library ends a forked child, and bitscout says so
 in one line instead of dying with the child's core dump."""
 
+import faulthandler
 import os
 import pickle
 import signal
@@ -46,6 +47,7 @@ def _child(work: Callable[[], Any], result: Path, errors: Path) -> None:
     try:
         fd = os.open(errors, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         os.dup2(fd, 2)  # C++ writes its assertion here, not to the user's terminal
+        faulthandler.disable()  # the parent reports a fatal signal; no dump of this stack
         try:
             outcome: tuple[bool, Any] = (True, work())
         except BaseException as err:  # noqa: BLE001 - the parent raises it as its own

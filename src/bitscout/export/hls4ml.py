@@ -45,8 +45,9 @@ def casts(nodes: Sequence[Node]) -> Iterator[tuple[str, str, int, int, HwType]]:
         factor = params.get("weight", params.get("scale"))
         target = params.get("accum", node.result)
         if factor is not None:
-            yield (node.name, f"product {x.ap_fixed} x {factor.ap_fixed}",
-                   x.width + factor.width, x.frac_width + factor.frac_width, target)  # fmt: skip
+            width, frac = x.width + factor.width, x.frac_width + factor.frac_width
+            what = f"product ap_fixed<{width},{width - frac}> ({x.ap_fixed} x {factor.ap_fixed})"
+            yield node.name, what, width, frac, target
         if "bias" in params:
             bias = params["bias"]
             yield node.name, f"bias {bias.ap_fixed}", bias.width, bias.frac_width, target
@@ -54,6 +55,12 @@ def casts(nodes: Sequence[Node]) -> Iterator[tuple[str, str, int, int, HwType]]:
             accum = params["accum"]
             yield (node.name, f"accumulator {accum.ap_fixed}", accum.width,
                    accum.frac_width, node.result)  # fmt: skip
+
+
+def aborts(width: int, frac: int, target: HwType) -> bool:
+    """Whether casting a `width`-bit value with `frac` fractional bits to `target` aborts
+    hls4ml's ap_types (see `check_casts`)."""
+    return target.rounding != "floor" and frac - target.frac_width > width
 
 
 def check_casts(nodes: Sequence[Node]) -> None:
@@ -64,7 +71,7 @@ def check_casts(nodes: Sequence[Node]) -> None:
     whatever the values (found in ap_fixed_base.h's operator=, checked case by case with
     g++). Truncation (floor) reads no such bit."""
     for name, what, width, frac, target in casts(nodes):
-        if target.rounding != "floor" and frac - target.frac_width > width:
+        if aborts(width, frac, target):
             rule = (
                 f"hls4ml {HLS4ML_VERSION}'s ap_fixed aborts on this layer: its {what} lies "
                 f"entirely below the rounding bit of {target.ap_fixed} (every value rounds "

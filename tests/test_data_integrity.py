@@ -213,3 +213,13 @@ def test_rows_that_do_not_fit_the_model_are_one_line(state):
         _search(_model(Net, state), (x[:, :10], y))
     with pytest.raises(ConfigError, match=rule.replace("data", "train data", 1)):
         bitscout.train(Net(), (x[:, :10], y), bitscout.TrainOptions(epochs=1))
+
+
+def test_training_labels_outside_the_models_classes_are_one_line():
+    x, y = _digits()
+    rule = r"^train data: targets must be class indices in 0\.\.9 .*got labels 0\.\.10"
+    with pytest.raises(ConfigError, match=rule):
+        bitscout.train(Net(), (x, np.where(y == 9, 10, y)), bitscout.TrainOptions(epochs=1))
+    # a loss of the user's own takes targets of its own meaning
+    bitscout.train(Net(), (x, np.where(y == 9, 10, y)), bitscout.TrainOptions(epochs=1),
+                   loss_fn=lambda out, t: ((out[:, 0] - t.float()) ** 2).mean())  # fmt: skip

@@ -169,14 +169,27 @@ class EvalData:
         return found
 
 
-def check_fits(model: nn.Module, x: torch.Tensor, key: str = "data") -> None:
-    """Run `model` on a copy of the first row of `x` (eval mode, no gradients): rows it cannot
-    take (another feature count, a user's dataset for another model) are one ConfigError
-    naming their shape, not a traceback from deep inside its forward."""
+def check_classes(labels: Labels, outputs: tuple[int, ...], key: str = "data") -> None:
+    """Class-index targets within the model's outputs [classes]: -1 would silently be the
+    last class of accuracy's and cross-entropy's batched forms."""
+    if labels is None or len(outputs) != 1:
+        return
+    (lo, hi), width = labels, outputs[0]
+    if lo < 0 or hi >= width:
+        rule = (f"targets must be class indices in 0..{width - 1} (the model's output width "
+                f"is {width}), got labels {lo}..{hi}")  # fmt: skip
+        raise ConfigError(key, rule)
+
+
+def check_fits(model: nn.Module, x: torch.Tensor, key: str = "data") -> tuple[int, ...]:
+    """Run `model` on a copy of the first row of `x` (eval mode, no gradients) and return the
+    shape of an output row: rows it cannot take (another feature count, a user's dataset for
+    another model) are one ConfigError naming their shape, not a traceback from deep inside
+    its forward."""
     training = model.training
     try:
         with torch.no_grad():
-            model.eval()(x[:1].clone())
+            out = model.eval()(x[:1].clone())
     except ConfigError:
         raise
     except Exception as err:
@@ -185,6 +198,7 @@ def check_fits(model: nn.Module, x: torch.Tensor, key: str = "data") -> None:
         raise ConfigError(key, rule) from err
     finally:
         model.train(training)
+    return tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else ()
 
 
 def check_device(device: torch.device | str) -> torch.device:

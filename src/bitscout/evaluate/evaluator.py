@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from bitscout.data.containers import EvalData, check_fits, prepare
+from bitscout.data.containers import EvalData, check_classes, check_fits, prepare
 from bitscout.errors import ConfigError
 from bitscout.evaluate.audit import Audit, disagreement, extremes
 from bitscout.evaluate.engine.caches import MetricsCache
@@ -151,13 +151,8 @@ class Evaluator:
         """Class-index targets of `data` within the model's outputs: -1 would silently be the
         last class of accuracy's and cross-entropy's batched forms."""
         cross_entropy = "loss" in self.metrics and self.loss_fn is None
-        if data.labels is None or not ("accuracy" in self.metrics or cross_entropy):
-            return
-        (lo, hi), width = data.labels, self.out_shape[0]
-        if lo < 0 or hi >= width:
-            rule = (f"targets must be class indices in 0..{width - 1} (the model's output "
-                    f"width is {width}), got labels {lo}..{hi}")  # fmt: skip
-            raise ConfigError(key, rule)
+        if "accuracy" in self.metrics or cross_entropy:
+            check_classes(data.labels, self.out_shape, key)
 
     def _check_layers(self, sample: torch.Tensor) -> None:
         """Every layer that a candidate quantizes is called by the forward; the Linear-like

@@ -15,7 +15,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
 
 from bitscout._core.files import SCHEMA_VERSION, atomic, write_text
-from bitscout.data.containers import check_fits, pair
+from bitscout.data.containers import check_classes, check_fits, label_range, pair
 from bitscout.errors import ConfigError
 
 
@@ -89,7 +89,9 @@ def train(
     x, y = pair(data, "train data")
     x = x.float() if x.is_floating_point() else x
     _check_batches(model, len(y), options, name)
-    check_fits(model, x, "train data")
+    outputs = check_fits(model, x, "train data")
+    if loss_fn is None:  # cross-entropy's targets are class indices
+        check_classes(label_range(y), outputs, "train data")
     criterion = loss_fn or F.cross_entropy
     gen = torch.Generator().manual_seed(options.seed)
     opt = torch.optim.Adam(

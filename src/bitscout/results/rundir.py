@@ -105,7 +105,7 @@ class Run:
         path = recorded if recorded is not None and recorded.is_file() else self.path / "model.pt"
         expected = source.get("sha256") if isinstance(source, dict) else None
         if expected and path.is_file() and (found := file_sha256(path)) != expected:
-            rule = (f"is not the model that was searched: its sha256 is {found}, "
+            rule = (f"differs from the checkpoint the search used: its sha256 is {found}, "
                     f"{self.path / 'summary.json'} records {expected}")  # fmt: skip
             raise ConfigError(str(path), rule, file=True)
         return path

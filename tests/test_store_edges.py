@@ -255,3 +255,30 @@ def _wait_for_walker(journal: Path, proc: subprocess.Popen) -> None:
                     return
         time.sleep(0.2)
     raise AssertionError(f"the first walker did not start: {proc.poll()}")
+
+
+def test_a_store_driver_error_mid_search_is_one_line_without_the_password(store):  # noqa: F811
+    """An RDB write failing mid-search (Optuna's StorageInternalError, the driver's error as
+    its cause, maybe behind Optuna's `Should not reach`): SearchFailed, scrubbed."""
+    from optuna.exceptions import StorageInternalError
+
+    from bitscout.errors import SearchFailed
+    from bitscout.study.store.optuna_store import OptunaStore
+
+    on_rdb = OptunaStore(store.study, store.space, RAW_AT)
+    for behind_assertion in (False, True):
+        with pytest.raises(SearchFailed) as got, on_rdb.writing():
+            try:
+                try:
+                    raise RuntimeError("failed to resolve host 'w0rd@127.0.0.1'")
+                except RuntimeError as driver:
+                    raise StorageInternalError(
+                        "An exception is raised during the commit"
+                    ) from driver
+            except StorageInternalError:
+                if not behind_assertion:
+                    raise
+                raise AssertionError("Should not reach.")  # noqa: B904 - as Optuna's finally does
+        text = str(got.value)
+        assert "w0rd" not in text and "pa55" not in text and "127.0.0.1" in text, text
+        assert "postgresql+psycopg://user:***@" in text

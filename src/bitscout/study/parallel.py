@@ -17,6 +17,7 @@ from multiprocessing.process import BaseProcess
 from rich.console import Console
 
 from bitscout.errors import ConfigError
+from bitscout.study.store.secrets import scrub
 
 INTERRUPTED_EXIT = 130
 
@@ -44,7 +45,7 @@ def _child(work: Callable[[int], None], index: int) -> None:
         except KeyboardInterrupt:
             sys.exit(INTERRUPTED_EXIT)
         except Exception as err:  # noqa: BLE001 - reported in one line, then exit 1
-            text = " ".join(f"{type(err).__name__}: {err}".split())
+            text = scrub(" ".join(f"{type(err).__name__}: {err}".split()))
             print(f"bitscout: worker {index}: error: {text}", file=sys.stderr)
             sys.exit(1)
 

@@ -33,10 +33,11 @@ from typing import Any, Literal
 
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution
-from optuna.exceptions import UpdateFinishedTrialError
+from optuna.exceptions import StorageInternalError, UpdateFinishedTrialError
 from optuna.storages.journal import JournalFileSymlinkLock
 from optuna.trial import FrozenTrial, TrialState
 
+from bitscout.errors import SearchFailed
 from bitscout.quant.space import Choice, SearchSpace
 from bitscout.results.trials import Chunk, Result
 from bitscout.study.chunks import chunk_of, is_chunk
@@ -57,6 +58,7 @@ from bitscout.study.store.base import (
 )
 from bitscout.study.store.journal import repair
 from bitscout.study.store.liveness import is_stale, worker_id
+from bitscout.study.store.secrets import mask_password, scrub
 
 JOURNAL_RECORD_START = b'{"op_code":'  # how every record Optuna's journal writes begins
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -110,12 +112,14 @@ def _finished_is_error() -> Iterator[None]:
         raise TrialFinished(str(err)) from err
 
 
-def _store_os_error(err: BaseException) -> OSError | None:
-    """The OSError an Optuna storage raised, behind `err` or `err` itself: a write that
-    failed inside `Study.optimize` resurfaces as `AssertionError: Should not reach` (Optuna
-    could not record the trial's end), with the OSError as its context."""
+def _store_error(err: BaseException) -> OSError | StorageInternalError | None:
+    """The error an Optuna storage raised, behind `err` or `err` itself: a write that failed
+    inside `Study.optimize` resurfaces as `AssertionError: Should not reach` (Optuna could
+    not record the trial's end), with the storage's error as its context."""
     seen: BaseException | None = err
     while seen is not None:
+        if isinstance(seen, StorageInternalError):
+            return seen
         if isinstance(seen, OSError):
             frames = traceback.extract_tb(seen.__traceback__)
             return seen if any(STORAGE_CODE in f.filename for f in frames) else None
@@ -124,15 +128,14 @@ def _store_os_error(err: BaseException) -> OSError | None:
 
 
 class OptunaStore(Store):
-    """A `Store` on `study`, whose params are dimensions of `space`; `location` names it in
-    errors (a journal's path, a URL without its password)."""
+    """A `Store` on `study`, whose params are dimensions of `space`, kept at `url` (a
+    journal's path or an RDB URL, which errors name without its password)."""
 
-    def __init__(
-        self, study: optuna.Study, space: SearchSpace, location: str | None = None
-    ) -> None:
+    def __init__(self, study: optuna.Study, space: SearchSpace, url: str | None = None) -> None:
         self.study = study
         self.space = space
-        self.location = location
+        self._url = url
+        self.location = None if url is None else mask_password(url)
         self._storage = study._storage
         self._study_id = study._study_id
         self._finished: dict[int, TrialRecord] = {}  # finished trials never change
@@ -243,10 +246,13 @@ class OptunaStore(Store):
     def writing(self) -> Iterator[None]:
         try:
             yield
-        except (OSError, AssertionError) as err:
-            cause = _store_os_error(err)
-            if cause is None or (cause is err and cause.filename is not None):
+        except (OSError, AssertionError, StorageInternalError) as err:
+            cause = _store_error(err)
+            if cause is None or (cause is err and getattr(err, "filename", None) is not None):
                 raise
+            if isinstance(cause, StorageInternalError):  # an RDB's driver: it may print the URL
+                text = scrub(" ".join(f"{cause} {cause.__cause__ or ''}".split()), self._url)
+                raise SearchFailed(f"the store {self.location} failed: {text}") from None
             where = cause.filename if cause.filename is not None else self.location
             raise OSError(cause.errno, cause.strerror, where) from None
 

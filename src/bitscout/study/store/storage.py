@@ -8,7 +8,6 @@ trials that mean different things never mix.
 
 import contextlib
 import json
-import re
 import time
 import warnings
 from collections.abc import Callable, Mapping
@@ -25,6 +24,7 @@ from bitscout.errors import ConfigError
 from bitscout.objective import Objective
 from bitscout.quant.space import SearchSpace
 from bitscout.study.store.optuna_store import OptunaStore, is_journal, is_sqlite, repair_journal
+from bitscout.study.store.secrets import mask_password, scrub
 
 FINGERPRINT_STUDY = "{name}.fingerprint"  # companion study whose first trial is the fingerprint
 FINGERPRINT = "fingerprint"  # the user attr of that trial
@@ -32,66 +32,10 @@ FINGERPRINT = "fingerprint"  # the user attr of that trial
 # labels, which decides) and the settings that produced them (which name what changed).
 DATA_KEY = "data"
 Notify = Callable[[str], None]
-_IN_URL = re.compile(r"(://)[^\s'\"]*@")  # a URL's credentials, up to its last '@'
 STORAGE_FORMS = (
     "a journal file path, sqlite:///FILE or postgresql://USER:PASSWORD@HOST:PORT/DB of a "
     "running server"
 )
-
-
-def _credentials(url: str) -> tuple[Any, str | None]:
-    """SQLAlchemy's parse of `url` and its password. A raw '@' inside a password (it should be
-    written %40) makes SQLAlchemy split at the first '@'; the host then holds the rest of the
-    password, which is moved back."""
-    from sqlalchemy.engine import make_url
-
-    parsed = make_url(url)
-    host, password = parsed.host, parsed.password
-    if host and "@" in host and password is not None:
-        extra, host = host.rsplit("@", 1)
-        password = f"{password}@{extra}"
-        parsed = parsed.set(host=host, password=password)
-    return parsed, password
-
-
-def mask_password(url: str) -> str:
-    """`url` with any password shown as `***` (`postgresql://user:***@host/db`)."""
-    if "://" not in url:
-        return url
-    try:
-        parsed, password = _credentials(url)
-    except Exception:  # noqa: BLE001 - not a URL SQLAlchemy reads: hide all credentials
-        scheme, _, rest = url.partition("://")
-        return f"{scheme}://***@{rest.rsplit('@', 1)[1]}" if "@" in rest else url
-    return url if password is None else parsed.render_as_string(hide_password=True)
-
-
-def _secrets(url: str) -> list[str]:
-    """What of `url` must never be shown: everything between `://` and its last `@`, and
-    every piece of it a driver may print on its own. A raw `@` in a password makes a driver
-    take the text after it for the host (`failed to resolve host 'ss@127.0.0.1'`), so each
-    such tail is a secret where an `@` follows it; so is the password as SQLAlchemy reads it."""
-    rest = url.partition("://")[2]
-    if "@" not in rest:
-        return []
-    userinfo = rest.rsplit("@", 1)[0]
-    tails = [userinfo[i + 1 :] + "@" for i, c in enumerate(userinfo) if c in "@:"]
-    password = None
-    with contextlib.suppress(Exception):
-        password = _credentials(url)[1]
-    return [s for s in (userinfo, *tails, password) if s and s != "@"]
-
-
-def scrub(text: str, url: str | None = None) -> str:
-    """`text` (a driver's error, a traceback line) with no credentials left: in any URL it
-    holds, everything between `://` and the last `@` becomes `***`, and so does every secret
-    of `url` (the storage the text is about) wherever it appears. Every message made from a
-    storage error goes through here."""
-    text = _IN_URL.sub(r"\1***@", text)
-    for secret in sorted(_secrets(url) if url else [], key=len, reverse=True):
-        masked = "***@" if secret.endswith("@") else "***"
-        text = text.replace(secret, masked)
-    return text
 
 
 def _storage_error(url: str, err: BaseException) -> ConfigError:
@@ -296,5 +240,4 @@ def open_store(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ExperimentalWarning)
             study.set_metric_names(["objective"] if objective.single else objective.names)
-    location = None if isinstance(url, BaseStorage) else mask_password(url)
-    return OptunaStore(study, space, location)
+    return OptunaStore(study, space, None if isinstance(url, BaseStorage) else url)

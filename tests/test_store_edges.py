@@ -282,3 +282,21 @@ def test_a_store_driver_error_mid_search_is_one_line_without_the_password(store)
         text = str(got.value)
         assert "w0rd" not in text and "pa55" not in text and "127.0.0.1" in text, text
         assert "postgresql+psycopg://user:***@" in text
+
+
+@pytest.mark.parametrize(("code", "name"), [(errno.ENOSPC, "ENOSPC"), (errno.EROFS, "EROFS")])
+def test_a_journal_that_cannot_be_written_when_opened_is_the_machines_error(
+    run_dir, tmp_path, capsys, monkeypatch, code, name
+):
+    """The journal's first write fails (no file named, as a write through a handle): exit 1,
+    one line naming the journal, not a refused --storage."""
+
+    def failing(self, logs):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(JournalFileBackend, "append_logs", failing)
+    out = tmp_path / "run"
+    outcome = run_cli(_search(run_dir, out), capsys)
+    assert outcome.rc == 1 and outcome.escaped is None, outcome.err
+    assert len(outcome.err.splitlines()) == 1 and name in outcome.err
+    assert f"cannot use {out / 'study.journal'}:" in outcome.err

@@ -209,6 +209,10 @@ def open_study(
         settled = settle_fingerprint(storage, name, legacy or mine)
     except ConfigError:
         raise
+    except OSError as err:  # a journal on a full or read-only disk: the machine, not the URL
+        if isinstance(url, BaseStorage) or "://" in url:
+            raise _storage_error(str(url), err) from err
+        raise OSError(err.errno, err.strerror, err.filename or url) from None
     except Exception as err:  # any driver error means a bad or unreachable store
         raise _storage_error(str(url), err) from err
     stored = [d.name.lower() for d in study.directions]

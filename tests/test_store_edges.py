@@ -300,3 +300,24 @@ def test_a_journal_that_cannot_be_written_when_opened_is_the_machines_error(
     assert outcome.rc == 1 and outcome.escaped is None, outcome.err
     assert len(outcome.err.splitlines()) == 1 and name in outcome.err
     assert f"cannot use {out / 'study.journal'}:" in outcome.err
+
+
+def test_the_dashboard_does_not_create_a_journal_it_was_pointed_at(tmp_path, served, capsys):
+    missing = tmp_path / "typo.journal"
+    outcome = run_cli(["dashboard", str(tmp_path), "--storage", str(missing)], capsys)
+    assert error_problems(outcome) == [] and "no journal file here" in outcome.err
+    assert not missing.exists() and served == []
+
+
+def test_a_workers_last_line_is_scrubbed(capsys):
+    from bitscout.errors import ConfigError
+    from bitscout.study.parallel import _child
+
+    def work(index: int) -> None:
+        raise ConfigError("--storage", f"a driver's text: {RAW_AT}")
+
+    with pytest.raises(SystemExit):
+        _child(work, 1)
+    err = capsys.readouterr().err
+    assert err.startswith("bitscout: worker 1: error:") and "127.0.0.1" in err
+    assert "pa55" not in err and "w0rd" not in err, err

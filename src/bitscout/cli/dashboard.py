@@ -31,5 +31,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     storage = args.storage or default_storage(out)
     if args.storage is None and not Path(storage.removeprefix("sqlite:///")).exists():
         raise ConfigError(str(out), "no study here (study.journal or study.db)", file=True)
+    if "://" not in storage and not Path(storage).exists():  # serving it would create it
+        raise ConfigError("--storage", "no journal file here", storage)
     serve_dashboard(storage, args.host, args.port, console)
     return 0

@@ -301,6 +301,8 @@ def _tamper(summary: dict, how: str) -> object:
         summary["objective"]["metrics"] = [{"name": "accuracy"}]
     elif how == "model_source":
         summary["model_source"] = {"path": 3}
+    elif how == "constraint":
+        summary["objective"]["constraints"] = ["accuracy >> 3"]
     elif how == "not an object":
         return [summary]
     return summary
@@ -309,7 +311,7 @@ def _tamper(summary: dict, how: str) -> object:
 TAMPERED = {"older": "schema_version 2", "no version": "schema_version None",
             "missing key": "dimensions", "wrong type": "eval_samples",
             "objective": "objective.metrics", "model_source": "model_source",
-            "not an object": "JSON object"}  # fmt: skip
+            "constraint": "objective.constraints", "not an object": "JSON object"}  # fmt: skip
 
 
 @pytest.mark.parametrize("how", list(TAMPERED))
@@ -322,6 +324,15 @@ def test_a_tampered_summary_is_one_line_naming_file_and_key(run_dir, tmp_path, c
     argv = [command, str(run), *(["--to", "npz"] if command == "export" else [])]
     err = one_line(run_cli(argv, capsys))
     assert str(run / "summary.json") in err and TAMPERED[how] in err
+
+
+def test_a_tampered_space_is_one_line_naming_the_summary(run_dir, tmp_path, capsys):
+    run = copy_run(run_dir, tmp_path / "run")
+    summary = json.loads((run / "summary.json").read_text())
+    summary["layers"] = {"x": "linear"}
+    (run / "summary.json").write_text(json.dumps(summary))
+    err = one_line(run_cli(["export", str(run), "--to", "npz", "--trial", "0"], capsys))
+    assert str(run / "summary.json") in err and "space" in err
 
 
 @pytest.mark.parametrize("command", ["export", "report"])

@@ -72,7 +72,13 @@ class Run:
         the space)."""
         if "space" not in self.summary or "layers" not in self.summary:
             return None
-        return parse_space(self.summary["space"], self.summary["layers"])
+        try:
+            return parse_space(self.summary["space"], self.summary["layers"])
+        except ConfigError as err:  # the search checked it: summary.json was edited since
+            if self.path is None:
+                raise
+            key = f"{self.path / 'summary.json'}: space ({err.key})"
+            raise ConfigError(key, err.rule, err.value, file=True) from err
 
     def trial_config(self, number: int, key: str = "trial") -> dict[str, Choice]:
         """Trial `number`'s config (dimension -> choice); it must have been evaluated."""
@@ -137,6 +143,9 @@ def load_run(out: Path) -> Run:
         objective = objective_from_spec(summary["objective"], user)
     except (KeyError, TypeError, AttributeError) as err:  # a hand-edited objective
         raise ConfigError(f"{where}: objective", f"is malformed ({err!r})", file=True) from err
+    except ConfigError as err:  # a constraint that does not parse
+        key = f"{where}: objective.constraints"
+        raise ConfigError(key, err.rule, err.value, file=True) from err
     check_metric_columns(trials, summary, out / "trials.csv")
     return Run(trials, summary, objective, dims, out, user)
 

@@ -116,6 +116,15 @@ def test_a_missing_recorded_checkpoint_falls_back_to_the_runs_and_checks_it(
     assert len(set(HASH.findall(err))) == 2
 
 
+def test_an_older_trained_run_without_a_sha256_says_it_cannot_be_checked(run_dir, tmp_path, capsys):
+    run = copy_run(run_dir, tmp_path / "run")
+    summary = json.loads((run / "summary.json").read_text())
+    summary["model_source"] = "trained"  # what runs recorded before
+    (run / "summary.json").write_text(json.dumps(summary))
+    outcome = run_cli(["export", str(run), "--to", "npz"], capsys)
+    assert outcome.rc == 0 and "cannot be checked" in " ".join(outcome.out.split())
+
+
 # --- item 8: what hls4ml's ap_types abort on -------------------------------------------------
 
 

@@ -107,6 +107,10 @@ def float_model_of(run: Run, cfg: Config, data: Any) -> nn.Module:
     if run.summary.get("model_source") == "given":
         rule = "holds a model given from Python: export it with bitscout.export in Python"
         raise ConfigError(str(run.path), rule, file=True)
+    if run.summary.get("model_source") == "trained":  # written before runs kept its sha256
+        console.print(f"note: {run.path} records no sha256 of its model.pt (a run made before "
+                      "bitscout recorded it): that it is the model searched cannot be checked",
+                      highlight=False)  # fmt: skip
     return run.float_model(lambda: make_model(cfg, data))
 
 

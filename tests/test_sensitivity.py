@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -320,3 +321,14 @@ def test_cli_bad_input_is_one_line(tmp_path, capsys):
     assert error_problems(outcome) == []
     outcome = run_cli(["sensitivity", str(tmp_path)], capsys)  # a directory, not a run
     assert error_problems(outcome) == [] and "not a finished search directory" in outcome.err
+
+
+def test_the_python_door_prints_nothing_unless_asked(digits, capsys, caplog):
+    """As bitscout.search: progress goes to the "bitscout" logger, stdout only with show=True."""
+    model, x, y = digits
+    with caplog.at_level(logging.INFO, logger="bitscout"):
+        bitscout.sensitivity(model, (x[:60], y[:60]), SPACE)
+    assert capsys.readouterr().out == ""
+    assert caplog.records
+    bitscout.sensitivity(model, (x[:60], y[:60]), SPACE, show=True)
+    assert capsys.readouterr().out != ""

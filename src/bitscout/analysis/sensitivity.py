@@ -32,6 +32,7 @@ from bitscout.quant.catalog import DATAPATH, TENSORS
 from bitscout.quant.layers import LayerQuant
 from bitscout.quant.plan import governing_keys
 from bitscout.quant.space import Choice, Dimension, LayerChoices, SearchSpace
+from bitscout.results.console import log_console
 from bitscout.results.sensitivity import (
     FLOAT_ROW,
     SensitivityResult,
@@ -248,14 +249,35 @@ def sensitivity(
     loss_fn: LossFn | None = None,
     device: str | torch.device = "cpu",
     max_data_bytes: int = MAX_BYTES,
+    show: bool = False,
     quiet: bool = False,
 ) -> SensitivityResult:
-    """How sensitive each searched layer of `model` (never modified) is on validation `data`
-    (the forms `search` takes) over `space`: every choice of every dimension applied alone,
-    the rest float. `metrics`: registered metric names besides accuracy and loss, or your own
-    (`{"name": fn}`, as `search` takes them). `hessian_samples` > 0 adds each layer's
-    Hutchinson estimate of the Hessian trace of the loss, seeded by `seed`. `out` writes
-    sensitivity.csv, sensitivity_ranking.csv, sensitivity.json, sensitivity.png, report.md."""
+    """How sensitive each searched layer of `model` (never modified) is on validation `data`:
+    every choice of every dimension of `space` applied alone, the rest float.
+
+    Args:
+        model: any float `torch.nn.Module`; a copy is probed.
+        data: validation data in the forms `bitscout.search` takes.
+        space: the `[search.search_space]` table, a TOML file holding it, or a SearchSpace.
+        metrics: registered metric names besides accuracy and loss, or your own
+            (`{"name": fn}`, as `search` takes them).
+        hessian_samples: > 0 adds each layer's Hutchinson estimate of the Hessian trace of the
+            loss from that many Rademacher samples.
+        seed: seeds the Hessian samples.
+        out: a directory for sensitivity.csv, sensitivity_ranking.csv, sensitivity.json,
+            sensitivity.png and report.md; None writes nothing.
+        loss_fn: replaces cross-entropy, as in `search`.
+        device: where to evaluate.
+        max_data_bytes: data above this is read batch by batch.
+        show: print progress on stdout; by default it goes to the "bitscout" logger at INFO.
+        quiet: print nothing, even with `show`.
+
+    Returns:
+        A SensitivityResult: `.table` (one row per probe), `.ranking`, `.float_metrics`.
+
+    Raises:
+        ConfigError: a bad argument, space or metric.
+    """
     if not isinstance(model, nn.Module):
         raise ConfigError("model", "must be a torch.nn.Module", type(model).__name__)
     names, extra = _metric_args(metrics)
@@ -266,7 +288,7 @@ def sensitivity(
     held = prepare(data, dtype=dtype, device=device, max_bytes=max_data_bytes)
     found = space if isinstance(space, SearchSpace) else read_space(space, model)
     model = copy.deepcopy(model).eval()  # the caller's model keeps even its training flag
-    console = Console(quiet=quiet)
+    console = Console(quiet=True) if quiet else Console() if show else log_console()
     say = lambda message: console.print(message, highlight=False)  # noqa: E731
     result = measure(model, held, found, names=names, extra=extra, loss_fn=loss_fn,
                      hessian_samples=hessian_samples, seed=seed, say=say)  # fmt: skip

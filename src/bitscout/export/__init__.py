@@ -12,11 +12,6 @@ a module whose `__call__` is `export.run.export`.
 
 import sys
 import types
-from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
-
-from torch import nn
 
 from bitscout.export.artifacts import (
     codes,
@@ -28,7 +23,7 @@ from bitscout.export.artifacts import (
 )
 from bitscout.export.hardware import WIDE, HwType, hardware
 from bitscout.export.hls4ml import to_hls4ml, verify
-from bitscout.export.run import Exportable, ExportResult
+from bitscout.export.run import ExportResult
 from bitscout.export.run import export as _export
 
 __all__ = [
@@ -63,22 +58,9 @@ class Exporter(types.ModuleType):
     write_npz = staticmethod(write_npz)
     write_precision = staticmethod(write_precision)
 
-    def __call__(
-        self,
-        result_or_run_dir: Exportable | str | Path,
-        to: str | Sequence[str] = ("checkpoint",),
-        out: str | Path | None = None,
-        *,
-        trial: int | None = None,
-        verify: bool = False,
-        rows: int = 2000,
-        model: nn.Module | None = None,
-        data: Any = None,
-    ) -> ExportResult:
-        """Write the best config (or trial `trial`'s) of a search as hardware artifacts; see
-        `bitscout.export.run.export` for every argument."""
-        return _export(result_or_run_dir, to, out, trial=trial, verify=verify, rows=rows,
-                       model=model, data=data)  # fmt: skip
+    # the export itself: `bitscout.export(result_or_run_dir, to=..., out=..., ...)`, with
+    # export.run.export's signature and docstring (one declaration of its arguments)
+    __call__ = staticmethod(_export)
 
 
 sys.modules[__name__].__class__ = Exporter

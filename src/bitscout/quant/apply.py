@@ -52,7 +52,16 @@ def copy_model(model: nn.Module) -> nn.Module:
 def quantize_model(model: nn.Module, plan: QuantPlan | Mapping[str, Any]) -> nn.Module:
     """A new model with each layer quantized as `plan` says; `model` itself is never modified.
 
-    `plan` is a QuantPlan or a raw MASE `[passes.quantize]` table.
+    Args:
+        model: any float `torch.nn.Module` (a pruned one too: its effective weights are used).
+        plan: a QuantPlan or a raw MASE `[passes.quantize]` table (`by`, `default` and
+            per-layer `config` tables, keyed by layer name or type).
+
+    Returns:
+        A copy of `model` whose governed layers are quantized wrappers.
+
+    Raises:
+        ConfigError: a bad table, or a key that names no layer of `model`.
     """
     resolved = resolve_plan(model, plan)
     new = copy_model(model)

@@ -258,6 +258,13 @@ def quantize(x: torch.Tensor, fmt: NumberFormat | None) -> torch.Tensor:
     The gradient is straight-through for every format: the identity everywhere, including
     for values that were clipped (as MASE does), so training through a saturated value still
     moves it back into range.
+
+    Args:
+        x: any floating tensor.
+        fmt: a number format (`Integer(8, 4)`, `MinifloatIEEE(8, 4)`, ...), or None.
+
+    Returns:
+        A tensor of `x`'s shape, dtype and device holding the format's values.
     """
     if fmt is None:
         return x

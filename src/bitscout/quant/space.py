@@ -323,9 +323,7 @@ def parse_space(
     check_keys(table, ("name", "setup", "seed"), key)
     name = table.get("name", SPACE_NAMES[0])
     if name not in SPACE_NAMES:
-        raise ConfigError(
-            f"{key}.name", unknown("search space", name, SPACE_NAMES), name
-        )
+        raise ConfigError(f"{key}.name", unknown("search space", name, SPACE_NAMES), name)
     setup = table.get("setup", {})
     if not isinstance(setup, Mapping):
         raise ConfigError(f"{key}.setup", "must be a table", setup)

@@ -285,3 +285,23 @@ def test_registered_metric_is_usable_by_name(trained, monkeypatch):
     # the winner's plan (best.toml's table) builds the same model
     again = quantize_model(trained, result.best.plan)
     assert torch.equal(again(torch.from_numpy(x)), qmodel(torch.from_numpy(x)))
+
+
+def test_a_pruned_model_is_searched_with_its_effective_weights():
+    """torch.nn.utils.prune keeps `weight` as a tensor computed from weight_orig * weight_mask,
+    which copy.deepcopy refuses: the search copies the effective weight instead."""
+    from torch.nn.utils import prune
+
+    x, y = _digits()
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+    prune.l1_unstructured(model[0], "weight", amount=0.5)
+    space = {"setup": {"by": "name"}, "seed": {"default": {"config": {"name": ["NA"]}},
+             "0": {"config": {"name": ["integer"], "weight_width": [8], "weight_frac_width": [6],
+                              "data_in_width": [16], "data_in_frac_width": [8]}}}}  # fmt: skip
+    result = bitscout.search(model, (x, y), space, strategy="bruteforce")
+    layer = result.quantized_model()[0]
+    effective = (model[0].weight_orig * model[0].weight_mask).detach().double()
+    expected = torch.clamp(torch.round(effective * 64), -128, 127) / 64  # ap_fixed<8,2>
+    assert torch.equal(layer.quant.weight.quantize_values(layer.weight).double(), expected)
+    assert hasattr(model[0], "weight_orig")  # the caller's model keeps its pruning

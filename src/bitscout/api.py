@@ -9,7 +9,6 @@ same rules (`bitscout.study.spec`); both run `run_search`. The library prints no
 asked (`show=True`, or the "bitscout" logger at INFO).
 """
 
-import copy
 import logging
 import shutil
 from collections.abc import Callable, Mapping, Sequence
@@ -27,6 +26,7 @@ from bitscout.evaluate.audit import AUDIT_RATE
 from bitscout.evaluate.evaluator import LossFn
 from bitscout.evaluate.metrics import METRICS, Metric, user_metric
 from bitscout.objective import objective_from
+from bitscout.quant.apply import copy_model
 from bitscout.results.console import LOGGER, Verbosity, log_console
 from bitscout.study.inputs import read_space as read_space
 from bitscout.study.inputs import user_metrics as user_metrics
@@ -248,7 +248,7 @@ def _job(
     if test_data is not None:
         held_out = prepare(test_data, dtype=dtype, device=device, max_bytes=max_data_bytes)
     return Job(
-        model=copy.deepcopy(model).eval(),  # the caller's model keeps even its training flag
+        model=copy_model(model).eval(),  # the caller's model keeps even its training flag
         data=prepare(data, dtype=dtype, device=device, max_bytes=max_data_bytes),
         space=read_space(space, model),
         settings=settings,

@@ -3,7 +3,6 @@ several strategies x seeds on one space through one evaluation cache, scored aga
 optimum wherever the space is small enough to enumerate. The CLI maps its TOML onto `Job` and
 calls `compare_job`, the same code as the Python function."""
 
-import copy
 import dataclasses
 import json
 import math
@@ -38,6 +37,7 @@ from bitscout.data.containers import MAX_BYTES, prepare
 from bitscout.errors import ConfigError
 from bitscout.evaluate.evaluator import Evaluator, LossFn
 from bitscout.objective import Objective, objective_from
+from bitscout.quant.apply import copy_model
 from bitscout.quant.space import SearchSpace
 from bitscout.results.compare_out import COLUMNS, CompareResult, show, write_outputs
 from bitscout.results.console import log_console
@@ -329,7 +329,7 @@ def compare(
     if where is not None and where.exists() and not where.is_dir():
         raise ConfigError("out", "names an existing file, not a directory", str(where))
     held = lambda d: prepare(d, dtype=dtype, device=device, max_bytes=max_data_bytes)  # noqa: E731
-    job = Job(copy.deepcopy(model).eval(), held(data), read_space(space, model), settings,
+    job = Job(copy_model(model).eval(), held(data), read_space(space, model), settings,
               metrics=extra, loss_fn=loss_fn,
               test_data=None if test_data is None else held(test_data))  # fmt: skip
     options = {"objective": weights, "constraints": list(constraints), "strategies": labels,

@@ -9,7 +9,6 @@ estimate of the Hessian trace of the loss (HAWQ-v2's signal).
 hide the function of that name on the package.)
 """
 
-import copy
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from bitscout.errors import ConfigError
 from bitscout.evaluate.evaluator import Evaluator, LossFn
 from bitscout.evaluate.hessian import HessianTrace, hessian_traces
 from bitscout.evaluate.metrics import Metric
-from bitscout.quant.apply import QuantPlan, parse_layer_config, resolve_plan
+from bitscout.quant.apply import QuantPlan, copy_model, parse_layer_config, resolve_plan
 from bitscout.quant.catalog import DATAPATH, TENSORS
 from bitscout.quant.layers import LayerQuant
 from bitscout.quant.plan import governing_keys
@@ -287,7 +286,7 @@ def sensitivity(
     where = None if out is None else check_out(Path(out), "out")  # before the work
     held = prepare(data, dtype=dtype, device=device, max_bytes=max_data_bytes)
     found = space if isinstance(space, SearchSpace) else read_space(space, model)
-    model = copy.deepcopy(model).eval()  # the caller's model keeps even its training flag
+    model = copy_model(model).eval()  # the caller's model keeps even its training flag
     console = Console(quiet=True) if quiet else Console() if show else log_console()
     say = lambda message: console.print(message, highlight=False)  # noqa: E731
     result = measure(model, held, found, names=names, extra=extra, loss_fn=loss_fn,

@@ -1,7 +1,6 @@
 """Running a model on rows: its logits in chunks (`predict`), its accuracy and loss
 (`evaluate_model`), on one thread (`one_thread`), with PyTorch's fused paths off (`unfused`)."""
 
-import copy
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -10,6 +9,7 @@ from torch import nn
 
 from bitscout.evaluate.metrics import forward_sums
 from bitscout.evaluate.unfused import unfused
+from bitscout.quant.apply import copy_model
 
 CHUNK = 65536  # rows per forward pass: bounds memory on large splits
 
@@ -56,4 +56,4 @@ def on_device(model: nn.Module, device: torch.device) -> nn.Module:
     params = list(model.parameters())
     if not params or params[0].device == device:
         return model
-    return copy.deepcopy(model).to(device)
+    return copy_model(model).to(device)

@@ -10,7 +10,6 @@ have no double backward, so the probe runs under PyTorch's math kernel with the 
 """
 
 import contextlib
-import copy
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -21,6 +20,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from bitscout.data.containers import EvalData
 from bitscout.evaluate.evaluator import one_thread
+from bitscout.quant.apply import copy_model
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 FEW_ROWS = 16384
@@ -53,7 +53,7 @@ def hessian_traces(
     Hessian trace of the mean loss over `data` w.r.t. the weights of those modules, from
     `samples` seeded Rademacher vectors. `model` is never modified (a copy is differentiated).
     The loss is cross-entropy unless `loss_fn(outputs, targets)` (a batch mean) is given."""
-    net = copy.deepcopy(model).to(data.device).eval()  # eval: BatchNorm's running statistics
+    net = copy_model(model).to(data.device).eval()  # eval: BatchNorm's running statistics
     for p in net.parameters():
         p.requires_grad_(False)  # only the weights asked for get second derivatives
     weights: dict[str, list[torch.Tensor]] = {

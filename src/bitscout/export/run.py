@@ -2,7 +2,6 @@
 as the artifacts a hardware flow takes, optionally checked against hls4ml's C++ emulation.
 `bitscout export RUN_DIR` maps its flags onto the same code and prints what it returns."""
 
-import copy
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from bitscout.errors import ConfigError
 from bitscout.export.artifacts import write_checkpoint, write_npz, write_precision
 from bitscout.export.hardware import Node, hardware
 from bitscout.export.hls4ml import to_hls4ml, verify, write_hls4ml
-from bitscout.quant.apply import QuantPlan, parse_plan
+from bitscout.quant.apply import QuantPlan, copy_model, parse_plan
 from bitscout.results.rundir import Run, load_run
 from bitscout.study.result import inputs_of
 
@@ -146,7 +145,7 @@ def run_subject(run_dir: Path, trial: int | None, model: nn.Module | None, data:
             "architecture); `bitscout export RUN_DIR` builds it from the run's config"
         )
         raise ConfigError("model", rule)
-    float_model = run.float_model(lambda: copy.deepcopy(model))
+    float_model = run.float_model(lambda: copy_model(model))
     plan, label = run_plan(run, trial)
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
     x = None if data is None else inputs_of(prepare(data, dtype=dtype))

@@ -1,7 +1,6 @@
 """What a search found, as `bitscout.search` returns it or `SearchResult.load(out)` rebuilds it
 from a run directory (through results/rundir.py, the one reader) without re-running."""
 
-import copy
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +14,7 @@ from torch import nn
 from bitscout.data.containers import EvalData, prepare
 from bitscout.errors import ConfigError
 from bitscout.objective import Objective
-from bitscout.quant.apply import QuantPlan, quantize_model
+from bitscout.quant.apply import QuantPlan, copy_model, quantize_model
 from bitscout.quant.plan import fx_name
 from bitscout.quant.space import Choice, SearchSpace
 from bitscout.results.outputs import plan_table, row_config
@@ -84,7 +83,7 @@ class SearchResult:
         """
         run = load_run(Path(out))
         space = run.searched_space()
-        float_model = None if model is None else run.float_model(lambda: copy.deepcopy(model))
+        float_model = None if model is None else run.float_model(lambda: copy_model(model))
         held = None if data is None else prepare(data)
         result = cls.__new__(cls)
         top = winners(rescore(run.trials, run.objective), run.objective, run.dimensions)

@@ -14,6 +14,12 @@ from bitscout.errors import ConfigError
 from bitscout.evaluate.metrics import Metric, get_metric
 
 DIRECTIONS = ("maximize", "minimize")
+
+
+def sign(direction: str) -> float:
+    """+1 for "maximize", -1 for "minimize": `sign * value` is larger when better. The one place
+    that reads a direction's meaning."""
+    return 1.0 if direction == DIRECTIONS[0] else -1.0
 OPS: dict[str, Callable[[float, float], bool]] = {
     ">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt, "==": operator.eq,
 }  # fmt: skip
@@ -117,7 +123,7 @@ class Objective:
 
     def better(self, a: float, b: float) -> bool:
         """Whether single-objective value `a` beats `b`."""
-        return a > b if self.direction == "maximize" else a < b
+        return sign(self.direction) * a > sign(self.direction) * b
 
 
 def _metric_spec(name: str, raw: object, key: str) -> MetricSpec:
@@ -193,9 +199,9 @@ def objective_from(
 
 def dominates(a: Sequence[float], b: Sequence[float], directions: Sequence[str]) -> bool:
     """Whether point `a` Pareto-dominates `b` under `directions`."""
-    sign = [1.0 if d == "maximize" else -1.0 for d in directions]
-    at_least = all(s * x >= s * y for s, x, y in zip(sign, a, b, strict=True))
-    return at_least and any(s * x > s * y for s, x, y in zip(sign, a, b, strict=True))
+    signs = [sign(d) for d in directions]
+    at_least = all(s * x >= s * y for s, x, y in zip(signs, a, b, strict=True))
+    return at_least and any(s * x > s * y for s, x, y in zip(signs, a, b, strict=True))
 
 
 def pareto_front(points: Sequence[Sequence[float]], directions: Sequence[str]) -> list[int]:
@@ -204,8 +210,8 @@ def pareto_front(points: Sequence[Sequence[float]], directions: Sequence[str]) -
     a point of larger sum can dominate: a million points take seconds, not hours."""
     if len(points) == 0:
         return []
-    sign = np.array([1.0 if d == "maximize" else -1.0 for d in directions])
-    arr = np.asarray(points, dtype=float).reshape(len(points), -1) * sign  # all maximized
+    signs = np.array([sign(d) for d in directions])
+    arr = np.asarray(points, dtype=float).reshape(len(points), -1) * signs  # all maximized
     if arr.shape[1] == 2:
         return _front_2d(arr)
     front: list[int] = []

@@ -36,7 +36,7 @@ from bitscout.analysis.compare_stats import median, summarize
 from bitscout.data.containers import MAX_BYTES, prepare
 from bitscout.errors import ConfigError
 from bitscout.evaluate.evaluator import Evaluator, LossFn
-from bitscout.objective import Objective, objective_from
+from bitscout.objective import Objective, objective_from, sign
 from bitscout.quant.apply import copy_model
 from bitscout.quant.space import SearchSpace
 from bitscout.results.compare_out import COLUMNS, CompareResult, show, write_outputs
@@ -204,7 +204,7 @@ def reference(optimum: float | None, picks: Sequence[dict[str, Any]],
     found = [p["validation"] for p in picks if p["validation"] is not None]
     if optimum is not None or not found:
         return optimum
-    return max(found) if objective.direction == "maximize" else min(found)
+    return max(found, key=lambda v: sign(objective.direction) * v)
 
 
 def facts(space: SearchSpace, objective: Objective, result: CompareResult) -> str:

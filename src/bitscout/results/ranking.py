@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bitscout.objective import Objective, pareto_front
+from bitscout.objective import Objective, pareto_front, sign
 from bitscout.results.schema import choice_value
 from bitscout.results.trials import quiet_optuna
 
@@ -87,17 +87,17 @@ def winners(
     if not objective.single:
         pool = pool.iloc[pareto_front(pool[cols].to_numpy().tolist(), objective.directions)]
         top = None
-    up = objective.directions[0] == "maximize"
+    up = sign(objective.directions[0]) > 0
     ordered = pool.sort_values([cols[0], "number"], ascending=[not up, True], kind="stable")
     return ordered if top is None else ordered.head(top)
 
 
 def best_so_far(values: np.ndarray, feasible: np.ndarray, direction: str) -> np.ndarray:
     """Running best of the feasible `values` in trial order; NaN before the first feasible."""
-    sign = 1.0 if direction == "maximize" else -1.0
-    signed = np.where(feasible, sign * np.asarray(values, dtype=float), -np.inf)
+    s = sign(direction)
+    signed = np.where(feasible, s * np.asarray(values, dtype=float), -np.inf)
     running = np.maximum.accumulate(signed) if len(signed) else signed
-    return np.where(np.isfinite(running), sign * running, np.nan)
+    return np.where(np.isfinite(running), s * running, np.nan)
 
 
 def varying(df: pd.DataFrame, names: Sequence[str]) -> tuple[list[str], dict[str, float]]:
@@ -149,7 +149,7 @@ def param_importances(
     pool = pool.sample(min(len(pool), IMPORTANCE_TRIALS), random_state=0)
     choices = {d: tuple(sorted(map(_plain, pool[d].unique()), key=str)) for d in dims}
     with quiet_optuna():  # a study in memory: no "created" line
-        up = objective.directions[0] == "maximize"
+        up = sign(objective.directions[0]) > 0
         study = optuna.create_study(direction="maximize" if up else "minimize")
     for row in pool.to_dict("records"):
         study.add_trial(optuna.trial.create_trial(

@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping, Sequence
 import optuna
 
 from bitscout.errors import ConfigError
-from bitscout.objective import Objective
+from bitscout.objective import Objective, sign
 from bitscout.quant.space import Choice, Config, Dimension, SearchSpace
 from bitscout.results.trials import Result
 from bitscout.study.settings import StrategySettings
@@ -196,7 +196,7 @@ def _rank(objective: Objective, result: Result) -> tuple:
     if result.failure is not None:
         return (1, 1, 0.0)
     value = result.values[0]
-    signed = -value if objective.directions[0] == "maximize" else value
+    signed = -sign(objective.directions[0]) * value
     return (0, 0 if result.feasible else 1, signed)
 
 

@@ -7,6 +7,7 @@ import csv
 import itertools
 import json
 import tomllib
+import warnings
 
 import numpy as np
 import optuna
@@ -349,3 +350,18 @@ def test_the_commands_say_what_the_space_skipped(tmp_path, capsys):
     search = run_cli(["search", str(config), "--out", str(tmp_path / "r")], capsys)
     assert search.rc == 0, search.err
     assert [line for line in search.out.splitlines() if note in line] != []
+
+
+def test_a_report_without_a_full_grid_draws_no_empty_heatmap(tmp_path, capsys):
+    """Two dimensions, but every trial picked mxint, which takes no weight_width choice: the
+    heatmap would be empty (matplotlib warned about singular limits); none is drawn."""
+    layer = {"name": ["mxint", "integer"], "weight_width": {"mxint": [8], "integer": [4, 6]}}
+    doc = edit(base_doc(), "search.search_space.seed.seq_blocks_2.config", layer)
+    doc = edit(doc, "search.strategy.name", "bruteforce")
+    doc = edit(doc, "search.strategy.setup.n_trials", 1)
+    config = write_config(tmp_path / "c.toml", doc)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        outcome = run_cli(["search", str(config), "--out", str(tmp_path / "r")], capsys)
+    assert outcome.rc == 0, outcome.err
+    assert not (tmp_path / "r" / "plots" / "heatmap.png").exists()

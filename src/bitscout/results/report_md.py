@@ -72,7 +72,8 @@ def draw(c: Concluded, run: Run, objective: Objective, plot_dir: Path) -> list[P
     if 1 <= len(dims) <= 2:
         grids = [(heat_grid(df, dims, col), col)]
         grids += [(heat_grid(df, dims, "accuracy"), "accuracy")] if "accuracy" in df else []
-        files.append(plots.heatmap_png(grids, plot_dir / "heatmap.png"))
+        if grids[0][0].size:  # empty when no trial sets every dimension (a skipped field)
+            files.append(plots.heatmap_png(grids, plot_dir / "heatmap.png"))
     return files
 
 

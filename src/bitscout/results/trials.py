@@ -186,7 +186,7 @@ def chunk_frame(
         cols["reason"] = [failures.get(i, r) for i, r in zip(indices.tolist(), cols["reason"],
                                                              strict=True)]  # fmt: skip
     frame = pd.DataFrame(cols)[csv_columns(space, objective, names)]
-    for col in frame.select_dtypes(include=object).columns:  # as read back from the CSV
+    for col in frame.select_dtypes(include=[object, "string"]).columns:  # as read back from the CSV
         frame[col] = frame[col].replace("", np.nan)
     return frame
 

@@ -327,6 +327,11 @@ def test_a_loss_fn_search_minimizes_that_loss_says_so_and_claims_no_unit(caplog)
     ("kwargs", "table"),
     [
         ({"objective": {"acuracy": 1.0}}, {"metrics": {"acuracy": {"scale": 1.0}}}),
+        (
+            {"objective": {"accuracy": float("inf")}},
+            {"metrics": {"accuracy": {"scale": float("inf")}}},
+        ),
+        ({"objective": {}}, {"metrics": {}}),
         ({"constraints": ["accuracy >> 1"]}, {"constraints": {"accuracy": ">> 1"}}),
         ({"constraints": ["speed >= 1"]}, {"constraints": {"speed": ">= 1"}}),
     ],

@@ -14,6 +14,8 @@ from bitscout.errors import ConfigError
 from bitscout.evaluate.metrics import Metric, get_metric
 
 DIRECTIONS = ("maximize", "minimize")
+NO_METRIC = "needs at least one metric"  # both doors' words
+SCALE_RULE = "must be a finite number"
 
 
 def sign(direction: str) -> float:
@@ -133,7 +135,7 @@ def _metric_spec(name: str, raw: object, key: str) -> MetricSpec:
     check_keys(raw, ("scale", "direction"), key)
     scale = finite_float(raw.get("scale", 1.0))
     if scale is None:
-        raise ConfigError(f"{key}.scale", "must be a finite number", raw.get("scale"))
+        raise ConfigError(f"{key}.scale", SCALE_RULE, raw.get("scale"))
     direction = raw.get("direction", metric.direction)
     if direction not in DIRECTIONS:
         raise ConfigError(f"{key}.direction", f"must be one of {list(DIRECTIONS)}", direction)
@@ -150,7 +152,7 @@ def parse_objective(
 ) -> Objective:
     """Build the objective from `[search.strategy.metrics]` and `.constraints`."""
     if not isinstance(metrics, Mapping) or not metrics:
-        raise ConfigError(f"{key}.metrics", "needs at least one metric, e.g. accuracy.scale = 1.0")
+        raise ConfigError(f"{key}.metrics", NO_METRIC)
     if direction not in DIRECTIONS:
         raise ConfigError(f"{key}.setup.direction", f"must be one of {list(DIRECTIONS)}", direction)
     specs = tuple(_metric_spec(n, v, f"{key}.metrics.{n}") for n, v in metrics.items())
@@ -171,7 +173,7 @@ def objective_from(
     one with the directions given."""
     names = list(spec)
     if not names:
-        raise ConfigError("objective", "needs at least one metric", spec)
+        raise ConfigError("objective", NO_METRIC)
     metrics = {n: get_metric(n, f"objective.{n}", extra) for n in names}
     values = list(spec.values()) if isinstance(spec, Mapping) else []
     if values and all(isinstance(v, str) for v in values):
@@ -183,9 +185,12 @@ def objective_from(
         single = False
     elif values:
         scales = [s for s in map(finite_float, values) if s is not None]
-        if len(scales) < len(values):
+        if any(isinstance(v, str) for v in values):
             rule = "scales must be finite numbers (or all directions, for a Pareto search)"
             raise ConfigError("objective", rule, dict(zip(names, values, strict=True)))
+        for name, value in zip(names, values, strict=True):
+            if finite_float(value) is None:  # the TOML door's `<metric>.scale` rule
+                raise ConfigError(f"objective.{name}", SCALE_RULE, value)
         specs = tuple(
             MetricSpec(n, s, metrics[n].direction) for n, s in zip(names, scales, strict=True)
         )

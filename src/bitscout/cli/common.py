@@ -7,7 +7,6 @@ from rich.console import Console
 from bitscout.errors import ConfigError
 
 console = Console()
-from bitscout.study.store import STORAGE_ENV  # noqa: E402, F401 - a light package: no Optuna
 
 
 def output_dir(path: str | Path, flag: str) -> Path:

@@ -4,7 +4,7 @@ import argparse
 from typing import NoReturn
 
 from bitscout.analysis.compare_spec import BUDGETS, KNOWN, WITHIN
-from bitscout.cli.common import STORAGE_ENV
+from bitscout.study.store import STORAGE_ENV  # a light package: no Optuna
 
 
 def integer(text: str) -> int:

@@ -8,8 +8,9 @@ from pathlib import Path
 
 from rich.console import Console
 
-from bitscout.cli.common import STORAGE_ENV, console, default_storage, output_dir
+from bitscout.cli.common import console, default_storage, output_dir
 from bitscout.results.console import Verbosity
+from bitscout.study.store import STORAGE_ENV  # a light package: no Optuna
 
 
 def cmd_search(args: argparse.Namespace) -> int:

@@ -323,9 +323,9 @@ def test_results_never_import_the_search():
 
 
 def test_storage_env_is_defined_once():
-    from bitscout.cli import common
+    from bitscout.cli import parser, search
     from bitscout.study import store
 
-    assert common.STORAGE_ENV is store.STORAGE_ENV == "BITSCOUT_STORAGE"
+    assert parser.STORAGE_ENV is search.STORAGE_ENV is store.STORAGE_ENV == "BITSCOUT_STORAGE"
     defined = [p for p in SRC.rglob("*.py") if re.search(r"^STORAGE_ENV\s*=", p.read_text(), re.M)]
     assert defined == [SRC / "study" / "store" / "__init__.py"]

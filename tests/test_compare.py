@@ -197,7 +197,8 @@ def test_plot_is_a_valid_png(result, workdir):
     assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
 
 
-def test_plot_names_each_band_and_keeps_them_apart(result, tmp_path, monkeypatch):
+def _drawn_axes(result, tmp_path, monkeypatch):
+    """The one axes of compare.png as drawn (caught at savefig)."""
     from matplotlib.figure import Figure
 
     drawn: list[Figure] = []
@@ -207,6 +208,11 @@ def test_plot_names_each_band_and_keeps_them_apart(result, tmp_path, monkeypatch
     )
     compare_out.draw(tmp_path / "c.png", result.summary, result.optimum, "t")
     (ax,) = drawn[0].axes
+    return ax
+
+
+def test_plot_names_each_band_and_keeps_them_apart(result, tmp_path, monkeypatch):
+    ax = _drawn_axes(result, tmp_path, monkeypatch)
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     for entry in result.summary:
         assert f"{entry['strategy']}: interquartile range" in labels
@@ -347,15 +353,7 @@ def test_bad_threshold_or_budgets_are_one_line_before_any_work(config_path, tmp_
 
 
 def test_plot_draws_median_regret_on_a_log_axis(result, tmp_path, monkeypatch):
-    from matplotlib.figure import Figure
-
-    drawn: list[Figure] = []
-    save = Figure.savefig
-    monkeypatch.setattr(
-        Figure, "savefig", lambda fig, *a, **k: (drawn.append(fig), save(fig, *a, **k))
-    )
-    compare_out.draw(tmp_path / "c.png", result.summary, result.optimum, "t")
-    (ax,) = drawn[0].axes
+    ax = _drawn_axes(result, tmp_path, monkeypatch)
     assert ax.get_yscale() == "symlog"
     assert "regret" in ax.get_ylabel()
     for line, entry in zip(ax.get_lines(), result.summary, strict=True):

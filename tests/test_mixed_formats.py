@@ -261,15 +261,20 @@ def test_brute_force_enumerates_every_format_and_best_toml_reapplies(tmp_path, c
     assert f"{summary['best']['metrics']['accuracy']:.4f}" in outcome.out
 
 
-@pytest.mark.parametrize("sampler", ["tpe", "nsgaii", "random"])
-def test_optuna_samplers_use_conditional_parameters(tmp_path, capsys, ckpt, sampler):
-    config = write_config(tmp_path / "c.toml", _doc(sampler, 30))
+def _searched_trials(doc, tmp_path, capsys, ckpt):
+    """Run `bitscout search` on `doc`; the study's trials as Optuna stored them."""
+    config = write_config(tmp_path / "c.toml", doc)
     out = tmp_path / "run"
     outcome = run_cli(["search", str(config), "--out", str(out), "--load", str(ckpt)], capsys)
     assert outcome.rc == 0, outcome.err
     storage = optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(str(out / "study.journal")))  # fmt: skip
-    trials = optuna.load_study(study_name="bitscout", storage=storage).trials
+    return optuna.load_study(study_name="bitscout", storage=storage).trials
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "nsgaii", "random"])
+def test_optuna_samplers_use_conditional_parameters(tmp_path, capsys, ckpt, sampler):
+    trials = _searched_trials(_doc(sampler, 30), tmp_path, capsys, ckpt)
     assert len(trials) == 30
     for t in trials:
         name = t.params["seq_blocks_2/name"]
@@ -308,13 +313,7 @@ def test_an_optuna_search_prunes_a_skipped_candidate_it_draws(tmp_path, capsys, 
     space): such a trial is pruned before it is scored; the search goes on."""
     doc = _doc("random", 30)
     doc["search"]["search_space"]["seed"]["seq_blocks_2"]["config"]["weight_width"] = [4, 8]
-    config = write_config(tmp_path / "c.toml", doc)
-    out = tmp_path / "run"
-    outcome = run_cli(["search", str(config), "--out", str(out), "--load", str(ckpt)], capsys)
-    assert outcome.rc == 0, outcome.err
-    storage = optuna.storages.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(str(out / "study.journal")))  # fmt: skip
-    trials = optuna.load_study(study_name="bitscout", storage=storage).trials
+    trials = _searched_trials(doc, tmp_path, capsys, ckpt)
     space = _space({**LAYER, "weight_width": [4, 8]})
     skipped = {t.number for t in trials if space.invalid(t.params) is not None}
     assert skipped  # the seed draws the skipped candidate

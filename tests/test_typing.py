@@ -41,19 +41,18 @@ def test_type_checking_imports_name_the_objects_the_lazy_lookup_returns():
         assert getattr(importlib.import_module(module), name) is getattr(bitscout, name)
 
 
+def _mypy(program: str) -> subprocess.CompletedProcess[str]:
+    """mypy on `program`, from the repository root so the project's [tool.mypy] applies."""
+    return subprocess.run([sys.executable, "-m", "mypy", "-c", program], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+
+
 @pytest.mark.skipif(importlib.util.find_spec("mypy") is None, reason="mypy is not installed")
 def test_mypy_sees_every_public_signature():
     program = "import bitscout\n" + "".join(
         f"reveal_type(bitscout.{name})\n" for name in bitscout.__all__
     )
-    # From the repository root, so the project's [tool.mypy] configuration applies.
-    done = subprocess.run(
-        [sys.executable, "-m", "mypy", "-c", program],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    done = _mypy(program)
     assert done.returncode == 0, done.stdout + done.stderr
     revealed = [line for line in done.stdout.splitlines() if "Revealed type is" in line]
     assert len(revealed) == len(bitscout.__all__), done.stdout
@@ -72,13 +71,7 @@ def test_mypy_checks_calls_against_the_public_signatures():
         "bitscout.Integer('8')\n"  # line 3: a str width
         "bitscout.TrainOptions(epochs=1.5)\n"  # line 4: a float epoch count
     )
-    done = subprocess.run(
-        [sys.executable, "-m", "mypy", "-c", program],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    done = _mypy(program)
     errors = [line for line in done.stdout.splitlines() if ": error:" in line]
     assert [e.split(":")[1] for e in errors] == ["3", "4"], done.stdout
     assert all("[arg-type]" in e for e in errors), done.stdout

@@ -344,15 +344,19 @@ def test_a_tampered_space_is_one_line_naming_the_summary(run_dir, tmp_path, caps
     assert str(run / "summary.json") in err and "space" in err
 
 
+def _set_first_row(path, column, text):
+    """Write `text` into `column` of the first data row of a CSV file."""
+    lines = path.read_text().splitlines()
+    cells = lines[1].split(",")
+    cells[lines[0].split(",").index(column)] = text
+    lines[1] = ",".join(cells)
+    path.write_text("\n".join(lines) + "\n")
+
+
 @pytest.mark.parametrize("command", ["export", "report"])
 def test_text_in_a_metric_column_names_file_column_and_row(run_dir, tmp_path, capsys, command):
     run = copy_run(run_dir, tmp_path / "run")
-    lines = (run / "trials.csv").read_text().splitlines()
-    header = lines[0].split(",")
-    cells = lines[1].split(",")
-    cells[header.index("accuracy")] = "oops"
-    lines[1] = ",".join(cells)
-    (run / "trials.csv").write_text("\n".join(lines) + "\n")
+    _set_first_row(run / "trials.csv", "accuracy", "oops")
     argv = [command, str(run), *(["--to", "npz"] if command == "export" else [])]
     err = one_line(run_cli(argv, capsys))
     assert str(run / "trials.csv") in err and "'accuracy'" in err and "row 1" in err
@@ -361,10 +365,5 @@ def test_text_in_a_metric_column_names_file_column_and_row(run_dir, tmp_path, ca
 
 def test_a_metric_that_came_out_nan_is_still_read(run_dir, tmp_path, capsys):
     run = copy_run(run_dir, tmp_path / "run")
-    lines = (run / "trials.csv").read_text().splitlines()
-    header = lines[0].split(",")
-    cells = lines[1].split(",")
-    cells[header.index("loss")] = "nan"
-    lines[1] = ",".join(cells)
-    (run / "trials.csv").write_text("\n".join(lines) + "\n")
+    _set_first_row(run / "trials.csv", "loss", "nan")
     assert run_cli(["report", str(run)], capsys).rc == 0

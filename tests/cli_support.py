@@ -88,6 +88,15 @@ def write_config(path: Path, doc: dict[str, Any]) -> Path:
     return path
 
 
+def finished_base_run(root: Path) -> dict[str, Path]:
+    """A finished search of the base config (4 candidates, 2 trials) under `root`: the
+    config, the run directory and its checkpoint."""
+    config = write_config(root / "base.toml", base_doc())
+    run = root / "run"
+    assert main(["search", str(config), "--out", str(run)]) == 0
+    return {"root": root, "config": config, "run": run, "ckpt": run / "model.pt"}
+
+
 @dataclass(frozen=True)
 class Outcome:
     rc: int | None

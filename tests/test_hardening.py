@@ -15,12 +15,18 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
-from cli_support import base_doc, edit, error_problems, run_cli, write_config
+from cli_support import (
+    base_doc,
+    edit,
+    error_problems,
+    finished_base_run,
+    run_cli,
+    write_config,
+)
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
-from bitscout.cli import main
 from bitscout.objective import MetricSpec, Objective
 from bitscout.study.settings import JOBS_PER_CPU, cpu_count, parse_settings
 from bitscout.study.store.optuna_store import repair_journal
@@ -36,12 +42,7 @@ OBJECTIVE = Objective((MetricSpec("accuracy", 1.0, "maximize"),))
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A finished search of the base config (4 candidates, 2 trials) and its checkpoint."""
-    root = tmp_path_factory.mktemp("hardening")
-    config = write_config(root / "base.toml", base_doc())
-    run = root / "run"
-    assert main(["search", str(config), "--out", str(run)]) == 0
-    return {"root": root, "config": config, "run": run, "ckpt": run / "model.pt"}
+    return finished_base_run(tmp_path_factory.mktemp("hardening"))
 
 
 def copy_run(run_dir: dict[str, Path], dest: Path) -> Path:

@@ -16,12 +16,18 @@ from pathlib import Path
 
 import optuna
 import pytest
-from cli_support import base_doc, edit, error_problems, run_cli, write_config
+from cli_support import (
+    base_doc,
+    edit,
+    error_problems,
+    finished_base_run,
+    run_cli,
+    write_config,
+)
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from test_store import _ok, store  # noqa: F401
 
-from bitscout.cli import main
 from bitscout.study.chunks import token_attrs
 from bitscout.study.store.base import WORKER
 
@@ -31,12 +37,7 @@ STATE_OP = 6  # Optuna's journal op code for a trial's state and values
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A finished search of the base config (4 candidates, 2 trials) and its checkpoint."""
-    root = tmp_path_factory.mktemp("edges")
-    config = write_config(root / "base.toml", base_doc())
-    run = root / "run"
-    assert main(["search", str(config), "--out", str(run)]) == 0
-    return {"root": root, "config": config, "run": run, "ckpt": run / "model.pt"}
+    return finished_base_run(tmp_path_factory.mktemp("edges"))
 
 
 def _search(run_dir: dict[str, Path], out: Path, *extra: str) -> list[str]:

@@ -24,6 +24,7 @@ from bitscout.data.containers import MAX_BYTES, prepare
 from bitscout.errors import ConfigError
 from bitscout.evaluate.audit import AUDIT_RATE
 from bitscout.evaluate.evaluator import LossFn
+from bitscout.evaluate.forward import floating_dtype
 from bitscout.evaluate.metrics import METRICS, Metric, user_metric
 from bitscout.objective import objective_from
 from bitscout.quant.apply import copy_model
@@ -243,7 +244,7 @@ def _job(
     settings: StrategySettings, place: _Place, extra: dict[str, Metric],
     loss_fn: LossFn | None, device: str | torch.device, max_data_bytes: int, test_data: Any,
 ) -> Job:  # fmt: skip
-    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    dtype = floating_dtype(model)
     held_out = None
     if test_data is not None:
         held_out = prepare(test_data, dtype=dtype, device=device, max_bytes=max_data_bytes)

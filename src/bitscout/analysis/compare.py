@@ -36,6 +36,7 @@ from bitscout.analysis.compare_stats import median, summarize
 from bitscout.data.containers import MAX_BYTES, prepare
 from bitscout.errors import ConfigError
 from bitscout.evaluate.evaluator import Evaluator, LossFn
+from bitscout.evaluate.forward import floating_dtype
 from bitscout.objective import Objective, objective_from, sign
 from bitscout.quant.apply import copy_model
 from bitscout.quant.space import SearchSpace
@@ -324,7 +325,7 @@ def compare(
     goal = objective_from(weights, constraints, extra)
     check_single(goal, "objective")
     settings = python_settings("bruteforce", goal)  # each run's strategy and seed are set later
-    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    dtype = floating_dtype(model)
     where = None if out is None else Path(out)
     if where is not None and where.exists() and not where.is_dir():
         raise ConfigError("out", "names an existing file, not a directory", str(where))

@@ -24,6 +24,7 @@ from bitscout._core.validate import SEED_MAX
 from bitscout.data.containers import MAX_BYTES, EvalData, prepare
 from bitscout.errors import ConfigError
 from bitscout.evaluate.evaluator import Evaluator, LossFn
+from bitscout.evaluate.forward import floating_dtype
 from bitscout.evaluate.hessian import HessianTrace, hessian_traces
 from bitscout.evaluate.metrics import Metric
 from bitscout.quant.apply import QuantPlan, copy_model, parse_layer_config, resolve_plan
@@ -282,7 +283,7 @@ def sensitivity(
     names, extra = _metric_args(metrics)
     check_int(hessian_samples, "hessian_samples", 0, 10**6)
     check_int(seed, "seed", 0, SEED_MAX)
-    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    dtype = floating_dtype(model)
     where = None if out is None else check_out(Path(out), "out")  # before the work
     held = prepare(data, dtype=dtype, device=device, max_bytes=max_data_bytes)
     found = space if isinstance(space, SearchSpace) else read_space(space, model)

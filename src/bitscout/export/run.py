@@ -15,6 +15,7 @@ from bitscout._core.files import write_text
 from bitscout._core.toml import read_toml
 from bitscout.data.containers import prepare
 from bitscout.errors import ConfigError
+from bitscout.evaluate.forward import floating_dtype
 from bitscout.export.artifacts import write_checkpoint, write_npz, write_precision
 from bitscout.export.hardware import Node, hardware
 from bitscout.export.hls4ml import to_hls4ml, verify, write_hls4ml
@@ -147,7 +148,7 @@ def run_subject(run_dir: Path, trial: int | None, model: nn.Module | None, data:
         raise ConfigError("model", rule)
     float_model = run.float_model(lambda: copy_model(model))
     plan, label = run_plan(run, trial)
-    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    dtype = floating_dtype(model)
     x = None if data is None else inputs_of(prepare(data, dtype=dtype))
     return Subject(float_model, plan, x, label)
 

@@ -20,6 +20,7 @@ import torch
 from rich.console import Console
 from torch import nn
 
+from bitscout._core.files import output_dir
 from bitscout.data.containers import MAX_BYTES, prepare
 from bitscout.errors import ConfigError
 from bitscout.evaluate.audit import AUDIT_RATE
@@ -201,7 +202,7 @@ def _place(
 ) -> _Place:  # fmt: skip
     checked = python_values({"out": out, "storage": storage, "study": study, "resume": resume,
                              "overwrite": overwrite})  # fmt: skip
-    path = None if out is None else _out_dir(Path(out))
+    path = None if out is None else output_dir(out, "out")
     own = checked["storage"] is None and path is not None  # the study is out='s journal
     if checked["overwrite"] and checked["resume"]:
         raise ConfigError("overwrite", "conflicts with resume=True", True)
@@ -292,9 +293,3 @@ def _run_python(job: Job, show: bool, quiet: bool, verbose: bool) -> SearchResul
 
 
 CLI_ADVICE = "; use another --out or --study"
-
-
-def _out_dir(path: Path) -> Path:
-    if path.exists() and not path.is_dir():
-        raise ConfigError("out", "names an existing file, not a directory", str(path))
-    return path

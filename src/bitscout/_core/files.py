@@ -6,6 +6,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from bitscout.errors import ConfigError
+
 # The version of every file bitscout writes (trials.csv, summary.json, best.toml, pareto.csv,
 # ranked.csv, compare.csv, train.json). 3: one version for all; ranking by distinct config
 # (`proposals`); summary.json gained `float`, `test`, `feasible`, `model_source`, `space`,
@@ -53,6 +55,15 @@ def atomic(path: Path) -> Iterator[Path]:
         raise OSError(err.errno, err.strerror, str(path)) from err
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def output_dir(path: str | Path, key: str) -> Path:
+    """An output directory to create or reuse: refused when a file is in the way (`key` names
+    the flag or argument that gave it)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(key, "names an existing file, not a directory", str(path))
+    return path
 
 
 def write_text(path: Path, text: str) -> None:

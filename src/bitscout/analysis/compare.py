@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.progress import track
 from torch import nn
 
-from bitscout._core.files import SCHEMA_VERSION
+from bitscout._core.files import SCHEMA_VERSION, output_dir
 from bitscout.analysis.compare_provenance import provenance, python_record
 from bitscout.analysis.compare_spec import (
     BUDGETS,
@@ -326,9 +326,7 @@ def compare(
     check_single(goal, "objective")
     settings = python_settings("bruteforce", goal)  # each run's strategy and seed are set later
     dtype = floating_dtype(model)
-    where = None if out is None else Path(out)
-    if where is not None and where.exists() and not where.is_dir():
-        raise ConfigError("out", "names an existing file, not a directory", str(where))
+    where = None if out is None else output_dir(out, "out")
     held = lambda d: prepare(d, dtype=dtype, device=device, max_bytes=max_data_bytes)  # noqa: E731
     job = Job(copy_model(model).eval(), held(data), read_space(space, model), settings,
               metrics=extra, loss_fn=loss_fn,

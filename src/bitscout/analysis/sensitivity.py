@@ -20,6 +20,7 @@ import torch
 from rich.console import Console
 from torch import nn
 
+from bitscout._core.files import output_dir
 from bitscout._core.validate import SEED_MAX
 from bitscout.data.containers import MAX_BYTES, EvalData, prepare
 from bitscout.errors import ConfigError
@@ -36,7 +37,6 @@ from bitscout.results.console import log_console
 from bitscout.results.sensitivity import (
     FLOAT_ROW,
     SensitivityResult,
-    check_out,
     ranking,
     write_outputs,
 )
@@ -284,7 +284,7 @@ def sensitivity(
     check_int(hessian_samples, "hessian_samples", 0, 10**6)
     check_int(seed, "seed", 0, SEED_MAX)
     dtype = floating_dtype(model)
-    where = None if out is None else check_out(Path(out), "out")  # before the work
+    where = None if out is None else output_dir(out, "out")  # before the work
     held = prepare(data, dtype=dtype, device=device, max_bytes=max_data_bytes)
     found = space if isinstance(space, SearchSpace) else read_space(space, model)
     model = copy_model(model).eval()  # the caller's model keeps even its training flag

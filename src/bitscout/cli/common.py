@@ -4,17 +4,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from bitscout.errors import ConfigError
-
 console = Console()
-
-
-def output_dir(path: str | Path, flag: str) -> Path:
-    """An output directory to create or reuse: refused when a file is in the way."""
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise ConfigError(flag, "names an existing file, not a directory", str(path))
-    return path
 
 
 def default_storage(out: Path) -> str:

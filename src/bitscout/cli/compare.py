@@ -9,10 +9,11 @@ from typing import Any
 
 from rich.console import Console
 
+from bitscout._core.files import output_dir
 from bitscout.analysis.compare import Runs, check_compare, check_single, compare_job
 from bitscout.analysis.compare_spec import BUDGETS, WITHIN, parse_budgets, parse_within
 from bitscout.cli.build import Overrides, check_search, float_model, load_data, make_model
-from bitscout.cli.common import console, output_dir
+from bitscout.cli.common import console
 from bitscout.cli.config import Config, load_config
 from bitscout.data.containers import prepare
 from bitscout.quant.space import parse_space

@@ -12,7 +12,8 @@ from rich.console import Console
 from rich.table import Table
 from torch import nn
 
-from bitscout.cli.common import console, output_dir
+from bitscout._core.files import output_dir
+from bitscout.cli.common import console
 from bitscout.cli.config import Config, load_config
 from bitscout.errors import ConfigError
 from bitscout.export import run as exporting

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from bitscout.cli.common import console, default_storage, output_dir
+from bitscout._core.files import output_dir
+from bitscout.cli.common import console, default_storage
 from bitscout.results.console import Verbosity
 from bitscout.study.store import STORAGE_ENV  # a light package: no Optuna
 

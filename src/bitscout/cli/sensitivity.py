@@ -13,6 +13,7 @@ import torch
 from rich.console import Console
 from torch import nn
 
+from bitscout._core.files import output_dir
 from bitscout._core.validate import SEED_MAX, check_keys
 from bitscout.analysis.sensitivity import check_int, measure
 from bitscout.cli.build import Overrides, check_search, float_model, load_data, make_model
@@ -29,7 +30,6 @@ from bitscout.results.sensitivity import (
     PNG,
     RANKING,
     SensitivityResult,
-    check_out,
     console_table,
     write_outputs,
 )
@@ -71,7 +71,7 @@ def from_config(path: Path, load: str | None, out: str | None, console: Console)
     names, rows = _objective_names(cfg)
     data = load_data(cfg, console)
     space = parse_space(cfg.search["search_space"], make_model(cfg, data))  # before training
-    where = check_out(Path(out) if out else Path("runs") / f"{path.stem}-sensitivity", "--out")
+    where = output_dir(Path(out) if out else Path("runs") / f"{path.stem}-sensitivity", "--out")
     model, source = float_model(cfg, data, load, where, console)
     n = rows or len(data.y_val)
     details = {"config": str(path), "model": cfg.model, "dataset": cfg.dataset,
@@ -98,8 +98,9 @@ def from_run(run_dir: Path, load: str | None, out: str | None, config: str | Non
     n = int(summary.get("eval_samples") or len(data.y_val))
     details = {"config": str(cfg.source), "run": str(run_dir), "model": cfg.model,
                "dataset": cfg.dataset, "model_source": source}  # fmt: skip
+    where = output_dir(Path(out) if out else run_dir, "--out")
     return Inputs(model, (data.x_val[:n], data.y_val[:n]), parse_space(table, model), names,
-                  check_out(Path(out) if out else run_dir, "--out"), cfg.seed, details)  # fmt: skip
+                  where, cfg.seed, details)  # fmt: skip
 
 
 def command_line(target: str, flags: Mapping[str, Any]) -> str:

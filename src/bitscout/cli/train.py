@@ -5,7 +5,8 @@ from pathlib import Path
 
 from rich.table import Table
 
-from bitscout.cli.common import console, output_dir
+from bitscout._core.files import output_dir
+from bitscout.cli.common import console
 from bitscout.errors import ConfigError
 
 

@@ -12,8 +12,7 @@ import pandas as pd
 from rich import box
 from rich.table import Table
 
-from bitscout._core.files import SCHEMA_VERSION, write_text
-from bitscout.errors import ConfigError
+from bitscout._core.files import SCHEMA_VERSION, output_dir, write_text
 
 if TYPE_CHECKING:  # the report reads these files without importing the evaluator
     from bitscout.evaluate.hessian import HessianTrace
@@ -117,19 +116,12 @@ def _csv(path: Path, frame: pd.DataFrame) -> None:
     write_text(path, frame.to_csv(index=False, lineterminator="\n"))
 
 
-def check_out(path: Path, key: str) -> Path:
-    """An output directory to create or reuse: refused when a file is in the way."""
-    if path.exists() and not path.is_dir():
-        raise ConfigError(key, "names an existing file, not a directory", str(path))
-    return path
-
-
 def write_outputs(result: SensitivityResult, out: Path, command: str) -> Path:
     """sensitivity.csv, sensitivity_ranking.csv, sensitivity.json, sensitivity.png and the
     report's section (a new report.md, or the section replaced in a run's own)."""
     from bitscout.results.sensitivity_plot import sensitivity_png  # matplotlib: when drawing
 
-    check_out(out, "out").mkdir(parents=True, exist_ok=True)
+    output_dir(out, "out").mkdir(parents=True, exist_ok=True)
     _csv(out / CSV, result.table)
     _csv(out / RANKING, result.ranking)
     summary = {"schema_version": SCHEMA_VERSION, "command": command, **result.details,

@@ -22,6 +22,8 @@ def sign(direction: str) -> float:
     """+1 for "maximize", -1 for "minimize": `sign * value` is larger when better. The one place
     that reads a direction's meaning."""
     return 1.0 if direction == DIRECTIONS[0] else -1.0
+
+
 OPS: dict[str, Callable[[float, float], bool]] = {
     ">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt, "==": operator.eq,
 }  # fmt: skip

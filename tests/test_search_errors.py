@@ -188,3 +188,24 @@ def test_search_space_errors_create_no_output_dir(tmp_path, capsys, ckpt, change
     assert main(["search", str(cfg), "--out", str(out), "--load", str(ckpt)]) == 2
     _check_one_line_error(capsys, key, words)
     assert not out.exists()
+
+
+def test_an_os_error_raised_while_unwinding_from_an_interrupt_is_the_interrupt(monkeypatch, capsys):
+    """Ctrl-C between the steps of Optuna's journal lock release leaves its rename to fail with
+    ENOENT while the interrupt unwinds: exit 130 and the resume line, not exit 1."""
+    import errno
+
+    from bitscout.cli import space
+
+    def interrupted(args):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise OSError(errno.ENOENT, "No such file or directory", "study.journal.lock") from None
+
+    monkeypatch.setattr(space, "cmd_space", interrupted)
+    assert main(["space", "any.toml"]) == 130
+    assert "interrupted" in capsys.readouterr().err
+    monkeypatch.setattr(space, "cmd_space", lambda args: (_ for _ in ()).throw(
+        OSError(errno.ENOSPC, "No space left on device", "x")))  # fmt: skip
+    assert main(["space", "any.toml"]) == 1

@@ -60,15 +60,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"bitscout: error: {err}", file=sys.stderr)
         return 1
     except OSError as err:  # the machine, not the input: a full disk, a read-only directory
+        if _during_interrupt(err):
+            return _interrupted()
         print(f"bitscout: error: {os_error_line(err)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(
-            "bitscout: interrupted; finished trials are kept in the store, "
-            "run the same command again to resume",
-            file=sys.stderr,
-        )
-        return 130
+        return _interrupted()
+
+
+def _during_interrupt(err: BaseException) -> bool:
+    """Whether `err` was raised while unwinding from Ctrl-C or SIGTERM: Optuna's journal lock
+    is released by renaming a file, and an interrupt between its steps leaves the rename to
+    fail with ENOENT. That is the interrupt's doing, not the machine's."""
+    seen: BaseException | None = err.__context__
+    while seen is not None:
+        if isinstance(seen, KeyboardInterrupt):
+            return True
+        seen = seen.__context__
+    return False
+
+
+def _interrupted() -> int:
+    print(
+        "bitscout: interrupted; finished trials are kept in the store, "
+        "run the same command again to resume",
+        file=sys.stderr,
+    )
+    return 130
 
 
 def run() -> NoReturn:

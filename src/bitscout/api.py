@@ -87,6 +87,9 @@ def search(
     device: str | torch.device = "cpu",
     max_data_bytes: int = MAX_BYTES,
     test_data: Any = None,
+    train: Mapping[str, Any] | None = None,
+    train_data: Any = None,
+    fidelity: bool | Mapping[str, Any] | None = None,
     latency_repeats: int = 5,
     latency_warmup: int = 1,
     latency_budget_s: float = 1.0,
@@ -144,6 +147,20 @@ def search(
         device: where candidates are evaluated.
         max_data_bytes: data above this is streamed batch by batch instead of held.
         test_data: held-out data (the forms of `data`) the winners are evaluated on once.
+        train: quantization-aware training of every candidate (a config's `eval_mode =
+            false`): a dict of `epochs` (3), `lr` (1e-3), `optimizer` (`"adam"`, `"adamw"`,
+            `"sgd"`), `batch_size` (64), `weight_decay` (0), `lr_scheduler` (`"linear"`,
+            `"cosine"`, `"constant"`, `"constant_with_warmup"`), `warmup_steps` (0),
+            `accumulation` (1) and `num_samples` (None: every sample of every epoch). Each
+            candidate trains from the float weights on `train_data` only, seeded by `seed`,
+            and is then scored on `data` as any candidate. None: post-training quantization.
+        train_data: the training split (the forms of `data`, held in memory); required
+            with `train`.
+        fidelity: with `train`, climb a ladder instead of training every candidate fully:
+            True, or a dict of `pruner` (`"successive_halving"`, `"hyperband"`),
+            `min_epochs` (1), `reduction_factor` (3) and `ptq_rung` (True: the post-training
+            score is the first rung). Pruned candidates are recorded with the epochs they
+            reached.
         latency_repeats, latency_warmup, latency_budget_s, latency_shared: how the `latency`
             metric is measured, as the config's `setup` keys of those names.
         audit_rate: the share (0..1) of the candidates scored by the fast engine that are
@@ -170,7 +187,8 @@ def search(
               "n_jobs_limit": n_jobs_limit, "order": order, "warm_start": warm_start,
               "chunked": chunked, "latency_repeats": latency_repeats,
               "latency_warmup": latency_warmup, "latency_budget_s": latency_budget_s,
-              "latency_shared": latency_shared, "audit_rate": audit_rate}  # fmt: skip
+              "latency_shared": latency_shared, "audit_rate": audit_rate, "train": train,
+              "fidelity": fidelity}  # fmt: skip
     python_values({"objective": objective, "constraints": constraints, "metrics": metrics,
                    "loss_fn": loss_fn, "max_data_bytes": max_data_bytes})  # fmt: skip
     place = _place(out, storage, study, resume, overwrite)
@@ -179,7 +197,7 @@ def search(
     settings = python_settings(strategy, goal, **values)
     chatter = python_values({"show": show, "quiet": quiet, "verbose": verbose})
     job = _job(model, data, space, settings, place, extra, loss_fn, device, max_data_bytes,
-               test_data)  # fmt: skip
+               (test_data, train_data))  # fmt: skip
     if place.overwrite and place.out is not None:
         _remove_outputs(place.out)
     return _run_python(job, **chatter)
@@ -243,12 +261,18 @@ def _default_objective(
 def _job(
     model: nn.Module, data: Any, space: Mapping[str, Any] | str | Path,
     settings: StrategySettings, place: _Place, extra: dict[str, Metric],
-    loss_fn: LossFn | None, device: str | torch.device, max_data_bytes: int, test_data: Any,
+    loss_fn: LossFn | None, device: str | torch.device, max_data_bytes: int,
+    splits: tuple[Any, Any],
 ) -> Job:  # fmt: skip
+    """`splits`: the test and the training data, each None when not given."""
     dtype = floating_dtype(model)
-    held_out = None
-    if test_data is not None:
-        held_out = prepare(test_data, dtype=dtype, device=device, max_bytes=max_data_bytes)
+    held_out, train_data = (
+        None if given is None else prepare(given, dtype=dtype, device=device,
+                                           max_bytes=max_data_bytes)
+        for given in splits
+    )  # fmt: skip
+    if settings.train is None and train_data is not None:
+        raise ConfigError("train_data", "is used by train= only (quantization-aware training)")
     return Job(
         model=copy_model(model).eval(),  # the caller's model keeps even its training flag
         data=prepare(data, dtype=dtype, device=device, max_bytes=max_data_bytes),
@@ -264,6 +288,7 @@ def _job(
         metrics=extra,
         loss_fn=loss_fn,
         test_data=held_out,
+        train_data=train_data,
         resume=place.resume,
     )
 

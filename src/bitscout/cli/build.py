@@ -64,7 +64,7 @@ def check_search(cfg: Config, overrides: Overrides) -> StrategySettings:
     if not cfg.search:
         raise ConfigError("search", "table is required for `bitscout search`")
     check_keys(cfg.search, ("search_space", "strategy"), "search")
-    return apply_overrides(parse_settings(cfg.search, cfg.seed), overrides)
+    return apply_overrides(parse_settings(cfg.search, cfg.seed, cfg.batch_size), overrides)
 
 
 def load_data(cfg: Config, console: Console | None = None) -> Splits:
@@ -148,6 +148,17 @@ def float_model(
     return model, {"trained": True, "path": str(ckpt), "sha256": file_sha256(ckpt)}
 
 
+def _train_split(cfg: Config, data: Splits, settings: StrategySettings) -> Any:
+    """The training split candidates train on with `eval_mode = false`."""
+    if settings.train is None:
+        return None
+    if data.x_train is None or data.y_train is None:
+        rule = (f"is false (train every candidate), but dataset {display_name(cfg.dataset)!r} "
+                "has no train split")  # fmt: skip
+        raise ConfigError("search.strategy.eval_mode", rule)
+    return prepare((data.x_train, data.y_train))
+
+
 @dataclass(frozen=True)
 class Where:
     """Where a command-line search writes: its directory, store and study."""
@@ -167,6 +178,7 @@ def search_job(cfg: Config, where: Where, overrides: Overrides, console: Console
     settings = check_search(cfg, overrides)
     check_shareable(where.storage, settings.n_jobs)
     data = load_data(cfg, console)
+    train = _train_split(cfg, data, settings)
     space = parse_space(cfg.search.get("search_space", {}), make_model(cfg, data))
     # a strategy that cannot search this space (grid or greedy over several formats) says
     # so now, before a model is trained into `where.out`
@@ -175,6 +187,7 @@ def search_job(cfg: Config, where: Where, overrides: Overrides, console: Console
     n = settings.num_samples or len(data.y_val)
     test = None if data.x_test is None else prepare((data.x_test, data.y_test))
     return Job(
+        train_data=train,
         model=model,
         data=prepare((data.x_val[:n], data.y_val[:n])),
         test_data=test,

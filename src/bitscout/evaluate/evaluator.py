@@ -1,7 +1,7 @@
 """Evaluate a search's candidates on validation data (one model: `forward.evaluate_model`)."""
 
-from collections.abc import Hashable, Iterable, Mapping, MutableMapping, Sequence
-from dataclasses import fields, replace
+from collections.abc import Callable, Hashable, Iterable, Mapping, MutableMapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -26,9 +26,10 @@ from bitscout.evaluate.metrics import (
 )
 from bitscout.evaluate.metrics import get_metric as lookup
 from bitscout.evaluate.profile import profile_model
+from bitscout.evaluate.qat import Trainer
+from bitscout.evaluate.signature import operations
 from bitscout.evaluate.unfused import check_called, float_note, unfused
 from bitscout.quant.apply import QuantPlan, quantize_model
-from bitscout.quant.formats import NumberFormat
 from bitscout.quant.layers import LayerQuant
 from bitscout.quant.space import Choice, SearchSpace
 
@@ -37,6 +38,7 @@ __all__ = ["Evaluator", "LossFn", "evaluate_model", "one_thread", "operations", 
 BLOCK_BYTES = 2**20  # per tensor of a block of rows of candidates run together
 Plan = dict[str, LayerQuant | None]
 Blocks = Iterable[tuple[torch.Tensor, torch.Tensor]]  # logits [rows, g, ...] and their targets
+Rung = Callable[[int, dict[str, float]], bool]  # epochs trained, metrics -> train on
 
 
 class Evaluator:
@@ -72,8 +74,11 @@ class Evaluator:
         share_latency: bool = True,
         device: torch.device | str | None = None,
         audit: Audit | None = None,
+        trainer: Trainer | None = None,
     ) -> None:
-        """`audit`: which candidates of the fast path to re-derive (default: Audit())."""
+        """`audit`: which candidates of the fast path to re-derive (default: Audit());
+        `trainer`: train every candidate before scoring it (quantization-aware training)."""
+        self.trainer = trainer
         if not isinstance(data, EvalData):
             data = prepare(data, dtype=floating_dtype(model), device=device or "cpu")
         self.data = data
@@ -232,7 +237,53 @@ class Evaluator:
         return [(store[k], not (k in new and first[k] == i)) for i, k in enumerate(keys)]
 
     def _compute(self, keys: Sequence[Key], labels: Sequence[str]) -> list[dict[str, float]]:
-        """The metrics of candidates `keys`; `labels` name them in an audit's message."""
+        """The metrics of candidates `keys` (trained first, with a trainer); `labels` name
+        them in an audit's message."""
+        if self.trainer is not None:
+            return [self.train_and_score(self._resolver.plan(k))[0] for k in keys]
+        return self._ptq(keys, labels)
+
+    def ptq_many(self, configs: Sequence[Mapping[str, Choice]]) -> list[dict[str, float]]:
+        """The post-training metrics of `configs`, uncached, by the fast path where it runs:
+        what a candidate scores before any training (a fidelity ladder's first rung)."""
+        keys = [self.key(c) for c in configs]
+        return self._ptq(keys, [str(dict(c)) for c in configs])
+
+    def train_and_score(
+        self, plan: Plan, on_rung: Rung | None = None, rungs: Sequence[int] = ()
+    ) -> tuple[dict[str, float], int]:
+        """The metrics of candidate `plan` after quantization-aware training from the float
+        weights, and the epochs it trained. At each epoch of `rungs` (before the last),
+        `on_rung(epoch, metrics)` says whether to train on; metrics are the plain path's."""
+        assert self.trainer is not None
+        candidate = quantize_model(self.model, QuantPlan("name", plan))
+
+        def at_epoch(epoch: int) -> bool:
+            if on_rung is None or epoch not in rungs:
+                return True
+            return on_rung(epoch, self._scored(plan, candidate))
+
+        with unfused(), one_thread():
+            epochs = self.trainer.train(candidate, repr(sorted(plan.items())), at_epoch)
+        return self._scored(plan, candidate), epochs
+
+    def _scored(self, plan: Plan, candidate: nn.Module) -> dict[str, float]:
+        """Every metric of `candidate`, a trained model of `plan`, by the plain path."""
+        training = candidate.training
+        candidate.eval()
+        row = self._static(plan)
+        with unfused():
+            if self._kind("forward"):
+                with torch.inference_mode(), one_thread():
+                    row.update(self._plain_forward(plan, candidate))
+            if self._kind("timing"):
+                row.update(self._time(plan))
+            if self._kind("model"):
+                row.update(self._by_model(plan, model=candidate))
+        candidate.train(training)
+        return {m: row[m] for m in self.metrics}
+
+    def _ptq(self, keys: Sequence[Key], labels: Sequence[str]) -> list[dict[str, float]]:
         plans = [self._resolver.plan(k) for k in keys]
         rows = [self._static(p) for p in plans]
         with unfused():
@@ -249,10 +300,13 @@ class Evaluator:
     def _static(self, plan: Plan) -> dict[str, float]:
         return compute_metrics(self._kind("static"), MetricContext(self.profile, plan), self.extra)
 
-    def _by_model(self, plan: Plan, check: bool = False) -> dict[str, float]:
-        """The user's metrics, each given the candidate's quantized model and a private copy
-        of the data; `check`: that each metric left its copy as it was."""
-        candidate = quantize_model(self.model, QuantPlan("name", plan)).eval()
+    def _by_model(
+        self, plan: Plan, check: bool = False, model: nn.Module | None = None
+    ) -> dict[str, float]:
+        """The user's metrics, each given the candidate's quantized model (`model`, else
+        built) and a private copy of the data; `check`: that each metric left its copy as it
+        was."""
+        candidate = model or quantize_model(self.model, QuantPlan("name", plan)).eval()
         ctx = MetricContext(self.profile, plan, model=candidate, data=self.data.for_metrics())
         row: dict[str, float] = {}
         for name in self._kind("model"):
@@ -296,8 +350,8 @@ class Evaluator:
                 row.update(self._by_model(plan, check))
         return {m: row[m] for m in self.metrics if m in row}
 
-    def _plain_forward(self, plan: Plan) -> dict[str, float]:
-        candidate = quantize_model(self.model, QuantPlan("name", plan))
+    def _plain_forward(self, plan: Plan, model: nn.Module | None = None) -> dict[str, float]:
+        candidate = model or quantize_model(self.model, QuantPlan("name", plan))
         blocks = ((predict(candidate, x).unsqueeze(1), y) for x, y in self.data.batches())
         return self._forward_metrics(1, blocks)[0]
 
@@ -370,19 +424,3 @@ def _with_targets(blocks: Iterable[torch.Tensor], y: torch.Tensor) -> Blocks:
     for block in blocks:
         yield block, y[start : start + len(block)]
         start += len(block)
-
-
-def operations(plan: Plan) -> tuple:
-    """What the simulated forward of a candidate computes, up to the values: per layer and
-    tensor, whether it is quantized, and its format's signature (for fixed point: the rounding,
-    the overflow, float32 or float64; the accumulator and result types are cast alike).
-    Fake quantization runs the same operations whatever the width, so candidates that agree
-    here take the same time, and timing each again would only add noise."""
-
-    def ops(fmt: NumberFormat | None) -> tuple | None:
-        return None if fmt is None else fmt.signature()
-
-    return tuple(
-        (path, None if q is None else tuple(ops(getattr(q, f.name)) for f in fields(q)))
-        for path, q in plan.items()
-    )

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bitscout.quant.formats import Integer, NumberFormat, quantize_values
+from bitscout.quant.formats import Integer, NumberFormat, quantize
 
 FLOAT32_EXACT_INT = 2**24  # float32 holds every integer of at most this magnitude
 FLOAT32_MIN_STEP = -149  # its smallest subnormal, 2**-149
@@ -140,18 +140,18 @@ def accumulate(
 ) -> torch.Tensor:
     """x @ weight.T + bias through an `accum`-typed accumulator, in float64 (exact while the
     input and weight widths add up to at most 53 bits)."""
-    products = quantize_values(x.double()[..., None, :] * weight.double(), accum)
+    products = quantize(x.double()[..., None, :] * weight.double(), accum)
     total = torch.zeros(products.shape[:-1], dtype=torch.float64, device=x.device)
     if bias is not None:
-        total = total + quantize_values(bias.double(), accum)
+        total = total + quantize(bias.double(), accum)
     if accum.overflow == "wrap":
         # Two's complement addition is modular: wrapping once at the end is the same.
-        return quantize_values(total + products.sum(-1), accum)
+        return quantize(total + products.sum(-1), accum)
     partial = total[..., None] + products.cumsum(-1)
     if partial.min() >= accum.k_min * accum.step and partial.max() <= accum.k_max * accum.step:
         return partial[..., -1]  # no partial sum saturates
     for j in range(products.shape[-1]):
-        total = quantize_values(total + products[..., j], accum)
+        total = quantize(total + products[..., j], accum)
     return total
 
 
@@ -164,9 +164,9 @@ def linear(
         out = F.linear(x.double(), weight.double(), None if bias is None else bias.double())
     else:
         out = accumulate(x, weight, bias, accum)
-    return (out if result is None else quantize_values(out, result)).to(x.dtype)
+    return (out if result is None else quantize(out, result)).to(x.dtype)
 
 
 def cast_result(out: torch.Tensor, result: Integer | None) -> torch.Tensor:
     """A convolution's output cast to its result type (its accumulator is the exact one)."""
-    return out if result is None else quantize_values(out.double(), result).to(out.dtype)
+    return out if result is None else quantize(out.double(), result).to(out.dtype)

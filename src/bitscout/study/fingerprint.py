@@ -6,6 +6,7 @@ a setting added later is fingerprinted without being listed here.
 Objective and constraints are left out on purpose: they rank measurements, they do not make
 them, and the results recompute both for every trial of a resumed study."""
 
+import dataclasses
 import hashlib
 import json
 import types
@@ -44,8 +45,20 @@ def fingerprint(job: "Job", measured: Sequence[str]) -> dict[str, Any]:
         "loss_fn": None if job.loss_fn is None else code_digest(job.loss_fn),
         "metrics": {m.name: metric_digest(m) for m in _users(job.metrics, measured)},
         "model_code": model_code(job.model),
+        "train": _training(job),
     }
     return json.loads(json.dumps(found, default=str))  # as the store gives it back
+
+
+def _training(job: "Job") -> dict[str, Any] | None:
+    """How candidates are trained, and on what: every setting and the training rows."""
+    s = job.settings
+    if s.train is None:
+        return None
+    data = job.train_data
+    rows = None if data is None else {"rows": data.rows, "sha256": data.sha256}
+    ladder = None if s.fidelity is None else dataclasses.asdict(s.fidelity)
+    return {**dataclasses.asdict(s.train), "data": rows, "fidelity": ladder}
 
 
 def space_fields(job: "Job") -> dict[str, Any]:

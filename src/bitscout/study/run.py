@@ -35,6 +35,7 @@ from bitscout.study.store.base import REASON, Store, candidates
 from bitscout.study.store.storage import mask_password, open_store
 from bitscout.study.strategies import STRATEGIES, SearchContext
 from bitscout.study.strategies.base import TrialHook
+from bitscout.study.training import make_trainer, resolve_training
 
 if TYPE_CHECKING:
     from bitscout.results.conclude import Concluded
@@ -69,6 +70,7 @@ class Job:
     model_source: Any = "given"
     config_path: str | None = None
     test_data: EvalData | None = None  # the winners are evaluated on it once, at the end
+    train_data: EvalData | None = None  # what candidates train on (settings.train set)
     # None: resume a study of the same search; True: there must be one; False: there must not
     resume: bool | None = None
 
@@ -108,6 +110,7 @@ def make_evaluator(job: Job) -> Evaluator:
         latency={name: getattr(settings, name) for name in names},
         share_latency=settings.latency_shared,
         audit=Audit(settings.audit_rate, settings.seed),
+        trainer=make_trainer(job),
     )
 
 
@@ -224,7 +227,8 @@ def test_evaluator(job: Job, evaluator: Evaluator) -> Evaluator | None:
         return None
     names = [m for m in evaluator.metrics if evaluator.get(m).kind != "timing"]
     return Evaluator(job.model, job.space, job.test_data, names, extra=job.metrics,
-                     loss_fn=job.loss_fn, audit=Audit(job.settings.audit_rate))  # fmt: skip
+                     loss_fn=job.loss_fn, audit=Audit(job.settings.audit_rate),
+                     trainer=evaluator.trainer)  # fmt: skip
 
 
 @quiet_optuna()  # Optuna's lines in none of the search's processes (workers are forked)
@@ -232,7 +236,7 @@ def run_job(job: Job, console: Console, verbosity: Verbosity = "normal") -> Fini
     """Run (or resume) `job`; write its outputs when it has an output directory. `quiet`
     prints only the final result, `verbose` every trial."""
     say = _sayer(console, verbosity)
-    job = resolve_trials(resolve_chunked(job))
+    job = resolve_training(resolve_trials(resolve_chunked(job)))
     _prefetch(job)
     storage = storage_of(job)
     check_shareable(storage if isinstance(storage, str) else None, job.settings.n_jobs)
@@ -240,8 +244,9 @@ def run_job(job: Job, console: Console, verbosity: Verbosity = "normal") -> Fini
     if job.out is not None:
         job.out.mkdir(parents=True, exist_ok=True)
     evaluator = make_evaluator(job)
-    if job.test_data is not None:  # its evaluator is made at the end: its labels checked now
-        evaluator.check_labels(job.test_data, "test_data")
+    for split, data in (("test_data", job.test_data), ("train_data", job.train_data)):
+        if data is not None:  # the test split's evaluator is made at the end
+            evaluator.check_labels(data, split)
     before = store.done()
     check_resume(job, len(before))
     for t in before:  # a resumed search reuses what the store already holds
@@ -373,6 +378,7 @@ def search_summary(job: Job, store: Store, tally: Tally, evaluator: Evaluator) -
         "user_metrics": user_records(evaluator.get(m) for m in evaluator.metrics),
         "space": job.space.table(),
         "layers": job.space.types,
+        "train": None if settings.train is None else dataclasses.asdict(settings.train),
         # each layer's public name (trials.csv, best.toml, codes.npz, hls4ml) -> module path
         "layer_names": {fx_name(path): path for path in job.space.types},
     }

@@ -27,9 +27,13 @@ from bitscout.study.spec import (
 if TYPE_CHECKING:
     from optuna.samplers import BaseSampler
 
+    from bitscout.evaluate.qat import TrainSettings
+    from bitscout.study.training import Fidelity
+
 __all__ = ["SAMPLER_NAMES", "STRATEGIES", "STRATEGY_NAMES", "StrategySettings", "parse_settings"]
 
-STRATEGY_KEYS = ("name", "eval_mode", "setup", "metrics", "constraints", "sw_runner", "hw_runner")
+STRATEGY_KEYS = ("name", "eval_mode", "setup", "metrics", "constraints", "sw_runner", "hw_runner",
+                 "fidelity")  # fmt: skip
 KEY = "search.strategy"
 # Each extra worker is a process holding PyTorch (a few hundred MB): more than a couple per
 # core only adds memory pressure, and a typo such as 100000 would exhaust the machine.
@@ -58,6 +62,10 @@ class StrategySettings:
     chunked: bool | None = None  # bruteforce: one trial per chunk (None: by the space's size)
     # optuna: the user's own sampler, used as given (`sampler` holds its class name)
     sampler_object: "BaseSampler | None" = None
+    # quantization-aware training of every candidate (None: post-training quantization), its
+    # seed set by the search (`seed` before workers change theirs)
+    train: "TrainSettings | None" = None
+    fidelity: "Fidelity | None" = None  # the multi-fidelity ladder over training epochs
 
     @property
     def shuffle_seed(self) -> int:
@@ -145,20 +153,18 @@ def toml_key(name: str) -> str:
     return f"{KEY}.setup.{param.toml if param and param.toml else name}"
 
 
-def parse_settings(search: Mapping[str, Any], default_seed: int) -> StrategySettings:
+def parse_settings(
+    search: Mapping[str, Any], default_seed: int, batch_size: int | None = None
+) -> StrategySettings:
     """Validate `[search.strategy]`; `default_seed` (the config's `seed`) seeds the strategy
     unless `setup.seed` is given. `n_trials` absent stays None here: the search gives it the
     spec's default for its strategy (`spec.trial_count`: 100 for a sampler), as it does for
-    `bitscout.search(trials=None)`, so flags that change the strategy change that too."""
+    `bitscout.search(trials=None)`, so flags that change the strategy change that too.
+    `eval_mode = false` trains every candidate (`sw_runner.basic_train`; `batch_size`, the
+    config's, unless that table gives one)."""
     strategy = _table(search, "strategy", "search")
     check_keys(strategy, STRATEGY_KEYS, KEY)
     name = check(BY_PYTHON["strategy"], strategy.get("name", "optuna"), f"{KEY}.name")
-    if strategy.get("eval_mode", True) is not True:
-        raise ConfigError(
-            f"{KEY}.eval_mode",
-            "must be true: bitscout searches post-training quantization (no fine-tuning)",
-            strategy.get("eval_mode"),
-        )
     setup = _table(strategy, "setup", KEY)
     check_keys(setup, SETUP_KEYS, f"{KEY}.setup")
     values = toml_values(setup, f"{KEY}.setup")
@@ -170,7 +176,48 @@ def parse_settings(search: Mapping[str, Any], default_seed: int) -> StrategySett
         key=KEY,
     )
     values = {**values, "strategy": name, "seed": values.get("seed", default_seed)}
-    return build_settings(values, objective, toml_key, num_samples=_num_samples(strategy, values))
+    training = _toml_training(strategy, batch_size)
+    settings = build_settings(values, objective, toml_key,
+                              num_samples=_num_samples(strategy, values), **training)  # fmt: skip
+    check_training(settings, f"{KEY}.fidelity", f"{KEY}.eval_mode")
+    return settings
+
+
+def _toml_training(strategy: Mapping[str, Any], batch_size: int | None) -> dict[str, Any]:
+    """`eval_mode = false`: the `sw_runner.basic_train` table's training (its defaults when
+    absent), and `[search.strategy.fidelity]`'s ladder."""
+    from bitscout.study.training import fidelity_settings, train_settings
+
+    eval_mode = strategy.get("eval_mode", True)
+    if not isinstance(eval_mode, bool):
+        raise ConfigError(f"{KEY}.eval_mode", "must be true or false", eval_mode)
+    found: dict[str, Any] = {}
+    if not eval_mode:
+        runner = _table(_table(strategy, "sw_runner", KEY), "basic_train", f"{KEY}.sw_runner")
+        found["train"] = train_settings(runner, seed=0, batch_size=batch_size)
+    if "fidelity" in strategy:
+        found["fidelity"] = fidelity_settings(_table(strategy, "fidelity", KEY))
+    return found
+
+
+def check_training(settings: StrategySettings, fidelity_key: str, train_key: str) -> None:
+    """A fidelity ladder needs training, one objective (a pruner compares one value) and a
+    strategy that climbs it (Optuna's samplers through their pruner, the brute force over
+    the whole space in one worker)."""
+    if settings.fidelity is None:
+        return
+    value = settings.fidelity.pruner
+    if settings.train is None:
+        rule = f"needs quantization-aware training ({train_key}): it ladders training epochs"
+        raise ConfigError(fidelity_key, rule, value)
+    if not settings.objective.single:
+        rule = "needs one objective: a pruner compares one value per candidate"
+        raise ConfigError(fidelity_key, rule, value)
+    if settings.name == "greedy":
+        raise ConfigError(fidelity_key, "applies to Optuna's samplers and bruteforce", value)
+    if settings.name == "bruteforce" and (settings.n_jobs > 1 or settings.chunked):
+        rule = "climbs the bruteforce ladder in one worker, unchunked (n_jobs = 1)"
+        raise ConfigError(fidelity_key, rule, value)
 
 
 def python_settings(
@@ -181,16 +228,31 @@ def python_settings(
     its class as the sampler (what a resumed study's fingerprint compares); None is the
     default strategy."""
     values = python_values(kwargs)
+    training = _python_training(values.pop("train", None), values.pop("fidelity", None))
     if strategy is None or isinstance(strategy, str):  # None: the default, as in a config
         values["strategy"] = check(BY_PYTHON["strategy"], strategy, "strategy")
-        return build_settings(values, objective, str)
+        settings = build_settings(values, objective, str, **training)
+        check_training(settings, "fidelity", "train")
+        return settings
     from optuna.samplers import BaseSampler
 
     if not isinstance(strategy, BaseSampler):  # refused in the words a config gets
         check(BY_PYTHON["strategy"], strategy, "strategy")
     values["strategy"] = "optuna"
-    settings = build_settings(values, objective, str, sampler_object=strategy)
+    settings = build_settings(values, objective, str, sampler_object=strategy, **training)
+    check_training(settings, "fidelity", "train")
     return replace(settings, sampler=type(strategy).__name__)
+
+
+def _python_training(train: Any, fidelity: Any) -> dict[str, Any]:
+    from bitscout.study.training import fidelity_settings, train_settings
+
+    found: dict[str, Any] = {}
+    if train is not None:
+        found["train"] = train_settings(train, seed=0, python=True)
+    if fidelity is not None and fidelity is not False:
+        found["fidelity"] = fidelity_settings(fidelity, python=True)
+    return found
 
 
 def population_note(settings: StrategySettings) -> str | None:

@@ -186,6 +186,18 @@ PARAMS: tuple[Param, ...] = (
     Param("metrics", None, optional(kind(is_mapping, "must be a dict name -> function")), None),
     Param("loss_fn", None, optional(LOSS_FN), None),
     Param("max_data_bytes", None, integer(1), None),
+    Param("train", None, optional(kind(is_mapping, "must be a dict of training settings")), None),
+    Param(
+        "fidelity",
+        None,
+        optional(
+            kind(
+                lambda v: isinstance(v, bool) or is_mapping(v),
+                "must be True or a dict of ladder settings",
+            )
+        ),
+        None,
+    ),
     Param("show", None, boolean, False),
     Param("quiet", None, boolean, False),
     Param("verbose", None, boolean, False),

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import optuna
 
 from bitscout._core.registry import Registry
-from bitscout.errors import SearchFailed
+from bitscout.errors import ConfigError, SearchFailed
 from bitscout.evaluate.evaluator import Evaluator
 from bitscout.objective import Objective
 from bitscout.quant.space import Choice, SearchSpace
@@ -45,7 +45,7 @@ class SearchContext:
         start = time.perf_counter()
         try:
             evaluated = self.evaluator.evaluate_many(configs, cache=cache)
-        except SearchFailed:  # the evaluator's audit: no later number could be trusted
+        except (SearchFailed, ConfigError):  # the audit, or a bad training setting (NaN loss)
             raise
         except Exception:  # noqa: BLE001 - one candidate's failure must not stop the search
             if len(configs) > 1:  # find which candidates fail, one at a time

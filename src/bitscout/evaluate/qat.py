@@ -65,15 +65,17 @@ class TrainSettings:
 
 def lr_factor(settings: TrainSettings, step: int, total: int) -> float:
     """The learning rate's multiplier at optimizer step `step` of `total` (transformers'
-    `get_linear_schedule_with_warmup` and its siblings)."""
-    warm = settings.warmup_steps
+    `get_scheduler`: `constant` ignores `num_warmup_steps` there, so it does here)."""
+    warm, name = settings.warmup_steps, settings.lr_scheduler
+    if name == "constant":
+        return 1.0
     if step < warm:
         return step / max(1, warm)
-    if settings.lr_scheduler in ("constant", "constant_with_warmup"):
+    if name == "constant_with_warmup":
         return 1.0
+    if name == "linear":  # transformers' form: 0 once a warm-up as long as training ends
+        return max(0.0, (total - step) / max(1, total - warm))
     progress = (step - warm) / max(1, total - warm)
-    if settings.lr_scheduler == "linear":
-        return max(0.0, 1.0 - progress)
     return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
 
 
@@ -122,11 +124,6 @@ class Trainer:
     def rows(self) -> int:
         return len(self.y)
 
-    def epochs_of(self) -> int:
-        """Epochs actually trained: `num_samples` may stop the last ones early."""
-        per = self.settings.steps_per_epoch(self.rows)
-        return math.ceil(self.settings.total_batches(self.rows) / per)
-
     def train(self, model: nn.Module, identity: str, on_epoch: OnEpoch | None = None) -> int:
         """Train `model` in place; after each epoch `on_epoch(epochs_done)` may stop it.
         Returns the epochs trained. A NaN or infinite loss is refused (ConfigError)."""
@@ -137,17 +134,21 @@ class Trainer:
         total = s.steps_per_epoch(self.rows) * s.epochs
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: lr_factor(s, i, total))
         batches = s.total_batches(self.rows)
-        with torch.random.fork_rng(devices=[]):
+        # the global generators are left as they were: what ran before a candidate does not
+        # change its training, and its training does not change what runs after it
+        devices = [self.x.device] if self.x.device.type == "cuda" else []
+        done = 0
+        with torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)  # dropout and any other randomness of the forward
-            for epoch, steps in enumerate(self._epochs(gen, batches), start=1):
+            for done, steps in enumerate(self._epochs(gen, batches), start=1):
                 model.train()
                 for step, (xb, yb) in enumerate(steps):
-                    self._step(model, opt, sched, (xb, yb), (epoch, step))
+                    self._step(model, opt, sched, (xb, yb), (done, step))
                 self._flush(opt, sched)  # an epoch ends on a step: a ladder may stop here
-                if on_epoch is not None and not on_epoch(epoch):
-                    return epoch
+                if on_epoch is not None and not on_epoch(done):
+                    break
         model.eval()
-        return self.epochs_of()
+        return done
 
     def _epochs(self, gen: torch.Generator, batches: int) -> Iterator[Iterator]:
         left = batches

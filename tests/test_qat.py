@@ -151,7 +151,7 @@ def _probe_run(rows: int = 10, **settings) -> tuple[Probe, int]:
 
 def _steps(probe: Probe) -> list[float]:
     """The learning rate of each optimizer step (the weight's nonzero moves, sign flipped)."""
-    values = [*probe.seen, float(probe.w)]
+    values = [*probe.seen, float(probe.w.detach())]
     return [a - b for a, b in itertools.pairwise(values) if a != b]
 
 
@@ -161,7 +161,7 @@ def test_the_schedule_is_transformers_over_max_epochs_of_steps(name, warm):
     probe, epochs = _probe_run(epochs=3, lr_scheduler=name, warmup_steps=warm)
     assert epochs == 3 and len(probe.seen) == 15  # 10 rows / 2 = 5 steps, 3 epochs
     expected = [transformers_factor(name, k, warm, 15) for k in range(15)]
-    values = [*probe.seen, float(probe.w)]
+    values = [*probe.seen, float(probe.w.detach())]
     moves = [a - b for a, b in itertools.pairwise(values)]
     np.testing.assert_allclose(moves, expected, atol=1e-12)
 

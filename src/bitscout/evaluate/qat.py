@@ -124,6 +124,11 @@ class Trainer:
     def rows(self) -> int:
         return len(self.y)
 
+    def epochs_of(self) -> int:
+        """Epochs a full training trains: `num_samples` may stop the last ones early."""
+        per = self.settings.steps_per_epoch(self.rows)
+        return math.ceil(self.settings.total_batches(self.rows) / per)
+
     def train(self, model: nn.Module, identity: str, on_epoch: OnEpoch | None = None) -> int:
         """Train `model` in place; after each epoch `on_epoch(epochs_done)` may stop it.
         Returns the epochs trained. A NaN or infinite loss is refused (ConfigError)."""

@@ -180,7 +180,7 @@ class Trainer:
         if not torch.isfinite(loss):
             raise ConfigError(
                 "learning_rate",
-                f"made the training loss {float(loss)} at epoch {epoch}, step {step + 1}: "
+                f"made the training loss {float(loss.detach())} at epoch {epoch}, step {step + 1}: "
                 "lower the learning rate (or check the training data and loss_fn)",
                 self.settings.learning_rate,
             )

@@ -101,7 +101,9 @@ FIDELITY_PARAMS: tuple[Param, ...] = (
 
 
 def _checked(params: tuple[Param, ...], table: Any, prefix: str, python: bool) -> dict[str, Any]:
-    """`table`'s values by Python name (TOML-only keys by their TOML name), each checked."""
+    """`table`'s values by Python name (TOML-only keys by their TOML name), each checked; an
+    error names the key inside its table (`train.lr`: a bare `lr` would read as an argument
+    of `bitscout.search`)."""
     if not isinstance(table, Mapping):
         raise ConfigError(prefix, "must be a table" if not python else "must be a dict", table)
     by: dict[str, Param] = {}
@@ -110,7 +112,7 @@ def _checked(params: tuple[Param, ...], table: Any, prefix: str, python: bool) -
         if name is not None:
             by[name] = p
     check_keys(table, tuple(by), prefix)
-    return {(p.python or str(p.toml)): check(p, v, f"{prefix}.{k}" if not python else k)
+    return {(p.python or str(p.toml)): check(p, v, f"{prefix}.{k}")
             for k, v in table.items() for p in (by[k],)}  # fmt: skip
 
 

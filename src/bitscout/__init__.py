@@ -13,7 +13,9 @@ if TYPE_CHECKING:
     from bitscout.analysis.compare import compare as compare
     from bitscout.analysis.sensitivity import sensitivity as sensitivity
     from bitscout.api import Candidate as Candidate
+    from bitscout.api import FinetuneResult as FinetuneResult
     from bitscout.api import SearchResult as SearchResult
+    from bitscout.api import finetune as finetune
     from bitscout.api import register_metric as register_metric
     from bitscout.api import search as search
     from bitscout.errors import ConfigError as ConfigError
@@ -37,6 +39,8 @@ _PUBLIC = {
     "search": "bitscout.api",
     "SearchResult": "bitscout.api",
     "Candidate": "bitscout.api",
+    "finetune": "bitscout.api",
+    "FinetuneResult": "bitscout.api",
     "sensitivity": "bitscout.analysis.sensitivity",
     "SensitivityResult": "bitscout.results.sensitivity",
     "register_metric": "bitscout.api",

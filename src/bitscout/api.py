@@ -30,6 +30,8 @@ from bitscout.evaluate.metrics import METRICS, Metric, user_metric
 from bitscout.objective import objective_from
 from bitscout.quant.apply import copy_model
 from bitscout.results.console import LOGGER, Verbosity, log_console
+from bitscout.study.finetune import FinetuneResult as FinetuneResult
+from bitscout.study.finetune import finetune as finetune
 from bitscout.study.inputs import read_space as read_space
 from bitscout.study.inputs import user_metrics as user_metrics
 from bitscout.study.result import Candidate as Candidate

@@ -14,11 +14,12 @@ from typing import NoReturn
 from bitscout.cli.parser import build_parser
 from bitscout.errors import ConfigError, SearchFailed
 
-# command -> the module that runs it
+# command -> the module that runs it; `export` goes through finetune's, which exports a
+# fine-tuned directory itself and hands a run directory on to cli/export.py
 COMMANDS = {
-    "train": "train", "quantize": "train", "export": "export", "search": "search",
+    "train": "train", "quantize": "train", "export": "finetune", "search": "search",
     "report": "report", "compare": "compare", "sensitivity": "sensitivity",
-    "dashboard": "dashboard", "space": "space",
+    "dashboard": "dashboard", "space": "space", "finetune": "finetune",
 }  # fmt: skip
 
 

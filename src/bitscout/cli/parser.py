@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     quant.add_argument("--out", help="also write the hardware artifacts (as export) to DIR")
     quant.set_defaults(func="quantize")
     _add_export(sub)
+    _add_finetune(sub)
     _add_search(sub)
     _add_report(sub)
     _add_compare(sub)
@@ -58,7 +59,9 @@ Subparsers = argparse._SubParsersAction
 
 def _add_export(sub: Subparsers) -> None:
     export = sub.add_parser("export", help="write a searched config for a hardware flow")
-    export.add_argument("run_dir", help="a search's output directory")
+    export.add_argument(
+        "run_dir", help="a search's output directory, or RUN_DIR/finetune/trial_N (fine-tuned)"
+    )
     which = export.add_mutually_exclusive_group()
     which.add_argument("--trial", type=integer, help="export this trial's config")
     which.add_argument("--quant", help="export this [passes.quantize] file (default: best.toml)")
@@ -75,6 +78,20 @@ def _add_export(sub: Subparsers) -> None:
         "--rows", type=integer, default=2000, help="validation rows to verify (default %(default)s)"
     )
     export.set_defaults(func="export")
+
+
+def _add_finetune(sub: Subparsers) -> None:
+    tune = sub.add_parser(
+        "finetune", help="train searched configs (quantization-aware) and score them again"
+    )
+    tune.add_argument("run_dir", help="a search's output directory")
+    which = tune.add_mutually_exclusive_group()
+    which.add_argument("--trial", type=integer, help="fine-tune this trial's config")
+    which.add_argument("--top", type=integer, help="fine-tune the K best distinct configs")
+    tune.add_argument("--epochs", type=integer, help="epochs (default: the run's training's)")
+    tune.add_argument("--lr", type=float, help="learning rate (default: the run's training's)")
+    tune.add_argument("--config", help="the search's config, when its recorded path moved")
+    tune.set_defaults(func="finetune")
 
 
 def _add_search(sub: Subparsers) -> None:

@@ -21,6 +21,7 @@ from bitscout.export.hardware import Node, hardware
 from bitscout.export.hls4ml import to_hls4ml, verify, write_hls4ml
 from bitscout.quant.apply import QuantPlan, copy_model, parse_plan
 from bitscout.results.rundir import Run, load_run
+from bitscout.study.finetune import is_finetuned, load_finetuned
 from bitscout.study.result import inputs_of
 
 TARGETS = ("hls4ml", "checkpoint", "npz")
@@ -139,18 +140,32 @@ def run_plan(run: Run, trial: int | None, key: str = "trial") -> tuple[Any, str]
 def run_subject(run_dir: Path, trial: int | None, model: nn.Module | None, data: Any) -> Subject:
     """A run directory's plan with the float model (`model`: the searched model, or its
     architecture when the run recorded a checkpoint, loaded into a copy)."""
-    run = load_run(run_dir)
     if model is None:
         rule = (
             "is needed to export a run directory from Python: the float model (or its "
             "architecture); `bitscout export RUN_DIR` builds it from the run's config"
         )
         raise ConfigError("model", rule)
-    float_model = run.float_model(lambda: copy_model(model))
-    plan, label = run_plan(run, trial)
+    if is_finetuned(run_dir):
+        float_model, plan, label = finetuned_subject(run_dir, trial, copy_model(model))
+    else:
+        run = load_run(run_dir)
+        float_model = run.float_model(lambda: copy_model(model))
+        plan, label = run_plan(run, trial)
     dtype = floating_dtype(model)
     x = None if data is None else inputs_of(prepare(data, dtype=dtype))
     return Subject(float_model, plan, x, label)
+
+
+def finetuned_subject(
+    path: Path, trial: int | None, architecture: nn.Module, key: str = "trial"
+) -> tuple[nn.Module, Any, str]:
+    """A fine-tuned directory's float model (its model.pt in `architecture`), its best.toml's
+    plan and a label: it holds one config, so no trial is chosen."""
+    if trial is not None:
+        raise ConfigError(key, f"does not apply to a fine-tuned directory ({path})", trial)
+    model, plan = load_finetuned(path, architecture)
+    return model, plan, f"fine-tuned {path.name}"
 
 
 def default_out(run_dir: Path, trial: int | None) -> Path:
@@ -172,7 +187,9 @@ def export(
     """Write the best config (or trial `trial`'s) of a search as hardware artifacts.
 
     Args:
-        result_or_run_dir: a `SearchResult`, or a run directory (`out=` of a search).
+        result_or_run_dir: a `SearchResult`, a run directory (`out=` of a search) or a
+            fine-tuned directory (`bitscout.finetune(out=...)`, RUN_DIR/finetune/trial_N):
+            its model.pt's weights with its best.toml.
         to: targets, any of "hls4ml", "checkpoint", "npz" (a list, or joined by commas).
             precision.json is always written.
         out: the directory to write; default RUN_DIR/export (RUN_DIR/export_trial_N).

@@ -209,7 +209,7 @@ def write_report(
         f"# {title}", "## Setup", _setup(run, objective, c), f"## {heading}",
         top_table(c, run, objective) if len(c.winners) else "No feasible candidate.",
         "## Test split", test_section(c, run), *verification_section(out),
-        *sensitivity_section(out), "## Plots",
+        *finetune_section(out), *sensitivity_section(out), "## Plots",
     ] + [f"![{p.stem}](plots/{p.name})" for p in pictures]  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     if tables:
@@ -252,5 +252,42 @@ def verification_section(out: Path) -> list[str]:
 def add_verification(run_dir: Path, found: dict[str, Any]) -> Path:
     """Keep the check beside the run and rewrite its report with it."""
     write_text(run_dir / VERIFY_FILE, json.dumps(found, indent=2) + "\n")
+    return rewrite_report(run_dir)
+
+
+def rewrite_report(run_dir: Path) -> Path:
+    """report.md of a run directory written again (with what was added beside it since)."""
     run = load_run(run_dir)
     return write_report(run, run.objective, run_dir, f"bitscout report: {run_dir.name}")
+
+
+FINETUNED = "finetune"  # RUN_DIR/finetune/trial_<N>/metrics.json, written by `bitscout finetune`
+
+
+def finetune_section(out: Path) -> list[str]:
+    """Each fine-tuned config's validation metrics before (post-training) and after training,
+    and its test metrics (`bitscout finetune RUN_DIR`)."""
+    records = []
+    for path in sorted((out / FINETUNED).glob("trial_*/metrics.json")):
+        record = json.loads(path.read_text())
+        if isinstance(record, dict) and record.get("kind") == FINETUNED:
+            records.append((path.parent.name, record))
+    if not records:
+        return []
+    rows = []
+    for name, r in sorted(records, key=lambda item: int(item[1].get("trial", 0))):
+        test = r.get("test") or {}
+        for metric in r["after"]:
+            rows.append(f"| {r.get('trial', name)} | {metric} | {_number(r['before'][metric])} | "
+                        f"{_number(r['after'][metric])} | {_number(test.get(metric))} | "
+                        f"{r['epochs']} |")  # fmt: skip
+    return [
+        "## Fine-tuned",
+        "\n".join([
+            f"`bitscout finetune {out}`: each config trained from the float weights with its "
+            f"quantization in the forward pass (`{FINETUNED}/trial_<N>/`: model.pt, best.toml, "
+            "metrics.json). Before: post-training quantization; both on the validation rows.",
+            "", "| trial | metric | before | after | test | epochs |", "|---|---|---|---|---|---|",
+            *rows,
+        ]),
+    ]  # fmt: skip

@@ -1,6 +1,7 @@
 """What a search found, as `bitscout.search` returns it or `SearchResult.load(out)` rebuilds it
 from a run directory (through results/rundir.py, the one reader) without re-running."""
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,8 +12,11 @@ import pandas as pd
 import torch
 from torch import nn
 
+from bitscout._core.files import output_dir
 from bitscout.data.containers import EvalData, prepare
 from bitscout.errors import ConfigError
+from bitscout.evaluate.forward import floating_dtype
+from bitscout.evaluate.qat import TrainSettings
 from bitscout.objective import Objective
 from bitscout.quant.apply import QuantPlan, copy_model, quantize_model
 from bitscout.quant.plan import fx_name
@@ -20,7 +24,10 @@ from bitscout.quant.space import Choice, SearchSpace
 from bitscout.results.outputs import plan_table, row_config
 from bitscout.results.ranking import objective_columns, rescore, winners
 from bitscout.results.rundir import Run, load_run
+from bitscout.study.finetune import FinetuneResult, Splits, run_finetune
 from bitscout.study.run import Finished, Job
+from bitscout.study.spec import check
+from bitscout.study.training import TRAIN_PARAMS, train_settings
 
 REPR_CHOICES = 6  # a repr shows this many dimensions of the best config, then "..."
 
@@ -44,6 +51,17 @@ def inputs_of(data: EvalData) -> torch.Tensor:
     return data.x if data.x is not None else torch.cat([x for x, _ in data.batches()])
 
 
+@dataclass(frozen=True)
+class Training:
+    """What fine-tuning a search's configs reuses from its job: the training and test splits,
+    the loss and the training settings (None: a post-training search)."""
+
+    train_data: EvalData | None = None
+    test_data: EvalData | None = None
+    loss_fn: Any = None
+    settings: TrainSettings | None = None
+
+
 class SearchResult:
     """What a search found. `best` is the best feasible distinct config (for a Pareto search,
     the Pareto member best in the first metric); `pareto` the Pareto set of a multi-objective
@@ -56,6 +74,7 @@ class SearchResult:
                   [d.name for d in job.space.dimensions], job.out)  # fmt: skip
         self._setup(run, c.winners, job.space, job.model, job.data)
         self.study: optuna.Study | None = finished.study
+        self._train = Training(job.train_data, job.test_data, job.loss_fn, job.settings.train)
 
     def _setup(self, run: Run, top: pd.DataFrame, space: SearchSpace, model: nn.Module | None,
                data: EvalData | None) -> None:  # fmt: skip
@@ -89,6 +108,8 @@ class SearchResult:
         top = winners(rescore(run.trials, run.objective), run.objective, run.dimensions)
         result._setup(run, top, space, float_model, held)
         result.study = None
+        recorded = run.summary.get("train")
+        result._train = Training(settings=None if recorded is None else TrainSettings(**recorded))
         return result
 
     def _candidate(self, row: Mapping[str, Any]) -> Candidate:
@@ -189,3 +210,97 @@ class SearchResult:
             raise ConfigError("config", f"lacks the dimensions {', '.join(missing)}")
         plan = QuantPlan("name", self._space.resolved(config))
         return quantize_model(self.float_model(), plan)
+
+    def finetune(
+        self, trial: int | None = None, top: int | None = None, epochs: int | None = None,
+        lr: float | None = None, out: str | Path | None = None, *, train_data: Any = None,
+        test_data: Any = None, settings: TrainSettings | None = None,
+    ) -> list[FinetuneResult]:  # fmt: skip
+        """Fine-tune the best config (or trial `trial`'s, or the `top` best distinct feasible
+        configs) with quantization-aware training from the float weights, as
+        `bitscout.finetune` does, with the search's training settings (a post-training
+        search: the defaults) and seed; `epochs` and `lr` override them.
+
+        Args:
+            trial, top: which configs (at most one of them; default the best).
+            epochs, lr: override the training's epochs and learning rate.
+            out: where each config's `trial_<N>/` directory goes; default `<run out>/finetune`
+                (its report.md then gains a "Fine-tuned" section); nothing is written for a
+                search without a run directory unless given.
+            train_data: the training split, needed when the search kept none (a post-training
+                search, or a result loaded from its directory).
+            test_data: held-out data (default the search's test split) scored once.
+            settings: training settings to use instead of the search's (`epochs` and `lr`
+                still override them; the search's seed seeds them).
+
+        Returns:
+            One FinetuneResult per config, best first.
+        """
+        chosen = self._chosen(trial, top)
+        settings = self._finetune_settings(settings or self._train.settings, epochs, lr)
+        splits = self._splits(train_data, test_data)
+        root = self._finetune_root(out)
+        found = [
+            run_finetune(self.float_model(), plan, splits, settings, loss_fn=self._train.loss_fn,
+                         out=None if root is None else root / f"trial_{number}", trial=number,
+                         source={"run": None if self.out is None else str(self.out.resolve())})
+            for number, plan in chosen
+        ]  # fmt: skip
+        if root is not None and self.out is not None and root == self.out / "finetune":
+            from bitscout.results.report_md import rewrite_report  # matplotlib: only here
+
+            rewrite_report(self.out)
+        return found
+
+    def _chosen(self, trial: int | None, top: int | None) -> list[tuple[int, dict[str, Any]]]:
+        """(trial number, `[passes.quantize]` table) of each config to fine-tune."""
+        if trial is not None and top is not None:
+            raise ConfigError("trial", "and top exclude each other: give one", trial)
+        if trial is not None:
+            return [(trial, self.plan(trial))]
+        if top is None:
+            if self.best is None:
+                raise ConfigError("trial", f"is needed: there is no best ({self.why_no_best()})")
+            return [(self.best.trial, self.best.plan)]
+        if isinstance(top, bool) or not isinstance(top, int) or top < 1:
+            raise ConfigError("top", "must be an integer >= 1", top)
+        ranked = winners(rescore(self.trials, self.objective), self.objective,
+                         self._run.dimensions, top)  # fmt: skip
+        if ranked.empty:
+            raise ConfigError("top", f"finds no config: {self.why_no_best()}", top)
+        return [(c.trial, c.plan) for c in map(self._candidate, ranked.to_dict("records"))]
+
+    def _finetune_settings(
+        self, base: TrainSettings | None, epochs: int | None, lr: float | None
+    ) -> TrainSettings:
+        """`base` (else the defaults), seeded by the search's seed, with `epochs` and `lr`
+        (checked as `train=`'s) over it."""
+        seed = int(self.summary.get("seed") or 0)
+        base = base or train_settings({}, seed=seed, python=True)
+        params = {p.python: p for p in TRAIN_PARAMS if p.python is not None}
+        given = {field: check(params[name], value, name)
+                 for name, field, value in (("epochs", "epochs", epochs),
+                                            ("lr", "learning_rate", lr))
+                 if value is not None}  # fmt: skip
+        return dataclasses.replace(base, seed=seed, **given)
+
+    def _splits(self, train_data: Any, test_data: Any) -> Splits:
+        val = self._data
+        if val is None:
+            raise ConfigError("data", "is needed: pass it with SearchResult.load(out, data=...)")
+        dtype = floating_dtype(self.float_model())
+        train, test = (self._train.train_data, self._train.test_data)
+        if train_data is not None:
+            train = prepare(train_data, dtype=dtype, device=val.device)
+        if test_data is not None:
+            test = prepare(test_data, dtype=dtype, device=val.device)
+        if train is None:
+            rule = ("is needed: this search kept no training split (a post-training search, "
+                    "or a loaded result): pass (x, y)")  # fmt: skip
+            raise ConfigError("train_data", rule)
+        return Splits(val, train, test)
+
+    def _finetune_root(self, out: str | Path | None) -> Path | None:
+        if out is not None:
+            return output_dir(out, "out")
+        return None if self.out is None else self.out / "finetune"

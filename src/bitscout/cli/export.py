@@ -115,6 +115,18 @@ def float_model_of(run: Run, cfg: Config, data: Any) -> nn.Module:
     return run.float_model(lambda: make_model(cfg, data))
 
 
+def _export_finetuned(args: argparse.Namespace, targets: list[str]) -> int:
+    """A fine-tuned directory (`bitscout finetune`'s): its weights and its best.toml."""
+    from bitscout.cli.finetune import finetuned_subject
+
+    subject = finetuned_subject(Path(args.run_dir), args, args.config)
+    out = output_dir(args.out or Path(args.run_dir) / "export", "--out")
+    export(subject, targets, out, console)
+    if args.verify:
+        check(subject, out, args.rows, console)
+    return 0
+
+
 def subject_of_run(
     run_dir: Path, trial: int | None, quant: str | None, config: str | None
 ) -> Subject:
@@ -139,6 +151,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     targets = parse_targets(args.to)
     exporting.check_rows(args.rows, "--rows")
     run_dir = Path(args.run_dir)
+    from bitscout.study.finetune import is_finetuned
+
+    if is_finetuned(run_dir):
+        return _export_finetuned(args, targets)
     if args.trial is not None and args.quant is not None:
         raise ConfigError("--trial", "and --quant exclude each other: give one")
     subject = subject_of_run(run_dir, args.trial, args.quant, args.config)

@@ -6,7 +6,6 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from bitscout._core.files import output_dir
 from bitscout.cli.common import console
 from bitscout.errors import ConfigError
 from bitscout.zoo.plugins import display_name
@@ -57,25 +56,6 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     for each in found:
         console.print(line(each), highlight=False, soft_wrap=True)  # one line per config
     console.print(f"report written to {run_dir / 'report.md'}", highlight=False)
-    return 0
-
-
-def cmd_export(args: argparse.Namespace) -> int:
-    """`bitscout export DIR`: a fine-tuned directory here, a run directory by `cli.export`."""
-    from bitscout.cli import export as exporting
-    from bitscout.study.finetune import is_finetuned
-
-    if not is_finetuned(Path(args.run_dir)):
-        return exporting.cmd_export(args)
-    from bitscout.export.run import check_rows
-
-    targets = exporting.parse_targets(args.to)
-    check_rows(args.rows, "--rows")
-    subject = finetuned_subject(Path(args.run_dir), args, args.config)
-    out = output_dir(args.out or Path(args.run_dir) / "export", "--out")
-    exporting.export(subject, targets, out, console)
-    if args.verify:
-        exporting.check(subject, out, args.rows, console)
     return 0
 
 

@@ -14,10 +14,9 @@ from typing import NoReturn
 from bitscout.cli.parser import build_parser
 from bitscout.errors import ConfigError, SearchFailed
 
-# command -> the module that runs it; `export` goes through finetune's, which exports a
-# fine-tuned directory itself and hands a run directory on to cli/export.py
+# command -> the module that runs it
 COMMANDS = {
-    "train": "train", "quantize": "train", "export": "finetune", "search": "search",
+    "train": "train", "quantize": "train", "export": "export", "search": "search",
     "report": "report", "compare": "compare", "sensitivity": "sensitivity",
     "dashboard": "dashboard", "space": "space", "finetune": "finetune",
 }  # fmt: skip

@@ -257,15 +257,20 @@ class Evaluator:
         `on_rung(epoch, metrics)` says whether to train on; metrics are the plain path's."""
         assert self.trainer is not None
         candidate = quantize_model(self.model, QuantPlan("name", plan))
+        stopped: list[dict[str, float]] = []  # the metrics it stopped at: not scored twice
 
         def at_epoch(epoch: int) -> bool:
             if on_rung is None or epoch not in rungs:
                 return True
-            return on_rung(epoch, self._scored(plan, candidate))
+            metrics = self._scored(plan, candidate)
+            if on_rung(epoch, metrics):
+                return True
+            stopped.append(metrics)
+            return False
 
         with unfused(), one_thread():
             epochs = self.trainer.train(candidate, repr(sorted(plan.items())), at_epoch)
-        return self._scored(plan, candidate), epochs
+        return (stopped[0] if stopped else self._scored(plan, candidate)), epochs
 
     def _scored(self, plan: Plan, candidate: nn.Module) -> dict[str, float]:
         """Every metric of `candidate`, a trained model of `plan`, by the plain path."""

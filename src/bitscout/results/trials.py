@@ -26,9 +26,10 @@ if TYPE_CHECKING:
 # A source's trials frame, in the order trials finished: `state` as trials.csv writes it
 # (complete, infeasible, failed, running, waiting, pruned), `params` and `metrics` dicts
 # ({} when none), `values` the objective values (None unless complete), `cached`, and
-# `duration_s` and `reason` (missing: None or NaN, as pandas makes it).
+# `duration_s` and `reason` (missing: None or NaN, as pandas makes it), and `epochs`, those
+# the candidate trained (0 without training; a pruned one's: the rung it reached).
 TRIAL_COLUMNS = ("number", "state", "params", "metrics", "values", "cached", "duration_s",
-                 "reason")  # fmt: skip
+                 "reason", "epochs")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,8 @@ class Result:
     duration_s: float
     failure: str | None = None  # why the candidate failed (it raised, or a metric is not finite)
     reason: str = ""  # why a complete candidate is infeasible: the constraints it breaks
+    epochs: int | None = None  # epochs it trained (None: not trained)
+    pruned: bool = False  # a fidelity ladder stopped it after `epochs`: metrics of that rung
 
 
 @dataclass(frozen=True)
@@ -125,6 +128,7 @@ def _row(
     for i, _ in enumerate(objective.directions):
         col = "objective" if objective.single else f"objective_{objective.names[i]}"
         row[col] = values[i] if i < len(values) else ""
+    row["epochs"] = _cell(trial.get("epochs"))
     row["duration_s"] = _cell(trial["duration_s"])
     row["reason"] = _cell(trial["reason"])
     return row
@@ -148,7 +152,7 @@ def csv_columns(space: SearchSpace, objective: Objective, names: Sequence[str]) 
         *[f"scaled_{m}" for m in objective.names],
     ]
     columns += ["objective"] if objective.single else [f"objective_{m}" for m in objective.names]
-    return columns + ["duration_s", "reason"]
+    return columns + ["epochs", "duration_s", "reason"]
 
 
 def trial_rows(
@@ -178,6 +182,7 @@ def chunk_frame(
         parts = [c.metrics.get(m, np.full(len(c.indices), np.nan)) for c in chunks]
         cols[m] = np.concatenate(parts) if parts else np.zeros(0)
     cols.update(derived(objective, {m: cols[m] for m in names}, n))
+    cols["epochs"] = np.nan  # a chunk keeps no epochs per candidate
     cols["duration_s"] = np.nan
     failures = {int(i): why for c in chunks for i, why in c.failures.items()}
     if failures:  # a failed candidate has no metrics: no derived values either

@@ -27,6 +27,7 @@ from bitscout.quant.plan import fx_name
 from bitscout.quant.space import Choice, SearchSpace
 from bitscout.results.console import Reporter, Verbosity
 from bitscout.results.trials import Result, TrialsCsv, quiet_optuna
+from bitscout.study.fidelity import ladder_summary
 from bitscout.study.fingerprint import fingerprint
 from bitscout.study.parallel import check_shareable, fork, join
 from bitscout.study.settings import StrategySettings, population_note
@@ -379,6 +380,7 @@ def search_summary(job: Job, store: Store, tally: Tally, evaluator: Evaluator) -
         "space": job.space.table(),
         "layers": job.space.types,
         "train": None if settings.train is None else dataclasses.asdict(settings.train),
+        "ladder": ladder_summary(store, settings, evaluator.trainer),  # what a ladder spent
         # each layer's public name (trials.csv, best.toml, codes.npz, hls4ml) -> module path
         "layer_names": {fx_name(path): path for path in job.space.types},
     }

@@ -41,9 +41,13 @@ ROWS = "rows"  # a chunked token's encoded results
 COUNT = "count"  # how many candidates a chunked token stands for
 FAILURES = "failures"  # a chunked token's failed candidates: index -> reason
 METRIC_NAMES = "metric_names"  # the metric columns of ROWS
+# epochs a trained candidate reached: the full count once complete, the rung a fidelity ladder
+# pruned it at (0: its post-training score); a pruned trial with it ended (n_trials counts it)
+EPOCHS = "epochs"
+RUNGS = "rungs"  # a brute-force ladder's candidate: its metrics at each rung, by epochs
 RESERVED_ATTRS = frozenset({
     METRICS, FEASIBLE, CACHED, DURATION, REASON, FAILURE, WORKER, HEARTBEAT, CHUNK, QUOTA,
-    CLAIM, RETRY_OF, ROWS, COUNT, FAILURES, METRIC_NAMES,
+    CLAIM, RETRY_OF, ROWS, COUNT, FAILURES, METRIC_NAMES, EPOCHS, RUNGS,
 })  # fmt: skip
 ERROR, INTERRUPTED, PRUNED = "error", "interrupted", "pruned"  # values of FAILURE
 CHUNKED = "chunked"  # study attribute: one trial per chunk of candidates
@@ -88,7 +92,9 @@ def result_attrs(result: Result) -> dict[str, Any]:
     if result.failure is not None:
         return {FAILURE: ERROR, REASON: result.failure, DURATION: result.duration_s}
     own = {k: v for k, v in result.metrics.items() if k not in RESERVED_ATTRS}
-    extra = {REASON: result.reason} if result.reason else {}
+    extra: dict[str, Any] = {REASON: result.reason} if result.reason else {}
+    if result.epochs is not None:
+        extra[EPOCHS] = result.epochs
     return {
         METRICS: result.metrics,
         **own,
@@ -100,11 +106,14 @@ def result_attrs(result: Result) -> dict[str, Any]:
 
 
 def has_ended(trial: TrialRecord) -> bool:
-    """Whether a trial ran to an end: complete with its metrics, or failed by its own
+    """Whether a trial ran to an end: complete with its metrics, pruned by a fidelity ladder
+    (it spent budget; a claim lost to another worker did not), or failed by its own
     evaluation. An interrupted trial has not, even when its metrics were written before the
     interruption (it is evaluated again)."""
     if trial.state == "complete":
         return METRICS in trial.user_attrs
+    if trial.state == "pruned":
+        return EPOCHS in trial.user_attrs
     return trial.state == "failed" and trial.user_attrs.get(FAILURE) == ERROR
 
 
@@ -129,7 +138,8 @@ def finish_order(trials: Iterable[TrialRecord]) -> list[TrialRecord]:
 
 
 def csv_state(trial: TrialRecord) -> str:
-    """complete, infeasible, failed, running, waiting or pruned (lost a claim to a worker)."""
+    """complete, infeasible, failed, running, waiting or pruned (by a fidelity ladder, or a
+    claim lost to a worker)."""
     if trial.state != "complete":
         return trial.state
     return "complete" if trial.user_attrs.get(FEASIBLE, True) else "infeasible"
@@ -147,6 +157,8 @@ def row_of(trial: TrialRecord) -> dict[str, Any]:
         "cached": bool(attrs.get(CACHED, False)),
         "duration_s": attrs.get(DURATION),
         "reason": attrs.get(REASON),
+        # a candidate scored without training trained 0 epochs
+        "epochs": attrs.get(EPOCHS, 0 if METRICS in attrs else None),
     }
 
 
@@ -167,8 +179,9 @@ class Store(ABC):
     def record(
         self, config: Mapping[str, Choice], result: Result, attrs: Mapping[str, Any] | None = None
     ) -> int:
-        """Runs when a candidate has been scored: adds it as a complete (or failed) trial in
-        one write, with `attrs` besides the result's; returns its trial number."""
+        """Runs when a candidate has been scored: adds it as a complete, pruned (a fidelity
+        ladder stopped it: `result.pruned`) or failed trial in one write, with `attrs` besides
+        the result's; returns its trial number."""
 
     @abstractmethod
     def start(self, config: Mapping[str, Choice], attrs: Mapping[str, Any]) -> TrialRef:
@@ -236,7 +249,7 @@ class Store(ABC):
 
     def ended(self) -> list[TrialRecord]:
         """Trials that ran to an end (see `has_ended`): what n_trials counts."""
-        return [t for t in self.trials(("complete", "failed")) if has_ended(t)]
+        return [t for t in self.trials(("complete", "failed", "pruned")) if has_ended(t)]
 
     def done(self) -> list[TrialRecord]:
         """Complete trials that carry metrics, in the order they finished."""

@@ -153,13 +153,16 @@ class OptunaStore(Store):
         self, config: Mapping[str, Choice], result: Result, attrs: Mapping[str, Any] | None = None
     ) -> int:
         failed = result.failure is not None
+        state = TrialState.FAIL if failed else TrialState.COMPLETE
+        if result.pruned:
+            state = TrialState.PRUNED
         trial = optuna.trial.create_trial(
             params=dict(config),
             distributions=self._distributions(config),
-            values=None if failed else result.values,
+            values=None if state != TrialState.COMPLETE else result.values,
             user_attrs={WORKER: worker_id(), **(attrs or {}), **result_attrs(result)},
             constraints=None if failed else result.violations or None,
-            state=TrialState.FAIL if failed else TrialState.COMPLETE,
+            state=state,
         )
         return self.number_of(self._add(trial))
 

@@ -50,14 +50,36 @@ class SearchContext:
         except Exception:  # noqa: BLE001 - one candidate's failure must not stop the search
             if len(configs) > 1:  # find which candidates fail, one at a time
                 return [self.score_many([c], cache=cache)[0] for c in configs]
-            return [_failed(traceback.format_exc(), time.perf_counter() - start)]
+            return [failed(traceback.format_exc(), time.perf_counter() - start)]
         share = (time.perf_counter() - start) / max(1, len(configs))
-        return [self._result(metrics, cached, share) for metrics, cached in evaluated]
+        trainer = self.evaluator.trainer
+        epochs = None if trainer is None else trainer.epochs_of()  # every candidate trains fully
+        return [self.result(metrics, cached, share, epochs) for metrics, cached in evaluated]
 
-    def _result(self, metrics: dict[str, float], cached: bool, duration: float) -> Result:
+    def guarded(self, work: Callable[[], Result]) -> Result:
+        """`work`'s result for one candidate, or a failed one when it raises (the audit and a
+        bad training setting still stop the search)."""
+        start = time.perf_counter()
+        try:
+            return work()
+        except (SearchFailed, ConfigError):
+            raise
+        except Exception:  # noqa: BLE001 - one candidate's failure must not stop the search
+            return failed(traceback.format_exc(), time.perf_counter() - start)
+
+    def result(
+        self,
+        metrics: dict[str, float],
+        cached: bool,
+        duration: float,
+        epochs: int | None = None,
+        pruned: bool = False,
+    ) -> Result:
+        """A candidate's `metrics` under the objective (failed when one is not finite), after
+        `epochs` of training; `pruned`: a fidelity ladder stops it at this rung."""
         bad = [f"{k} = {v}" for k, v in metrics.items() if not math.isfinite(v)]
         if bad:
-            return _failed(f"non-finite metric: {', '.join(bad)}", duration)
+            return failed(f"non-finite metric: {', '.join(bad)}", duration)
         reason = self.objective.reason(metrics)
         return Result(
             metrics=metrics,
@@ -67,6 +89,8 @@ class SearchContext:
             cached=cached,
             duration_s=duration,
             reason=reason,
+            epochs=epochs,
+            pruned=pruned,
         )
 
     def budget(self) -> int:
@@ -101,7 +125,9 @@ class Strategy(ABC):
     def run(self, ctx: SearchContext) -> None: ...
 
 
-def _failed(reason: str, duration: float) -> Result:
+def failed(reason: str, duration: float) -> Result:
+    """The result of a candidate whose evaluation raised (`reason`: its traceback) or gave a
+    non-finite metric."""
     last = reason.strip().splitlines()[-1] if reason.strip() else "unknown error"
     return Result({}, [], {}, False, False, duration, failure=last)
 

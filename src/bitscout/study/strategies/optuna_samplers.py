@@ -13,6 +13,7 @@ from bitscout.errors import ConfigError
 from bitscout.objective import Objective
 from bitscout.quant.space import Choice, SearchSpace
 from bitscout.results.trials import Result
+from bitscout.study.fidelity import ladder_summary, make_pruner, spent_line
 from bitscout.study.settings import StrategySettings
 from bitscout.study.store.base import (
     HEARTBEAT,
@@ -69,11 +70,19 @@ class OptunaStrategy(Strategy):
     def run(self, ctx: SearchContext) -> None:
         with ctx.store.writing():
             _optimize(ctx)
+        found = ladder_summary(ctx.store, ctx.settings, ctx.evaluator.trainer)
+        if found is not None:
+            ctx.notify(spent_line(found))
 
 
 def _optimize(ctx: SearchContext) -> None:
     """Fail the dead workers' trials (queued again), then ask and tell until the budget."""
     study = ctx.store.study
+    if ctx.settings.fidelity is not None and ctx.evaluator.trainer is not None:
+        # Optuna keeps no pruner in its storage: each process's study (an extra worker's too,
+        # which runs this) takes it before its first trial
+        epochs = ctx.evaluator.trainer.epochs_of()
+        study.pruner = make_pruner(ctx.settings.fidelity, epochs)
     for dead in ctx.store.fail_stale():
         study.enqueue_trial(dict(dead.params), user_attrs={RETRY_OF: dead.number})
     if ctx.budget() <= 0 or _all_known(ctx, _known(ctx.store)):
@@ -177,7 +186,7 @@ def _objective(
     config = ctx.space.draw(lambda d: cast(Choice, trial.suggest_categorical(d.name, d.choices)))
     if (reason := ctx.space.invalid(config)) is not None:
         raise optuna.TrialPruned(f"no candidate of the space (skipped): {reason}")
-    result = ctx.score(config)
+    result = ctx.score(config) if ctx.settings.fidelity is None else _climb(ctx, trial, config)
     for key, value in result_attrs(result).items():
         trial.set_user_attr(key, value)
     heartbeat.watch(None)
@@ -186,7 +195,45 @@ def _objective(
         raise CandidateFailed(result.failure)
     for name, violation in result.violations.items():
         trial.set_constraint(name, violation)
+    if result.pruned:
+        raise optuna.TrialPruned(f"pruned after {result.epochs} epochs of training")
     return result.values[0] if ctx.objective.single else result.values
+
+
+def _climb(ctx: SearchContext, trial: optuna.Trial, config: dict[str, Choice]) -> Result:
+    """`config` up the fidelity ladder, trained once through its rungs: its objective value
+    reported at each rung (its post-training score at step 0), stopped where the study's
+    pruner says (a pruned result: that rung's metrics). A config whose full-training metrics
+    are cached (proposed again, or complete in a resumed study) is not trained again."""
+    evaluator, trainer = ctx.evaluator, ctx.evaluator.trainer
+    assert trainer is not None and ctx.settings.fidelity is not None  # settings check both
+    if evaluator.key(config) in evaluator.cache:
+        return ctx.score(config)
+    full = trainer.epochs_of()
+    rungs = ctx.settings.fidelity.rungs(full)
+    start = time.perf_counter()
+    stopped: list[Result] = []
+
+    def judge(epochs: int, metrics: dict[str, float]) -> bool:
+        result = ctx.result(metrics, False, time.perf_counter() - start, epochs, pruned=True)
+        if result.failure is None:
+            trial.report(result.values[0], step=epochs)
+            if not trial.should_prune():
+                return True
+        stopped.append(result)
+        return False
+
+    def work() -> Result:
+        if rungs[0] == 0 and not judge(0, evaluator.ptq_many([config])[0]):
+            return stopped[0]
+        training = [r for r in rungs if 0 < r < full]
+        metrics, epochs = evaluator.train_and_score(evaluator.plan(config), judge, training)
+        if stopped:
+            return stopped[0]
+        evaluator.remember(config, metrics)
+        return ctx.result(metrics, False, time.perf_counter() - start, epochs)
+
+    return ctx.guarded(work)
 
 
 def _beat(trial: optuna.Trial) -> Beat:

@@ -42,6 +42,7 @@ from bitscout.study.store.base import (
 )
 from bitscout.study.store.liveness import Heartbeat, worker_id
 from bitscout.study.strategies.base import STRATEGIES, SearchContext, Strategy
+from bitscout.study.strategies.ladder import climb
 
 BATCH = 64  # candidates evaluated together, then streamed to the store
 POLL_S = 1.0  # how often an idle worker looks for chunks freed by a dead one
@@ -136,6 +137,9 @@ class BruteForce(Strategy):
         target = min(ctx.settings.n_trials or ctx.space.size, ctx.space.size)
         size = chunk_size(ctx.space.size)
         order = search_order(ctx)
+        if ctx.settings.fidelity is not None:  # one worker, unchunked (settings.check_training)
+            climb(ctx, [order(p) for p in range(target)])
+            return
         rng = random.Random(worker_id())
         survey = Surveyor(ctx)
         full: set[int] = set()

@@ -25,6 +25,7 @@ STRATEGY = "search.strategy"
 SETUP = "search.strategy.setup"
 METRICS = "search.strategy.metrics"
 CONSTRAINTS = "search.strategy.constraints"
+RUNNER = "search.strategy.sw_runner.basic_train"
 WIDTHS = "choices must be integers in 1..32"
 FRACS = 'choices must be integers in -64..64 or "NA"'
 
@@ -119,8 +120,28 @@ CASES = [
     Case("type-direction-word", 'direction = "up"',
          (f"{SETUP}.direction", "must be one of ['maximize', 'minimize']"),
          edits=((f"{SETUP}.direction", "up"),)),
-    Case("eval-mode-false", "eval_mode = false (fine-tuning is not searched)",
-         (f"{STRATEGY}.eval_mode", "must be true"), edits=((f"{STRATEGY}.eval_mode", False),)),
+    Case("eval-mode-string", 'eval_mode = "false" (a string, not the boolean)',
+         (f"{STRATEGY}.eval_mode", "must be true or false"),
+         edits=((f"{STRATEGY}.eval_mode", "false"),)),
+    # --- quantization-aware training (eval_mode = false) ------------------------------------
+    Case("train-optimizer", "an optimizer MASE does not have",
+         (f"{RUNNER}.optimizer", "did you mean 'adam'"),
+         edits=((f"{STRATEGY}.eval_mode", False), (f"{RUNNER}.optimizer", "adma"))),
+    Case("train-epochs-negative", "max_epochs = -1",
+         (f"{RUNNER}.max_epochs", "must be an integer >= 1"),
+         edits=((f"{STRATEGY}.eval_mode", False), (f"{RUNNER}.max_epochs", -1))),
+    Case("train-lr-zero", "learning_rate = 0",
+         (f"{RUNNER}.learning_rate", "must be a finite number > 0"),
+         edits=((f"{STRATEGY}.eval_mode", False), (f"{RUNNER}.learning_rate", 0))),
+    Case("train-key-typo", "`max_epoch` for `max_epochs`",
+         (f"{RUNNER}.max_epoch", "did you mean 'max_epochs'"),
+         edits=((f"{STRATEGY}.eval_mode", False), (f"{RUNNER}.max_epoch", 3))),
+    Case("fidelity-without-training", "a fidelity ladder with eval_mode = true",
+         (f"{STRATEGY}.fidelity", "needs quantization-aware training"),
+         edits=((f"{STRATEGY}.fidelity", {"min_epochs": 1}),)),
+    Case("fidelity-key-typo", "`reduction` for `reduction_factor`",
+         (f"{STRATEGY}.fidelity.reduction", "did you mean 'reduction_factor'"),
+         edits=((f"{STRATEGY}.eval_mode", False), (f"{STRATEGY}.fidelity.reduction", 3))),
     # --- empty choice lists and missing tables --------------------------------------------
     Case("empty-width-choices", "weight_width = []",
          (f"{LAYER}.weight_width", "must be a non-empty list of choices"),

@@ -183,6 +183,44 @@ SETUP_OPTIONS = {
 }
 
 
+# MASE's `sw_runner.basic_train` keys: a short training (at most 2 epochs of a few hundred
+# rows), or now and then a bad value (1e30 may make the loss NaN: one line too)
+BASIC_TRAIN = {
+    "max_epochs": mostly(st.integers(1, 2), st.sampled_from([0, -1, "2", 1.5])),
+    "learning_rate": mostly(
+        st.sampled_from([1e-3, 1e-2]), st.sampled_from([0, -1e-3, math.inf, 1e30])
+    ),
+    "optimizer": mostly(st.sampled_from(["adam", "adamw", "sgd", "ADAM"]), st.just("adma"), JUNK),
+    "weight_decay": mostly(st.sampled_from([0.0, 1e-4]), st.sampled_from([-1, math.nan])),
+    "batch_size": mostly(st.sampled_from([16, 64]), st.sampled_from([0, "64"])),
+    "lr_scheduler": mostly(
+        st.sampled_from(["linear", "cosine", "constant", "constant_with_warmup"]), JUNK
+    ),
+    "num_warmup_steps": mostly(st.integers(0, 3), st.just(-1)),
+    "gradient_accumulation_steps": mostly(st.integers(1, 2), st.just(0)),
+    "num_samples": mostly(st.sampled_from([-1, 100, 1000000]), st.sampled_from([0, -2])),
+    "name": mostly(st.just("accuracy"), st.just(3)),
+    "data_loader": mostly(st.just("train_dataloader"), st.just("val_dataloader")),
+}
+
+
+@st.composite
+def basic_train(draw: st.DrawFn) -> dict[str, Any]:
+    table = {k: draw(v) for k, v in BASIC_TRAIN.items() if draw(st.integers(0, 2)) == 0}
+    if draw(rarely()):
+        table["max_epoch"] = 2
+    return table
+
+
+@st.composite
+def fidelity(draw: st.DrawFn) -> dict[str, Any]:
+    return {
+        "pruner": draw(mostly(st.sampled_from(["successive_halving", "hyperband"]), JUNK)),
+        "min_epochs": draw(mostly(st.just(1), st.just(0))),
+        "reduction_factor": draw(mostly(st.just(2), st.just(1))),
+    }
+
+
 @st.composite
 def strategy(draw: st.DrawFn) -> dict[str, Any]:
     setup: dict[str, Any] = {
@@ -202,10 +240,15 @@ def strategy(draw: st.DrawFn) -> dict[str, Any]:
         setup["n_trial"] = 3
     table: dict[str, Any] = {
         "name": draw(mostly(st.sampled_from(["optuna", "bruteforce"]), st.just("genetic"), JUNK)),
-        "eval_mode": draw(mostly(st.just(True), JUNK)),
+        # false: quantization-aware training of every candidate, a quarter of the time
+        "eval_mode": draw(mostly(st.sampled_from([True, True, True, False]), JUNK)),
         "setup": draw(JUNK) if draw(rarely()) else setup,
         "metrics": draw(mostly(metric_table(), JUNK)),
     }
+    if table["eval_mode"] is False or draw(rarely()):
+        table["sw_runner"] = {"basic_train": draw(mostly(basic_train(), JUNK))}
+    if table["eval_mode"] is False and draw(st.integers(0, 5)) == 0:
+        table["fidelity"] = draw(mostly(fidelity(), JUNK))
     if draw(st.integers(0, 3)) == 0:
         names = mostly(st.sampled_from(METRIC_NAMES), st.just("speed"))
         table["constraints"] = draw(st.dictionaries(names, CONSTRAINT, max_size=2))

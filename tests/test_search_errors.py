@@ -82,7 +82,27 @@ SEARCH_ERRORS = [
     ("trials-0", _noop, ("--trials", "0"), "--trials", ">= 1"),
     ("seed-negative", _noop, ("--seed=-1",), "--seed", ">= 0"),
     ("n_trials-0", _setup(n_trials=0), (), "search.strategy.setup.n_trials", ">= 1"),
-    ("eval_mode-false", _strategy(eval_mode=False), (), "search.strategy.eval_mode", "true"),
+    (
+        "eval_mode-string",
+        _strategy(eval_mode="false"),
+        (),
+        "search.strategy.eval_mode",
+        "must be true or false",
+    ),
+    (
+        "basic_train-optimizer",
+        _strategy(eval_mode=False, sw_runner={"basic_train": {"optimizer": "adamm"}}),
+        (),
+        "search.strategy.sw_runner.basic_train.optimizer",
+        "did you mean 'adam'",
+    ),
+    (
+        "basic_train-epochs",
+        _strategy(eval_mode=False, sw_runner={"basic_train": {"max_epochs": -1}}),
+        (),
+        "search.strategy.sw_runner.basic_train.max_epochs",
+        ">= 1",
+    ),
     (
         "setup-typo",
         _setup(n_trails=48),

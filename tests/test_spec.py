@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 
 import optuna
@@ -16,7 +17,7 @@ from torch import nn
 
 import bitscout
 from bitscout.errors import ConfigError
-from bitscout.study.settings import parse_settings
+from bitscout.study.settings import parse_settings, python_settings
 
 SETUP = "search.strategy.setup"
 
@@ -108,6 +109,82 @@ def test_the_parity_table_covers_every_parameter_both_doors_take():
 
     both = {(p.python, p.toml) for p in PARAMS if p.python and p.toml}
     assert both == {(kwarg, toml) for kwarg, toml, _ in PARITY}
+
+
+# train= and fidelity= (Python names, keys of a dict) against [search.strategy.sw_runner.
+# basic_train] and [search.strategy.fidelity] (MASE's names): (table, Python, TOML, bad value)
+RUNNER, LADDER = "search.strategy.sw_runner.basic_train", "search.strategy.fidelity"
+TRAIN_PARITY = [
+    *(("train", "epochs", "max_epochs", bad) for bad in (0, -1, 2.5, True, "3")),
+    *(("train", "lr", "learning_rate", bad) for bad in (0, -1e-3, math.inf, math.nan, "fast")),
+    ("train", "optimizer", "optimizer", "adma"),
+    ("train", "optimizer", "optimizer", 3),
+    ("train", "weight_decay", "weight_decay", -0.1),
+    ("train", "weight_decay", "weight_decay", math.inf),
+    ("train", "batch_size", "batch_size", 0),
+    ("train", "lr_scheduler", "lr_scheduler", "step"),
+    ("train", "warmup_steps", "num_warmup_steps", -1),
+    ("train", "accumulation", "gradient_accumulation_steps", 0),
+    ("train", "num_samples", "num_samples", 0),
+    ("train", "num_samples", "num_samples", -2),
+    ("fidelity", "pruner", "pruner", "median"),
+    ("fidelity", "min_epochs", "min_epochs", 0),
+    ("fidelity", "reduction_factor", "reduction_factor", 1),
+    ("fidelity", "ptq_rung", "ptq_rung", "yes"),
+]
+
+
+def _training_doors(table: str, python: dict, toml: dict) -> tuple:
+    """What `bitscout.search(train=..., fidelity=...)` and `parse_settings` make of a table
+    (its settings, or the ConfigError)."""
+    kwargs = {"train": python if table == "train" else {},
+              "fidelity": python if table == "fidelity" else None}  # fmt: skip
+    strategy = {"eval_mode": False, "metrics": {"accuracy": {"scale": 1.0}},
+                "sw_runner": {"basic_train": toml if table == "train" else {}},
+                **({"fidelity": toml} if table == "fidelity" else {})}  # fmt: skip
+    objective = parse_settings({"strategy": {"metrics": {"accuracy": {"scale": 1.0}}}}, 0).objective
+    found = []
+    for make in (lambda: python_settings("tpe", objective, **kwargs),
+                 lambda: parse_settings({"strategy": strategy}, 0)):  # fmt: skip
+        try:
+            found.append(make())
+        except ConfigError as err:
+            found.append(err)
+    return tuple(found)
+
+
+@pytest.mark.parametrize(("table", "kwarg", "toml", "bad"), TRAIN_PARITY, ids=repr)
+def test_a_bad_training_value_gets_the_same_message_from_both_doors(table, kwarg, toml, bad):
+    python, config = _training_doors(table, {kwarg: bad}, {toml: bad})
+    prefix = RUNNER if table == "train" else LADDER
+    assert (python.key, config.key) == (f"{table}.{kwarg}", f"{prefix}.{toml}")
+    assert python.rule == config.rule
+    assert python.value == config.value or (python.value is bad and config.value is bad)
+
+
+def test_the_training_parity_table_covers_every_setting_both_doors_take():
+    from bitscout.study.training import FIDELITY_PARAMS, TRAIN_PARAMS
+
+    for table, params in (("train", TRAIN_PARAMS), ("fidelity", FIDELITY_PARAMS)):
+        both = {(p.python, p.toml) for p in params if p.python and p.toml}
+        assert both == {(k, t) for name, k, t, _ in TRAIN_PARITY if name == table}
+
+
+def test_training_tables_accept_and_default_alike():
+    for table, python, toml in (
+        ("train", {}, {}),
+        ("train", {"epochs": 5, "lr": 0.1, "optimizer": "SGD", "num_samples": -1},
+         {"max_epochs": 5, "learning_rate": 0.1, "optimizer": "sgd", "num_samples": -1}),
+        ("fidelity", {}, {}),
+        ("fidelity", {"pruner": "hyperband", "ptq_rung": False},
+         {"pruner": "hyperband", "ptq_rung": False}),
+    ):  # fmt: skip
+        python_settings_, toml_settings = _training_doors(table, python, toml)
+        assert python_settings_.train == toml_settings.train
+        assert python_settings_.fidelity == toml_settings.fidelity
+    # MASE's record-only keys belong to the TOML table
+    python, _ = _training_doors("train", {"name": "accuracy"}, {"name": "accuracy"})
+    assert isinstance(python, ConfigError) and python.key == "train.name"
 
 
 @pytest.mark.parametrize("bad", ["tpee", "brutefroce", "Optunaa", "", 3])

@@ -228,6 +228,15 @@ def test_train_without_train_data_is_refused(model, tmp_path):
     assert err.value.key == "train_data" and "is required" in str(err.value)
 
 
+def test_train_data_too_large_to_hold_is_refused(model, reference):
+    dataset = torch.utils.data.TensorDataset(*TRAIN_DATA)
+    with pytest.raises(ConfigError) as err:
+        _search(model, train_data=dataset, max_data_bytes=1000)
+    assert err.value.key == "train_data" and "max_data_bytes" in str(err.value)
+    found = _search(model, strategy="bruteforce", train_data=dataset)  # held: it fits
+    pd.testing.assert_frame_equal(_by_config(found.trials), reference)  # as the (x, y) pair
+
+
 @pytest.mark.xfail(
     strict=True,
     reason="api._job checks train_data= without train= but not train= without train_data=: "

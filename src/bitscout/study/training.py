@@ -143,9 +143,13 @@ def make_trainer(job: "Job") -> Trainer | None:
     if train is None:
         return None
     data = job.train_data
-    if data is None or data.x is None or data.y is None:
+    if data is None:
         raise ConfigError("train_data", "is required to train candidates: pass the training "
                           "split (x, y), held in memory")  # fmt: skip
+    if data.x is None or data.y is None:  # a Dataset above max_data_bytes, read batch by batch
+        rule = (f"must be held in memory to train on: its {data.rows} rows exceed "
+                "max_data_bytes (raise it, or pass fewer rows)")  # fmt: skip
+        raise ConfigError("train_data", rule)
     return Trainer(data.x, data.y, train, job.loss_fn)
 
 

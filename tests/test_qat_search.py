@@ -80,6 +80,7 @@ def test_training_changes_the_scores(model, reference):
         ("tpe", 4),
         ("random", 4),
         ("nsgaii", 4),
+        ("nsgaiii", 4),
         ("qmc", 4),
         ("grid", 4),
         ("gp", 3),

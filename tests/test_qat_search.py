@@ -249,6 +249,14 @@ def test_train_without_train_data_writes_nothing(model, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_a_model_with_nothing_to_train_is_refused():
+    torch.manual_seed(0)
+    frozen = Tiny().requires_grad_(False)
+    with pytest.raises(ConfigError) as err:
+        _search(frozen, strategy="bruteforce")
+    assert err.value.key == "model" and "requires grad" in str(err.value)
+
+
 @pytest.mark.parametrize("how", ["loss_fn", "lr"])
 def test_a_loss_that_becomes_nan_stops_the_search_with_a_config_error(model, how):
     kw = {"loss_fn": lambda out, y: F.cross_entropy(out, y) * float("nan")}

@@ -94,6 +94,9 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
 
 def make_optimizer(model: nn.Module, settings: TrainSettings) -> torch.optim.Optimizer:
     groups = param_groups(model, settings.weight_decay)
+    if not any(g["params"] for g in groups):  # else every candidate fails in backward()
+        rule = "has no parameter that requires grad: quantization-aware training moves none"
+        raise ConfigError("model", rule, type(model).__name__)
     lr = settings.learning_rate
     if settings.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=lr)
@@ -131,7 +134,8 @@ class Trainer:
 
     def train(self, model: nn.Module, identity: str, on_epoch: OnEpoch | None = None) -> int:
         """Train `model` in place; after each epoch `on_epoch(epochs_done)` may stop it.
-        Returns the epochs trained. A NaN or infinite loss is refused (ConfigError)."""
+        Returns the epochs trained. A NaN or infinite loss, or a model with nothing to train,
+        is refused (ConfigError)."""
         s = self.settings
         seed = candidate_seed(s.seed, identity)
         gen = torch.Generator().manual_seed(seed)

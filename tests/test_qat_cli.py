@@ -242,6 +242,16 @@ def test_a_bad_training_setting_is_one_line(tmp_path, capsys, edits, words):
     assert not out.exists()
 
 
+def test_a_flag_that_makes_the_ladder_unclimbable_is_one_line(tmp_path, capsys):
+    doc = _qat_doc({**MASE_TABLE, "max_epochs": 2})
+    edit(doc, f"{STRATEGY}.fidelity", {"min_epochs": 1})
+    config = write_config(tmp_path / "c.toml", doc)
+    out = tmp_path / "run"
+    argv = ["search", str(config), "--out", str(out), "--strategy", "greedy"]
+    _one_line(run_cli(argv, capsys), f"{STRATEGY}.fidelity", "Optuna's samplers and bruteforce")
+    assert not out.exists()
+
+
 def test_eval_mode_false_without_a_train_split_is_one_line(plug, capsys):
     config = write_config(plug / "c.toml", _plug_doc("net.py:val_only"))
     out = plug / "run"

@@ -18,7 +18,7 @@ from bitscout.errors import ConfigError
 from bitscout.quant.space import parse_space
 from bitscout.results.rundir import file_sha256  # the checksum the run reader checks
 from bitscout.study.parallel import check_shareable
-from bitscout.study.settings import StrategySettings, parse_settings
+from bitscout.study.settings import KEY, StrategySettings, check_training, parse_settings
 from bitscout.study.spec import BY_PYTHON, BY_TOML, OURS, check, strategy_pair
 from bitscout.zoo.data import Splits, data_warnings, load_dataset
 from bitscout.zoo.models import build_model
@@ -64,7 +64,10 @@ def check_search(cfg: Config, overrides: Overrides) -> StrategySettings:
     if not cfg.search:
         raise ConfigError("search", "table is required for `bitscout search`")
     check_keys(cfg.search, ("search_space", "strategy"), "search")
-    return apply_overrides(parse_settings(cfg.search, cfg.seed, cfg.batch_size), overrides)
+    settings = apply_overrides(parse_settings(cfg.search, cfg.seed, cfg.batch_size), overrides)
+    # `--strategy greedy` would otherwise run a config's fidelity ladder without climbing it
+    check_training(settings, f"{KEY}.fidelity", f"{KEY}.eval_mode")
+    return settings
 
 
 def load_data(cfg: Config, console: Console | None = None) -> Splits:

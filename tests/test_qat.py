@@ -20,7 +20,7 @@ from bitscout.errors import ConfigError
 from bitscout.evaluate.evaluator import Evaluator
 from bitscout.evaluate.qat import Trainer, TrainSettings, lr_factor, param_groups
 from bitscout.quant.formats import Integer
-from bitscout.quant.layers import LayerQuant, QuantLinear
+from bitscout.quant.layers import LayerQuant, QuantLinear, to_quant
 from bitscout.quant.space import parse_space
 
 # --- the reference: one SGD step written out in numpy ------------------------------------
@@ -104,6 +104,22 @@ def test_accumulator_and_result_casts_pass_the_gradient_straight_through():
     weight, bias = _expected(logits, xq)
     np.testing.assert_allclose(model[0].weight.detach().double().numpy(), weight, atol=1e-6)
     np.testing.assert_allclose(model[0].bias.detach().double().numpy(), bias, atol=1e-6)
+
+
+def test_a_result_typed_convolution_passes_the_gradient_straight_through():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(2, 3, 3)
+    quant = LayerQuant(data_in=Integer(4, 2), weight=Integer(4, 2), result=Integer(5, 1))
+    layer = to_quant(conv, quant)
+    x = torch.randn(2, 2, 5, 5)
+    upstream = torch.randn(2, 3, 3, 3)
+    (layer(x) * upstream).sum().backward()
+    # the reference: the float convolution of the quantized operands, its result cast ignored
+    xq = torch.tensor(fixed(x.double().numpy(), 4, 2))
+    wq = torch.tensor(fixed(conv.weight.detach().double().numpy(), 4, 2)).requires_grad_()
+    (F.conv2d(xq, wq, conv.bias.detach().double()) * upstream.double()).sum().backward()
+    assert layer.weight.grad is not None and bool((layer.weight.grad != 0).any())
+    torch.testing.assert_close(layer.weight.grad.double(), wq.grad, atol=1e-5, rtol=1e-5)
 
 
 # --- MASE's semantics -------------------------------------------------------------------

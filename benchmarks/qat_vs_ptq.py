@@ -2,7 +2,9 @@
 quantization and after quantization-aware training from the float weights.
 
     python benchmarks/qat_vs_ptq.py [--configs 200] [--epochs 3] [--lr 1e-3] [--ste clipped]
-                                    [--out /tmp/qat_vs_ptq] [--plot docs/qat_vs_ptq.png]
+                                    [--out /tmp/qat_vs_ptq] [--plot OUT/qat_vs_ptq.png]
+
+README's figure is `--plot docs/qat_vs_ptq.png` with the other options at their defaults.
 
 Two cases, each searched twice by `bitscout.search` with the same strategy, seed and space, once
 without and once with `train=` (so both runs score the same configs):
@@ -305,9 +307,10 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--ste", choices=("identity", "clipped"), default="identity")
     parser.add_argument("--out", type=Path, default=Path("/tmp/qat_vs_ptq"))
-    parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "qat_vs_ptq.png")
+    parser.add_argument("--plot", type=Path, help="the figure (default: OUT/qat_vs_ptq.png)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    plot = args.plot or args.out / "qat_vs_ptq.png"
     print(f"command: python {' '.join(sys.argv)}")
     print(f"machine: {os.cpu_count()} CPUs, load average {loadavg()}")
     if args.ste == "clipped":
@@ -318,8 +321,8 @@ def main() -> None:
         case = make()
         table, s = compared(case, settings, args.out)
         results.append((case, table, s))
-    draw(results, args.plot)
-    print(f"\nCSVs in {args.out}, figure {args.plot} ({args.plot.stat().st_size // 1024} KB); "
+    draw(results, plot)
+    print(f"\nCSVs in {args.out}, figure {plot} ({plot.stat().st_size // 1024} KB); "
           f"load average at the end {loadavg()}")  # fmt: skip
 
 

@@ -60,6 +60,7 @@ from bitscout.zoo.train import train
 ROOT = Path(__file__).resolve().parents[1]
 OBJECTIVE = {"accuracy": 1.0, "average_bitwidth": -0.01}  # digits_mlp.toml's
 POINT = 0.01  # "equal accuracy": within one point of the float model's
+GOOD = 0.05  # the configs a search would choose among: within 5 points of float under PTQ
 TARGETS = (0.0, 0.01, 0.02, 0.05)  # below float accuracy: the bits each needs, PTQ and QAT
 JSC_LAYER = {
     "name": ["integer"],
@@ -210,15 +211,18 @@ def markdown(frame: pd.DataFrame) -> str:
 
 
 def summary(table: pd.DataFrame, float_acc: float) -> dict[str, Any]:
-    """Kendall's tau between the rankings, and QAT against PTQ at <= 4 average bits."""
+    """Kendall's tau between the rankings (of all configs, and of those PTQ puts within
+    GOOD of float accuracy, where the winners are), and QAT against PTQ at <= 4 average bits."""
     tau = kendalltau(table["ptq_accuracy"], table["qat_accuracy"])
+    good = table[table["ptq_accuracy"] >= float_acc - GOOD]
+    tau_good = kendalltau(good["ptq_accuracy"], good["qat_accuracy"]).statistic
     low = table[table["average_bitwidth"] <= 4]
     gain = low["qat_accuracy"] - low["ptq_accuracy"]
     accuracies = table[["ptq_accuracy", "qat_accuracy"]].to_numpy()
     return {
         "configs": len(table), "float_accuracy": float_acc, "tau": tau.statistic,
-        "tau_p": tau.pvalue, "low_n": len(low), "low_ge": int((gain >= 0).sum()),
-        "low_worse": int((gain < -POINT).sum()),
+        "tau_p": tau.pvalue, "good_n": len(good), "tau_good": tau_good, "low_n": len(low),
+        "low_ge": int((gain >= 0).sum()), "low_worse": int((gain < -POINT).sum()),
         "low_gain": float(gain.median()) if len(low) else math.nan,
         "nan": int(pd.isna(accuracies).sum()),
     }  # fmt: skip
@@ -254,6 +258,8 @@ def show(case: Case, table: pd.DataFrame, s: dict, seconds: dict[str, Any]) -> N
           f"{seconds['again']:.1f} s; QAT rerun identical: {seconds['same']}")  # fmt: skip
     print(f"Kendall's tau (PTQ vs QAT accuracy) {s['tau']:.3f} (p = {s['tau_p']:.2g}); "
           f"NaN accuracies: {s['nan']}")  # fmt: skip
+    print(f"... among the {s['good_n']} configs PTQ puts within {GOOD * 100:g} points of float: "
+          f"{s['tau_good']:.3f}")  # fmt: skip
     print(f"<= 4 average bits: {s['low_n']} configs, QAT >= PTQ in {s['low_ge']}, QAT worse "
           f"by > 1 point in {s['low_worse']}, median gain {s['low_gain']:+.4f}\n")  # fmt: skip
     print(markdown(bits_needed(table, s["float_accuracy"])) + "\n")

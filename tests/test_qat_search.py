@@ -148,12 +148,6 @@ def test_a_resumed_search_reuses_its_recorded_candidates(model, reference, tmp_p
     pd.testing.assert_frame_equal(_by_config(frame), reference.loc[_by_config(frame).index])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a resumed Optuna sampler is built with the search's seed again, so its first "
-    "proposals replay the recorded trials' (cached, nothing new learnt): optuna_samplers.py "
-    "should seed a resumed sampler by the seed and the trials already stored",
-)
 def test_a_resumed_sampler_does_not_replay_its_first_proposals(model, tmp_path):
     out = tmp_path / "run"
     _search(model, strategy="random", trials=2, out=out)
@@ -238,11 +232,6 @@ def test_train_data_too_large_to_hold_is_refused(model, reference):
     pd.testing.assert_frame_equal(_by_config(found.trials), reference)  # as the (x, y) pair
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="api._job checks train_data= without train= but not train= without train_data=: "
-    "run.make_evaluator refuses it after `out` is created",
-)
 def test_train_without_train_data_writes_nothing(model, tmp_path):
     with pytest.raises(ConfigError):
         _search(model, train={}, train_data=None, out=tmp_path / "run")

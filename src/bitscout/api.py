@@ -275,6 +275,8 @@ def _job(
     )  # fmt: skip
     if settings.train is None and train_data is not None:
         raise ConfigError("train_data", "is used by train= only (quantization-aware training)")
+    if settings.train is not None and train_data is None:
+        raise ConfigError("train_data", "is required with train=: the training split (x, y)")
     return Job(
         model=copy_model(model).eval(),  # the caller's model keeps even its training flag
         data=prepare(data, dtype=dtype, device=device, max_bytes=max_data_bytes),

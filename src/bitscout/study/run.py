@@ -5,6 +5,7 @@ when the job has an output directory."""
 
 import contextlib
 import dataclasses
+import hashlib
 import importlib
 import sys
 import threading
@@ -166,8 +167,21 @@ def open_job_store(job: Job, storage: Any, console: Console) -> Store:
         Path(storage).parent.mkdir(parents=True, exist_ok=True)
     notify = lambda message: console.print(message, highlight=False)  # noqa: E731
     meta = fingerprint(job, metric_names(job))
-    return open_store(storage, job.study_name, job.settings.objective, meta, job.space, sampler,
-                      notify=notify)  # fmt: skip
+    store = open_store(storage, job.study_name, job.settings.objective, meta, job.space, sampler,
+                       notify=notify)  # fmt: skip
+    stored = len(store.trials())
+    if stored and sampler is not None and job.settings.sampler_object is None:
+        # the search's seed again would replay the proposals its first trials already made
+        reseeded = dataclasses.replace(job.settings, seed=resumed_seed(job.settings.seed, stored))
+        store.study.sampler = strategy.sampler(reseeded, job.space, job.settings.objective)
+    return store
+
+
+def resumed_seed(seed: int, stored: int) -> int:
+    """A resumed sampler's seed: the search's, mixed with how many trials the study holds, so
+    each resume draws anew and the same resume draws the same."""
+    digest = hashlib.sha256(f"{seed}:{stored}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
 
 
 def describe(settings: StrategySettings) -> str:

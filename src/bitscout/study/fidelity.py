@@ -31,12 +31,22 @@ def kept(count: int, eta: int) -> int:
     return max(1, count // eta)
 
 
-def promotes(value: float, competing: Sequence[float], eta: int, maximize: bool) -> bool:
-    """Whether `value` goes on from its rung: it is among the best `kept` of `competing`,
-    the values recorded at that rung so far, `value` included."""
+def bar(competing: Sequence[float], eta: int, maximize: bool) -> float:
+    """The value to reach to go on from a rung where `competing` were recorded: the
+    `kept`-th best of them."""
     ranked = sorted(competing)
     k = kept(len(ranked), eta)
-    return value >= ranked[-k] if maximize else value <= ranked[k - 1]
+    return ranked[-k] if maximize else ranked[k - 1]
+
+
+def reaches(value: float, threshold: float, maximize: bool) -> bool:
+    return value >= threshold if maximize else value <= threshold
+
+
+def promotes(value: float, competing: Sequence[float], eta: int, maximize: bool) -> bool:
+    """Whether `value` goes on from its rung: it is among the best `kept` of `competing`,
+    the values recorded at that rung so far, `value` included (ties at the cut go on)."""
+    return reaches(value, bar(competing, eta, maximize), maximize)
 
 
 class RungPruner(BasePruner):

@@ -2,13 +2,14 @@
 `n_trials` candidates of its search order) at once.
 
 Every candidate gets its post-training score (rung 0, the fast engine in batches); at each
-rung the best `kept(n, reduction_factor)` of the candidates there go on (`promotes`, the rule
-Optuna's samplers meet through their pruner, ties cut by search order so that exactly that
-many go on), and are trained from the float weights to the next rung's epochs; the last
-rung is full training. Every candidate ends as one trial: pruned at the rung it reached, with
-that rung's metrics, or complete. Each carries its metrics at every rung it was scored at
-(`RUNGS`), so an interrupted ladder, run again, reuses what it recorded, recomputes the rest
-(training is deterministic per candidate) and ends with the same trials and winner.
+rung the best `kept(n, reduction_factor)` of the candidates there go on (`promotes`'s `bar`,
+the rule Optuna's samplers meet through their pruner; ties cut by search order, so that
+exactly that many go on), and are trained from the float weights to the next rung's epochs;
+the last rung is full training. Every candidate ends as one trial: pruned at the rung it
+reached, with that rung's metrics, or complete. Each carries its metrics at every rung it was
+scored at (`RUNGS`), so an interrupted ladder, run again, reuses what it recorded,
+recomputes the rest (training is deterministic per candidate) and ends with the same trials
+and winner.
 """
 
 import time
@@ -18,7 +19,7 @@ from typing import Any
 
 from bitscout.quant.space import Config
 from bitscout.results.trials import Result
-from bitscout.study.fidelity import kept, ladder_summary, promotes, spent_line
+from bitscout.study.fidelity import bar, kept, ladder_summary, reaches, spent_line
 from bitscout.study.store.base import EPOCHS, REASON, RUNGS, TrialRecord
 from bitscout.study.strategies.base import SearchContext, failed
 
@@ -42,8 +43,9 @@ def climb(ctx: SearchContext, order: Sequence[int]) -> None:
                 return  # timed out
             final = epochs == rungs[-1]
             going = [] if final else _promoted(ctx, alive, results, known)
+            stays = set(going)
             for index in alive:
-                if index not in going and index not in known:
+                if index not in stays and index not in known:
                     _record(ctx, index, results[index], history, pruned=not final)
             alive = going
     summary = ladder_summary(ctx.store, ctx.settings, trainer)
@@ -70,10 +72,13 @@ def _promoted(
     maximize = ctx.objective.directions[0] == "maximize"
     scored = [i for i in alive if results[i].failure is None]
     values = [results[i].values[0] for i in scored]
+    if not values:
+        return []
+    threshold = bar(values, eta, maximize)  # `promotes` for each, the values sorted once
     able = [
         i
         for i, v in zip(scored, values, strict=True)
-        if promotes(v, values, eta, maximize) and _may_go_on(known.get(i), results[i])
+        if reaches(v, threshold, maximize) and _may_go_on(known.get(i), results[i])
     ]
     sign = -1.0 if maximize else 1.0
     position = {index: p for p, index in enumerate(alive)}

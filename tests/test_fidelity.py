@@ -242,3 +242,13 @@ def test_hyperband_runs(digits):
     assert result.best is not None and result.best.trial in set(
         trials.loc[trials["state"] == "complete", "number"]
     )
+
+
+def test_epochs_column_without_a_ladder(digits):
+    """trials.csv's epochs: 0 for post-training quantization, the full count when every
+    candidate trains fully."""
+    ptq = bitscout.search(digits["model"], digits["val"], SPACE, strategy="random", trials=3,
+                          quiet=True)  # fmt: skip
+    assert list(ptq.trials["epochs"]) == [0, 0, 0] and ptq.summary["ladder"] is None
+    qat = _search(digits, trials=3, fidelity=None, strategy="random")
+    assert list(qat.trials["epochs"]) == [EPOCHS_FULL] * 3 and qat.summary["ladder"] is None

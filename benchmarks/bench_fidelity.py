@@ -14,6 +14,7 @@ is trained `--epochs` epochs from the float weights (`train=`, 1,077 training ro
   optimum of the space under that seed);
 - ladder: the brute force with `fidelity=True` (post-training rung, then 1, 3, `--epochs`
   epochs, reduction factor 3);
+- ladder eta 2: the same with reduction factor 2 (rungs 0, 1, 2, 4, 8, `--epochs`);
 - tpe+sh: TPE with `fidelity=True` (successive halving at the same rungs), `--tpe-trials`
   trials.
 
@@ -102,6 +103,7 @@ def main() -> None:
     searches: dict[str, dict[str, Any]] = {
         "full": {"strategy": "bruteforce"},
         "ladder": {"strategy": "bruteforce", "fidelity": True},
+        "ladder eta 2": {"strategy": "bruteforce", "fidelity": {"reduction_factor": 2}},
         "tpe+sh": {"strategy": "tpe", "fidelity": True, "trials": args.tpe_trials},
     }
     print("| seed | search | trials | epochs trained | share of full | wall s | best accuracy "

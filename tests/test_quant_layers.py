@@ -207,10 +207,14 @@ def test_straight_through_gradients_through_a_layer():
     x = (torch.randn(6, 4) * 5).requires_grad_()
     q(x).sum().backward()
     qx, qw = ref_tensor(x, FULL.data_in), ref_tensor(layer.weight, FULL.weight)
-    # d/dW sum(qx @ qW.T + qb) = ones(3, 6) @ qx; identity through quantize, saturated or not.
+    # d/dW sum(qx @ qW.T + qb) = ones(3, 6) @ qx; identity through the weight's quantize,
+    # saturated (wrapped) or not
     torch.testing.assert_close(q.weight.grad, torch.ones(3, 6) @ qx)
     torch.testing.assert_close(q.bias.grad, torch.full((3,), 6.0))
-    torch.testing.assert_close(x.grad, torch.ones(6, 3) @ qw)
+    # the input's gradient stops where it saturates: Integer(6, 3) holds -32/8 .. 31/8
+    inside = ((x >= -32 / 8) & (x <= 31 / 8)).float()
+    assert 0 < inside.sum() < inside.numel()  # both kinds of element are checked
+    torch.testing.assert_close(x.grad, (torch.ones(6, 3) @ qw) * inside)
     assert layer.weight.grad is None
 
 

@@ -9,9 +9,11 @@ lives here; the others are in `floats`, `blocks` and `binary`, and `bitscout.qua
 imports them all so that the registry is complete.
 """
 
+import functools
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 
@@ -252,16 +254,46 @@ class _StraightThrough(torch.autograd.Function):
         return grad, None
 
 
-def quantize(x: torch.Tensor, fmt: NumberFormat | None) -> torch.Tensor:
+class _ClippedStraightThrough(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, fmt: NumberFormat) -> torch.Tensor:
+        lo, hi = saturation(fmt, x.dtype)
+        ctx.save_for_backward((x >= lo) & (x <= hi))
+        return fmt.quantize_values(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (inside,) = ctx.saved_tensors
+        return grad * inside, None
+
+
+@functools.lru_cache(maxsize=1024)
+def saturation(fmt: NumberFormat, dtype: torch.dtype) -> tuple[float, float]:
+    """The smallest and largest values `fmt` saturates to; -inf, inf for a wrapping format
+    and for block formats, whose shared scale follows the values."""
+    if getattr(fmt, "overflow", "saturate") == "wrap":
+        return -math.inf, math.inf
+    q = fmt.quantize_values(torch.tensor([-1e30, 1e30], dtype=dtype))
+    lo, hi = float(q[0]), float(q[1])
+    return (
+        (lo, hi) if math.isfinite(lo) and math.isfinite(hi) and hi < 1e29 else (-math.inf, math.inf)
+    )
+
+
+def quantize(x: torch.Tensor, fmt: NumberFormat | None, clip_grad: bool = False) -> torch.Tensor:
     """Fake-quantize `x` to `fmt` (float values in the format); `fmt=None` returns `x`.
 
-    The gradient is straight-through for every format: the identity everywhere, including
-    for values that were clipped (as MASE does), so training through a saturated value still
-    moves it back into range.
+    The gradient is straight-through: the identity everywhere, including for values that
+    were clipped (as MASE does), so training through a saturated weight still moves it back
+    into range. With `clip_grad` it is zero where `x` lies beyond the values the format
+    saturates to (PyTorch's `fake_quantize` and Brevitas do this for activations): a
+    layer's inputs take it, since passing the gradient of a saturated activation on as if
+    it were not saturated makes longer quantization-aware training worse.
 
     Args:
         x: any floating tensor.
         fmt: a number format (`Integer(8, 4)`, `MinifloatIEEE(8, 4)`, ...), or None.
+        clip_grad: no gradient where `x` saturates.
 
     Returns:
         A tensor of `x`'s shape, dtype and device holding the format's values.
@@ -269,5 +301,5 @@ def quantize(x: torch.Tensor, fmt: NumberFormat | None) -> torch.Tensor:
     if fmt is None:
         return x
     if x.requires_grad:
-        return _StraightThrough.apply(x, fmt)
+        return (_ClippedStraightThrough if clip_grad else _StraightThrough).apply(x, fmt)
     return fmt.quantize_values(x)

@@ -55,7 +55,8 @@ class _QuantMixin:
 
     def _quantized(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         bias = None if self.bias is None else quantize(self.bias, self.quant.bias)
-        return quantize(x, self.quant.data_in), quantize(self.weight, self.quant.weight), bias
+        x = quantize(x, self.quant.data_in, clip_grad=True)
+        return x, quantize(self.weight, self.quant.weight), bias
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, quant={self.quant}"  # type: ignore[misc]

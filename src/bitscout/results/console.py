@@ -129,8 +129,8 @@ class Reporter:
 
     def _news(self, result: Result) -> str:
         """'new best' / 'new Pareto point' when this result is one, else ''."""
-        if result.failure is not None or not result.feasible:
-            return ""
+        if result.failure is not None or not result.feasible or result.pruned:
+            return ""  # a pruned candidate's score is that of a shorter training: never a best
         if self.objective.single:
             value = result.values[0]
             if self.best is None or self.objective.better(value, self.best):
@@ -149,6 +149,7 @@ class Reporter:
             return f"trial {number} failed: {result.failure}"
         values = ", ".join(f"{v:.6g}" for v in result.values)
         flags = (" (cached)" if result.cached else "") + ("" if result.feasible else " infeasible")
+        flags += f" pruned after {result.epochs} epochs" if result.pruned else ""
         head = f"{news + ': ' if news else ''}trial {number}  score {values}{flags}"
         text = config_text(config)
         if len(head) + len(text) + 2 <= WIDTH:

@@ -1,7 +1,7 @@
 """PTQ or QAT? The same configs scored on the validation split after post-training
 quantization and after quantization-aware training from the float weights.
 
-    python benchmarks/qat_vs_ptq.py [--configs 200] [--epochs 3] [--lr 1e-3] [--ste clipped]
+    python benchmarks/qat_vs_ptq.py [--configs 200] [--epochs 3] [--lr 1e-3] [--ste all]
                                     [--out /tmp/qat_vs_ptq] [--plot OUT/qat_vs_ptq.png]
 
 README's figure is `--plot docs/qat_vs_ptq.png` with the other options at their defaults.
@@ -26,9 +26,10 @@ epochs, successive halving) spends over the same configs, and whether its best a
 within the 95% Wilson interval of the best of full training. One figure: QAT against PTQ
 accuracy per config, both cases.
 
-`--ste clipped` is an ablation: bitscout's straight-through gradient is the identity, also
-where a value saturated (MASE's); this replaces it, for this run only, by the clipped one of
-PyTorch's `fake_quantize_per_tensor_affine` (zero gradient outside a fixed-point format's range).
+`--ste` is an ablation of the straight-through gradient, for this run only: `inputs`
+(bitscout's: no gradient where a layer's input saturates, the identity for weights and biases),
+`identity` (MASE's: the identity everywhere, also where a value saturated) or `all` (no
+gradient wherever a value saturates, weights too, as PyTorch's `fake_quantize` does).
 """
 
 import argparse
@@ -53,7 +54,6 @@ import bitscout
 from bitscout.cli.build import load_data, make_model, train_options
 from bitscout.cli.config import Config, load_config
 from bitscout.quant import formats
-from bitscout.quant.formats import Integer
 from bitscout.results.stats import wilson_interval
 from bitscout.zoo.train import train
 
@@ -78,24 +78,6 @@ JSC_SPACE = {
 }
 JSC_DATA = {"num_samples": 20_000, "val_fraction": 0.2, "test_fraction": 0.1}
 SHORT = {"data_in_width": "d", "weight_width": "w", "weight_frac_width": "f", "bias_width": "b"}
-
-
-class ClippedSTE(torch.autograd.Function):
-    """Straight-through inside a fixed-point format's range, no gradient where it saturated."""
-
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, fmt: Any) -> torch.Tensor:
-        inside = torch.ones_like(x, dtype=torch.bool)
-        if isinstance(fmt, Integer):
-            half = fmt.step / 2
-            inside = (x >= fmt.k_min * fmt.step - half) & (x <= fmt.k_max * fmt.step + half)
-        ctx.save_for_backward(inside)
-        return fmt.quantize_values(x)
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        (inside,) = ctx.saved_tensors
-        return grad * inside, None
 
 
 @dataclass
@@ -311,7 +293,7 @@ def main() -> None:
     parser.add_argument("--configs", type=int, default=200, help="digits configs (of 13,824)")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--ste", choices=("identity", "clipped"), default="identity")
+    parser.add_argument("--ste", choices=("inputs", "identity", "all"), default="inputs")
     parser.add_argument("--out", type=Path, default=Path("/tmp/qat_vs_ptq"))
     parser.add_argument("--plot", type=Path, help="the figure (default: OUT/qat_vs_ptq.png)")
     args = parser.parse_args()
@@ -319,8 +301,10 @@ def main() -> None:
     plot = args.plot or args.out / "qat_vs_ptq.png"
     print(f"command: python {' '.join(sys.argv)}")
     print(f"machine: {os.cpu_count()} CPUs, load average {loadavg()}")
-    if args.ste == "clipped":
-        formats._StraightThrough = ClippedSTE  # type: ignore[assignment, misc]
+    if args.ste == "identity":
+        formats._ClippedStraightThrough = formats._StraightThrough  # type: ignore[misc]
+    elif args.ste == "all":
+        formats._StraightThrough = formats._ClippedStraightThrough  # type: ignore[misc]
     settings = {"epochs": args.epochs, "lr": args.lr}
     results = []
     for make in (lambda: digits_case(args.configs), jsc_case):

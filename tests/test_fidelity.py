@@ -252,3 +252,19 @@ def test_epochs_column_without_a_ladder(digits):
     assert list(ptq.trials["epochs"]) == [0, 0, 0] and ptq.summary["ladder"] is None
     qat = _search(digits, trials=3, fidelity=None, strategy="random")
     assert list(qat.trials["epochs"]) == [EPOCHS_FULL] * 3 and qat.summary["ladder"] is None
+
+
+@pytest.mark.parametrize(
+    ("fidelity", "epochs", "expected"),
+    [
+        (Fidelity(), 10, (0, 1, 3, 10)),  # not 9: a rung a factor eta below full training
+        (Fidelity(), 9, (0, 1, 3, 9)),
+        (Fidelity(), 3, (0, 1, 3)),
+        (Fidelity(), 2, (0, 2)),
+        (Fidelity(), 1, (0, 1)),
+        (Fidelity(ptq_rung=False), 10, (1, 3, 10)),
+        (Fidelity(min_epochs=2, reduction_factor=2), 10, (0, 2, 4, 10)),
+    ],
+)
+def test_the_ladders_rungs(fidelity, epochs, expected):
+    assert fidelity.rungs(epochs) == expected

@@ -83,10 +83,12 @@ class Fidelity:
     ptq_rung: bool = True
 
     def rungs(self, epochs: int) -> tuple[int, ...]:
-        """The epochs at which candidates are compared, the last being full training."""
+        """The epochs at which candidates are compared, the last being full training. A rung
+        closer to full training than a factor `reduction_factor` is left out (9 epochs
+        before 10 would cost almost a full training and tell little)."""
         found = [0] if self.ptq_rung else []
         step = self.min_epochs
-        while step < epochs:
+        while step * self.reduction_factor <= epochs:
             found.append(step)
             step *= self.reduction_factor
         return (*found, epochs)

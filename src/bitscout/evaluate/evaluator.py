@@ -268,8 +268,7 @@ class Evaluator:
             stopped.append(metrics)
             return False
 
-        with unfused(), one_thread():
-            epochs = self.trainer.train(candidate, repr(sorted(plan.items())), at_epoch)
+        epochs = self.trainer.fit(candidate, plan, at_epoch)
         return (stopped[0] if stopped else self._scored(plan, candidate)), epochs
 
     def _scored(self, plan: Plan, candidate: nn.Module) -> dict[str, float]:

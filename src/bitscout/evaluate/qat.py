@@ -17,7 +17,7 @@ the schedule does not depend on where a fidelity ladder stops the training.
 
 import hashlib
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from bitscout.errors import ConfigError
+from bitscout.evaluate.forward import one_thread
+from bitscout.evaluate.unfused import unfused
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
@@ -131,6 +133,15 @@ class Trainer:
         """Epochs a full training trains: `num_samples` may stop the last ones early."""
         per = self.settings.steps_per_epoch(self.rows)
         return math.ceil(self.settings.total_batches(self.rows) / per)
+
+    def fit(
+        self, candidate: nn.Module, plan: Mapping[str, Any], on_epoch: OnEpoch | None = None
+    ) -> int:
+        """Train `candidate`, the quantized model of `plan` (formats by layer path), as every
+        candidate of a QAT search and every fine-tuning trains: seeded by its formats, on one
+        thread, PyTorch's fused paths off. Returns the epochs trained."""
+        with unfused(), one_thread():
+            return self.train(candidate, repr(sorted(plan.items())), on_epoch)
 
     def train(self, model: nn.Module, identity: str, on_epoch: OnEpoch | None = None) -> int:
         """Train `model` in place; after each epoch `on_epoch(epochs_done)` may stop it.

@@ -96,21 +96,19 @@ def score(model: nn.Module, data: EvalData, loss_fn: LossFn | None) -> dict[str,
     return {name: total / data.rows for name, total in sums.items()}
 
 
-def identity(model: nn.Module, plan: Mapping[str, Any]) -> tuple[QuantPlan, str]:
-    """The candidate's plan by module path and its identity, as the evaluator forms both: the
-    identity seeds the candidate's training (`qat.candidate_seed`)."""
-    resolved = resolve_plan(model, parse_plan(plan))
-    return QuantPlan("name", resolved), repr(sorted(resolved.items()))
+def by_path(model: nn.Module, plan: Mapping[str, Any]) -> QuantPlan:
+    """The candidate's formats by module path, as a search's evaluator holds them (what
+    seeds its training)."""
+    return QuantPlan("name", resolve_plan(model, parse_plan(plan)))
 
 
 def train_candidate(
     model: nn.Module, plan: Mapping[str, Any], trainer: Trainer
 ) -> tuple[nn.Module, int]:
     """The quantized model of `plan`, trained from `model`'s weights, and its epochs."""
-    by_path, name = identity(model, plan)
-    candidate = quantize_model(model, by_path)
-    with unfused(), one_thread():
-        epochs = trainer.train(candidate, name)
+    resolved = by_path(model, plan)
+    candidate = quantize_model(model, resolved)
+    epochs = trainer.fit(candidate, resolved.layers)
     return candidate.eval(), epochs
 
 
@@ -141,7 +139,7 @@ def run_finetune(
         raise ConfigError("train_data", "must be held in memory (an (x, y) pair) to train on")
     model = on_device(model, data.val.device).eval()
     start = time.perf_counter()
-    before = score(quantize_model(model, identity(model, plan)[0]), data.val, loss_fn)
+    before = score(quantize_model(model, by_path(model, plan)), data.val, loss_fn)
     trainer = Trainer(data.train.x, data.train.y, settings, loss_fn)
     candidate, epochs = train_candidate(model, plan, trainer)
     after = score(candidate, data.val, loss_fn)

@@ -268,3 +268,21 @@ def test_epochs_column_without_a_ladder(digits):
 )
 def test_the_ladders_rungs(fidelity, epochs, expected):
     assert fidelity.rungs(epochs) == expected
+
+
+def test_two_workers_share_one_ladder(digits, tmp_path):
+    """Two worker processes climb the same ladder: the study ends with n_trials trials that
+    trained (complete, or pruned at a rung), the winner is complete, and a config trained fully
+    by both searches scores the same as with one worker (training is seeded per config)."""
+    alone = _search(digits, trials=12).trials
+    shared = _search(digits, trials=12, n_jobs=2, out=tmp_path).trials
+    climbed = shared[shared["epochs"].notna()]  # an extra trial pruned for room has none
+    assert len(climbed) == 12
+    assert set(climbed["state"]) <= {"complete", "pruned"}
+    assert set(climbed.loc[climbed["state"] == "pruned", "epochs"]) <= {0, 1}
+    assert set(climbed.loc[climbed["state"] == "complete", "epochs"]) == {EPOCHS_FULL}
+    dims = [c for c in shared.columns if "/" in c]
+    full = [f[f["state"] == "complete"].set_index(dims)["accuracy"] for f in (alone, shared)]
+    common = full[0].index.intersection(full[1].index).unique()
+    for config in common:
+        assert set(full[1].loc[[config]]) == set(full[0].loc[[config]]), config

@@ -128,3 +128,32 @@ def test_export_of_a_fine_tuned_directory_verifies_bit_exact(run_dir, tuned, cap
     for argv, key in ((["--trial", "1"], "--trial"), (["--quant", "x.toml"], "--quant")):
         bad = run_cli(["export", str(tuned_dir), "--to", "npz", *argv], capsys)
         assert not error_problems(bad) and key in bad.err, bad
+
+
+def test_finetune_of_a_qat_run_reproduces_its_trained_candidate(tmp_path):
+    """A search with `eval_mode = false`: `bitscout finetune` takes the config's basic_train
+    table and the run's seed, so the best config trains to the metrics the search recorded."""
+    doc = edit(base_doc(), "model", "mlp")
+    doc = edit(doc, "dataset", "digits")
+    doc["dataset_options"] = {}
+    doc = edit(doc, "max_epochs", 5)
+    doc["search"]["search_space"]["seed"] = {"default": {"config": {
+        "name": ["integer"], "data_in_width": [4, 8], "data_in_frac_width": [2],
+        "weight_width": [2, 3], "weight_frac_width": [2], "bias_width": [8],
+        "bias_frac_width": [5]}}}  # fmt: skip
+    doc["search"]["strategy"]["name"] = "bruteforce"
+    doc["search"]["strategy"]["eval_mode"] = False
+    doc["search"]["strategy"]["sw_runner"] = {"basic_train": {
+        "max_epochs": 2, "learning_rate": 3e-3, "optimizer": "adamw"}}  # fmt: skip
+    config = write_config(tmp_path / "qat.toml", doc)
+    out = tmp_path / "run"
+    assert main(["search", str(config), "--out", str(out), "--quiet"]) == 0
+    best = tomllib.loads((out / "best.toml").read_text())
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["train"]["optimizer"] == "adamw" and summary["train"]["epochs"] == 2
+    assert main(["finetune", str(out)]) == 0
+    (tuned,) = (out / "finetune").iterdir()
+    record = json.loads((tuned / "metrics.json").read_text())
+    assert record["train"]["optimizer"] == "adamw" and record["epochs"] == 2
+    assert tomllib.loads((tuned / "best.toml").read_text()) == best
+    assert record["after"]["accuracy"] == pytest.approx(summary["best"]["metrics"]["accuracy"])

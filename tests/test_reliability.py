@@ -101,6 +101,17 @@ def load(storage: str | Path, name: str = "bitscout") -> optuna.Study:
     return optuna.load_study(study_name=name, storage=backend)
 
 
+def finished_so_far(journal: Path) -> int:
+    """Complete trials in a journal a live search is writing: 0 before its study's first
+    record (the file exists from the first lock taken on it)."""
+    if not journal.exists():
+        return 0
+    try:
+        return len(complete(load(journal)))
+    except KeyError:  # optuna: the study is not recorded yet
+        return 0
+
+
 def complete(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
 
@@ -189,7 +200,7 @@ def test_sigint_stops_cleanly_and_resumes(assets, tmp_path):
     journal = out / "study.journal"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:  # wait until the search has finished a few trials
-        if journal.exists() and len(complete(load(journal))) >= 5:
+        if finished_so_far(journal) >= 5:
             break
         time.sleep(0.1)
     proc.send_signal(signal.SIGINT)

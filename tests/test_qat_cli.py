@@ -270,3 +270,26 @@ def test_a_loss_that_becomes_nan_is_one_line(plug, capsys, n_jobs):
     config = write_config(plug / "c.toml", doc)
     argv = ["search", str(config), "--out", str(plug / "run")]
     _one_line(run_cli(argv, capsys), "learning_rate", "made the training loss")
+
+
+@pytest.mark.parametrize(
+    ("setup", "flag", "key"),
+    [
+        ({"order": "shuffled"}, "tpe", "order"),
+        ({"warm_start": "greedy"}, "bruteforce", "warm_start"),
+    ],
+)
+def test_a_strategy_flag_that_strands_a_setup_key_is_one_line(tmp_path, capsys, setup, flag, key):
+    """A config's brute-force `order` under `--strategy tpe` (or a sampler's `warm_start`
+    under `--strategy bruteforce`) would be ignored without a word: refused as the config
+    alone is."""
+    doc = base_doc()
+    name = "bruteforce" if key == "order" else "optuna"
+    edit(doc, f"{STRATEGY}.name", name)
+    edit(doc, f"{STRATEGY}.setup", {**doc["search"]["strategy"].get("setup", {}), **setup})
+    config = write_config(tmp_path / "c.toml", doc)
+    assert run_cli(["space", str(config)], capsys).rc == 0
+    out = tmp_path / "run"
+    argv = ["search", str(config), "--out", str(out), "--strategy", flag]
+    _one_line(run_cli(argv, capsys), f"{STRATEGY}.setup.{key}", "applies to")
+    assert not out.exists()

@@ -18,7 +18,14 @@ from bitscout.errors import ConfigError
 from bitscout.quant.space import parse_space
 from bitscout.results.rundir import file_sha256  # the checksum the run reader checks
 from bitscout.study.parallel import check_shareable
-from bitscout.study.settings import KEY, StrategySettings, check_training, parse_settings
+from bitscout.study.settings import (
+    KEY,
+    StrategySettings,
+    check_strategy_fields,
+    check_training,
+    parse_settings,
+    toml_key,
+)
 from bitscout.study.spec import BY_PYTHON, BY_TOML, OURS, check, strategy_pair
 from bitscout.zoo.data import Splits, data_warnings, load_dataset
 from bitscout.zoo.models import build_model
@@ -65,8 +72,11 @@ def check_search(cfg: Config, overrides: Overrides) -> StrategySettings:
         raise ConfigError("search", "table is required for `bitscout search`")
     check_keys(cfg.search, ("search_space", "strategy"), "search")
     settings = apply_overrides(parse_settings(cfg.search, cfg.seed, cfg.batch_size), overrides)
-    # `--strategy greedy` would otherwise run a config's fidelity ladder without climbing it
+    # `--strategy greedy` would otherwise run a config's fidelity ladder without climbing it,
+    # and `--strategy tpe` ignore a brute force's `order`
     check_training(settings, f"{KEY}.fidelity", f"{KEY}.eval_mode")
+    fields = {f: getattr(settings, f) for f in ("order", "warm_start", "chunked")}
+    check_strategy_fields(settings.name, fields, toml_key)
     return settings
 
 

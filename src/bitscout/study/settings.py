@@ -103,7 +103,7 @@ def check_n_jobs(n_jobs: int, key: str, limit: int | None = None) -> int:
     return n_jobs
 
 
-def _fits(name: str, values: Mapping[str, Any], key: Keyer) -> None:
+def check_strategy_fields(name: str, values: Mapping[str, Any], key: Keyer) -> None:
     """`order` and `chunked` belong to the brute force, `warm_start` to Optuna's samplers."""
     brute, optuna = "applies to the bruteforce strategy only", "applies to Optuna's samplers only"
     order, warm, chunked = values["order"], values["warm_start"], values["chunked"]
@@ -122,7 +122,7 @@ def build_settings(
     """Settings from checked values (by Python name; absent ones take their default)."""
     given = {name: values.get(name, param.default) for name, param in BY_PYTHON.items()}
     name, sampler = strategy_pair(given["strategy"], values.get("sampler"), key("sampler"))
-    _fits(name, given, key)
+    check_strategy_fields(name, given, key)
     fields = ("timeout", "seed", "order", "warm_start", "chunked", "latency_repeats",
               "latency_warmup", "latency_budget_s", "latency_shared", "audit_rate")  # fmt: skip
     return StrategySettings(

@@ -70,6 +70,17 @@ def base_doc() -> dict[str, Any]:
     return copy.deepcopy(BASE)
 
 
+def digits_doc(**layer: list) -> dict:
+    """`base_doc` searching the digits MLP (trained 5 epochs) over one integer table for every
+    layer: `layer` gives its fields' choices (data_in_width, weight_width, ...)."""
+    doc = edit(base_doc(), "model", "mlp")
+    doc = edit(doc, "dataset", "digits")
+    doc["dataset_options"] = {}
+    doc = edit(doc, "max_epochs", 5)
+    doc["search"]["search_space"]["seed"] = {"default": {"config": {"name": ["integer"], **layer}}}
+    return doc
+
+
 def edit(doc: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
     """Set (or, with DELETE, remove) the key at dotted path `dotted`, creating tables."""
     *tables, last = dotted.split(".")

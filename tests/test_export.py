@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from cli_support import base_doc, edit, run_cli, write_config
+from cli_support import base_doc, digits_doc, edit, run_cli, write_config
 from hls4ml_support import digits_mlp, digits_plans, jsc_plans, jsc_tiny, layer, need_hls4ml
 
 from bitscout.cli import main
@@ -161,14 +161,8 @@ def test_models_that_are_not_chains_are_refused():
 @pytest.fixture(scope="module")
 def digits_run(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("export_run")
-    doc = edit(base_doc(), "model", "mlp")
-    doc = edit(doc, "dataset", "digits")
-    doc["dataset_options"] = {}
-    doc = edit(doc, "max_epochs", 5)
-    doc["search"]["search_space"]["seed"] = {"default": {"config": {
-        "name": ["integer"], "data_in_width": [6, 8], "data_in_frac_width": [3],
-        "weight_width": [3, 4], "weight_frac_width": [3], "bias_width": [8],
-        "bias_frac_width": [5]}}}  # fmt: skip
+    doc = digits_doc(data_in_width=[6, 8], data_in_frac_width=[3], weight_width=[3, 4],
+                     weight_frac_width=[3], bias_width=[8], bias_frac_width=[5])  # fmt: skip
     doc = edit(doc, "search.strategy.setup", {"n_trials": 8, "sampler": "random", "seed": 0})
     config = write_config(root / "digits.toml", doc)
     assert main(["search", str(config), "--out", str(root / "run"), "--quiet"]) == 0

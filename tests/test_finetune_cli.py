@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from cli_support import base_doc, edit, error_problems, run_cli, write_config
+from cli_support import digits_doc, edit, error_problems, run_cli, write_config
 from hls4ml_support import need_hls4ml
 
 from bitscout.cli import build
@@ -24,14 +24,8 @@ from bitscout.zoo.models import build_model
 def run_dir(tmp_path_factory) -> Path:
     """A post-training search of the digits MLP (8 trials of 8 candidates)."""
     root = tmp_path_factory.mktemp("finetune_run")
-    doc = edit(base_doc(), "model", "mlp")
-    doc = edit(doc, "dataset", "digits")
-    doc["dataset_options"] = {}
-    doc = edit(doc, "max_epochs", 5)
-    doc["search"]["search_space"]["seed"] = {"default": {"config": {
-        "name": ["integer"], "data_in_width": [6, 8], "data_in_frac_width": [3],
-        "weight_width": [2, 3], "weight_frac_width": [2], "bias_width": [8],
-        "bias_frac_width": [5]}}}  # fmt: skip
+    doc = digits_doc(data_in_width=[6, 8], data_in_frac_width=[3], weight_width=[2, 3],
+                     weight_frac_width=[2], bias_width=[8], bias_frac_width=[5])  # fmt: skip
     doc = edit(doc, "search.strategy.setup", {"n_trials": 8, "sampler": "random", "seed": 0})
     config = write_config(root / "digits.toml", doc)
     assert main(["search", str(config), "--out", str(root / "run"), "--quiet"]) == 0
@@ -133,14 +127,8 @@ def test_export_of_a_fine_tuned_directory_verifies_bit_exact(run_dir, tuned, cap
 def test_finetune_of_a_qat_run_reproduces_its_trained_candidate(tmp_path):
     """A search with `eval_mode = false`: `bitscout finetune` takes the config's basic_train
     table and the run's seed, so the best config trains to the metrics the search recorded."""
-    doc = edit(base_doc(), "model", "mlp")
-    doc = edit(doc, "dataset", "digits")
-    doc["dataset_options"] = {}
-    doc = edit(doc, "max_epochs", 5)
-    doc["search"]["search_space"]["seed"] = {"default": {"config": {
-        "name": ["integer"], "data_in_width": [4, 8], "data_in_frac_width": [2],
-        "weight_width": [2, 3], "weight_frac_width": [2], "bias_width": [8],
-        "bias_frac_width": [5]}}}  # fmt: skip
+    doc = digits_doc(data_in_width=[4, 8], data_in_frac_width=[2], weight_width=[2, 3],
+                     weight_frac_width=[2], bias_width=[8], bias_frac_width=[5])  # fmt: skip
     doc["search"]["strategy"]["name"] = "bruteforce"
     doc["search"]["strategy"]["eval_mode"] = False
     doc["search"]["strategy"]["sw_runner"] = {"basic_train": {

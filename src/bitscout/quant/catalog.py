@@ -14,22 +14,29 @@ def format_names() -> list[str]:
     return [*FORMATS.names(), NO_FORMAT]
 
 
+def tensors_of(cls: type[NumberFormat]) -> tuple[str, ...]:
+    """The tensors a layer table of `cls` may type: the datapath's too for fixed point."""
+    return TENSORS + DATAPATH if cls is Integer else TENSORS
+
+
 def field_names(cls: type[NumberFormat]) -> list[str]:
-    """The TOML fields of a layer table quantized with `cls`, in a stable order."""
+    """The TOML fields of a layer table quantized with `cls`, in a stable order. A layer-wide
+    field (`rounding`) may also be given per tensor (`accum_overflow`), overriding it there."""
     tensor = [f for f in cls.FIELDS if not f.layer]
+    layer = [f for f in cls.FIELDS if f.layer]
     names = [f"{t}_{f.suffix}" for t in TENSORS for f in tensor]
-    names += [f.suffix for f in cls.FIELDS if f.layer]
+    names += [f.suffix for f in layer]
     if cls is Integer:
         names += [f"{t}_{part}" for t in DATAPATH for part in ("width", "frac_width")]
+    names += [f"{t}_{f.suffix}" for t in tensors_of(cls) for f in layer]
     return names
 
 
 def field_spec(cls: type[NumberFormat], name: str) -> Field | None:
     """The Field behind TOML field `name` of format `cls` (None: not one of its fields)."""
-    tensors = TENSORS + DATAPATH if cls is Integer else TENSORS
     for f in cls.FIELDS:
-        if (f.layer and name == f.suffix) or (
-            not f.layer and any(name == f"{t}_{f.suffix}" for t in tensors)
+        if (f.layer and name == f.suffix) or any(
+            name == f"{t}_{f.suffix}" for t in tensors_of(cls)
         ):
             return f
     return None

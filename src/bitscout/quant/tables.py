@@ -63,16 +63,32 @@ def tensor_format(
     ConfigError keyed `<key>.<field>`."""
     given = {f.suffix: cfg[f"{tensor}_{f.suffix}"] for f in cls.FIELDS
              if not f.layer and f"{tensor}_{f.suffix}" in cfg}  # fmt: skip
+    own = own_layer_fields(cls, cfg, tensor, key)
     width = next((f for f in cls.FIELDS if f.suffix == "width"), None)
     needs_width = width is not None and width.default is REQUIRED
     if "width" not in given and (needs_width or not given):
         return None  # float: no width, or (a format without one) none of its fields
     try:
-        return cls.parse({**given, **shared})
+        return cls.parse({**given, **shared, **own})
     except ConfigError as err:
         layer_wide = {f.suffix for f in cls.FIELDS if f.layer}
         field = err.key if err.key in layer_wide else f"{tensor}_{err.key}"
         raise ConfigError(f"{key}.{field}", err.rule, err.value) from err
+
+
+def own_layer_fields(
+    cls: type[NumberFormat], cfg: Mapping[str, Any], tensor: str, key: str
+) -> dict[str, Any]:
+    """`tensor`'s own values of layer-wide fields (`weight_rounding` over `rounding`),
+    checked under their own key."""
+    own = {}
+    for f in cls.FIELDS:
+        name = f"{tensor}_{f.suffix}"
+        if f.layer and name in cfg:
+            if not f.check(cfg[name]):
+                raise ConfigError(f"{key}.{name}", f"must be {f.rule}", cfg[name])
+            own[f.suffix] = cfg[name]
+    return own
 
 
 def _datapath_format(
@@ -85,8 +101,9 @@ def _datapath_format(
         return None
     frac = _datapath_frac(cfg, tensor, formats, key)
     values = {"width": cfg[f"{tensor}_width"], "frac_width": "NA" if frac is None else frac}
+    own = own_layer_fields(Integer, cfg, tensor, key)
     try:
-        return Integer.parse({**values, **shared})  # type: ignore[return-value]
+        return Integer.parse({**values, **shared, **own})  # type: ignore[return-value]
     except ConfigError as err:
         raise ConfigError(f"{key}.{tensor}_{err.key}", err.rule, err.value) from err
 

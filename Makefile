@@ -14,7 +14,7 @@ $(PY):
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev,hls4ml]'
+	$(PY) -m pip install -q -e '.[dev,hls4ml,qonnx]'
 	touch $(STAMP)
 
 # The default search: trains the digits MLP (or reuses OUT/model.pt), then searches.

@@ -18,22 +18,18 @@ from bitscout.cli.config import Config, load_config
 from bitscout.errors import ConfigError
 from bitscout.export import run as exporting
 from bitscout.export.hardware import Node
+from bitscout.export.project import DEFAULTS, HlsOptions, hls_options
 from bitscout.export.run import TARGETS, Subject, quant_file, run_plan
 from bitscout.results.rundir import Run, load_run
 
 __all__ = ["TARGETS", "Subject", "config_subject", "export", "quant_file"]
-MODEL_CODE = """from bitscout.cli.build import load_data, make_model
-from bitscout.cli.config import load_config
-
-cfg = load_config({config!r})
-model = make_model(cfg, load_data(cfg))  # the model as bitscout builds it for this config"""
 
 
 def config_subject(
     model: nn.Module, plan: Any, config: Path, x_val: torch.Tensor, label: str
 ) -> Subject:
-    """What a config's command exports: convert_hls4ml.py rebuilds the model from `config`."""
-    return Subject(model, plan, x_val, label, MODEL_CODE.format(config=str(config.resolve())))
+    """What a config's command exports: convert_hls4ml.py names `config` as its source."""
+    return Subject(model, plan, x_val, label, str(config.resolve()))
 
 
 def parse_targets(text: str) -> list[str]:
@@ -41,9 +37,12 @@ def parse_targets(text: str) -> list[str]:
     return exporting.parse_targets(text, "--to")
 
 
-def export(subject: Subject, targets: Sequence[str], out: Path, console: Console) -> list[Path]:
+def export(
+    subject: Subject, targets: Sequence[str], out: Path, console: Console,
+    hls: HlsOptions = DEFAULTS, rows: int = 2000,
+) -> list[Path]:  # fmt: skip
     """Write each target's files into `out` and show the datapath's types."""
-    found = exporting.write_targets(subject, targets, out)
+    found = exporting.write_targets(subject, targets, out, hls, rows)
     show_datapath(console, found.nodes, subject.label)
     console.print(f"wrote {', '.join(p.name for p in found.files)} to {out}", highlight=False)
     return found.files
@@ -69,11 +68,13 @@ def show_datapath(console: Console, nodes: Sequence[Node], label: str) -> None:
     console.print(table)
 
 
-def check(subject: Subject, out: Path, rows: int, console: Console) -> dict[str, Any]:
+def check(
+    subject: Subject, out: Path, rows: int, console: Console, hls: HlsOptions = DEFAULTS
+) -> dict[str, Any]:
     """hls4ml's C++ emulation against bitscout on the first `rows` validation rows."""
     shown = min(rows, len(subject.x)) if subject.x is not None else rows
     console.print(f"compiling the hls4ml C++ emulation and running {shown} rows through it")
-    found = exporting.check(subject, out, rows)
+    found = exporting.check(subject, out, rows, hls)
     table = Table(title=f"hls4ml {found['hls4ml']} against bitscout, {found['rows']} rows")
     table.add_column("quantized layer")
     table.add_column("max abs difference, same layer input", justify="right")
@@ -115,16 +116,22 @@ def float_model_of(run: Run, cfg: Config, data: Any) -> nn.Module:
     return run.float_model(lambda: make_model(cfg, data))
 
 
-def _export_finetuned(args: argparse.Namespace, targets: list[str]) -> int:
+def _export_finetuned(args: argparse.Namespace, targets: list[str], hls: HlsOptions) -> int:
     """A fine-tuned directory (`bitscout finetune`'s): its weights and its best.toml."""
     from bitscout.cli.finetune import finetuned_subject
 
     subject = finetuned_subject(Path(args.run_dir), args, args.config)
     out = output_dir(args.out or Path(args.run_dir) / "export", "--out")
-    export(subject, targets, out, console)
+    export(subject, targets, out, console, hls, args.rows)
     if args.verify:
-        check(subject, out, args.rows, console)
+        check(subject, out, args.rows, console, hls)
     return 0
+
+
+def options_of(args: argparse.Namespace) -> HlsOptions:
+    """hls4ml's project settings from the flags, refused under their flag names."""
+    return hls_options(args.part, args.clock_period, args.io_type, args.strategy,
+                       args.reuse_factor, flags=True)  # fmt: skip
 
 
 def subject_of_run(
@@ -150,19 +157,20 @@ def subject_of_run(
 def cmd_export(args: argparse.Namespace) -> int:
     targets = parse_targets(args.to)
     exporting.check_rows(args.rows, "--rows")
+    hls = options_of(args)
     run_dir = Path(args.run_dir)
     from bitscout.study.finetune import is_finetuned
 
     if is_finetuned(run_dir):
-        return _export_finetuned(args, targets)
+        return _export_finetuned(args, targets, hls)
     if args.trial is not None and args.quant is not None:
         raise ConfigError("--trial", "and --quant exclude each other: give one")
     subject = subject_of_run(run_dir, args.trial, args.quant, args.config)
     default = exporting.default_out(run_dir, args.trial)
     out = output_dir(args.out or default, "--out")
-    export(subject, targets, out, console)
+    export(subject, targets, out, console, hls, args.rows)
     if args.verify:
-        found = check(subject, out, args.rows, console)
+        found = check(subject, out, args.rows, console, hls)
         if args.out is None and args.trial is None and args.quant is None:
             from bitscout.results.report_md import add_verification
 

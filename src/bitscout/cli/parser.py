@@ -14,6 +14,13 @@ def integer(text: str) -> int:
         raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
 
 
+def number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+
+
 class Parser(argparse.ArgumentParser):
     """argparse, with its errors on one line like every other bitscout error (no usage dump:
     `--help` shows that)."""
@@ -75,9 +82,27 @@ def _add_export(sub: Subparsers) -> None:
         help="compile hls4ml's C++ emulation and compare it with bitscout (needs g++)",
     )  # fmt: skip
     export.add_argument(
-        "--rows", type=integer, default=2000, help="validation rows to verify (default %(default)s)"
-    )
+        "--rows", type=integer, default=2000,
+        help="validation rows to verify and to write to hls4ml's tb_data (default %(default)s)",
+    )  # fmt: skip
+    _add_hls4ml(export)
     export.set_defaults(func="export")
+
+
+def _add_hls4ml(export: argparse.ArgumentParser) -> None:
+    """hls4ml's project settings (checked by `export.project.hls_options`)."""
+    from bitscout.export.project import DEFAULTS
+
+    hls = export.add_argument_group("hls4ml project")
+    hls.add_argument("--part", default=DEFAULTS.part, help="FPGA part (default %(default)s)")
+    hls.add_argument("--clock-period", type=number, default=DEFAULTS.clock_period,
+                     help="clock period in ns (default %(default)s)")  # fmt: skip
+    hls.add_argument("--io-type", default=DEFAULTS.io_type,
+                     help="io_parallel or io_stream (default %(default)s)")  # fmt: skip
+    hls.add_argument("--strategy", default=DEFAULTS.strategy,
+                     help="latency or resource (default %(default)s)")  # fmt: skip
+    hls.add_argument("--reuse-factor", type=integer, default=DEFAULTS.reuse_factor,
+                     help="every quantized layer's reuse factor (default %(default)s)")  # fmt: skip
 
 
 def _add_finetune(sub: Subparsers) -> None:

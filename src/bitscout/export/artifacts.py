@@ -4,7 +4,7 @@ every tensor, accumulator and result (`precision.json`)."""
 
 import io
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,12 +13,18 @@ import torch
 from torch import nn
 
 from bitscout._core.files import atomic, write_text
-from bitscout.export.hardware import HwType, Node, float_nodes, hardware
+from bitscout.export.hardware import HLS4ML_SKIPS, HwType, Node, float_nodes, hardware
 from bitscout.quant.apply import QuantPlan, fx_name, resolve_plan
 from bitscout.quant.catalog import DATAPATH, TENSORS
 from bitscout.quant.formats import Integer, quantize_values
 
-PRECISION_VERSION = 1
+PRECISION_VERSION = 2  # 2: each layer's hls4ml typedef names
+HLS4ML_NAMES = (
+    "each layer's `hls4ml` gives the typedef (firmware/defines.h of hls4ml 1.3.0) of each of "
+    "its tensors; in the layer's config struct (firmware/parameters.h) weight, bias and accum "
+    "are weight_t, bias_t and accum_t; data_in is the previous node's result type (input_t "
+    "for the model's input) and result is layer<i>_t (result_t for the model's output)"
+)
 
 
 def quantized_tensors(
@@ -59,10 +65,20 @@ def _write_bytes(path: Path, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
+CODES_LAYOUT = (
+    "<layer>.weight and <layer>.bias: int32 codes k, the values k * 2**-frac_width (<key>."
+    "frac_width, <key>.width: the format), keyed by hls4ml's layer names. Arrays keep "
+    "PyTorch's layout: a Linear weight is [out, in], the transpose of hls4ml's Dense weight "
+    "array w<i> ([in, out], flattened in firmware/weights/w<i>.txt); a convolution's is "
+    "[out, in/groups, *kernel], channels first."
+)
+
+
 def codes(model: nn.Module, plan: QuantPlan | Mapping[str, Any]) -> dict[str, np.ndarray]:
     """Each quantized tensor as int32 codes k (its values are k * 2**-frac_width), with its
-    `<key>.frac_width` and `<key>.width`, keyed by hls4ml's layer names (`seq_blocks_2.weight`)."""
-    out: dict[str, np.ndarray] = {}
+    `<key>.frac_width` and `<key>.width`, keyed by hls4ml's layer names (`seq_blocks_2.weight`),
+    and `layout`: how to read them (`CODES_LAYOUT`)."""
+    out: dict[str, np.ndarray] = {"layout": np.array(CODES_LAYOUT)}
     for key, (value, fmt) in quantized_tensors(model, plan).items():
         path, _, tensor = key.rpartition(".")
         name = f"{fx_name(path)}.{tensor}"
@@ -86,12 +102,14 @@ def precision(model: nn.Module, plan: QuantPlan | Mapping[str, Any]) -> dict[str
     which of them bitscout computed and which the plan gave."""
     nodes = hardware(model, plan)
     resolved = resolve_plan(model, plan)
+    names = typedefs(nodes)
     return {
         "schema_version": PRECISION_VERSION,
+        "hls4ml_names": HLS4ML_NAMES,
         "input": {"name": nodes[0].name, **nodes[0].result.describe()},
         "layers": [
-            _layer(n, resolved.get(path))
-            for n in nodes
+            {**_layer(n, resolved.get(path)), "hls4ml": _names(n, names[i - 1], names[i])}
+            for i, n in enumerate(nodes)
             if (path := n.path) is not None and n.fan_in is not None
         ],
         "nodes": [
@@ -100,6 +118,30 @@ def precision(model: nn.Module, plan: QuantPlan | Mapping[str, Any]) -> dict[str
         ],
         "float_nodes": float_nodes(nodes),
     }
+
+
+def typedefs(nodes: Sequence[Node]) -> list[str]:
+    """Each node's result typedef as hls4ml 1.3.0 writes it: `input_t` for the input,
+    `result_t` for the output, else `layer<i>_t`, i its layer index (the input is 1, each
+    layer hls4ml makes the next one); a skipped module passes its input's on."""
+    names: list[str] = []
+    index = 1
+    for node in nodes:
+        if node.path is None:
+            names.append("input_t")
+        elif node.kind in HLS4ML_SKIPS:
+            names.append(names[-1])
+            continue
+        else:
+            names.append(f"layer{index}_t")
+        index += 1
+    last = max(i for i, n in enumerate(nodes) if n.kind not in HLS4ML_SKIPS)
+    return [n if n != names[last] else "result_t" for n in names]
+
+
+def _names(node: Node, data_in: str, result: str) -> dict[str, str]:
+    params = {k: f"{node.name}_{k}_t" for k in ("weight", "bias", "accum") if k in node.params}
+    return {"data_in": data_in, **params, "result": result}
 
 
 def _layer(node: Node, quant: Any) -> dict[str, Any]:

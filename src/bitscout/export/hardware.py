@@ -27,6 +27,9 @@ AP_OVERFLOW = {"saturate": "AP_SAT", "wrap": "AP_WRAP"}
 # Modules whose outputs are some of their inputs' values (or zero): the input type holds them.
 PASS_THROUGH = (nn.ReLU, nn.Dropout, nn.Identity, nn.Flatten, nn.MaxPool1d, nn.MaxPool2d)
 NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
+# Modules hls4ml's PyTorch converter drops (its skip_layers): they make no layer, so neither
+# a type nor a layer index; the node before them writes what they pass on.
+HLS4ML_SKIPS = ("Dropout",)
 
 
 @dataclass(frozen=True)
@@ -103,6 +106,18 @@ def hardware(
             node = _feeding(node, HwType.of(feeds), paths[i + 1])
         nodes.append(node)
         current = node.result
+    return _skipped(nodes)
+
+
+def _skipped(nodes: list[Node]) -> list[Node]:
+    """The type a skipped module writes (a quantized layer's data_in) written by the node
+    before it instead, where hls4ml casts. A pass-through node then casts after its own
+    operation, as bitscout does (ReLU, then the next layer's input cast)."""
+    for i in range(len(nodes) - 1, 0, -1):
+        node, before = nodes[i], nodes[i - 1]
+        if node.kind in HLS4ML_SKIPS and before.result != node.result:
+            consumer = next(n for n in nodes[i:] if n.kind not in HLS4ML_SKIPS)
+            nodes[i - 1] = _feeding(before, node.result, consumer.path or "")
     return nodes
 
 

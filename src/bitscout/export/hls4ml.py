@@ -20,7 +20,19 @@ from bitscout.errors import ConfigError
 from bitscout.export.artifacts import grid_state_dict
 from bitscout.export.emulation import isolated
 from bitscout.export.hardware import WIDE, HwType, Node, hardware
+from bitscout.export.project import (
+    DEFAULTS,
+    MODEL_FILE,
+    HlsOptions,
+    foreign_modules,
+    graph_module,
+    project_config,
+    script,
+    write_model,
+    write_test_bench,
+)
 from bitscout.quant.apply import QuantPlan, quantize_model, resolve_plan
+from bitscout.quant.datapath import exact_accum
 
 HLS4ML_VERSION = "1.3.0"  # the release the configuration and the check were written against
 
@@ -82,70 +94,104 @@ def check_casts(nodes: Sequence[Node]) -> None:
 
 def to_hls4ml(
     model: nn.Module, plan: QuantPlan | Mapping[str, Any], shape: Sequence[int] | None = None,
-    *, wide: HwType = WIDE, trace: bool = False,
+    *, wide: HwType = WIDE, trace: bool = False, options: HlsOptions = DEFAULTS,
 ) -> dict[str, Any]:  # fmt: skip
     """hls4ml's `HLSConfig` for `model` quantized by `plan`: `Model` defaults (the wide type
-    that stands in for float) and one `LayerName` entry per node, every precision spelled out
-    with its rounding and overflow, as `config_from_pytorch_model(granularity='name')` lays
-    it out. Convert the model with its weights on the grid (`grid_state_dict`). A plan whose
-    C++ emulation would abort is refused (`check_casts`)."""
+    that stands in for float, the strategy and reuse factor of `options`) and one `LayerName`
+    entry per node, every precision spelled out with its rounding and overflow, as
+    `config_from_pytorch_model(granularity='name')` lays it out. Convert the model with its
+    weights on the grid (`grid_state_dict`). A plan whose C++ emulation would abort, or
+    would compute otherwise than bitscout under `options`, is refused (`check_casts`,
+    `check_options`)."""
     nodes = hardware(model, plan, wide)
     check_casts(nodes)
+    check_options(nodes, options)
     layers = {}
     for node in nodes:
         precision = {"result": node.result.ap_fixed}
         precision.update({k: t.ap_fixed for k, t in node.params.items()})
         layers[node.name] = {"Precision": precision, "Trace": trace}
         if node.fan_in is not None:
-            layers[node.name]["ReuseFactor"] = 1
+            layers[node.name]["ReuseFactor"] = options.reuse_factor
     return {
         "Model": {
-            "Precision": {"default": wide.ap_fixed}, "ReuseFactor": 1,
-            "ChannelsLastConversion": "full", "TransposeOutputs": False, "Strategy": "Latency",
-            "BramFactor": 1_000_000_000, "TraceOutput": False,
+            "Precision": {"default": wide.ap_fixed}, "ReuseFactor": options.reuse_factor,
+            "ChannelsLastConversion": "full", "TransposeOutputs": False,
+            "Strategy": options.hls_strategy, "BramFactor": 1_000_000_000, "TraceOutput": False,
         },
         "InputShape": [list(shape or input_shape(model))],  # one shape per input
         "LayerName": layers,
     }  # fmt: skip
 
 
-SNIPPET = '''"""Convert the quantized model with hls4ml {version} and bitscout's precision config.
-Computed in float by bitscout, approximated here in {wide}: {floats}."""
-import json
+def check_options(nodes: Sequence[Node], options: HlsOptions) -> None:
+    """Refuse settings under which hls4ml would compute otherwise than bitscout scored.
+    bitscout adds a layer's products to its bias in input order, saturating after each
+    addition (hls4ml's Latency dense); the Resource strategy adds them in another order, so
+    an accumulator that can saturate part way gives other sums (logits off by 0.527 on
+    jsc-tiny, issue 22). An accumulator that holds the exact sum, or wraps (modular: any
+    order gives the same), is exact under either. hls4ml converts convolutions to
+    channels-last itself only with io_parallel."""
+    for before, node in itertools.pairwise(nodes):
+        if options.strategy == "resource" and _may_saturate(before.result, node):
+            raise ConfigError(
+                "strategy",
+                f"resource adds {node.name}'s products in another order than bitscout scored, "
+                f"and its accumulator {node.params['accum'].ap_fixed} saturates on partial sums"
+                " that do not fit: use latency, a wrapping accumulator, or the exact one",
+            )
+        if options.io_type == "io_stream" and node.kind in ("conv1d", "conv2d"):
+            rule = (f"io_stream takes channels-last input hls4ml does not convert; "
+                    f"{node.name} is a convolution: use io_parallel")  # fmt: skip
+            raise ConfigError("io_type", rule)
 
-import hls4ml
-import torch
 
-{model_code}
-model.load_state_dict(torch.load("quantized.pt", weights_only=True))  # weights on the grid
-with open("hls4ml_config.json") as f:
-    config = json.load(f)
-hls_model = hls4ml.converters.convert_from_pytorch_model(
-    model.eval(), hls_config=config, output_dir="hls4ml_prj", project_name="myproject",
-    backend="Vivado", io_type="io_parallel",
-)
-hls_model.compile()  # the C++ emulation: hls_model.predict(x); hls_model.build() synthesizes
-'''
+def _may_saturate(data_in: HwType, node: Node) -> bool:
+    """A saturating accumulator the plan fixed that does not hold every partial sum exactly."""
+    accum = node.params.get("accum")
+    if accum is None or "accum" not in node.given or accum.overflow != "saturate":
+        return False
+    weight, bias = node.params["weight"], node.params.get("bias")
+    exact = exact_accum(data_in, weight, bias, node.fan_in or 0)
+    integer = accum.width - accum.frac_width
+    return accum.frac_width < exact.frac or integer < exact.width - exact.frac
 
 
 def write_hls4ml(
-    config: dict[str, Any], nodes: Sequence[Node], out: Path, model_code: str
-) -> list[Path]:
-    """`hls4ml_config.yml`, `hls4ml_config.json` and `convert_hls4ml.py` in `out`."""
+    model: nn.Module, plan: QuantPlan | Mapping[str, Any], x: torch.Tensor,
+    hls_config: Mapping[str, Any], out: Path, options: HlsOptions,
+    about: tuple[str, str | None] = ("a bitscout plan", None),
+) -> list[Path]:  # fmt: skip
+    """The standalone hls4ml project in `out` (see `export.project`): `hls4ml_config.yml`
+    (what `convert_from_config` reads), `hls4ml_config.json` (the HLSConfig alone, for
+    `convert_from_pytorch_model`), the model file, `tb_data/` from rows `x` with bitscout's
+    predictions, and `convert_hls4ml.py`. `about`: what is exported, the config it came from."""
     import yaml
 
-    floats = ", ".join(n.name for n in nodes if n.float_) or "none"
-    wide = config["Model"]["Precision"]["default"]
-    files = {
-        "hls4ml_config.yml": yaml.safe_dump(config, sort_keys=False),
-        "hls4ml_config.json": json.dumps(config, indent=2) + "\n",
-        "convert_hls4ml.py": SNIPPET.format(
-            version=HLS4ML_VERSION, wide=wide, floats=floats, model_code=model_code
+    grid = grid_model(model, plan)
+    module = graph_module(grid)
+    predictions = scored(quantize_model(grid, plan), x)
+    floats = [n.name for n in hardware(grid, plan) if n.float_]
+    wide = hls_config["Model"]["Precision"]["default"]
+    text = {
+        "hls4ml_config.yml": yaml.safe_dump(project_config(hls_config, options), sort_keys=False),
+        "hls4ml_config.json": json.dumps(hls_config, indent=2) + "\n",
+        "convert_hls4ml.py": script(
+            HLS4ML_VERSION, *about, wide, floats, foreign_modules(module)
         ),
-    }
-    for name, text in files.items():
-        write_text(out / name, text)
-    return [out / name for name in files]
+    }  # fmt: skip
+    for name, body in text.items():
+        write_text(out / name, body)
+    files = [out / name for name in text]
+    files.append(write_model(module, out / MODEL_FILE))
+    return files + write_test_bench(out, x.detach().double().numpy(), predictions)
+
+
+def grid_model(model: nn.Module, plan: QuantPlan | Mapping[str, Any]) -> nn.Module:
+    """A copy of `model` in eval mode with its quantized weights on their grid."""
+    grid = copy.deepcopy(model).eval()
+    grid.load_state_dict(grid_state_dict(model, plan))
+    return grid
 
 
 def _requirements() -> Any:
@@ -161,33 +207,30 @@ def _requirements() -> Any:
 
 def verify(
     model: nn.Module, plan: QuantPlan | Mapping[str, Any], x: torch.Tensor, project: Path,
-    shape: Sequence[int] | None = None,
+    shape: Sequence[int] | None = None, options: HlsOptions = DEFAULTS,
 ) -> dict[str, Any]:  # fmt: skip
-    """Convert `model` with hls4ml, compile its C++ emulation and run rows `x` through it and
-    through bitscout: per quantized layer the largest difference given hls4ml's own input to
-    that layer (0 when the layer is exact), and end to end the share of rows whose top class
+    """Convert `model` with hls4ml as the exported project does (`options`' IO type, strategy
+    and reuse factor), compile its C++ emulation and run rows `x` through it and through
+    bitscout: per quantized layer the largest difference given hls4ml's own input to that
+    layer (0 when the layer is exact), and end to end the share of rows whose top class
     agrees and the largest logit difference."""
     hls4ml = _requirements()
     convs = [n.name for n in hardware(model, plan) if n.kind in ("conv1d", "conv2d")]
     if convs:  # hls4ml runs them channels-last with buffers of its own: not compared yet
         rule = f"compares models whose layers are Linear; {', '.join(convs)} is a convolution"
         raise ConfigError("--verify", rule)
-    grid = copy.deepcopy(model).eval()
-    grid.load_state_dict(grid_state_dict(model, plan))
-    config = to_hls4ml(grid, plan, shape, trace=True)
+    grid = grid_model(model, plan)
+    hls_config = to_hls4ml(grid, plan, shape, trace=True, options=options)
+    config = project_config(hls_config, options, grid, str(project), test_bench=False)
     rows = np.ascontiguousarray(x.detach().double().numpy())
     with contextlib.redirect_stdout(io.StringIO()):  # hls4ml narrates every step
-        hls = hls4ml.converters.convert_from_pytorch_model(
-            grid, output_dir=str(project), project_name="bitscout", backend="Vivado",
-            io_type="io_parallel", hls_config=config,
-        )  # fmt: skip
+        hls = hls4ml.converters.convert_from_config(config)
         y, traced = isolated(
             lambda: hls.trace(rows), f"hls4ml {hls4ml.__version__}'s C++ emulation"
         )
     quantized, nodes = quantize_model(grid, plan), hardware(grid, plan)
     layers = _per_layer(nodes, resolve_plan(grid, plan), quantized, rows, traced)
-    with torch.inference_mode():
-        z = quantized(x.float()).double().numpy()
+    z = scored(quantized, x)
     y = np.asarray(y, dtype=np.float64).reshape(z.shape)
     return {
         "hls4ml": hls4ml.__version__, "rows": len(rows), "layers": layers,
@@ -195,6 +238,12 @@ def verify(
         "max_logit_difference": float(np.max(np.abs(z - y))),
         "float_nodes": [n.name for n in nodes if n.float_],
     }  # fmt: skip
+
+
+def scored(quantized: nn.Module, x: torch.Tensor) -> np.ndarray:
+    """The quantized model's outputs for rows `x`, as bitscout scores them."""
+    with torch.inference_mode():
+        return quantized(x.float()).double().numpy()
 
 
 def _per_layer(

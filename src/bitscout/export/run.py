@@ -19,26 +19,26 @@ from bitscout.evaluate.forward import floating_dtype
 from bitscout.export.artifacts import write_checkpoint, write_npz, write_precision
 from bitscout.export.hardware import Node, hardware
 from bitscout.export.hls4ml import to_hls4ml, verify, write_hls4ml
+from bitscout.export.project import DEFAULTS, HlsOptions, hls_options
 from bitscout.quant.apply import QuantPlan, copy_model, parse_plan
 from bitscout.results.rundir import Run, load_run
 from bitscout.study.finetune import is_finetuned, load_finetuned
 from bitscout.study.result import inputs_of
 
 TARGETS = ("hls4ml", "checkpoint", "npz")
-PYTHON_CODE = "model = ...  # the float model you searched, built as in your own code"
 
 
 @dataclass(frozen=True)
 class Subject:
-    """What is exported: the float model, the plan, validation rows (hls4ml's input shape and
-    the rows `verify` runs; None when unknown), a label and how to rebuild the float model
-    (written into convert_hls4ml.py)."""
+    """What is exported: the float model, the plan, validation rows (hls4ml's input shape, its
+    test bench and the rows `verify` runs; None when unknown), a label and the config the
+    model was built from (both named in convert_hls4ml.py)."""
 
     model: nn.Module
     plan: QuantPlan | Mapping[str, Any]
     x: torch.Tensor | None
     label: str  # "trial 12", "best.toml", "the best config", a --quant file
-    model_code: str = PYTHON_CODE
+    source: str | None = None
 
 
 @dataclass(frozen=True)
@@ -77,13 +77,18 @@ def parse_targets(to: str | Sequence[str], key: str = "to") -> list[str]:
     return targets
 
 
-def write_targets(subject: Subject, targets: Sequence[str], out: Path) -> ExportResult:
-    """Each target's files in `out` (precision.json always)."""
+def write_targets(
+    subject: Subject, targets: Sequence[str], out: Path, hls: HlsOptions = DEFAULTS,
+    rows: int = 2000,
+) -> ExportResult:  # fmt: skip
+    """Each target's files in `out` (precision.json always); hls4ml's test bench holds the
+    first `rows` validation rows."""
     model, plan = subject.model, subject.plan
     nodes = hardware(model, plan)
     config = None  # hls4ml's, made first: a plan hls4ml cannot run is refused before writing
     if "hls4ml" in targets:
-        config = to_hls4ml(model, plan, tuple(_rows(subject, "hls4ml").shape[1:]))
+        shape = tuple(_rows(subject, "hls4ml").shape[1:])
+        config = to_hls4ml(model, plan, shape, options=hls)
     out.mkdir(parents=True, exist_ok=True)
     files = [write_precision(model, plan, out / "precision.json")]
     if "hls4ml" in targets or "checkpoint" in targets:
@@ -91,15 +96,18 @@ def write_targets(subject: Subject, targets: Sequence[str], out: Path) -> Export
     if "npz" in targets:
         files.append(write_npz(model, plan, out / "codes.npz"))
     if config is not None:
-        files += write_hls4ml(config, nodes, out, subject.model_code)
+        x = _rows(subject, "hls4ml")[:rows]
+        about = (subject.label, subject.source)
+        files += write_hls4ml(model, plan, x, config, out, hls, about)
     return ExportResult(out, files, nodes, subject.label)
 
 
-def check(subject: Subject, out: Path, rows: int) -> dict[str, Any]:
-    """hls4ml's C++ emulation against bitscout on the first `rows` validation rows, also
-    written to verify.json."""
+def check(subject: Subject, out: Path, rows: int, hls: HlsOptions = DEFAULTS) -> dict[str, Any]:
+    """hls4ml's C++ emulation (with the project's IO type, strategy and reuse factor) against
+    bitscout on the first `rows` validation rows, also written to verify.json."""
     x = _rows(subject, "verify")[:rows]
-    found = verify(subject.model, subject.plan, x, out / "hls4ml_prj", tuple(x.shape[1:]))
+    shape = tuple(x.shape[1:])
+    found = verify(subject.model, subject.plan, x, out / "hls4ml_prj", shape, hls)
     write_text(out / "verify.json", json.dumps(found, indent=2) + "\n")
     return found
 
@@ -183,6 +191,11 @@ def export(
     rows: int = 2000,
     model: nn.Module | None = None,
     data: Any = None,
+    part: str = DEFAULTS.part,
+    clock_period: float = DEFAULTS.clock_period,
+    io_type: str = DEFAULTS.io_type,
+    strategy: str = DEFAULTS.strategy,
+    reuse_factor: int = DEFAULTS.reuse_factor,
 ) -> ExportResult:
     """Write the best config (or trial `trial`'s) of a search as hardware artifacts.
 
@@ -196,17 +209,22 @@ def export(
         trial: export this trial's config instead of the best.
         verify: compile hls4ml's C++ emulation and compare it with bitscout (needs hls4ml
             and g++); the figures are returned and written to verify.json.
-        rows: validation rows to verify on.
+        rows: validation rows to verify on, and to write to hls4ml's test bench (tb_data/).
         model: for a run directory, the float model searched (or its architecture, when the
             run recorded a checkpoint: its weights are loaded into a copy, checksum checked).
         data: for a run directory, validation rows (the forms `search` takes), needed by
-            hls4ml (the input shape) and `verify`.
+            hls4ml (the input shape, the test bench) and `verify`.
+        part, clock_period, io_type, strategy, reuse_factor: hls4ml's project settings: the
+            FPGA part, the clock period in ns, "io_parallel" or "io_stream", "latency" or
+            "resource", every quantized layer's reuse factor. `verify` checks them: a
+            setting under which hls4ml would compute otherwise than bitscout is refused.
 
     Returns:
         An ExportResult: the files written, the datapath's types per node, the verify figures.
     """
     targets = parse_targets(to)
     check_rows(rows)
+    hls = hls_options(part, clock_period, io_type, strategy, reuse_factor)
     run_dir: Path | None
     if isinstance(result_or_run_dir, str | Path):
         run_dir = Path(result_or_run_dir)
@@ -220,10 +238,10 @@ def export(
         where = default_out(run_dir, trial)
     else:
         raise ConfigError("out", "is required: the search wrote no run directory")
-    found = write_targets(subject, targets, where)
+    found = write_targets(subject, targets, where, hls, rows)
     if verify:
         found = ExportResult(where, found.files, found.nodes, found.label,
-                             check(subject, where, rows))  # fmt: skip
+                             check(subject, where, rows, hls))  # fmt: skip
     return found
 
 

@@ -265,8 +265,24 @@ def test_file_is_qonnx_loadable_with_the_domain_and_opset(tmp_path):
     proto = onnx.load(str(path))
     onnx.checker.check_model(proto)
     assert {(o.domain, o.version) for o in proto.opset_import} >= {("", 11), (DOMAIN, 1)}
+    assert "Cast" not in [n.op_type for n in proto.graph.node]  # float32 sums are exact here
     model = load_qonnx(path, batch=7)
     assert model.get_tensor_shape(model.graph.output[0].name) == [7, 3]
+
+
+def test_hls4mls_onnx_front_end_reads_the_quant_nodes(tmp_path):
+    """hls4ml parses the file as its QONNX flow prepares one (channels last, Gemm as MatMul):
+    every Quant node with the rounding mode bitscout's format has."""
+    hls4ml = pytest.importorskip("hls4ml")
+    from qonnx.transformation.channels_last import ConvertToChannelsLastAndClean
+    from qonnx.transformation.gemm_to_matmul import GemmToMatMul
+    from qonnx.util.cleanup import cleanup_model
+
+    _, path = exported(tmp_path, tiny(), integer((6, 3), x=(8, 4), rounding="floor"), rows())
+    model = load_qonnx(path).transform(ConvertToChannelsLastAndClean()).transform(GemmToMatMul())
+    layers, _, _ = hls4ml.converters.parse_onnx_model(cleanup_model(model))
+    quants = [layer for layer in layers if layer["class_name"] == "Quant"]
+    assert len(quants) == 6 and {q["rounding_mode"] for q in quants} == {"FLOOR"}
 
 
 # --- accumulator and result types ---------------------------------------------------------

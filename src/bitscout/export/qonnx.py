@@ -32,6 +32,9 @@ from bitscout.quant.layers import LayerQuant
 
 QONNX_VERSION = "1.0.0"  # the release whose operator definitions the nodes follow
 DOMAIN = "qonnx.custom_op.general"
+# QONNX's docs rename Quant to IntQuant and run both alike; Quant is the name that FINN and
+# hls4ml (which reads both) have read longest.
+QUANT_OP = "Quant"
 ONNX_OPSET = 11  # qonnx.util.basic.get_preferred_onnx_opset()
 QONNX_OPSET = 1  # qonnx.util.basic.get_preferred_qonnx_opset()
 # QONNX's HALF_UP rounds ties away from zero; bitscout's half_up (hls4ml's AP_RND) rounds
@@ -108,7 +111,7 @@ class _Quantize(torch.autograd.Function):
 
         if isinstance(fmt, Integer):
             scale, bits = const(2.0**-fmt.frac_width), const(float(fmt.width))  # type: ignore[operator]
-            out = g.op(f"{DOMAIN}::Quant", x, scale, const(0.0), bits, signed_i=1, narrow_i=0,
+            out = g.op(f"{DOMAIN}::{QUANT_OP}", x, scale, const(0.0), bits, signed_i=1, narrow_i=0,
                        rounding_mode_s=ROUNDING[fmt.rounding])  # fmt: skip
         elif isinstance(fmt, MinifloatIEEE):
             args = (fmt.exponent_width, fmt.mantissa, fmt.bias, fmt.max_value)
@@ -145,7 +148,7 @@ class _Exported(nn.Module):
             b = None if b is None else b.to(self.dtype)
         out = F.linear(x, w, b) if isinstance(layer, nn.Linear) else layer._conv_forward(x, w, b)
         out = _q(_q(out, q.accum), q.result)
-        return out.float()
+        return out if self.dtype is None else out.float()  # a Cast node only where needed
 
 
 def _sum_dtype(layer: nn.Module, quant: LayerQuant, where: str) -> torch.dtype | None:

@@ -13,7 +13,14 @@ import torch
 from torch import nn
 
 from bitscout._core.files import atomic, write_text
-from bitscout.export.hardware import HLS4ML_SKIPS, HwType, Node, float_nodes, hardware
+from bitscout.export.hardware import (
+    HLS4ML_IN_PLACE,
+    HLS4ML_SKIPS,
+    HwType,
+    Node,
+    float_nodes,
+    hardware,
+)
 from bitscout.quant.apply import QuantPlan, fx_name, resolve_plan
 from bitscout.quant.catalog import DATAPATH, TENSORS
 from bitscout.quant.formats import Integer, quantize_values
@@ -23,7 +30,8 @@ HLS4ML_NAMES = (
     "each layer's `hls4ml` gives the typedef (firmware/defines.h of hls4ml 1.3.0) of each of "
     "its tensors; in the layer's config struct (firmware/parameters.h) weight, bias and accum "
     "are weight_t, bias_t and accum_t; data_in is the previous node's result type (input_t "
-    "for the model's input) and result is layer<i>_t (result_t for the model's output)"
+    "for the model's input, or the channels-last transpose's layer<i>_t in front of a "
+    "convolution) and result is layer<i>_t (result_t for the model's output)"
 )
 
 
@@ -123,19 +131,20 @@ def precision(model: nn.Module, plan: QuantPlan | Mapping[str, Any]) -> dict[str
 def typedefs(nodes: Sequence[Node]) -> list[str]:
     """Each node's result typedef as hls4ml 1.3.0 writes it: `input_t` for the input,
     `result_t` for the output, else `layer<i>_t`, i its layer index (the input is 1, each
-    layer hls4ml makes the next one); a skipped module passes its input's on."""
-    names: list[str] = []
-    index = 1
-    for node in nodes:
-        if node.path is None:
-            names.append("input_t")
-        elif node.kind in HLS4ML_SKIPS:
-            names.append(names[-1])
-            continue
+    layer hls4ml makes the next one); a skipped or in-place module passes its input's on. A
+    model with convolutions reads its input through the channels-last transpose hls4ml adds
+    after every other layer (the next index)."""
+    made = [n for n in nodes[1:] if n.kind not in HLS4ML_SKIPS]
+    convs = any(n.kind in ("conv1d", "conv2d") for n in made)
+    names = [f"layer{len(made) + 2}_t" if convs else "input_t"]
+    index = 2
+    for node in nodes[1:]:
+        if node.kind in HLS4ML_SKIPS + HLS4ML_IN_PLACE:
+            names.append(names[-1])  # its input's variable
         else:
             names.append(f"layer{index}_t")
-        index += 1
-    last = max(i for i, n in enumerate(nodes) if n.kind not in HLS4ML_SKIPS)
+        index += node.kind not in HLS4ML_SKIPS
+    last = max(i for i, n in enumerate(nodes) if n.kind not in HLS4ML_SKIPS + HLS4ML_IN_PLACE)
     return [n if n != names[last] else "result_t" for n in names]
 
 

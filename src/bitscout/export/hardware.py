@@ -30,6 +30,9 @@ NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
 # Modules hls4ml's PyTorch converter drops (its skip_layers): they make no layer, so neither
 # a type nor a layer index; the node before them writes what they pass on.
 HLS4ML_SKIPS = ("Dropout",)
+# Modules hls4ml computes in place under io_parallel (a Reshape shares its input's variable,
+# so its type is its input's): a layer, with no cast of its own.
+HLS4ML_IN_PLACE = ("Flatten",)
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,10 @@ class HwType:
     @classmethod
     def of(cls, fmt: Integer) -> "HwType":
         return cls(fmt.width, fmt.frac_width, fmt.rounding, fmt.overflow)  # type: ignore[arg-type]
+
+    def integer(self) -> Integer:
+        """This type as bitscout's fixed-point format (widths up to the format's limit)."""
+        return Integer(self.width, self.frac_width, self.rounding, self.overflow)  # type: ignore[arg-type]
 
     @property
     def ap_fixed(self) -> str:
@@ -110,13 +117,14 @@ def hardware(
 
 
 def _skipped(nodes: list[Node]) -> list[Node]:
-    """The type a skipped module writes (a quantized layer's data_in) written by the node
-    before it instead, where hls4ml casts. A pass-through node then casts after its own
+    """The type a skipped or in-place module writes (a quantized layer's data_in) written by
+    the node before it instead, where hls4ml casts. A pass-through node then casts after its own
     operation, as bitscout does (ReLU, then the next layer's input cast)."""
     for i in range(len(nodes) - 1, 0, -1):
         node, before = nodes[i], nodes[i - 1]
-        if node.kind in HLS4ML_SKIPS and before.result != node.result:
-            consumer = next(n for n in nodes[i:] if n.kind not in HLS4ML_SKIPS)
+        passed = HLS4ML_SKIPS + HLS4ML_IN_PLACE
+        if node.kind in passed and before.result != node.result:
+            consumer = next(n for n in nodes[i:] if n.kind not in passed)
             nodes[i - 1] = _feeding(before, node.result, consumer.path or "")
     return nodes
 

@@ -33,6 +33,7 @@ from bitscout.export.project import (
 )
 from bitscout.quant.apply import QuantPlan, quantize_model, resolve_plan
 from bitscout.quant.datapath import exact_accum
+from bitscout.quant.formats import quantize
 
 HLS4ML_VERSION = "1.3.0"  # the release the configuration and the check were written against
 
@@ -215,10 +216,6 @@ def verify(
     layer (0 when the layer is exact), and end to end the share of rows whose top class
     agrees and the largest logit difference."""
     hls4ml = _requirements()
-    convs = [n.name for n in hardware(model, plan) if n.kind in ("conv1d", "conv2d")]
-    if convs:  # hls4ml runs them channels-last with buffers of its own: not compared yet
-        rule = f"compares models whose layers are Linear; {', '.join(convs)} is a convolution"
-        raise ConfigError("--verify", rule)
     grid = grid_model(model, plan)
     hls_config = to_hls4ml(grid, plan, shape, trace=True, options=options)
     config = project_config(hls_config, options, grid, str(project), test_bench=False)
@@ -231,7 +228,7 @@ def verify(
     quantized, nodes = quantize_model(grid, plan), hardware(grid, plan)
     layers = _per_layer(nodes, resolve_plan(grid, plan), quantized, rows, traced)
     z = scored(quantized, x)
-    y = np.asarray(y, dtype=np.float64).reshape(z.shape)
+    y = channels_first(y, z.shape[1:])
     return {
         "hls4ml": hls4ml.__version__, "rows": len(rows), "layers": layers,
         "top_class_agreement": float(np.mean(z.argmax(1) == y.argmax(1))),
@@ -250,15 +247,61 @@ def _per_layer(
     nodes: Sequence[Node], resolved: Mapping[str, Any], quantized: nn.Module,
     rows: np.ndarray, traced: Mapping[str, np.ndarray],
 ) -> list[dict[str, Any]]:  # fmt: skip
+    """Each quantized layer given hls4ml's own input to it (its trace of the node before,
+    channels-last buffers turned back to PyTorch's layout) against hls4ml's output."""
+    shapes = _shapes(quantized, rows[:1])
     out = []
     for i, node in enumerate(nodes):
         if node.path is None or node.fan_in is None or resolved.get(node.path) is None:
             continue
-        before = next((n.name for n in reversed(nodes[1:i]) if n.name in traced), None)
-        given = rows if before is None else traced[before]
+        before = next((n for n in reversed(nodes[1:i]) if n.name in traced), None)
+        given = rows
+        if before is not None and before.path is not None:
+            given = channels_first(traced[before.name], shapes[before.path][1])
         layer = copy.deepcopy(quantized.get_submodule(node.path)).double()
         with torch.inference_mode():
-            mine = layer(torch.from_numpy(np.asarray(given, dtype=np.float64))).numpy()
-        theirs = np.asarray(traced[node.name], dtype=np.float64).reshape(mine.shape)
+            x = torch.from_numpy(given.reshape(len(given), *shapes[node.path][0]))
+            mine = _written(layer(x), node).numpy()
+        theirs = channels_first(traced[node.name], mine.shape[1:])
         out.append({"layer": node.name, "max_abs_difference": float(np.max(np.abs(mine - theirs)))})
     return out
+
+
+def _written(out: torch.Tensor, node: Node) -> torch.Tensor:
+    """A layer's output as the hardware writes it: cast to the node's result type where that
+    is narrower than the accumulator (the next layer's data_in, which bitscout casts on that
+    layer's input instead)."""
+    result = node.result
+    if node.float_ or result == node.params["accum"]:
+        return out
+    return quantize(out, result.integer())
+
+
+def _shapes(model: nn.Module, x: np.ndarray) -> dict[str, tuple[tuple[int, ...], ...]]:
+    """Each module's input and output shape (one row, PyTorch's layout) by path."""
+    found: dict[str, tuple[tuple[int, ...], ...]] = {}
+
+    def hook(path: str) -> Any:
+        def record(_: nn.Module, args: tuple, output: torch.Tensor) -> None:
+            found[path] = (tuple(args[0].shape[1:]), tuple(output.shape[1:]))
+
+        return record
+
+    handles = [m.register_forward_hook(hook(p)) for p, m in model.named_modules() if p]
+    try:
+        with torch.inference_mode():
+            model(torch.from_numpy(x).float())
+    finally:
+        for handle in handles:
+            handle.remove()
+    return found
+
+
+def channels_first(values: Any, shape: Sequence[int]) -> np.ndarray:
+    """hls4ml's buffer of a tensor of PyTorch shape `shape` (one row: channels, then the
+    spatial axes), which it keeps channels-last, in PyTorch's layout."""
+    values = np.asarray(values, dtype=np.float64)
+    if len(shape) < 2:  # no spatial axis: the layouts agree
+        return values.reshape(len(values), *shape)
+    last = values.reshape(len(values), *shape[1:], shape[0])
+    return np.ascontiguousarray(np.moveaxis(last, -1, 1))

@@ -17,6 +17,7 @@ from bitscout.evaluate.engine.chain import chain_of
 from bitscout.evaluate.engine.runner import Runner
 from bitscout.evaluate.forward import evaluate_model, floating_dtype, on_device, one_thread, predict
 from bitscout.evaluate.metrics import (
+    COUNTED,
     Kind,
     LossFn,
     Metric,
@@ -25,6 +26,7 @@ from bitscout.evaluate.metrics import (
     forward_sums,
 )
 from bitscout.evaluate.metrics import get_metric as lookup
+from bitscout.evaluate.overflow import Probe, Tally
 from bitscout.evaluate.profile import profile_model
 from bitscout.evaluate.qat import Trainer
 from bitscout.evaluate.signature import operations
@@ -176,7 +178,8 @@ class Evaluator:
         chain, why = chain_of(self.model)
         runner = None
         if chain is not None:
-            runner = Runner(chain, self.data.x, fixed=self._resolver.fixed, block_bytes=block_bytes)
+            runner = Runner(chain, self.data.x, fixed=self._resolver.fixed,
+                            block_bytes=block_bytes, count=bool(self._counted))  # fmt: skip
             why = self._cross_check(runner)
         if why:
             self.notes.append(f"fast engine off, every candidate runs the plain path: {why}")
@@ -357,7 +360,11 @@ class Evaluator:
     def _plain_forward(self, plan: Plan, model: nn.Module | None = None) -> dict[str, float]:
         candidate = model or quantize_model(self.model, QuantPlan("name", plan))
         blocks = ((predict(candidate, x).unsqueeze(1), y) for x, y in self.data.batches())
-        return self._forward_metrics(1, blocks)[0]
+        if not self._counted:
+            return self._forward_metrics(1, blocks)[0]
+        with Probe().attached(candidate) as probe:
+            row = self._forward_metrics(1, blocks)[0]
+        return row | self._counted_metrics(probe.tally)
 
     def _add_forward(
         self, keys: Sequence[Key], plans: Sequence[Plan], rows: list[dict], labels: Sequence[str]
@@ -383,8 +390,9 @@ class Evaluator:
         for stage, members in runner.groups(candidates):
             logits = runner.logits(stage, [candidates[i] for i in members])
             values = self._forward_metrics(len(members), _with_targets(logits, y))
-            for i, metrics in zip(members, values, strict=True):
+            for j, (i, metrics) in enumerate(zip(members, values, strict=True)):
                 rows[i].update(metrics)
+                rows[i].update(self._counted_metrics(runner.tallies[j]) if self._counted else {})
 
     def _forward_metrics(self, g: int, blocks: Blocks) -> list[dict]:
         """Forward metrics of g candidates from blocks of rows of their logits [rows, g, ...]
@@ -393,7 +401,7 @@ class Evaluator:
         loss_fn = self.loss_fn if "loss" in names else None
         by_user = set() if loss_fn is None else {"loss"}
         batched = [m for m in names if m not in by_user and self.get(m).batched is not None]
-        other = [m for m in names if m not in by_user and m not in batched]
+        other = [m for m in names if m not in (*by_user, *batched, *COUNTED)]
         sums = {m: np.zeros(g) for m in (*batched, *by_user)}
         kept: list[tuple[torch.Tensor, torch.Tensor]] = []
         total = 0
@@ -413,6 +421,15 @@ class Evaluator:
             ctx = MetricContext(self.profile, {}, logits=logits, targets=targets)
             result[i].update(compute_metrics(other, ctx, self.extra))
         return result
+
+    @property
+    def _counted(self) -> list[str]:
+        """The forward metrics counted inside the datapath (`metrics.COUNTED`)."""
+        return [m for m in self._kind("forward") if m in COUNTED]
+
+    def _counted_metrics(self, tally: Tally) -> dict[str, float]:
+        ctx = MetricContext(self.profile, {}, overflow=tally)
+        return compute_metrics(self._counted, ctx, self.extra)
 
     def _time(self, plan: Plan) -> dict[str, float]:
         signature = operations(plan) if self.share_latency else tuple(plan.items())

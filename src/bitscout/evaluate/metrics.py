@@ -16,6 +16,7 @@ from torch import nn
 from bitscout._core.registry import Registry
 from bitscout._core.validate import unknown
 from bitscout.errors import ConfigError
+from bitscout.evaluate.overflow import Tally, rate
 from bitscout.evaluate.profile import LayerStats, ModelProfile, eval_mode
 from bitscout.quant.formats import NumberFormat
 from bitscout.quant.layers import LayerQuant
@@ -43,6 +44,7 @@ class MetricContext:
     latency_repeats: int = 5
     latency_warmup: int = 1
     latency_budget_s: float = 2.0
+    overflow: Tally | None = None  # counted while the candidate ran (`evaluate.overflow`)
 
 
 # A forward metric that is a mean over samples, batched: class-major logits [classes, b, g] of
@@ -281,6 +283,24 @@ def loss(ctx: MetricContext) -> float:
         return float(ctx.loss_fn(ctx.logits, ctx.targets))
     logits, targets = _logits_targets(ctx, "loss")
     return F.cross_entropy(logits.double(), targets, reduction="sum").item() / len(targets)
+
+
+# Forward metrics counted inside the candidate's datapath while it runs, not read from its
+# logits: the evaluator's fast and plain paths each fill MetricContext.overflow.
+COUNTED = ("overflow_rate",)
+
+
+@metric("overflow_rate", unit="fraction", direction="minimize", kind="forward")
+def overflow_rate(ctx: MetricContext) -> float:
+    """The worst tensor's share of values that its format saturates or wraps: over every
+    quantized layer's input, weight, bias, accumulator and result (per value of every
+    validation row; a weight or bias value once), the largest fraction of values beyond the
+    format's range; 0.0 when nothing overflows. A value of an `integer` format overflows when
+    its rounded code lies outside the format's codes; the exact rules are in
+    `bitscout.evaluate.overflow`."""
+    if ctx.overflow is None:
+        raise ValueError("metric 'overflow_rate' needs the overflow counted in the MetricContext")
+    return rate(ctx.overflow)
 
 
 @metric("latency", unit="ms", direction="minimize", kind="timing")

@@ -43,9 +43,11 @@ if TYPE_CHECKING:
     from bitscout.results.conclude import Concluded
 
 # Cheap metrics reported for every candidate besides the objective's (latency only on request).
+# overflow_rate adds under 1% to a candidate's evaluation on the seed space (about 10-16% on
+# jsc-s's four quantized layers): benchmarks/bench_overflow.py.
 REPORTED = (
     "accuracy", "loss", "model_size", "model_size_bits", "flops", "bops", "average_bitwidth",
-    "memory_density",
+    "memory_density", "overflow_rate",
 )  # fmt: skip
 # What the end of a search imports: pandas for the rankings, matplotlib for the report.
 FINAL_MODULES = ("bitscout.results.conclude", "bitscout.results.display")

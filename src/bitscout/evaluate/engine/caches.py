@@ -6,6 +6,7 @@ from collections.abc import Hashable, Iterator, Mapping, MutableMapping, Sequenc
 import torch
 
 from bitscout.evaluate.engine.candidates import Key
+from bitscout.evaluate.overflow import Tally
 from bitscout.quant.formats import NumberFormat
 
 BoundaryKey = tuple[int, Key, NumberFormat | None]  # stage, formats before it, its data_in format
@@ -25,6 +26,9 @@ class BoundaryCache:
         self.pinned = pinned
         self._kept: dict[BoundaryKey, torch.Tensor] = {}
         self._latest: dict[tuple[int, bool], tuple[BoundaryKey, torch.Tensor]] = {}
+        # The overflow counted up to each kept entry (see `evaluate.overflow`), kept and
+        # dropped with it.
+        self._tallies: dict[BoundaryKey, Tally] = {}
 
     def get(self, key: BoundaryKey) -> torch.Tensor | None:
         if key[0] <= self.pinned:
@@ -37,13 +41,27 @@ class BoundaryCache:
         if key[0] <= self.pinned:
             return None
         entry = self._latest.pop((key[0], key[2] is None), None)
-        return None if entry is None else entry[1]
+        if entry is None:
+            return None
+        self._tallies.pop(entry[0], None)
+        return entry[1]
 
     def put(self, key: BoundaryKey, value: torch.Tensor) -> None:
         if key[0] <= self.pinned:
             self._kept[key] = value
-        else:
-            self._latest[(key[0], key[2] is None)] = (key, value)
+            return
+        old = self._latest.get((key[0], key[2] is None))
+        if old is not None and old[0] != key:
+            self._tallies.pop(old[0], None)
+        self._latest[(key[0], key[2] is None)] = (key, value)
+
+    def tally(self, key: BoundaryKey) -> Tally:
+        """The overflow counted from the model's input up to entry `key` ({} if none)."""
+        return self._tallies.get(key, {})
+
+    def set_tally(self, key: BoundaryKey, tally: Tally) -> None:
+        """Keep `tally` with entry `key`, which was just put."""
+        self._tallies[key] = tally
 
     def __len__(self) -> int:
         return len(self._kept) + len(self._latest)

@@ -20,6 +20,15 @@ import torch
 from bitscout.evaluate.engine.caches import BoundaryCache, BoundaryKey
 from bitscout.evaluate.engine.candidates import Key
 from bitscout.evaluate.engine.chain import Chain, run
+from bitscout.evaluate.overflow import (
+    Counts,
+    Tally,
+    count,
+    datapath_tally,
+    merged,
+    param_tally,
+    weight_bias,
+)
 from bitscout.quant.datapath import computed_in, fan_in
 from bitscout.quant.formats import NumberFormat, quantize_values
 from bitscout.quant.layers import LayerQuant, sum_dtype
@@ -40,9 +49,14 @@ class Runner:
     """Logits of a search's candidates on fixed inputs `x`, reusing what they share."""
 
     def __init__(
-        self, chain: Chain, x: torch.Tensor, *, fixed: Collection[str], block_bytes: int
-    ) -> None:
-        """`fixed`: the paths of the layers whose formats are the same in every candidate."""
+        self, chain: Chain, x: torch.Tensor, *, fixed: Collection[str], block_bytes: int,
+        count: bool = False,
+    ) -> None:  # fmt: skip
+        """`fixed`: the paths of the layers whose formats are the same in every candidate;
+        `count`: tally each candidate's overflow (`evaluate.overflow`) for `logits`."""
+        self.count = count
+        self.tallies: list[Tally] = []  # of the members of the latest `logits` run to its end
+        self._param_tallies: dict[tuple, Tally] = {}
         self.stages = chain.stages
         with torch.inference_mode():
             self.head = run(chain.head, x)
@@ -90,6 +104,7 @@ class Runner:
     def logits(self, stage: int, members: Sequence[Candidate]) -> Iterator[torch.Tensor]:
         """The logits [rows, len(members), classes] of successive blocks of rows, for candidates
         that differ only in the weight and bias of `stage`. Run under torch.inference_mode().
+        Run to its end, a counting runner's `tallies` are then each member's overflow.
 
         Blocks keep every tensor after the stacked product small enough for the CPU's cache."""
         params = [self._weight_bias(stage, c.formats[stage]) for c in members]
@@ -103,15 +118,52 @@ class Runner:
         fan = fan_in(self.stages[stage].layer)
         wide = next(filter(None, (sum_dtype(c.formats[stage], fan) for c in members)), None)
         op = functools.partial(self.stages[stage].layer_op, fmt=members[0].formats[stage])
+        counts = Counts(g) if self.count else None
         for start in range(0, self.n, rows):
-            out = computed_in(wide, op, x[start : start + rows], weight, bias)
+            block = x[start : start + rows]
+            out = computed_in(wide, op, block, weight, bias)
+            if counts is not None:
+                self._count_stacked(stage, members, params, block, counts)
             b = len(out)
             # reshape copies only the few outputs of a narrow layer (see chain.NARROW).
             h = out.reshape(b * g, out.shape[1] // g, *out.shape[2:])
             h = run(self.stages[stage].tail, h)
             for k in range(stage + 1, len(self.stages)):
-                h = self._forward(k, members[0], _quantized(h, members[0].formats[k].data_in))
+                fmt = members[0].formats[k].data_in
+                if counts is not None:
+                    over = count(h, fmt, g)
+                    counts.add((self.stages[k].path, "data_in"), over, h.numel() // g)
+                h = self._forward(k, members[0], _quantized(h, fmt), counts, g)
             yield h.reshape(b, g, -1)
+        if counts is not None:
+            self.tallies = self._member_tallies(stage, members, counts)
+
+    def _count_stacked(
+        self, stage: int, members: Sequence[Candidate], params: list, x: torch.Tensor,
+        counts: Counts,
+    ) -> None:  # fmt: skip
+        """The accumulator's and result's overflow of each member at the stacked stage."""
+        layer, path = self.stages[stage].layer, self.stages[stage].path
+        for i, (c, (w, b)) in enumerate(zip(members, params, strict=True)):
+            for name, (over, n) in datapath_tally(layer, x, w, b, c.formats[stage]).items():
+                counts.add((path, name), over, n, at=i)
+
+    def _member_tallies(
+        self, stage: int, members: Sequence[Candidate], counts: Counts
+    ) -> list[Tally]:
+        first = members[0]
+        tally = self.cache.tally((stage, first.key[:stage], first.formats[stage].data_in))
+        for k in range(stage + 1, len(self.stages)):
+            tally = merged(tally, self._param_tally(k, first.formats[k]))
+        return [merged(merged(tally, self._param_tally(stage, c.formats[stage])), counts.of(i))
+                for i, c in enumerate(members)]  # fmt: skip
+
+    def _param_tally(self, k: int, fmt: LayerQuant) -> Tally:
+        key = (k, fmt.weight, fmt.bias)
+        if key not in self._param_tallies:
+            weight, bias = weight_bias(self.stages[k].layer)
+            self._param_tallies[key] = param_tally(self.stages[k].path, fmt, weight, bias)
+        return self._param_tallies[key]
 
     def _row_bytes(self, stage: int) -> int:
         return self._widths[stage] * self.head.element_size()
@@ -124,7 +176,12 @@ class Runner:
         value = self.cache.get(key)
         if value is None:
             x = self._stage_input(k - 1, c)
-            value = self._by_blocks(lambda rows: self._forward(k - 1, c, rows), x, key)
+            counts = Counts(1) if self.count else None
+            value = self._by_blocks(lambda rows: self._forward(k - 1, c, rows, counts), x, key)
+            if counts is not None:
+                before = self.cache.tally((k - 1, c.key[: k - 1], c.formats[k - 1].data_in))
+                tally = merged(before, self._param_tally(k - 1, c.formats[k - 1]))
+                self.cache.set_tally(key, merged(tally, counts.of(0)))
         return value
 
     def _stage_input(self, k: int, c: Candidate) -> torch.Tensor:
@@ -134,9 +191,18 @@ class Runner:
         key = (k, c.key[:k], fmt)
         value = self.cache.get(key)
         if value is None:
-            value = self._by_blocks(
-                lambda rows: quantize_values(rows, fmt), self._boundary(k, c), key
-            )
+            counts = Counts(1) if self.count else None
+            where = (self.stages[k].path, "data_in")
+
+            def quantized(rows: torch.Tensor) -> torch.Tensor:
+                if counts is not None:
+                    counts.add(where, count(rows, fmt), rows.numel())
+                return quantize_values(rows, fmt)
+
+            value = self._by_blocks(quantized, self._boundary(k, c), key)
+            if counts is not None:
+                before = self.cache.tally((k, c.key[:k], None))
+                self.cache.set_tally(key, merged(before, counts.of(0)))
         return value
 
     def _by_blocks(
@@ -156,9 +222,17 @@ class Runner:
         self.cache.put(key, out)
         return out
 
-    def _forward(self, k: int, c: Candidate, x: torch.Tensor) -> torch.Tensor:
+    def _forward(
+        self, k: int, c: Candidate, x: torch.Tensor, counts: Counts | None = None, g: int = 1
+    ) -> torch.Tensor:
+        """Stage k of candidate c on its quantized input x (rows of g interleaved candidates
+        that share stage k), its accumulator's and result's overflow added to `counts`."""
         weight, bias = self._weight_bias(k, c.formats[k])
         stage = self.stages[k]
+        if counts is not None:
+            found = datapath_tally(stage.layer, x, weight, bias, c.formats[k], g)
+            for name, (over, n) in found.items():
+                counts.add((stage.path, name), over, n)
         return run(stage.tail, stage.layer_op(x, weight, bias, c.formats[k]))
 
     def _weight_bias(self, k: int, fmt: LayerQuant) -> tuple[torch.Tensor, torch.Tensor | None]:

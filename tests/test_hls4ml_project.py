@@ -23,6 +23,7 @@ from bitscout.errors import ConfigError
 from bitscout.export.hls4ml import to_hls4ml, verify
 from bitscout.export.project import MODEL_FILE, hls_options
 from bitscout.export.run import Subject, write_targets
+from bitscout.quant.apply import quantize_model
 
 BLOCKER = """import sys
 class Blocker:
@@ -262,3 +263,26 @@ def test_the_flags_reach_the_project_and_are_refused_on_one_line(base_run, tmp_p
                        *extra], capsys)  # fmt: skip
         assert bad.rc == 2 and bad.err.count("\n") == 1 and flag in bad.err, bad.err
     assert not (tmp_path / "no").exists()
+
+
+def test_resource_does_compute_otherwise_on_a_narrow_saturating_accumulator(tmp_path):
+    """Why the refusal: the same plan, Latency exact, hls4ml's Resource (reuse 4) not."""
+    need_hls4ml()
+    import hls4ml
+
+    from bitscout.export.hls4ml import grid_model
+    from bitscout.export.project import project_config
+
+    x = torch.from_numpy(np.random.default_rng(0).normal(0, 3, (500, 10))).float()
+    narrow = plan(SATURATING)
+    assert verify(small_mlp(), narrow, x, tmp_path / "latency")["max_logit_difference"] == 0.0
+    grid = grid_model(small_mlp(), narrow)
+    config = to_hls4ml(grid, narrow, (10,))  # as Latency, then switched by hand
+    for entry in [config["Model"], *config["LayerName"].values()]:
+        entry.update({"Strategy": "Resource", "ReuseFactor": 4} if "ReuseFactor" in entry else {})
+    project = project_config(config, hls_options(), grid, str(tmp_path / "rs"), test_bench=False)
+    hls = hls4ml.converters.convert_from_config(project)
+    hls.compile()
+    theirs = np.asarray(hls.predict(np.ascontiguousarray(x.double().numpy()))).reshape(-1, 4)
+    scored = quantize_model(grid, narrow)(x).detach().double().numpy()  # = Latency's, above
+    assert np.max(np.abs(theirs - scored)) > 0.5

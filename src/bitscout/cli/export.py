@@ -44,7 +44,8 @@ def export(
     """Write each target's files into `out` and show the datapath's types."""
     found = exporting.write_targets(subject, targets, out, hls, rows)
     show_datapath(console, found.nodes, subject.label)
-    console.print(f"wrote {', '.join(p.name for p in found.files)} to {out}", highlight=False)
+    console.print(f"wrote {', '.join(str(p.relative_to(out)) for p in found.files)} to {out}",
+                  highlight=False)  # fmt: skip
     return found.files
 
 

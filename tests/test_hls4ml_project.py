@@ -286,3 +286,16 @@ def test_resource_does_compute_otherwise_on_a_narrow_saturating_accumulator(tmp_
     theirs = np.asarray(hls.predict(np.ascontiguousarray(x.double().numpy()))).reshape(-1, 4)
     scored = quantize_model(grid, narrow)(x).detach().double().numpy()  # = Latency's, above
     assert np.max(np.abs(theirs - scored)) > 0.5
+
+
+def test_the_flags_help_states_the_defaults_the_library_uses():
+    """The parser imports no torch, so it spells the defaults out: held to HlsOptions here."""
+    from bitscout.cli.parser import build_parser
+    from bitscout.export.project import DEFAULTS
+
+    export = build_parser()._subparsers._group_actions[0].choices["export"]  # type: ignore[union-attr]
+    text = " ".join(export.format_help().split())
+    for flag, value in (("--part", DEFAULTS.part), ("--clock-period", f"{DEFAULTS.clock_period:g}"),
+                        ("--io-type", DEFAULTS.io_type), ("--strategy", DEFAULTS.strategy),
+                        ("--reuse-factor", DEFAULTS.reuse_factor)):  # fmt: skip
+        assert re.search(rf"{flag} \S+ [^-]*\b{value}\b", text), (flag, value)

@@ -131,8 +131,9 @@ def _export_finetuned(args: argparse.Namespace, targets: list[str], hls: HlsOpti
 
 def options_of(args: argparse.Namespace) -> HlsOptions:
     """hls4ml's project settings from the flags, refused under their flag names."""
-    return hls_options(args.part, args.clock_period, args.io_type, args.strategy,
-                       args.reuse_factor, flags=True)  # fmt: skip
+    names = ("part", "clock_period", "io_type", "strategy", "reuse_factor")
+    given = {name: value for name in names if (value := getattr(args, name)) is not None}
+    return hls_options(**given, flags=True)
 
 
 def subject_of_run(

@@ -90,19 +90,15 @@ def _add_export(sub: Subparsers) -> None:
 
 
 def _add_hls4ml(export: argparse.ArgumentParser) -> None:
-    """hls4ml's project settings (checked by `export.project.hls_options`)."""
-    from bitscout.export.project import DEFAULTS
-
+    """hls4ml's project settings; unset ones take `export.project.HlsOptions`' defaults
+    (not imported here: `bitscout --help` imports no torch)."""
     hls = export.add_argument_group("hls4ml project")
-    hls.add_argument("--part", default=DEFAULTS.part, help="FPGA part (default %(default)s)")
-    hls.add_argument("--clock-period", type=number, default=DEFAULTS.clock_period,
-                     help="clock period in ns (default %(default)s)")  # fmt: skip
-    hls.add_argument("--io-type", default=DEFAULTS.io_type,
-                     help="io_parallel or io_stream (default %(default)s)")  # fmt: skip
-    hls.add_argument("--strategy", default=DEFAULTS.strategy,
-                     help="latency or resource (default %(default)s)")  # fmt: skip
-    hls.add_argument("--reuse-factor", type=integer, default=DEFAULTS.reuse_factor,
-                     help="every quantized layer's reuse factor (default %(default)s)")  # fmt: skip
+    hls.add_argument("--part", help="FPGA part (default: hls4ml's, xcvu13p-flga2577-2-e)")
+    hls.add_argument("--clock-period", type=number, help="clock period in ns (default 5)")
+    hls.add_argument("--io-type", help="io_parallel (default) or io_stream")
+    hls.add_argument("--strategy", help="latency (default) or resource")
+    hls.add_argument("--reuse-factor", type=integer,
+                     help="every quantized layer's reuse factor (default 1)")  # fmt: skip
 
 
 def _add_finetune(sub: Subparsers) -> None:

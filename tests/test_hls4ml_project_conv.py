@@ -117,3 +117,16 @@ def test_a_cnn_exports_a_project(tmp_path):
     config = yaml.safe_load((tmp_path / "e" / "hls4ml_config.yml").read_text())
     assert config["InputShape"] == [[2, 6, 6]]
     assert Path(tmp_path / "e" / config["InputData"]).read_text().count("\n") == 3
+
+
+def test_a_module_hls4ml_cannot_convert_is_one_line(tmp_path):
+    """The zoo's cnn unflattens its features first: hls4ml 1.3.0 has no Unflatten."""
+    need_hls4ml()
+    from bitscout.errors import ConfigError
+    from bitscout.zoo.models import build_model
+
+    model = build_model("cnn").eval()
+    with pytest.raises(ConfigError) as err:
+        verify(model, PLAN, torch.zeros(4, 64), tmp_path / "prj", (64,))
+    assert err.value.key == "--verify" and "Unflatten" in str(err.value)
+    assert "\n" not in str(err.value)

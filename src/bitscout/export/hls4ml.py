@@ -221,7 +221,7 @@ def verify(
     config = project_config(hls_config, options, grid, str(project), test_bench=False)
     rows = np.ascontiguousarray(x.detach().double().numpy())
     with contextlib.redirect_stdout(io.StringIO()):  # hls4ml narrates every step
-        hls = hls4ml.converters.convert_from_config(config)
+        hls = _convert(hls4ml, config)
         y, traced = isolated(
             lambda: hls.trace(rows), f"hls4ml {hls4ml.__version__}'s C++ emulation"
         )
@@ -235,6 +235,17 @@ def verify(
         "max_logit_difference": float(np.max(np.abs(z - y))),
         "float_nodes": [n.name for n in nodes if n.float_],
     }  # fmt: skip
+
+
+def _convert(hls4ml: Any, config: dict[str, Any]) -> Any:
+    """hls4ml's model of `config`; what hls4ml cannot convert (a module its PyTorch front end
+    lacks, such as Unflatten) in one line."""
+    try:
+        return hls4ml.converters.convert_from_config(config)
+    except Exception as err:  # hls4ml raises bare Exceptions
+        why = " ".join(str(err).split()) or type(err).__name__
+        rule = f"hls4ml {hls4ml.__version__} cannot convert this model: {why}"
+        raise ConfigError("--verify", rule) from err
 
 
 def scored(quantized: nn.Module, x: torch.Tensor) -> np.ndarray:

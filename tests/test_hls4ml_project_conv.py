@@ -6,7 +6,8 @@ channels-last transpose hls4ml adds)."""
 
 import json
 import re
-from pathlib import Path
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -106,17 +107,23 @@ def test_channels_last_buffers_turn_back_into_pytorchs_layout():
     assert np.array_equal(channels_first(nchw.reshape(2, -1), (60,)), nchw.reshape(2, -1))
 
 
-def test_a_cnn_exports_a_project(tmp_path):
-    """The project's YAML for a CNN: the input shape channels first, as PyTorch gives it."""
+def test_a_cnns_project_reproduces_bitscout_in_c_simulation(tmp_path):
+    """The input shape channels first, as PyTorch gives it; tb_data rows flat in that order."""
+    need_hls4ml()
     import yaml
 
     from bitscout.export.run import Subject, write_targets
 
-    x = torch.zeros(3, 2, 6, 6)
-    write_targets(Subject(cnn2d(), PLAN, x, "cnn"), ["hls4ml"], tmp_path / "e", rows=3)
+    x = torch.from_numpy(np.random.default_rng(4).normal(0, 2, (20, 2, 6, 6))).float()
+    write_targets(Subject(cnn2d(), PLAN, x, "cnn"), ["hls4ml"], tmp_path / "e", rows=12)
     config = yaml.safe_load((tmp_path / "e" / "hls4ml_config.yml").read_text())
     assert config["InputShape"] == [[2, 6, 6]]
-    assert Path(tmp_path / "e" / config["InputData"]).read_text().count("\n") == 3
+    tb = np.loadtxt(tmp_path / "e" / config["InputData"], ndmin=2)
+    assert np.array_equal(tb, x[:12].reshape(12, -1).double().numpy())
+    found = subprocess.run([sys.executable, str(tmp_path / "e" / "convert_hls4ml.py")],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert found.returncode == 0, found.stderr[-2000:]
+    assert "12 test-bench rows: largest difference from bitscout's predictions 0," in found.stdout
 
 
 def test_a_module_hls4ml_cannot_convert_is_one_line(tmp_path):

@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # the search's spec reads AUDIT_RATE without importing torch
 AUDIT_RATE = 1 / 50  # the share of the fast engine's candidates re-derived by the plain path
 AUDIT_MIN = 2  # at least this many: the first candidates the fast engine scores
 LOSS_RTOL = 1e-6
-EXACT = ("accuracy",)
+EXACT = ("accuracy", "overflow_rate")  # counts of rows or values: equal, not close
 
 
 def disagreement(fast: Mapping[str, float], plain: Mapping[str, float]) -> str | None:

@@ -43,7 +43,8 @@ def export(
 ) -> list[Path]:  # fmt: skip
     """Write each target's files into `out` and show the datapath's types."""
     found = exporting.write_targets(subject, targets, out, hls, rows)
-    show_datapath(console, found.nodes, subject.label)
+    if found.nodes:  # QONNX alone has no fixed-point datapath to show
+        show_datapath(console, found.nodes, subject.label)
     console.print(f"wrote {', '.join(str(p.relative_to(out)) for p in found.files)} to {out}",
                   highlight=False)  # fmt: skip
     return found.files
@@ -70,12 +71,30 @@ def show_datapath(console: Console, nodes: Sequence[Node], label: str) -> None:
 
 
 def check(
-    subject: Subject, out: Path, rows: int, console: Console, hls: HlsOptions = DEFAULTS
-) -> dict[str, Any]:
-    """hls4ml's C++ emulation against bitscout on the first `rows` validation rows."""
+    subject: Subject, out: Path, rows: int, console: Console, hls: HlsOptions = DEFAULTS,
+    targets: Sequence[str] = ("hls4ml",),
+) -> dict[str, Any]:  # fmt: skip
+    """hls4ml's C++ emulation (and QONNX's executor, with `qonnx`) against bitscout on the
+    first `rows` validation rows."""
     shown = min(rows, len(subject.x)) if subject.x is not None else rows
-    console.print(f"compiling the hls4ml C++ emulation and running {shown} rows through it")
-    found = exporting.check(subject, out, rows, hls)
+    hls4ml = "hls4ml" in targets or "qonnx" not in targets
+    if hls4ml:
+        console.print(f"compiling the hls4ml C++ emulation and running {shown} rows through it")
+    found = exporting.check(subject, out, rows, hls, targets)
+    if hls4ml:
+        _show_hls4ml(found, console)
+    if "qonnx" in found:
+        q = found["qonnx"]
+        console.print(
+            f"QONNX {q['qonnx']} executor, {q['rows']} rows: {q['differing_values']} values "
+            f"differ, largest logit difference {q['max_logit_difference']:.3g}, top class "
+            f"agrees on {q['top_class_agreement']:.2%} of rows",
+            highlight=False,
+        )
+    return found
+
+
+def _show_hls4ml(found: Mapping[str, Any], console: Console) -> None:
     table = Table(title=f"hls4ml {found['hls4ml']} against bitscout, {found['rows']} rows")
     table.add_column("quantized layer")
     table.add_column("max abs difference, same layer input", justify="right")
@@ -88,7 +107,6 @@ def check(
         f"(fixed point in hls4ml): {', '.join(found['float_nodes']) or 'none'}",
         highlight=False,
     )
-    return found
 
 
 def run_config(run_dir: Path, summary: Mapping[str, Any], given: str | None) -> Config:
@@ -125,7 +143,7 @@ def _export_finetuned(args: argparse.Namespace, targets: list[str], hls: HlsOpti
     out = output_dir(args.out or Path(args.run_dir) / "export", "--out")
     export(subject, targets, out, console, hls, args.rows)
     if args.verify:
-        check(subject, out, args.rows, console, hls)
+        check(subject, out, args.rows, console, hls, targets)
     return 0
 
 
@@ -172,7 +190,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     out = output_dir(args.out or default, "--out")
     export(subject, targets, out, console, hls, args.rows)
     if args.verify:
-        found = check(subject, out, args.rows, console, hls)
+        found = check(subject, out, args.rows, console, hls, targets)
         if args.out is None and args.trial is None and args.quant is None:
             from bitscout.results.report_md import add_verification
 

@@ -73,7 +73,7 @@ def _add_export(sub: Subparsers) -> None:
     which.add_argument("--trial", type=integer, help="export this trial's config")
     which.add_argument("--quant", help="export this [passes.quantize] file (default: best.toml)")
     export.add_argument(
-        "--to", required=True, help="hls4ml, checkpoint, npz, or several joined by commas"
+        "--to", required=True, help="hls4ml, checkpoint, npz, qonnx, or several joined by commas"
     )
     export.add_argument("--out", help="output directory (default RUN_DIR/export)")
     export.add_argument("--config", help="the search's config, when its recorded path moved")

@@ -20,12 +20,14 @@ from bitscout.export.artifacts import write_checkpoint, write_npz, write_precisi
 from bitscout.export.hardware import Node, hardware
 from bitscout.export.hls4ml import to_hls4ml, verify, write_hls4ml
 from bitscout.export.project import DEFAULTS, HlsOptions, hls_options
+from bitscout.export.qonnx import qonnx_model, verify_qonnx, write_qonnx
 from bitscout.quant.apply import QuantPlan, copy_model, parse_plan
 from bitscout.results.rundir import Run, load_run
 from bitscout.study.finetune import is_finetuned, load_finetuned
 from bitscout.study.result import inputs_of
 
-TARGETS = ("hls4ml", "checkpoint", "npz")
+TARGETS = ("hls4ml", "checkpoint", "npz", "qonnx")
+FIXED_POINT = ("hls4ml", "checkpoint", "npz")  # the targets of precision.json's types
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,7 @@ class Exportable(Protocol):
 
 
 def parse_targets(to: str | Sequence[str], key: str = "to") -> list[str]:
-    """`hls4ml`, `checkpoint`, `npz`, a list of them, or several joined by commas."""
+    """`hls4ml`, `checkpoint`, `npz`, `qonnx`, a list of them, or several joined by commas."""
     given = to.split(",") if isinstance(to, str) else list(to)
     targets = [t.strip() for t in given if isinstance(t, str) and t.strip()]
     bad = [t for t in targets if t not in TARGETS]
@@ -84,13 +86,17 @@ def write_targets(
     """Each target's files in `out` (precision.json always); hls4ml's test bench holds the
     first `rows` validation rows."""
     model, plan = subject.model, subject.plan
-    nodes = hardware(model, plan)
+    if "qonnx" in targets:  # a format QONNX cannot express: refused before writing
+        _rows(subject, "qonnx")
+        qonnx_model(model, plan)
+    fixed = any(t in FIXED_POINT for t in targets)
+    nodes = hardware(model, plan) if fixed else []
     config = None  # hls4ml's, made first: a plan hls4ml cannot run is refused before writing
     if "hls4ml" in targets:
         shape = tuple(_rows(subject, "hls4ml").shape[1:])
         config = to_hls4ml(model, plan, shape, options=hls)
     out.mkdir(parents=True, exist_ok=True)
-    files = [write_precision(model, plan, out / "precision.json")]
+    files = [write_precision(model, plan, out / "precision.json")] if fixed else []
     if "hls4ml" in targets or "checkpoint" in targets:
         files.append(write_checkpoint(model, plan, out / "quantized.pt"))
     if "npz" in targets:
@@ -99,15 +105,26 @@ def write_targets(
         x = _rows(subject, "hls4ml")[:rows]
         about = (subject.label, subject.source)
         files += write_hls4ml(model, plan, x, config, out, hls, about)
+    if "qonnx" in targets:
+        files.append(write_qonnx(subject, out))
     return ExportResult(out, files, nodes, subject.label)
 
 
-def check(subject: Subject, out: Path, rows: int, hls: HlsOptions = DEFAULTS) -> dict[str, Any]:
+def check(
+    subject: Subject, out: Path, rows: int, hls: HlsOptions = DEFAULTS,
+    targets: Sequence[str] = ("hls4ml",),
+) -> dict[str, Any]:  # fmt: skip
     """hls4ml's C++ emulation (with the project's IO type, strategy and reuse factor) against
-    bitscout on the first `rows` validation rows, also written to verify.json."""
-    x = _rows(subject, "verify")[:rows]
-    shape = tuple(x.shape[1:])
-    found = verify(subject.model, subject.plan, x, out / "hls4ml_prj", shape, hls)
+    bitscout on the first `rows` validation rows, unless QONNX alone is exported; with
+    `qonnx`, QONNX's executor on model.onnx as well (under `qonnx`). Also written to
+    verify.json."""
+    found: dict[str, Any] = {}
+    if "hls4ml" in targets or "qonnx" not in targets:
+        x = _rows(subject, "verify")[:rows]
+        shape = tuple(x.shape[1:])
+        found = verify(subject.model, subject.plan, x, out / "hls4ml_prj", shape, hls)
+    if "qonnx" in targets:
+        found["qonnx"] = verify_qonnx(subject, out, rows)
     write_text(out / "verify.json", json.dumps(found, indent=2) + "\n")
     return found
 
@@ -203,12 +220,13 @@ def export(
         result_or_run_dir: a `SearchResult`, a run directory (`out=` of a search) or a
             fine-tuned directory (`bitscout.finetune(out=...)`, RUN_DIR/finetune/trial_N):
             its model.pt's weights with its best.toml.
-        to: targets, any of "hls4ml", "checkpoint", "npz" (a list, or joined by commas).
-            precision.json is always written.
+        to: targets, any of "hls4ml", "checkpoint", "npz", "qonnx" (a list, or joined by
+            commas). precision.json is written with every fixed-point target (all but qonnx).
         out: the directory to write; default RUN_DIR/export (RUN_DIR/export_trial_N).
         trial: export this trial's config instead of the best.
         verify: compile hls4ml's C++ emulation and compare it with bitscout (needs hls4ml
-            and g++); the figures are returned and written to verify.json.
+            and g++), and with `qonnx` run model.onnx through QONNX's executor; the figures
+            are returned and written to verify.json (QONNX's under "qonnx").
         rows: validation rows to verify on, and to write to hls4ml's test bench (tb_data/).
         model: for a run directory, the float model searched (or its architecture, when the
             run recorded a checkpoint: its weights are loaded into a copy, checksum checked).
@@ -241,7 +259,7 @@ def export(
     found = write_targets(subject, targets, where, hls, rows)
     if verify:
         found = ExportResult(where, found.files, found.nodes, found.label,
-                             check(subject, where, rows, hls))  # fmt: skip
+                             check(subject, where, rows, hls, targets))  # fmt: skip
     return found
 
 

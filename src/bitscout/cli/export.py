@@ -19,10 +19,10 @@ from bitscout.errors import ConfigError
 from bitscout.export import run as exporting
 from bitscout.export.hardware import Node
 from bitscout.export.project import DEFAULTS, HlsOptions, hls_options
-from bitscout.export.run import TARGETS, Subject, quant_file, run_plan
+from bitscout.export.run import FIXED_POINT, TARGETS, Subject, quant_file, run_plan
 from bitscout.results.rundir import Run, load_run
 
-__all__ = ["TARGETS", "Subject", "config_subject", "export", "quant_file"]
+__all__ = ["FIXED_POINT", "TARGETS", "Subject", "config_subject", "export", "quant_file"]
 
 
 def config_subject(

@@ -57,8 +57,9 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         )
     console.print(table)
     if args.out is not None:
-        from bitscout.cli.export import TARGETS, config_subject, export
+        from bitscout.cli.export import FIXED_POINT, config_subject, export
 
+        # the fixed-point targets: QONNX refuses what hls4ml takes (wrap, narrow accumulators)
         subject = config_subject(model, plan, Path(args.config), data.x_val, "this plan")
-        export(subject, TARGETS, output_dir(args.out, "--out"), console)
+        export(subject, FIXED_POINT, output_dir(args.out, "--out"), console)
     return 0

@@ -23,6 +23,7 @@ from torch import nn
 
 from bitscout._core.files import atomic
 from bitscout.errors import ConfigError
+from bitscout.export.rows import validation_rows
 from bitscout.quant.apply import QuantPlan, copy_model, fx_name, quantize_model, resolve_plan
 from bitscout.quant.binary import Binary
 from bitscout.quant.datapath import exact_accum, fan_in, sum_dtype
@@ -228,6 +229,7 @@ def write_qonnx(subject: Subject, out: Path) -> Path:
     before anything is written."""
     _requirements()
     traced = qonnx_model(subject.model, subject.plan)
+    one_row = validation_rows(subject, "qonnx")[:1].float()
     with (
         tempfile.TemporaryDirectory(prefix="bitscout-qonnx-") as tmp,
         contextlib.redirect_stdout(io.StringIO()), torch.no_grad(), warnings.catch_warnings(),
@@ -236,7 +238,7 @@ def write_qonnx(subject: Subject, out: Path) -> Path:
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", torch.jit.TracerWarning)  # bitscout's values, traced
         torch.onnx.export(
-            traced, (_rows(subject, "qonnx")[:1].float(),), f"{tmp}/model.onnx", dynamo=False,
+            traced, (one_row,), f"{tmp}/model.onnx", dynamo=False,
             opset_version=ONNX_OPSET, custom_opsets={DOMAIN: QONNX_OPSET},
             input_names=["input"], output_names=["output"],
         )  # fmt: skip
@@ -245,13 +247,6 @@ def write_qonnx(subject: Subject, out: Path) -> Path:
     with atomic(out / "model.onnx") as part:
         part.write_bytes(data)
     return out / "model.onnx"
-
-
-def _rows(subject: Subject, target: str) -> torch.Tensor:
-    if subject.x is None:
-        rule = f"{target} needs validation rows: pass data= (the rows the search used)"
-        raise ConfigError("data", rule)
-    return subject.x
 
 
 def load_qonnx(path: Path, batch: int = 1) -> Any:
@@ -285,7 +280,7 @@ def verify_qonnx(subject: Subject, out: Path, rows: int) -> dict[str, Any]:
     """QONNX's executor on `out/model.onnx` against bitscout on the first `rows` validation
     rows: the values that differ, the largest difference and the share of rows whose top
     class agrees."""
-    x = _rows(subject, "verify")[:rows].float()
+    x = validation_rows(subject, "verify")[:rows].float()
     theirs = run_qonnx(out / "model.onnx", x).astype(np.float64)
     with torch.inference_mode():
         mine = quantize_model(subject.model, subject.plan).float()(x).double().numpy()

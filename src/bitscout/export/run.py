@@ -21,6 +21,7 @@ from bitscout.export.hardware import Node, hardware
 from bitscout.export.hls4ml import to_hls4ml, verify, write_hls4ml
 from bitscout.export.project import DEFAULTS, HlsOptions, hls_options
 from bitscout.export.qonnx import qonnx_model, verify_qonnx, write_qonnx
+from bitscout.export.rows import validation_rows
 from bitscout.quant.apply import QuantPlan, copy_model, parse_plan
 from bitscout.results.rundir import Run, load_run
 from bitscout.study.finetune import is_finetuned, load_finetuned
@@ -87,13 +88,13 @@ def write_targets(
     first `rows` validation rows."""
     model, plan = subject.model, subject.plan
     if "qonnx" in targets:  # a format QONNX cannot express: refused before writing
-        _rows(subject, "qonnx")
+        validation_rows(subject, "qonnx")
         qonnx_model(model, plan)
     fixed = any(t in FIXED_POINT for t in targets)
     nodes = hardware(model, plan) if fixed else []
     config = None  # hls4ml's, made first: a plan hls4ml cannot run is refused before writing
     if "hls4ml" in targets:
-        shape = tuple(_rows(subject, "hls4ml").shape[1:])
+        shape = tuple(validation_rows(subject, "hls4ml").shape[1:])
         config = to_hls4ml(model, plan, shape, options=hls)
     out.mkdir(parents=True, exist_ok=True)
     files = [write_precision(model, plan, out / "precision.json")] if fixed else []
@@ -102,7 +103,7 @@ def write_targets(
     if "npz" in targets:
         files.append(write_npz(model, plan, out / "codes.npz"))
     if config is not None:
-        x = _rows(subject, "hls4ml")[:rows]
+        x = validation_rows(subject, "hls4ml")[:rows]
         about = (subject.label, subject.source)
         files += write_hls4ml(model, plan, x, config, out, hls, about)
     if "qonnx" in targets:
@@ -120,7 +121,7 @@ def check(
     verify.json."""
     found: dict[str, Any] = {}
     if "hls4ml" in targets or "qonnx" not in targets:
-        x = _rows(subject, "verify")[:rows]
+        x = validation_rows(subject, "verify")[:rows]
         shape = tuple(x.shape[1:])
         found = verify(subject.model, subject.plan, x, out / "hls4ml_prj", shape, hls)
     if "qonnx" in targets:
@@ -133,13 +134,6 @@ def check_rows(rows: Any, key: str = "rows") -> None:
     """The rows `verify` runs: refused before anything is written or compiled."""
     if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
         raise ConfigError(key, "must be an integer >= 1", rows)
-
-
-def _rows(subject: Subject, target: str) -> torch.Tensor:
-    if subject.x is None:
-        rule = f"{target} needs validation rows: pass data= (the rows the search used)"
-        raise ConfigError("data", rule)
-    return subject.x
 
 
 def quant_file(path: str | Path) -> QuantPlan:

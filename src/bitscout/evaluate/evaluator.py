@@ -1,10 +1,9 @@
 """Evaluate a search's candidates on validation data (one model: `forward.evaluate_model`)."""
 
-from collections.abc import Callable, Hashable, Iterable, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, MutableMapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -23,12 +22,12 @@ from bitscout.evaluate.metrics import (
     Metric,
     MetricContext,
     compute_metrics,
-    forward_sums,
 )
 from bitscout.evaluate.metrics import get_metric as lookup
 from bitscout.evaluate.overflow import Probe, Tally
 from bitscout.evaluate.profile import profile_model
 from bitscout.evaluate.qat import Trainer
+from bitscout.evaluate.reduce import Blocks, Reduction, forward_metrics, with_targets
 from bitscout.evaluate.signature import operations
 from bitscout.evaluate.unfused import check_called, float_note, unfused
 from bitscout.quant.apply import QuantPlan, quantize_model
@@ -39,7 +38,6 @@ __all__ = ["Evaluator", "LossFn", "evaluate_model", "one_thread", "operations", 
 
 BLOCK_BYTES = 2**20  # per tensor of a block of rows of candidates run together
 Plan = dict[str, LayerQuant | None]
-Blocks = Iterable[tuple[torch.Tensor, torch.Tensor]]  # logits [rows, g, ...] and their targets
 Rung = Callable[[int, dict[str, float]], bool]  # epochs trained, metrics -> train on
 
 
@@ -389,38 +387,18 @@ class Evaluator:
         candidates = [runner.candidate(k, p) for k, p in zip(keys, plans, strict=True)]
         for stage, members in runner.groups(candidates):
             logits = runner.logits(stage, [candidates[i] for i in members])
-            values = self._forward_metrics(len(members), _with_targets(logits, y))
+            values = self._forward_metrics(len(members), with_targets(logits, y))
             for j, (i, metrics) in enumerate(zip(members, values, strict=True)):
                 rows[i].update(metrics)
                 rows[i].update(self._counted_metrics(runner.tallies[j]) if self._counted else {})
 
     def _forward_metrics(self, g: int, blocks: Blocks) -> list[dict]:
-        """Forward metrics of g candidates from blocks of rows of their logits [rows, g, ...]
-        and the targets of those rows: sums over rows divided by the row count."""
+        """Forward metrics of g candidates from blocks of their logits (`reduce`)."""
         names = self._kind("forward")
         loss_fn = self.loss_fn if "loss" in names else None
-        by_user = set() if loss_fn is None else {"loss"}
-        batched = [m for m in names if m not in by_user and self.get(m).batched is not None]
-        other = [m for m in names if m not in (*by_user, *batched, *COUNTED)]
-        sums = {m: np.zeros(g) for m in (*batched, *by_user)}
-        kept: list[tuple[torch.Tensor, torch.Tensor]] = []
-        total = 0
-        for block, targets in blocks:
-            for name, value in forward_sums(batched, block, targets).items():
-                sums[name] += value
-            if loss_fn is not None:
-                for i in range(g):
-                    outputs = block[:, i].reshape(len(block), *self.out_shape)
-                    sums["loss"][i] += float(loss_fn(outputs, targets)) * len(block)
-            total += len(block)
-            kept += [(block, targets)] if other else []
-        result = [{m: float(sums[m][i]) / total for m in sums} for i in range(g)]
-        for i in range(g) if other else ():
-            logits = torch.cat([b[:, i] for b, _ in kept]).reshape(total, *self.out_shape)
-            targets = torch.cat([t for _, t in kept])
-            ctx = MetricContext(self.profile, {}, logits=logits, targets=targets)
-            result[i].update(compute_metrics(other, ctx, self.extra))
-        return result
+        batched = [m for m in names if self.get(m).batched is not None]
+        how = Reduction(names, batched, loss_fn, self.out_shape, self.profile, self.extra)
+        return forward_metrics(how, g, blocks)
 
     @property
     def _counted(self) -> list[str]:
@@ -438,10 +416,3 @@ class Evaluator:
             ctx = MetricContext(self.profile, plan, model=candidate, inputs=self.x, **self.latency)
             self._timings[signature] = compute_metrics(self._kind("timing"), ctx, self.extra)
         return self._timings[signature]
-
-
-def _with_targets(blocks: Iterable[torch.Tensor], y: torch.Tensor) -> Blocks:
-    start = 0
-    for block in blocks:
-        yield block, y[start : start + len(block)]
-        start += len(block)

@@ -255,7 +255,7 @@ def test_the_flags_reach_the_project_and_are_refused_on_one_line(base_run, tmp_p
         + "".join(f"{k} = {v!r}\n" for k, v in SATURATING.items()).replace("'", '"')
     )
     for extra, flag in (
-        (["--quant", str(quant), "--strategy", "resource"], "strategy"),
+        (["--quant", str(quant), "--strategy", "resource"], "--strategy: resource adds"),
         (["--io-type", "axi"], "--io-type"),
         (["--clock-period", "x"], "clock"),
     ):

@@ -136,7 +136,7 @@ def check_options(nodes: Sequence[Node], options: HlsOptions) -> None:
     for before, node in itertools.pairwise(nodes):
         if options.strategy == "resource" and _may_saturate(before.result, node):
             raise ConfigError(
-                "strategy",
+                options.key("strategy"),
                 f"resource adds {node.name}'s products in another order than bitscout scored, "
                 f"and its accumulator {node.params['accum'].ap_fixed} saturates on partial sums"
                 " that do not fit: use latency, a wrapping accumulator, or the exact one",
@@ -144,7 +144,7 @@ def check_options(nodes: Sequence[Node], options: HlsOptions) -> None:
         if options.io_type == "io_stream" and node.kind in ("conv1d", "conv2d"):
             rule = (f"io_stream takes channels-last input hls4ml does not convert; "
                     f"{node.name} is a convolution: use io_parallel")  # fmt: skip
-            raise ConfigError("io_type", rule)
+            raise ConfigError(options.key("io_type"), rule)
 
 
 def _may_saturate(data_in: HwType, node: Node) -> bool:

@@ -10,7 +10,7 @@ format hls4ml's `myproject_test.cpp` reads (one row per line, values separated b
 import io
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,12 @@ class HlsOptions:
     io_type: str = "io_parallel"
     strategy: str = "latency"
     reuse_factor: int = 1
+    flags: bool = field(default=False, compare=False)  # given as command-line flags
+
+    def key(self, name: str) -> str:
+        """How a refusal names setting `name`: `--io-type` from the command line, `io_type`
+        from Python."""
+        return f"--{name.replace('_', '-')}" if self.flags else name
 
     @property
     def hls_strategy(self) -> str:
@@ -56,9 +62,7 @@ def hls_options(
 ) -> HlsOptions:  # fmt: skip
     """The settings checked, each refused under its Python name (`--flag` with `flags`)."""
 
-    def key(name: str) -> str:
-        return f"--{name.replace('_', '-')}" if flags else name
-
+    key = HlsOptions(flags=flags).key
     if not isinstance(part, str) or not part.strip() or any(c.isspace() for c in part):
         raise ConfigError(key("part"), "must be an FPGA part name without spaces", part)
     number = isinstance(clock_period, int | float) and not isinstance(clock_period, bool)
@@ -70,7 +74,7 @@ def hls_options(
         raise ConfigError(key("strategy"), f"must be one of {', '.join(STRATEGIES)}", strategy)
     if isinstance(reuse_factor, bool) or not isinstance(reuse_factor, int) or reuse_factor < 1:
         raise ConfigError(key("reuse_factor"), "must be an integer >= 1", reuse_factor)
-    return HlsOptions(part, float(clock_period), io_type, strategy, reuse_factor)
+    return HlsOptions(part, float(clock_period), io_type, strategy, reuse_factor, flags)
 
 
 def project_config(

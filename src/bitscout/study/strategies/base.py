@@ -38,23 +38,33 @@ class SearchContext:
         return self.score_many([config])[0]
 
     def score_many(
-        self, configs: Sequence[Mapping[str, Choice]], *, cache: bool = True
+        self, configs: Sequence[Mapping[str, Choice]], *, cache: bool = True, trained: bool = True
     ) -> list[Result]:
         """`score` for consecutive candidates, evaluated together where the evaluator can
-        (`cache=False`: without keeping their metrics in the evaluator's cache)."""
+        (`cache=False`: without keeping their metrics in the evaluator's cache; `trained=False`:
+        their post-training scores even in a quantization-aware search, uncached: a fidelity
+        ladder's first rung)."""
         start = time.perf_counter()
         try:
-            evaluated = self.evaluator.evaluate_many(configs, cache=cache)
+            evaluated = self._evaluate(configs, cache, trained)
         except (SearchFailed, ConfigError):  # the audit, or a bad training setting (NaN loss)
             raise
         except Exception:  # noqa: BLE001 - one candidate's failure must not stop the search
             if len(configs) > 1:  # find which candidates fail, one at a time
-                return [self.score_many([c], cache=cache)[0] for c in configs]
+                return [self.score_many([c], cache=cache, trained=trained)[0] for c in configs]
             return [failed(traceback.format_exc(), time.perf_counter() - start)]
         share = (time.perf_counter() - start) / max(1, len(configs))
         trainer = self.evaluator.trainer
-        epochs = None if trainer is None else trainer.epochs_of()  # every candidate trains fully
+        # every candidate trains fully, or (post-training) not at all
+        epochs = None if trainer is None else trainer.epochs_of() if trained else 0
         return [self.result(metrics, cached, share, epochs) for metrics, cached in evaluated]
+
+    def _evaluate(
+        self, configs: Sequence[Mapping[str, Choice]], cache: bool, trained: bool
+    ) -> list[tuple[dict[str, float], bool]]:
+        if trained:
+            return self.evaluator.evaluate_many(configs, cache=cache)
+        return [(metrics, False) for metrics in self.evaluator.ptq_many(configs)]
 
     def guarded(self, work: Callable[[], Result]) -> Result:
         """`work`'s result for one candidate, or a failed one when it raises (the audit and a

@@ -14,10 +14,8 @@ and winner.
 
 import time
 from collections.abc import Mapping, Sequence
-from functools import partial
 from typing import Any
 
-from bitscout.quant.space import Config
 from bitscout.results.trials import Result
 from bitscout.study.fidelity import bar, kept, ladder_summary, reaches, spent_line
 from bitscout.study.store.base import EPOCHS, REASON, RUNGS, TrialRecord
@@ -131,27 +129,13 @@ def _recalled(
 
 def _post_training(ctx: SearchContext, indices: Sequence[int]) -> dict[int, Result]:
     """Rung 0: the candidates' post-training scores, a batch at a time by the fast engine
-    (one at a time where a batch raises, to find the candidate that fails)."""
+    (`score_many` finds the candidate that fails where a batch raises)."""
     found: dict[int, Result] = {}
     for start in range(0, len(indices), BATCH):
         batch = indices[start : start + BATCH]
-        configs = [ctx.space.config(i) for i in batch]
-        began = time.perf_counter()
-        try:
-            rows = ctx.evaluator.ptq_many(configs)
-        except Exception:  # noqa: BLE001 - scored one by one below
-            for index, config in zip(batch, configs, strict=True):
-                found[index] = ctx.guarded(partial(_one_ptq, ctx, config))
-            continue
-        share = (time.perf_counter() - began) / len(batch)
-        found.update({i: ctx.result(m, False, share, 0) for i, m in zip(batch, rows, strict=True)})
+        results = ctx.score_many([ctx.space.config(i) for i in batch], trained=False)
+        found.update(zip(batch, results, strict=True))
     return found
-
-
-def _one_ptq(ctx: SearchContext, config: Config) -> Result:
-    began = time.perf_counter()
-    (metrics,) = ctx.evaluator.ptq_many([config])
-    return ctx.result(metrics, False, time.perf_counter() - began, 0)
 
 
 def _trained(ctx: SearchContext, index: int, epochs: int) -> Result:

@@ -4,6 +4,7 @@ Figures are made with `matplotlib.figure.Figure`, not pyplot: files only, never 
 the user's matplotlib backend and pyplot figures are left as they were.
 """
 
+import gc
 import logging
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -43,10 +44,30 @@ def _no_font_fallback_lines() -> Iterator[None]:
         log.setLevel(level)
 
 
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """The cyclic garbage collector off while a report is drawn: a figure allocates tens of
+    thousands of objects, enough to start a full collection over the search's whole heap
+    (torch, pandas, the study: 0.2 s, a third of a report's time, in one run of three). What
+    is left for it is collected when it runs next."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+# zlib's fastest level: the same pixels as the default level 6 in 2/3 of the encoding time,
+# for files about 15% larger
+PNG = {"compress_level": 1}
+
+
 def save(fig: Figure, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic(path) as tmp, _no_font_fallback_lines():
-        fig.savefig(tmp, dpi=DPI, format="png")
+        fig.savefig(tmp, dpi=DPI, format="png", pil_kwargs=PNG)
     return path
 
 

@@ -203,7 +203,8 @@ def write_report(
     """Write `out/report.md` and `out/plots/*.png`; with `tables` (a re-ranking) also
     `ranked.csv` (every trial rescored), `best.toml` and, multi-objective, `pareto.csv`."""
     c = concluded(run, objective)
-    pictures = draw(c, run, objective, out / "plots")
+    with plots.gc_paused():
+        pictures = draw(c, run, objective, out / "plots")
     heading = "Best distinct configs" if objective.single else "Pareto set (distinct configs)"
     parts = [
         f"# {title}", "## Setup", _setup(run, objective, c), f"## {heading}",

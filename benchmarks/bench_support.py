@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 import tomllib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import tomli_w
@@ -233,18 +233,19 @@ def _evaluator_child(
     config: Path, ckpt: Path, marks: list[int], queue: multiprocessing.Queue
 ) -> None:
     """In a fresh process: the evaluator alone (no store, no strategy) over the whole space in
-    consecutive chunks, with current RSS sampled as evaluations pass `marks`."""
+    consecutive chunks, with current RSS sampled as evaluations pass `marks`, and its seconds."""
     cfg = load_config(config)
     data = load_data(cfg)
     model = load_checkpoint(make_model(cfg, data), ckpt)
     space = parse_space(cfg.search["search_space"], model)
     evaluator = evaluate.Evaluator(model, space, (data.x_val, data.y_val), list(REPORTED))
     rss: dict[int, float] = {}
+    began = time.perf_counter()
     for start in range(0, space.size, CHUNK):
         stop = min(start + CHUNK, space.size)
         evaluator.evaluate_many([space.config(i) for i in range(start, stop)])
         rss |= {m: current_mb() for m in marks if stop >= m and m not in rss}
-    queue.put(rss)
+    queue.put({"rss": rss, "s": time.perf_counter() - began})
 
 
 def spawned(target: Callable, *args: object) -> object:
@@ -266,3 +267,58 @@ def bruteforce_rss(config: Path, out: Path, ckpt: Path, size: int) -> dict:
     summary = json.loads((out / "summary.json").read_text())
     alone = spawned(_evaluator_child, config, ckpt, marks)
     return {**result, "wall": summary["wall_s"], "marks": marks, "alone": alone}
+
+
+# --- the machine's roofline -----------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def single_thread() -> Iterator[None]:
+    """torch on one thread, as bitscout's evaluator runs, restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def best_s(fn: Callable[[], object], repeats: int) -> float:
+    """The fastest of `repeats` calls, after one untimed call (first touch of the pages)."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def roofline(n: int = 1024, copy_bytes: int = 2**28, repeats: int = 7) -> dict[str, float]:
+    """One core's GEMM rate (multiply-adds/s of an n x n x n float32 torch.mm) and copy
+    bandwidth (bytes read + written per second copying a float32 tensor of `copy_bytes`, far
+    larger than the caches, into a preallocated one), each the best of `repeats`."""
+    g = torch.Generator().manual_seed(0)
+    a, b, out = torch.randn(n, n, generator=g), torch.randn(n, n, generator=g), torch.empty(n, n)
+    src = torch.ones(copy_bytes // 4)
+    dst = torch.empty_like(src)
+    with single_thread():
+        mm = best_s(lambda: torch.mm(a, b, out=out), repeats)
+        copy = best_s(lambda: dst.copy_(src), repeats)
+    return {"macs": n**3 / mm, "bandwidth": 2 * copy_bytes / copy}
+
+
+SEED_LAYER = (16, 5)  # the seed space's quantized layer: Linear(16, 5), jsc-tiny's last
+
+
+def seed_floor(n_rows: int, roof: dict[str, float]) -> dict[str, float]:
+    """The least time a seed-space candidate takes on this core: the larger of its
+    multiply-adds at the GEMM rate and its unavoidable bytes at the copy bandwidth. The bytes:
+    the layer's float32 input read once and its float32 logits written once (the labels, the
+    quantization and the metrics' reductions are left out, so this is a lower bound)."""
+    fan_in, fan_out = SEED_LAYER
+    macs = n_rows * fan_in * fan_out
+    moved = n_rows * (fan_in + fan_out) * 4
+    compute, memory = macs / roof["macs"], moved / roof["bandwidth"]
+    return {"macs": macs, "bytes": moved, "compute_ms": 1000 * compute,
+            "memory_ms": 1000 * memory, "ms": 1000 * max(compute, memory)}  # fmt: skip

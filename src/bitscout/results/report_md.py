@@ -202,8 +202,8 @@ def write_report(
 ) -> Path:
     """Write `out/report.md` and `out/plots/*.png`; with `tables` (a re-ranking) also
     `ranked.csv` (every trial rescored), `best.toml` and, multi-objective, `pareto.csv`."""
-    c = concluded(run, objective)
     with plots.gc_paused():
+        c = concluded(run, objective)
         pictures = draw(c, run, objective, out / "plots")
     heading = "Best distinct configs" if objective.single else "Pareto set (distinct configs)"
     parts = [

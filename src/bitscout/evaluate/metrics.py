@@ -16,6 +16,7 @@ from torch import nn
 from bitscout._core.registry import Registry
 from bitscout._core.validate import unknown
 from bitscout.errors import ConfigError
+from bitscout.evaluate.batched import ClassMajor, correct, cross_entropy
 from bitscout.evaluate.overflow import Tally, rate
 from bitscout.evaluate.profile import LayerStats, ModelProfile, eval_mode
 from bitscout.quant.formats import NumberFormat
@@ -47,9 +48,9 @@ class MetricContext:
     overflow: Tally | None = None  # counted while the candidate ran (`evaluate.overflow`)
 
 
-# A forward metric that is a mean over samples, batched: class-major logits [classes, b, g] of
-# b samples for g candidates and their targets [b] -> per candidate, the sum over the b samples.
-BatchFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+# A forward metric that is a mean over samples, batched: the class-major logits of g candidates
+# on b samples and their targets -> per candidate, the sum over the b samples.
+BatchFn = Callable[[ClassMajor], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -236,44 +237,23 @@ def forward_sums(
     if not b or targets.shape != (b,) or not integer:
         got = f"{tuple(logits.shape)} and {tuple(targets.shape)} {targets.dtype}"
         raise ValueError(f"batched metrics need logits [b, g, classes], integer targets [b]: {got}")
-    # Class-major, so each step over the few classes runs over long contiguous rows.
-    z = logits.detach().permute(2, 0, 1).contiguous().cpu().numpy()
-    y = targets.long().cpu().numpy()
+    # By candidate and class [g, classes, b], so each step runs over long contiguous rows; the
+    # fast engine's last layer gives that layout already (`Runner.logits`), others are copied.
+    z = logits.detach().cpu().numpy().transpose(1, 2, 0)
+    z = z if z.flags.c_contiguous else np.ascontiguousarray(z)
+    block = ClassMajor(z, targets.long().cpu().numpy())
     with np.errstate(all="ignore"):  # inf and NaN logits give inf and NaN metrics, as unbatched
-        return {name: fn(z, y) for name, fn in batched.items()}
+        return {name: fn(block) for name, fn in batched.items()}
 
 
-def _correct(z: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """Per candidate, the rows whose first largest logit (as torch.argmax) is the target."""
-    if np.isnan(z).any():  # argmax, like torch's, picks the first NaN; the loop below would not
-        return (z.argmax(axis=0) == targets[:, None]).sum(axis=0)
-    best, index = z[0].copy(), np.zeros(z.shape[1:], np.int64)
-    step = np.empty_like(index)
-    for c in range(1, len(z)):
-        # index only grows, so max(index, c * better) sets it to c exactly where z[c] > best.
-        np.multiply(z[c] > best, c, out=step)
-        np.maximum(index, step, out=index)
-        np.maximum(best, z[c], out=best)
-    return (index == targets[:, None]).sum(axis=0)
-
-
-def _cross_entropy(z: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """Per candidate, the summed cross-entropy in float64: log-sum-exp minus the target logit."""
-    d = z.astype(np.float64)
-    picked = d[targets, np.arange(len(targets))]
-    top = d.max(axis=0)
-    np.exp(np.subtract(d, top, out=d), out=d)
-    return (np.log(d.sum(axis=0)) + top - picked).sum(axis=0)
-
-
-@metric("accuracy", unit="fraction", direction="maximize", kind="forward", batched=_correct)
+@metric("accuracy", unit="fraction", direction="maximize", kind="forward", batched=correct)
 def accuracy(ctx: MetricContext) -> float:
     """Top-1 accuracy: the fraction of rows whose largest logit is at the target class."""
     logits, targets = _logits_targets(ctx, "accuracy")
     return (logits.argmax(dim=1) == targets).sum().item() / len(targets)
 
 
-@metric("loss", unit="nats", direction="minimize", kind="forward", batched=_cross_entropy)
+@metric("loss", unit="nats", direction="minimize", kind="forward", batched=cross_entropy)
 def loss(ctx: MetricContext) -> float:
     """Mean cross-entropy of softmax(logits) against the targets, in nats (float64); with a
     user's `loss_fn`, its value on all rows (it must return the mean over its batch)."""

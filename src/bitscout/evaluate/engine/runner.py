@@ -16,6 +16,7 @@ from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from bitscout.evaluate.engine.caches import BoundaryCache, BoundaryKey
 from bitscout.evaluate.engine.candidates import Key
@@ -35,6 +36,9 @@ from bitscout.quant.layers import LayerQuant, sum_dtype
 
 _FLOAT = LayerQuant()
 MIN_ROWS = 256
+# Modules that compute each value on its own (in eval mode), whatever the tensor's layout.
+_ELEMENTWISE = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Sigmoid, nn.Tanh, nn.GELU, nn.SiLU,
+                nn.Identity, nn.Dropout)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -117,6 +121,9 @@ class Runner:
         # A dtype one member's sums need (float64, the only one) is exact for all of them.
         fan = fan_in(self.stages[stage].layer)
         wide = next(filter(None, (sum_dtype(c.formats[stage], fan) for c in members)), None)
+        if not self.count and self._by_class(stage, members[0].formats[stage], x):
+            yield from _by_class(x, weight, bias, wide, self.stages[stage].tail, g, rows)
+            return
         op = functools.partial(self.stages[stage].layer_op, fmt=members[0].formats[stage])
         counts = Counts(g) if self.count else None
         for start in range(0, self.n, rows):
@@ -137,6 +144,20 @@ class Runner:
             yield h.reshape(b, g, -1)
         if counts is not None:
             self.tallies = self._member_tallies(stage, members, counts)
+
+    def _by_class(self, stage: int, fmt: LayerQuant, x: torch.Tensor) -> bool:
+        """Whether `_by_class` computes the stacked stage: the last one, a Linear layer on rows
+        of features with the exact accumulator and result, and only elementwise modules after
+        it, which give the same values whatever the layout."""
+        last = self.stages[-1]
+        return (
+            stage == len(self.stages) - 1
+            and isinstance(last.layer, nn.Linear)
+            and x.dim() == 2
+            and fmt.accum is None
+            and fmt.result is None
+            and all(type(m) in _ELEMENTWISE for m in last.tail)
+        )
 
     def _count_stacked(
         self, stage: int, members: Sequence[Candidate], params: list, x: torch.Tensor,
@@ -258,6 +279,24 @@ class Runner:
                 row = module(row)
                 sizes[-1].append(row.numel())
         return [max(n for later in sizes[k:] for n in later) for k in range(len(sizes))]
+
+
+def _by_class(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, wide: torch.dtype | None,
+    tail: Sequence[nn.Module], g: int, rows: int,
+) -> Iterator[torch.Tensor]:  # fmt: skip
+    """The logits [b, g, classes] of a stacked last Linear layer, block by block, as W x^T: each
+    candidate's classes are rows of samples, a view that batched metrics read without copying
+    (`metrics.forward_sums`), and the product runs along the samples, as `chain.NARROW` does.
+    Computed in `wide` when given, rounded once to x's dtype (`datapath.computed_in`)."""
+    dtype = wide or x.dtype
+    weight = weight.to(dtype)
+    column = None if bias is None else bias.to(dtype)[:, None]
+    for start in range(0, len(x), rows):
+        block = x[start : start + rows].t().to(dtype)
+        out = torch.mm(weight, block) if column is None else torch.addmm(column, weight, block)
+        h = run(tail, out.to(x.dtype))
+        yield h.reshape(g, -1, h.shape[1]).permute(2, 0, 1)
 
 
 def _quantized(x: torch.Tensor, fmt: NumberFormat | None) -> torch.Tensor:

@@ -29,6 +29,7 @@ from optuna.trial import TrialState
 
 from bitscout.objective import MetricSpec, Objective
 from bitscout.study.settings import JOBS_PER_CPU, cpu_count, parse_settings
+from bitscout.study.store.deferred import WriteBehindFile
 from bitscout.study.store.optuna_store import repair_journal
 from bitscout.study.store.storage import (
     mask_password,
@@ -166,7 +167,7 @@ def test_a_journal_write_cut_by_a_full_disk_is_one_line_and_resumable(
 ):
     """The same without root: the journal's 4th write stores half its record, then ENOSPC."""
     out = tmp_path / "run"
-    append = JournalFileBackend.append_logs
+    append = WriteBehindFile.append_logs
     calls = {"n": 0}
 
     def full_disk(self, logs):
@@ -178,12 +179,12 @@ def test_a_journal_write_cut_by_a_full_disk_is_one_line_and_resumable(
             raise OSError(errno.ENOSPC, "No space left on device", self._file_path)
         return append(self, logs)
 
-    monkeypatch.setattr(JournalFileBackend, "append_logs", full_disk)
+    monkeypatch.setattr(WriteBehindFile, "append_logs", full_disk)
     args = ["search", str(run_dir["config"]), "--out", str(out), "--load", str(run_dir["ckpt"])]
     outcome = run_cli([*args, "--trials", "4"], capsys)
     assert outcome.rc == 1 and outcome.escaped is None
     assert len(outcome.err.splitlines()) == 1 and "ENOSPC" in outcome.err
-    monkeypatch.setattr(JournalFileBackend, "append_logs", append)
+    monkeypatch.setattr(WriteBehindFile, "append_logs", append)
     outcome = run_cli([*args, "--trials", "4"], capsys)
     assert outcome.rc == 0, outcome.err
     assert "repaired" in outcome.out

@@ -304,7 +304,8 @@ def test_optuna_internals_live_in_one_module():
         for path in SRC.rglob("*.py")
         if INTERNALS.search(path.read_text())
     }
-    assert touching == {"study/store/optuna_store.py"}
+    # deferred.py: the journal's batched writes, which need JournalStorage's own internals
+    assert touching == {"study/store/optuna_store.py", "study/store/deferred.py"}
 
 
 def _imports(path: Path) -> set[str]:

@@ -30,6 +30,7 @@ from test_store import _ok, store  # noqa: F401
 
 from bitscout.study.chunks import token_attrs
 from bitscout.study.store.base import WORKER
+from bitscout.study.store.deferred import WriteBehindFile
 
 DRIVER = Path(__file__).with_name("worker_driver.py")
 STATE_OP = 6  # Optuna's journal op code for a trial's state and values
@@ -201,14 +202,14 @@ def test_a_full_disk_under_a_sampler_is_one_line_naming_the_journal(
 ):
     """A write through an open file names no file (as a real ENOSPC): the sampler's tell fails
     and Optuna ends in `AssertionError: Should not reach`. One line, naming the journal."""
-    append = JournalFileBackend.append_logs
+    append = WriteBehindFile.append_logs
 
     def full_disk(self, logs):
         if any(log["op_code"] == STATE_OP for log in logs):
             raise OSError(errno.ENOSPC, "No space left on device")
         return append(self, logs)
 
-    monkeypatch.setattr(JournalFileBackend, "append_logs", full_disk)
+    monkeypatch.setattr(WriteBehindFile, "append_logs", full_disk)
     out = tmp_path / "run"
     outcome = run_cli(_search(run_dir, out), capsys)
     assert outcome.rc == 1 and outcome.escaped is None, outcome.escaped
@@ -295,7 +296,7 @@ def test_a_journal_that_cannot_be_written_when_opened_is_the_machines_error(
     def failing(self, logs):
         raise OSError(code, os.strerror(code))
 
-    monkeypatch.setattr(JournalFileBackend, "append_logs", failing)
+    monkeypatch.setattr(WriteBehindFile, "append_logs", failing)
     out = tmp_path / "run"
     outcome = run_cli(_search(run_dir, out), capsys)
     assert outcome.rc == 1 and outcome.escaped is None, outcome.err

@@ -284,7 +284,8 @@ def run_job(job: Job, console: Console, verbosity: Verbosity = "normal") -> Fini
     own = Counted(table)
     start = time.perf_counter()
     try:
-        with Reporter(console, ctx.budget(), job.settings.objective, verbosity) as reporter:
+        shown: Verbosity = "quiet" if console.quiet else verbosity  # no bar redrawn unseen
+        with Reporter(console, ctx.budget(), job.settings.objective, shown) as reporter:
             ctx.on_trial = own.hook(reporter)
             STRATEGIES.get(job.settings.name, "search.strategy.name").run(ctx)
         join(procs, console)

@@ -195,6 +195,12 @@ class Store(ABC):
         return self.start(config, {CHUNK: chunk, QUOTA: quota})
 
     @abstractmethod
+    def publish(self, number: int) -> None:
+        """Runs when a sampler's trial `number` has its config, before it is evaluated: what
+        it wrote so far reaches the store now (other workers see which config runs, and a
+        crash runs that config again); its later writes may wait until it ends."""
+
+    @abstractmethod
     def number_of(self, ref: TrialRef) -> int: ...
 
     @abstractmethod

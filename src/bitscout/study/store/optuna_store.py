@@ -1,8 +1,10 @@
-"""`OptunaStore`: the `Store` kept in an Optuna study, and the only module of bitscout that
-touches Optuna's internals. Everything else, samplers included, goes through Optuna's public
-API (`Study.optimize`, `enqueue_trial`, `Trial.set_user_attr`, `create_trial`, `get_trials`,
-`optuna.importance`). If an Optuna release changes one of the names below, only this file
-changes. The private names that remain, and why no public API serves:
+"""`OptunaStore`: the `Store` kept in an Optuna study. With `deferred.py` (a journal's writes
+batched, which needs JournalStorage's own internals, listed there) it is the only module of
+bitscout that touches Optuna's internals. Everything else, samplers included, goes through
+Optuna's public API (`Study.optimize`, `enqueue_trial`, `Trial.set_user_attr`,
+`create_trial`, `get_trials`, `optuna.importance`). If an Optuna release changes one of the
+names below, only these two files change. The private names that remain, and why no public
+API serves:
 
 - `Study._storage`, `Study._study_id` and the storage methods
   `create_new_trial(study_id, template_trial=...)` and `get_trial_number_from_id`: a trial
@@ -41,6 +43,7 @@ from bitscout.errors import SearchFailed
 from bitscout.quant.space import Choice, SearchSpace
 from bitscout.results.trials import Chunk, Result
 from bitscout.study.chunks import chunk_of, is_chunk
+from bitscout.study.store import deferred
 from bitscout.study.store.base import (
     FAILURE,
     INTERRUPTED,
@@ -56,14 +59,16 @@ from bitscout.study.store.base import (
     finish_order,
     result_attrs,
 )
+from bitscout.study.store.deferred import DeferredWrites
 from bitscout.study.store.journal import repair
 from bitscout.study.store.liveness import is_stale, worker_id
 from bitscout.study.store.secrets import mask_password, scrub
 
 JOURNAL_RECORD_START = b'{"op_code":'  # how every record Optuna's journal writes begins
 SQLITE_HEADER = b"SQLite format 3\x00"
-# where Optuna's storages write: an OSError raised there is the store's
-STORAGE_CODE = os.path.join(os.sep, "optuna", "storages", "")
+# where Optuna's storages write, and bitscout's batched journal writes: an OSError raised
+# there is the store's
+STORAGE_CODE = (os.path.join(os.sep, "optuna", "storages", ""), deferred.__file__)
 STATES: dict[TrialState, State] = {
     TrialState.RUNNING: "running",
     TrialState.WAITING: "waiting",
@@ -122,7 +127,8 @@ def _store_error(err: BaseException) -> OSError | StorageInternalError | None:
             return seen
         if isinstance(seen, OSError):
             frames = traceback.extract_tb(seen.__traceback__)
-            return seen if any(STORAGE_CODE in f.filename for f in frames) else None
+            ours = any(code in f.filename for f in frames for code in STORAGE_CODE)
+            return seen if ours else None
         seen = seen.__cause__ or seen.__context__
     return None
 
@@ -174,6 +180,11 @@ class OptunaStore(Store):
             state=TrialState.RUNNING,
         )
         return self._add(trial)
+
+    def publish(self, number: int) -> None:
+        if isinstance(self._storage, DeferredWrites):
+            ref = self._storage.get_trial_id_from_study_id_trial_number(self._study_id, number)
+            self._storage.send(ref)
 
     def number_of(self, ref: TrialRef) -> int:
         return self._storage.get_trial_number_from_id(ref)
@@ -249,6 +260,8 @@ class OptunaStore(Store):
     def writing(self) -> Iterator[None]:
         try:
             yield
+            if isinstance(self._storage, DeferredWrites):  # the run's last records on disk
+                self._storage.sync()
         except (OSError, AssertionError, StorageInternalError) as err:
             cause = _store_error(err)
             if cause is None or (cause is err and getattr(err, "filename", None) is not None):

@@ -17,12 +17,12 @@ from typing import Any
 import optuna
 from optuna.exceptions import DuplicatedStudyError, ExperimentalWarning
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
-from optuna.storages.journal import JournalFileBackend
 from optuna.study import StudyDirection
 
 from bitscout.errors import ConfigError
 from bitscout.objective import Objective
 from bitscout.quant.space import SearchSpace
+from bitscout.study.store.deferred import DeferredWrites, WriteBehindFile
 from bitscout.study.store.optuna_store import OptunaStore, is_journal, is_sqlite, repair_journal
 from bitscout.study.store.secrets import mask_password, scrub
 
@@ -74,7 +74,7 @@ def _open_journal(path: Path, notify: Notify | None) -> BaseStorage:
     message = repair_journal(path)
     if message and notify:
         notify(message)
-    return JournalStorage(JournalFileBackend(str(path)))
+    return JournalStorage(WriteBehindFile(str(path)))
 
 
 def _open_rdb(url: str) -> BaseStorage:
@@ -201,6 +201,8 @@ def open_study(
     mine = json.loads(json.dumps(dict(meta)))  # as the store gives it back: lists, not tuples
     try:
         storage = url if isinstance(url, BaseStorage) else _open_any(url, notify)
+        if isinstance(storage, JournalStorage):  # a trial's writes as one append
+            storage = DeferredWrites(storage)
         _create(storage, name, list(objective.directions))
         study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
         # A study made by an earlier bitscout keeps its fingerprint in its user attrs: what it

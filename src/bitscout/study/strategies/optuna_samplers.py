@@ -180,12 +180,14 @@ def _objective(
     trial: optuna.Trial,
     scored: dict[int, tuple[dict, Result]],
 ) -> Any:
-    trial.set_user_attr(WORKER, worker_id())
+    if trial.user_attrs.get(WORKER) != worker_id():  # a journal's store stamps it on creation
+        trial.set_user_attr(WORKER, worker_id())
     heartbeat.watch(_beat(trial))
     _wait_for_room(ctx, trial)
     config = ctx.space.draw(lambda d: cast(Choice, trial.suggest_categorical(d.name, d.choices)))
     if (reason := ctx.space.invalid(config)) is not None:
         raise optuna.TrialPruned(f"no candidate of the space (skipped): {reason}")
+    ctx.store.publish(trial.number)
     result = ctx.score(config) if ctx.settings.fidelity is None else _climb(ctx, trial, config)
     for key, value in result_attrs(result).items():
         trial.set_user_attr(key, value)

@@ -146,7 +146,8 @@ class DeferredWrites(BaseStorage):
 
     def sync(self) -> None:
         """Runs when a search ends: its records onto the disk."""
-        backend = self.inner._backend
+        with self._lock:
+            backend = self.inner._backend
         if isinstance(backend, WriteBehindFile):
             backend.sync()
 
@@ -154,7 +155,7 @@ class DeferredWrites(BaseStorage):
 
     def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
         if template_trial is not None:  # a whole trial (the Store's writes): one record already
-            return self.inner.create_new_trial(study_id, template_trial)
+            return self._passed("create_new_trial", study_id, template_trial)
         running = optuna.trial.create_trial(state=TrialState.RUNNING,
                                             user_attrs={WORKER: worker_id()})  # fmt: skip
         with self._lock:
@@ -281,38 +282,44 @@ class DeferredWrites(BaseStorage):
         return copy.deepcopy(trials) if deepcopy else trials
 
     def get_trial_id_from_study_id_trial_number(self, study_id: int, trial_number: int) -> int:
-        return self.inner.get_trial_id_from_study_id_trial_number(study_id, trial_number)
+        return self._passed("get_trial_id_from_study_id_trial_number", study_id, trial_number)
 
     # --- studies: as the journal has them -------------------------------------------------
 
     def create_new_study(
         self, directions: Sequence[StudyDirection], study_name: str | None = None
     ) -> int:
-        return self.inner.create_new_study(directions, study_name)
+        return self._passed("create_new_study", directions, study_name)
 
     def delete_study(self, study_id: int) -> None:
-        self.inner.delete_study(study_id)
+        self._passed("delete_study", study_id)
 
     def set_study_user_attr(self, study_id: int, key: str, value: Any) -> None:
-        self.inner.set_study_user_attr(study_id, key, value)
+        self._passed("set_study_user_attr", study_id, key, value)
 
     def set_study_system_attr(self, study_id: int, key: str, value: Any) -> None:
-        self.inner.set_study_system_attr(study_id, key, value)
+        self._passed("set_study_system_attr", study_id, key, value)
 
     def get_study_id_from_name(self, study_name: str) -> int:
-        return self.inner.get_study_id_from_name(study_name)
+        return self._passed("get_study_id_from_name", study_name)
 
     def get_study_name_from_id(self, study_id: int) -> str:
-        return self.inner.get_study_name_from_id(study_id)
+        return self._passed("get_study_name_from_id", study_id)
 
     def get_study_directions(self, study_id: int) -> list[StudyDirection]:
-        return self.inner.get_study_directions(study_id)
+        return self._passed("get_study_directions", study_id)
 
     def get_study_user_attrs(self, study_id: int) -> dict[str, Any]:
-        return self.inner.get_study_user_attrs(study_id)
+        return self._passed("get_study_user_attrs", study_id)
 
     def get_study_system_attrs(self, study_id: int) -> dict[str, Any]:
-        return self.inner.get_study_system_attrs(study_id)
+        return self._passed("get_study_system_attrs", study_id)
 
     def get_all_studies(self) -> list[FrozenStudy]:
-        return self.inner.get_all_studies()
+        return self._passed("get_all_studies")
+
+    def _passed(self, name: str, *args: Any) -> Any:
+        """`inner.name(*args)`, never while a batch is collected (`_records` swaps the
+        backend, and a heartbeat sends from its own thread)."""
+        with self._lock:
+            return getattr(self.inner, name)(*args)

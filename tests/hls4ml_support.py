@@ -42,6 +42,20 @@ def jsc_tiny() -> nn.Module:
     return model.eval()
 
 
+def jsc_toy() -> nn.Module:
+    """jsc-toy: a BatchNorm in front of and after every Linear layer, each with statistics."""
+    torch.manual_seed(2)
+    model = build_model("jsc-toy")
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm1d):
+                m.running_mean.normal_()
+                m.running_var.uniform_(0.3, 3.0)
+                m.weight.normal_(1.0, 0.5)
+                m.bias.normal_()
+    return model.eval()
+
+
 def digits_mlp() -> nn.Module:
     torch.manual_seed(1)
     return build_model("mlp").eval()

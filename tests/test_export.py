@@ -15,7 +15,15 @@ import numpy as np
 import pytest
 import torch
 from cli_support import base_doc, digits_doc, edit, run_cli, write_config
-from hls4ml_support import digits_mlp, digits_plans, jsc_plans, jsc_tiny, layer, need_hls4ml
+from hls4ml_support import (
+    digits_mlp,
+    digits_plans,
+    jsc_plans,
+    jsc_tiny,
+    jsc_toy,
+    layer,
+    need_hls4ml,
+)
 
 from bitscout.cli import main
 from bitscout.errors import ConfigError
@@ -33,8 +41,8 @@ def _rows(features: int, seed: int) -> torch.Tensor:
 def _verify(job: tuple[str, str, dict, str]) -> tuple[str, dict]:
     """One compile in a worker process (spawned: fresh torch, no inherited threads)."""
     name, model_name, plan, project = job
-    model = jsc_tiny() if model_name == "jsc-tiny" else digits_mlp()
-    x = _rows(16 if model_name == "jsc-tiny" else 64, 7)
+    model = {"jsc-tiny": jsc_tiny, "jsc-toy": jsc_toy, "mlp": digits_mlp}[model_name]()
+    x = _rows(64 if model_name == "mlp" else 16, 7)
     return name, verify(model, plan, x, Path(project))
 
 
@@ -45,12 +53,19 @@ def verified(tmp_path_factory) -> dict[str, dict]:
     jobs = [(f"jsc-tiny {k}", "jsc-tiny", v, str(root / f"j{i}"))
             for i, (k, v) in enumerate(jsc_plans().items())]  # fmt: skip
     jobs += [(f"mlp {k}", "mlp", v, str(root / f"m{i}")) for i, (k, v) in enumerate(digits_plans().items())]  # fmt: skip
+    jobs += [(f"jsc-toy {k}", "jsc-toy", v, str(root / f"t{i}")) for i, (k, v) in enumerate(TOY_PLANS.items())]  # fmt: skip
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=2, mp_context=context) as pool:
         return dict(pool.map(_verify, jobs))
 
 
+# jsc-toy: BatchNorm between every pair of quantized layers, and at the output
+TOY_PLANS = {
+    "8-bit": {"by": "type", "linear": {"config": layer((8, 4), (6, 4), (8, 4))}},
+    "narrow": {"by": "type", "linear": {"config": layer((4, 2), (3, 2), (4, 2), "floor")}},
+}
 CASES = [f"jsc-tiny {k}" for k in jsc_plans()] + [f"mlp {k}" for k in digits_plans()]
+CASES += [f"jsc-toy {k}" for k in TOY_PLANS]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -59,12 +74,9 @@ def test_quantized_layers_equal_hls4ml_bit_for_bit(verified, case):
     assert found["rows"] == ROWS and found["layers"]
     for entry in found["layers"]:
         assert entry["max_abs_difference"] == 0.0, entry
-    if case.startswith("mlp"):  # every layer quantized, no float in between: exact end to end
-        assert found["top_class_agreement"] == 1.0 and found["max_logit_difference"] == 0.0
-        assert found["float_nodes"] == []
-    else:  # the BatchNorm in front runs in ap_fixed<32,16> there, in float here
-        assert found["float_nodes"] == ["x", "seq_blocks_0"]
-        assert found["top_class_agreement"] >= 0.99
+    # Every layer quantized, and jsc-tiny's BatchNorm scored as hls4ml computes it: exact.
+    assert found["top_class_agreement"] == 1.0 and found["max_logit_difference"] == 0.0
+    assert found["float_nodes"] == []
 
 
 def test_configured_names_and_precisions_are_what_hls4ml_reads(tmp_path):
@@ -108,12 +120,14 @@ def test_the_exact_accumulator_is_sized_from_the_formats():
     assert dense.fan_in == 64 and nodes["seq_blocks_1"].result.width == 5  # the next data_in
 
 
-def test_float_layers_are_wide_and_listed():
+def test_batchnorm_is_stand_in_typed_and_not_float():
     model = jsc_tiny()
     plan = {"by": "name", "seq_blocks_2": {"config": layer((8, 4), (4, 2), (8, 4))}}
     report = precision(model, plan)
-    assert report["float_nodes"] == ["x", "seq_blocks_0"]
-    assert report["nodes"][1]["result"]["ap_fixed"] == "ap_fixed<32,16,AP_RND_CONV,AP_SAT>"
+    assert report["float_nodes"] == []  # the input and the BatchNorm are scored in fixed point
+    wide = "ap_fixed<32,16,AP_RND_CONV,AP_SAT>"
+    assert report["nodes"][0]["result"]["ap_fixed"] == wide  # the BatchNorm's input
+    assert report["nodes"][1]["result"]["ap_fixed"] == wide
     (dense,) = report["layers"]
     assert dense["accum"]["source"] == "computed" and dense["fan_in"] == 16
     assert dense["weight"]["scale"] == 0.25 and dense["data_in"]["integer_width"] == 4

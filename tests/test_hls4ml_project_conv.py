@@ -35,6 +35,20 @@ def cnn2d() -> nn.Module:
                nn.Flatten(), nn.Linear(4 * 5 * 5, 5)).eval()  # fmt: skip
 
 
+def cnn2d_bn() -> nn.Module:
+    """BatchNorm2d between quantized layers: scored and exported in the stand-in fixed point."""
+    torch.manual_seed(5)
+    model = Net(nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.Conv2d(3, 4, 2, padding=1),
+                nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 5 * 5, 5))  # fmt: skip
+    with torch.no_grad():
+        for norm in (model.seq_blocks[1], model.seq_blocks[4]):
+            norm.running_mean.normal_()
+            norm.running_var.uniform_(0.3, 3.0)
+            norm.weight.normal_()
+            norm.bias.normal_()
+    return model.eval()
+
+
 def cnn1d() -> nn.Module:
     torch.manual_seed(1)
     return Net(nn.Conv1d(2, 3, 3), nn.ReLU(), nn.Conv1d(3, 4, 2, bias=False), nn.Flatten(),
@@ -47,6 +61,7 @@ PLAN = {
     "conv1d": {"config": layer((7, 3), (5, 4), (8, 4), "floor", "wrap")},
     "linear": {"config": layer((6, 2), (4, 3), (8, 4), "half_up")},
 }
+STAND_IN = {"t_width": 32, "t_frac_width": 16, "rounding": "half_even", "overflow": "saturate"}
 ROUND = {"half_even": torch.round, "floor": torch.floor, "half_up": lambda k: torch.floor(k + 0.5)}
 
 
@@ -72,12 +87,19 @@ def reference(model: nn.Module, x: torch.Tensor) -> np.ndarray:
             else:
                 conv = F.conv2d if isinstance(module, nn.Conv2d) else F.conv1d
                 h = conv(h, w, b, padding=module.padding)
+        elif isinstance(module, nn.BatchNorm2d):  # hls4ml's x * scale + bias, all ap_fixed<32,16>
+            scale = module.weight.double() / torch.sqrt(module.running_var.double() + module.eps)
+            shift = module.bias.double() - module.running_mean.double() * scale
+            s, b = (q(v, STAND_IN, "t")[:, None, None] for v in (scale, shift))
+            h = q(q(h, STAND_IN, "t") * s + b, STAND_IN, "t").float().double()
         else:
             h = module(h)
     return h.detach().numpy()
 
 
-@pytest.mark.parametrize(("build", "shape"), [(cnn2d, (2, 6, 6)), (cnn1d, (2, 8))])
+@pytest.mark.parametrize(
+    ("build", "shape"), [(cnn2d, (2, 6, 6)), (cnn2d_bn, (2, 6, 6)), (cnn1d, (2, 8))]
+)
 def test_convolutions_are_verified_bit_exact(build, shape, tmp_path):
     need_hls4ml()
     model = build()

@@ -4,9 +4,11 @@ node (the input, then every module of the forward chain) and the parameter types
 A quantized layer's input format is the result type of the node in front of it (hls4ml casts
 a tensor when a node writes it); its accumulator is the exact one (`quant.datapath`) unless the
 plan fixes it; its result keeps the accumulator's value. Modules that only pass or pick values
-(ReLU, max pooling, dropout, flatten) keep their input's type, so they stay exact. Everything
-bitscout computes in float (unquantized layers, normalizations, other activations) gets a
-wide stand-in type and is marked `float`: there the hardware and bitscout differ slightly.
+(ReLU, max pooling, dropout, flatten) keep their input's type, so they stay exact. A
+BatchNorm takes its input, scale, shift and result in the stand-in type, as bitscout scores it
+(`quant.norms`), so it is exact too. Everything else bitscout computes in float (unquantized
+layers, other normalizations and activations) gets the stand-in type and is marked `float`:
+there the hardware and bitscout differ slightly.
 """
 
 from collections.abc import Mapping, Sequence
@@ -21,6 +23,7 @@ from bitscout.quant.apply import QuantPlan, fx_name, resolve_plan
 from bitscout.quant.datapath import exact_accum, fan_in
 from bitscout.quant.formats import Integer, NumberFormat
 from bitscout.quant.layers import QUANT_TYPES, TYPE_NAMES, LayerQuant
+from bitscout.quant.norms import STAND_IN
 
 AP_ROUNDING = {"half_even": "AP_RND_CONV", "half_up": "AP_RND", "floor": "AP_TRN"}
 AP_OVERFLOW = {"saturate": "AP_SAT", "wrap": "AP_WRAP"}
@@ -66,7 +69,7 @@ class HwType:
         }  # fmt: skip
 
 
-WIDE = HwType(32, 16)  # stands in for float: 16 integer and 16 fractional bits, saturating
+WIDE = HwType.of(STAND_IN)  # stands in for float: 16 integer and 16 fractional bits, saturating
 
 
 @dataclass(frozen=True)
@@ -103,12 +106,16 @@ def hardware(
     input_name, paths = chain(model)
     resolved = resolve_plan(model, plan)
     _fixed_point_only(resolved)
-    wanted = [_wanted(resolved.get(p)) for p in paths] + [None]
+    modules = [model.get_submodule(p) for p in paths]
+    wanted = [_wanted(resolved.get(p), m) for p, m in zip(paths, modules, strict=True)] + [None]
     current = HwType.of(wanted[0]) if wanted[0] else wide
     nodes = [Node(input_name, None, "input", current, float_=wanted[0] is None)]
     for i, path in enumerate(paths):
-        node = _node(path, model.get_submodule(path), resolved.get(path), current, wide)
+        node = _node(path, modules[i], resolved.get(path), current, wide)
         feeds = wanted[i + 1]
+        norm_next = i + 1 < len(paths) and isinstance(modules[i + 1], NORMS)
+        if norm_next and _holds(HwType.of(STAND_IN), node.result):
+            feeds = None  # a BatchNorm's input cast to the stand-in would change no value
         if feeds is not None:
             node = _feeding(node, HwType.of(feeds), paths[i + 1])
         nodes.append(node)
@@ -139,8 +146,17 @@ def _fixed_point_only(resolved: Mapping[str, LayerQuant | None]) -> None:
                 raise ConfigError("export", rule)
 
 
-def _wanted(quant: LayerQuant | None) -> Integer | None:
+def _wanted(quant: LayerQuant | None, module: nn.Module) -> Integer | None:
+    """The type a node's input must have: a quantized layer's data_in, a BatchNorm's stand-in."""
+    if isinstance(module, NORMS):
+        return STAND_IN
     return None if quant is None else _fixed(quant.data_in)
+
+
+def _holds(wide: HwType, narrow: HwType) -> bool:
+    """Whether every value of `narrow` is a value of `wide` (no rounding, no overflow)."""
+    integer = narrow.width - narrow.frac_width
+    return narrow.frac_width <= wide.frac_width and integer <= wide.width - wide.frac_width
 
 
 def _fixed(fmt: NumberFormat | None) -> Integer | None:
@@ -170,8 +186,10 @@ def _node(
         return _layer(name, path, kind, module, quant, current, wide)
     if isinstance(module, PASS_THROUGH):
         return Node(name, path, kind, current)
-    params = {"scale": wide, "bias": wide} if isinstance(module, NORMS) else {}
-    return Node(name, path, kind, wide, params, float_=True)
+    if isinstance(module, NORMS):
+        norm = HwType.of(STAND_IN)  # as bitscout scores it, whatever the export's stand-in
+        return Node(name, path, kind, norm, {"scale": norm, "bias": norm})
+    return Node(name, path, kind, wide, float_=True)
 
 
 def _layer(

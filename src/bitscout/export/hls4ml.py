@@ -19,7 +19,7 @@ from bitscout._core.files import write_text
 from bitscout.errors import ConfigError
 from bitscout.export.artifacts import grid_state_dict
 from bitscout.export.emulation import isolated
-from bitscout.export.hardware import WIDE, HwType, Node, hardware
+from bitscout.export.hardware import NORMS, WIDE, HwType, Node, hardware
 from bitscout.export.project import (
     DEFAULTS,
     MODEL_FILE,
@@ -34,6 +34,7 @@ from bitscout.export.project import (
 from bitscout.quant.apply import QuantPlan, quantize_model, resolve_plan
 from bitscout.quant.datapath import exact_accum
 from bitscout.quant.formats import quantize
+from bitscout.quant.norms import stored_form
 
 HLS4ML_VERSION = "1.3.0"  # the release the configuration and the check were written against
 
@@ -189,9 +190,13 @@ def write_hls4ml(
 
 
 def grid_model(model: nn.Module, plan: QuantPlan | Mapping[str, Any]) -> nn.Module:
-    """A copy of `model` in eval mode with its quantized weights on their grid."""
+    """A copy of `model` in eval mode with its quantized weights on their grid, and each
+    BatchNorm folded to the scale and shift the hardware stores (`norms.stored_form`)."""
     grid = copy.deepcopy(model).eval()
     grid.load_state_dict(grid_state_dict(model, plan))
+    for module in grid.modules():
+        if isinstance(module, NORMS):
+            stored_form(module)
     return grid
 
 

@@ -30,6 +30,7 @@ from bitscout.quant.datapath import exact_accum, fan_in, sum_dtype
 from bitscout.quant.floats import MinifloatIEEE
 from bitscout.quant.formats import Integer, NumberFormat
 from bitscout.quant.layers import LayerQuant
+from bitscout.quant.norms import STAND_IN, fixed_params
 
 QONNX_VERSION = "1.0.0"  # the release whose operator definitions the nodes follow
 DOMAIN = "qonnx.custom_op.general"
@@ -152,6 +153,39 @@ class _Exported(nn.Module):
         return out if self.dtype is None else out.float()  # a Cast node only where needed
 
 
+class _ExportedNorm(nn.Module):
+    """A BatchNorm as bitscout scores it (`quant.norms.fixed_norm`), in ONNX's own operators
+    on float64: the input's and the result's stand-in casts as Round, Min and Max (ONNX's Round
+    ties to even, as the stand-in does), the scale and shift as constants on its grid. Exact
+    while the codes' products stay under 2**53 (a float32 input and a scale under 2**13:
+    24 + 29 bits); `verify_qonnx` counts any value that differs. QONNX's Quant would cast
+    the 32-bit result to float32 before the next node, so it is not used here."""
+
+    ks: torch.Tensor
+    kb: torch.Tensor
+
+    def __init__(self, norm: nn.modules.batchnorm._BatchNorm) -> None:
+        super().__init__()
+        scale, shift = fixed_params(norm)
+        self.register_buffer("ks", scale * 2.0**STAND_IN.frac_width)  # type: ignore[operator]
+        self.register_buffer("kb", shift * 2.0 ** (2 * STAND_IN.frac_width))  # type: ignore[operator]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        step = 2.0**STAND_IN.frac_width  # type: ignore[operator]
+        shape = (-1,) + (1,) * (x.dim() - 2)  # channels on dim 1
+        k = self._saturated(torch.round(x.double() * step))
+        total = k * self.ks.view(shape) + self.kb.view(shape)  # on the grid of 2**-32
+        return (self._saturated(torch.round(total / step)) / step).float()
+
+    @staticmethod
+    def _saturated(k: torch.Tensor) -> torch.Tensor:
+        # Min and Max, not Clip: onnxruntime has no float64 Clip at opset 11
+        lo, hi = (
+            torch.tensor(float(v), dtype=torch.float64) for v in (STAND_IN.k_min, STAND_IN.k_max)
+        )
+        return torch.maximum(torch.minimum(k, hi), lo)
+
+
 def _sum_dtype(layer: nn.Module, quant: LayerQuant, where: str) -> torch.dtype | None:
     """The dtype bitscout's layer sums in (a Linear with an accumulator or result type sums in
     float64, `datapath.linear`); refused where float64 is exact only in bitscout's order."""
@@ -210,6 +244,10 @@ def qonnx_model(model: nn.Module, plan: QuantPlan | Mapping[str, Any]) -> nn.Mod
         parent_path, _, child = path.rpartition(".")
         exported = _Exported(layer, quant, _sum_dtype(layer, quant, where))
         setattr(new.get_submodule(parent_path), child, exported)
+    for path, module in list(new.named_modules()):
+        if type(module) in (nn.BatchNorm1d, nn.BatchNorm2d):
+            parent_path, _, child = path.rpartition(".")
+            setattr(new.get_submodule(parent_path), child, _ExportedNorm(module))
     return new
 
 

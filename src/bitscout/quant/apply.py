@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from bitscout.quant.layers import quantizable_layers, to_quant
+from bitscout.quant.norms import fix_norms
 from bitscout.quant.plan import (
     Layers,
     QuantPlan,
@@ -58,7 +59,9 @@ def quantize_model(model: nn.Module, plan: QuantPlan | Mapping[str, Any]) -> nn.
             per-layer `config` tables, keyed by layer name or type).
 
     Returns:
-        A copy of `model` whose governed layers are quantized wrappers.
+        A copy of `model` whose governed layers are quantized wrappers, and whose
+        BatchNorm1d/2d layers compute in eval mode as the exported fixed-point hardware does
+        (`bitscout.quant.norms`), whatever the plan.
 
     Raises:
         ConfigError: a bad table, or a key that names no layer of `model`.
@@ -71,4 +74,4 @@ def quantize_model(model: nn.Module, plan: QuantPlan | Mapping[str, Any]) -> nn.
         parent_path, _, child = path.rpartition(".")
         parent = new.get_submodule(parent_path)
         setattr(parent, child, to_quant(parent.get_submodule(child), quant))
-    return new
+    return fix_norms(new)

@@ -20,6 +20,7 @@ from bitscout.evaluate.engine.proof import RecordingTracer, hidden_logic
 from bitscout.quant import datapath
 from bitscout.quant.apply import quantizable_layers
 from bitscout.quant.layers import LayerQuant, sum_dtype
+from bitscout.quant.norms import fixed_twin
 
 # Module types that, in eval mode, compute each sample on its own: running several candidates
 # stacked along the batch dimension gives each one what it would get alone.
@@ -159,6 +160,8 @@ def chain_of(model: nn.Module) -> tuple[Chain | None, str]:
     hidden = hidden_logic(model, entered)
     if hidden is not None:
         return None, hidden
+    # Every candidate is a quantized model, whose BatchNorms compute as the hardware does.
+    modules = [fixed_twin(m) for m in modules]
     cuts = [i for i, p in enumerate(paths) if p in quantizable] + [len(paths)]
     stages = tuple(
         Stage(paths[start], modules[start], tuple(modules[start + 1 : end]))

@@ -264,3 +264,13 @@ def test_quantize_out_writes_the_artifacts_of_one_plan(tmp_path, capsys):
     state = torch.load(out / "quantized.pt", weights_only=True)
     assert torch.equal(torch.from_numpy(stored["seq_blocks_2.weight"] / 8.0).float(),
                        state["seq_blocks.2.weight"])  # fmt: skip
+
+
+def test_a_batchnorm_feeding_a_quantized_layer_directly_is_listed_approximate():
+    """bitscout rounds its result twice (stand-in, then the layer's data_in), hls4ml once."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 3)).eval()
+    plan = {"by": "type", "linear": {"config": layer((8, 4), (4, 2), (8, 4))}}
+    assert precision(model, plan)["float_nodes"] == ["0"]
+    relu = torch.nn.Sequential(torch.nn.BatchNorm1d(4), torch.nn.ReLU(), torch.nn.Linear(4, 3))
+    assert precision(relu.eval(), plan)["float_nodes"] == []  # the ReLU casts, as bitscout does

@@ -86,6 +86,15 @@ def test_input_and_result_saturate():
     assert float(got[0, 0]) == float(np.float32(HI / 2**FRAC)) and float(got[1, 1]) == -32768.0
 
 
+def test_products_beyond_float64_are_exact_too():
+    """Codes whose products pass 2**53 take the int64 path: the sum still exact."""
+    step = 2.0**-FRAC
+    x = torch.tensor([[30000.0 + 0.5, 12345.0 + 3 * 2**-10], [-20000.0 - 0.25, 7.0]])
+    scale = torch.tensor([1000.0 + 7 * step, -511.0 - 3 * step], dtype=torch.float64)
+    shift = torch.tensor([5 * step, -0.5], dtype=torch.float64)
+    _check(x, scale, shift)  # the first column saturates, the second needs 60 bits
+
+
 def test_batchnorm2d_scales_per_channel():
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(2, 3, 2, 2, generator=gen)

@@ -30,6 +30,7 @@ AP_OVERFLOW = {"saturate": "AP_SAT", "wrap": "AP_WRAP"}
 # Modules whose outputs are some of their inputs' values (or zero): the input type holds them.
 PASS_THROUGH = (nn.ReLU, nn.Dropout, nn.Identity, nn.Flatten, nn.MaxPool1d, nn.MaxPool2d)
 NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
+NORM_KINDS = tuple(n.__name__ for n in NORMS)
 # Modules hls4ml's PyTorch converter drops (its skip_layers): they make no layer, so neither
 # a type nor a layer index; the node before them writes what they pass on.
 HLS4ML_SKIPS = ("Dropout",)
@@ -175,7 +176,10 @@ def _feeding(node: Node, data_in: HwType, consumer: str) -> Node:
             f"differs ({data_in.ap_fixed}); the hardware has one type there",
             node.result.ap_fixed,
         )
-    return replace(node, result=data_in, float_=False)
+    # A BatchNorm's result bitscout casts to the stand-in and the layer then to its data_in;
+    # hls4ml casts once: values near a tie of data_in may differ, so it counts as approximate.
+    twice = node.kind in NORM_KINDS and data_in != HwType.of(STAND_IN)
+    return replace(node, result=data_in, float_=twice)
 
 
 def _node(

@@ -17,6 +17,7 @@ from torch import nn
 from bitscout.quant.formats import Integer
 
 STAND_IN = Integer(32, 16, "half_even", "saturate")  # ap_fixed<32,16,AP_RND_CONV,AP_SAT>
+FLOAT64_EXACT = 2**53
 # In fixed_norm two 32-bit codes multiply to under 2**62 and the shifted shift code adds
 # under 2**47, so the exact sum fits int64, where float64 (53 bits) could round it.
 
@@ -54,7 +55,7 @@ def shift_round(k: torch.Tensor, bits: int, rounding: str) -> torch.Tensor:
         return low
     up = rest > half if rounding == "half_even" else rest >= half
     if rounding == "half_even":
-        up = up | ((rest == half) & (low % 2 == 1))
+        up = up | ((rest == half) & (torch.bitwise_and(low, 1) == 1))
     return low + up.to(torch.int64)
 
 
@@ -69,15 +70,33 @@ def fixed_norm(
     x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, channel_dim: int = 1
 ) -> torch.Tensor:
     """hls4ml's BatchNormalization of `x` with stand-in types: `x` cast to the input type,
-    times the stored `scale` plus the stored `shift` (both on the stand-in grid), computed
-    exactly in integers, cast once to the result type; returned in x's dtype."""
-    f = STAND_IN.frac_width
+    times the stored `scale` plus the stored `shift` (both on the stand-in grid), the product
+    and sum exact, cast once to the result type; returned in x's dtype."""
     shape = [1] * x.dim()
     shape[channel_dim] = -1
     ks, kb = codes(scale, STAND_IN).view(shape), codes(shift, STAND_IN).view(shape)
-    total = codes(x, STAND_IN) * ks + kb * 2**f  # type: ignore[operator]
-    k = saturated(shift_round(total, f, STAND_IN.rounding), STAND_IN)  # type: ignore[arg-type]
-    return (k.double() * STAND_IN.step).to(x.dtype)
+    f, lo, hi = STAND_IN.frac_width, STAND_IN.k_min, STAND_IN.k_max
+    kx = x.double().mul_(2.0**f).round_().clamp_(lo, hi)  # type: ignore[operator]
+    if not _float64_exact(kx, ks, kb):
+        total = kx.to(torch.int64) * ks + kb * 2**f  # type: ignore[operator]
+        k = saturated(shift_round(total, f, STAND_IN.rounding), STAND_IN)  # type: ignore[arg-type]
+        return (k.double() * STAND_IN.step).to(x.dtype)
+    # Any input code times the scale code plus the shift stays under 2**53 steps of 2**-2f:
+    # float64 holds the sum exactly, in steps of 2**-f too, so torch.round rounds it once
+    # (ties to even, as the stand-in does).
+    k = kx.mul_(ks.double() * STAND_IN.step).add_(kb.double()).round_().clamp_(lo, hi)
+    return k.mul_(STAND_IN.step).to(x.dtype)
+
+
+def _float64_exact(kx: torch.Tensor, ks: torch.Tensor, kb: torch.Tensor) -> bool:
+    """Whether every |kx * ks + kb * 2**f| stays within 2**53: for any input code when the
+    scale codes are small (the usual case, no pass over the data), else for these ones."""
+    shifted = int(kb.abs().max()) * 2**STAND_IN.frac_width  # type: ignore[operator]
+    scale = int(ks.abs().max())
+    if -STAND_IN.k_min * scale + shifted <= FLOAT64_EXACT:
+        return True
+    largest = int(kx.abs().max()) if kx.numel() else 0
+    return largest * scale + shifted <= FLOAT64_EXACT
 
 
 class _Fixed(nn.modules.batchnorm._BatchNorm):

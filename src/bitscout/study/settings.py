@@ -213,7 +213,7 @@ def check_training(settings: StrategySettings, fidelity_key: str, train_key: str
     if not settings.objective.single:
         rule = "needs one objective: a pruner compares one value per candidate"
         raise ConfigError(fidelity_key, rule, value)
-    if settings.name == "greedy":
+    if settings.name in ("greedy", "ilp"):
         raise ConfigError(fidelity_key, "applies to Optuna's samplers and bruteforce", value)
     if settings.name == "bruteforce" and (settings.n_jobs > 1 or settings.chunked):
         rule = "climbs the bruteforce ladder in one worker, unchunked (n_jobs = 1)"

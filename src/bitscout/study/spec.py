@@ -17,9 +17,9 @@ from bitscout.evaluate.audit import AUDIT_RATE
 
 # Every strategy name, in one place. Ours first; "optuna" is Optuna with `sampler` (TPE by
 # default); a sampler's own name is Optuna with that sampler.
-OURS = ("bruteforce", "greedy")
+OURS = ("bruteforce", "greedy", "ilp")
 SAMPLER_NAMES = ("tpe", "random", "nsgaii", "nsgaiii", "qmc", "gp", "grid", "bruteforce")
-STRATEGY_NAMES = ("bruteforce", "optuna", "greedy")  # the TOML's `name`, as MASE has it
+STRATEGY_NAMES = ("bruteforce", "optuna", "greedy", "ilp")  # the TOML's `name`, as MASE has it
 STRATEGIES = (*STRATEGY_NAMES, *(s for s in SAMPLER_NAMES if s not in OURS))
 DEFAULT_SAMPLER = "tpe"
 # Trials a sampler runs when `trials`/`n_trials` is not given (it stops sooner once every
@@ -30,7 +30,7 @@ POPULATION = 50
 # bruteforce's order; "reversed" is index order with every dimension's choices listed the
 # other way round (the index's mixed-radix digits each become n - 1 - digit)
 ORDERS = ("index", "reversed", "shuffled")
-WARM_STARTS = ("greedy",)  # what an Optuna sampler may start from
+WARM_STARTS = ("greedy", "ilp")  # what an Optuna sampler may start from
 
 
 class Refused(ValueError):

@@ -1,8 +1,9 @@
-"""Search strategies, by name: `bruteforce` and `greedy` (ours), `optuna` (its samplers)."""
+"""Search strategies, by name: `bruteforce`, `greedy` and `ilp` (ours), `optuna` (its samplers)."""
 
 from bitscout.study.strategies import (  # noqa: F401 - fill the registry
     bruteforce,
     greedy,
+    ilp,
     optuna_samplers,
 )
 from bitscout.study.strategies.base import STRATEGIES, SearchContext, Strategy

@@ -24,8 +24,8 @@ from bitscout.study.store.base import (
     result_attrs,
 )
 from bitscout.study.store.liveness import Beat, Heartbeat, is_stale, worker_id
+from bitscout.study.strategies import greedy, ilp
 from bitscout.study.strategies.base import STRATEGIES, SearchContext, Strategy
-from bitscout.study.strategies.greedy import warm_start
 
 POLL_S = 0.2  # how often a trial waiting for room looks again
 WAIT_LIMIT_S = 30.0  # then it is pruned and the worker asks again (a queued retry comes first)
@@ -86,8 +86,8 @@ def _optimize(ctx: SearchContext) -> None:
         study.enqueue_trial(dict(dead.params), user_attrs={RETRY_OF: dead.number})
     if ctx.budget() <= 0 or _all_known(ctx, _known(ctx.store)):
         return
-    if ctx.settings.warm_start == "greedy" and not ctx.store.trials():
-        _enqueue_greedy(ctx)
+    if ctx.settings.warm_start is not None and not ctx.store.trials():
+        _enqueue_warm(ctx, ctx.settings.warm_start)
     scored: dict[int, tuple[dict, Result]] = {}
     known = _known(ctx.store)
     start = time.monotonic()
@@ -113,11 +113,13 @@ def _time_left(timeout: float | None, start: float) -> float | None:
     return None if timeout is None else timeout - (time.monotonic() - start)
 
 
-def _enqueue_greedy(ctx: SearchContext) -> None:
-    """Queue a greedy walk's path, at most half the budget, so the sampler then learns from
-    it; a resumed study keeps its queue, so this runs on a fresh study only."""
-    for config in warm_start(ctx, max(1, ctx.budget() // 2)):
-        ctx.store.study.enqueue_trial(config, user_attrs={WARM_START: "greedy"},
+def _enqueue_warm(ctx: SearchContext, name: str) -> None:
+    """Queue a greedy walk's path or the ILP's best predicted candidates, at most half the
+    budget, so the sampler then learns from them; a resumed study keeps its queue, so this
+    runs on a fresh study only."""
+    start = {"greedy": greedy.warm_start, "ilp": ilp.warm_start}[name]
+    for config in start(ctx, max(1, ctx.budget() // 2)):
+        ctx.store.study.enqueue_trial(config, user_attrs={WARM_START: name},
                                       skip_if_exists=True)  # fmt: skip
 
 

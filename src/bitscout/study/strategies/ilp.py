@@ -1,0 +1,265 @@
+"""`ilp` (HAWQ-V3 style): probe each tensor alone over the joint choices of its fields, the
+rest at a reference (widths at their most precise, every other field at the best choice its
+tensor's probes found so far); fit a linear model of each metric over the one-hot choices
+(the static metrics exactly, bops through product variables); then, in rounds until
+`n_trials`, solve the integer program for the best predicted candidates not yet measured,
+evaluate them and refit. Probes and solutions are all trials. A Pareto search maximizes the
+first objective under a budget on the second, swept over its predicted range.
+
+The study attribute `ilp_fit` holds the surrogate's honesty: R² and the largest miss of the
+predicted against the measured objective over the solutions evaluated."""
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import optuna
+
+from bitscout.errors import ConfigError
+from bitscout.evaluate.metrics import MetricContext, compute_metrics
+from bitscout.objective import Objective, sign
+from bitscout.quant.space import Choice, Config, SearchSpace
+from bitscout.results.trials import Result
+from bitscout.study.settings import StrategySettings
+from bitscout.study.spec import DEFAULT_SAMPLER_TRIALS
+from bitscout.study.store.base import STEP
+from bitscout.study.strategies.base import STRATEGIES, SearchContext, Strategy
+from bitscout.study.strategies.greedy import Walk, descending, is_width
+from bitscout.study.strategies.ilp_model import (
+    Bound,
+    Group,
+    Layout,
+    Linear,
+    best,
+    exact_model,
+    fitted_model,
+    groups_of,
+)
+
+PREDICTED = "ilp_predicted"  # trial attr: the objective value(s) the model predicted
+FIT_ATTR = "ilp_fit"  # study attr: R², the largest miss and how many solutions they cover
+BATCH = 4  # solutions evaluated between two fits
+SWEEP = 8  # budget levels of a Pareto search's second objective
+WARM = 10  # solutions an Optuna sampler's warm start queues at most
+POOR_R2 = 0.5
+
+
+class Scorer(Walk):
+    """A walk that also keeps every measured config's metrics and tags its solutions."""
+
+    def __init__(self, ctx: SearchContext, *, recorded: bool = True) -> None:
+        super().__init__(ctx, recorded=recorded)
+        self.measured = {_key(t.params): (dict(t.params), dict(t.metrics))
+                         for t in ctx.store.ended() if t.metrics}  # fmt: skip
+        self.tags: dict[tuple, dict[str, Any]] = {}
+
+    def _record(self, config: Config, result: Result, step: int) -> int:
+        if result.failure is None:
+            self.measured[_key(config)] = (dict(config), dict(result.metrics))
+        if not self.recorded:
+            return -1
+        attrs = {STEP: step, **self.tags.get(_key(config), {})}
+        number = self.ctx.store.record(config, result, attrs)
+        self.ctx.on_trial(number, config, result)
+        return number
+
+
+def probe_count(space: SearchSpace) -> int:
+    """At most how many probes a survey evaluates (fewer where they coincide)."""
+    return sum(len(g.options) for g in groups_of(space))
+
+
+class Ilp(Strategy):
+    def sampler(
+        self, settings: StrategySettings, space: SearchSpace, objective: Objective
+    ) -> optuna.samplers.BaseSampler | None:
+        check_space(space, settings)
+        return None
+
+    def default_target(self, space: SearchSpace) -> int:
+        return min(space.size, probe_count(space) + DEFAULT_SAMPLER_TRIALS)
+
+    def run(self, ctx: SearchContext) -> None:
+        with ctx.store.writing():
+            scorer = Scorer(ctx)
+            layout = Layout(groups_of(ctx.space))
+            ref = survey(ctx, scorer, layout)
+            if ref is None:
+                return
+            static = static_models(ctx, layout, ref)
+            step = 1 + max((t.user_attrs.get(STEP, 0) for t in ctx.store.ended()), default=0)
+            while scorer.left > 0 and not ctx.timed_out():
+                found = propose(ctx, scorer, layout, ref, static, step, min(BATCH, scorer.left))
+                if not found:
+                    ctx.notify("ilp: no candidate left that the constraints allow")
+                    break
+                scorer.tags.update({_key(c): {PREDICTED: p} for c, p in found})
+                scorer.score([c for c, _ in found], step)
+                step += 1
+            report_fit(ctx)
+
+
+def check_space(space: SearchSpace, settings: StrategySettings) -> None:
+    key = "search.strategy.name"
+    if space.mixed:
+        rule = "models one format per layer: use one format per layer, or bruteforce"
+        raise ConfigError(key, f"ilp {rule}", "ilp")
+    if settings.n_jobs > 1:
+        rule = "must be 1 for ilp, which fits one model (use shuffled bruteforce to share)"
+        raise ConfigError("search.strategy.setup.n_jobs", rule, settings.n_jobs)
+
+
+def reference(space: SearchSpace) -> Config:
+    """Widths at their most precise choice, every other field at its first."""
+    return {d.name: descending(d)[0] if is_width(d) else d.choices[0] for d in space.dimensions}
+
+
+def survey(ctx: SearchContext, scorer: Scorer, layout: Layout) -> Config | None:
+    """Probe each group over its options, the rest at the reference, which then takes the
+    group's best option with its widths at the top; the final reference (one of the probes),
+    or None when the budget ran out first."""
+    ref = reference(ctx.space)
+    for g in layout.groups:
+        configs = [g.apply(ref, o) for o in g.options]
+        scored = scorer.score(configs, 0)
+        if len(scored) < len(configs):
+            return None
+        top = [i for i, c in enumerate(configs) if _widest(g, c, ref)]
+        i = max(top, key=lambda i: _merit(ctx.objective, scored[i][1]))
+        ref = configs[i]
+    return ref
+
+
+def _widest(g: Group, config: Mapping[str, Choice], ref: Mapping[str, Choice]) -> bool:
+    return all(config[d.name] == ref[d.name] for d in g.dims if is_width(d))
+
+
+def _merit(objective: Objective, result: Result) -> tuple[int, float]:
+    """Larger is better: ran and feasible first, then the (first) objective value."""
+    if result.failure is not None:
+        return (0, 0.0)
+    return (2 if result.feasible else 1, sign(objective.directions[0]) * result.values[0])
+
+
+def modelled(objective: Objective) -> list[str]:
+    """The metrics the program needs: the objective's and the constraints'."""
+    return list(dict.fromkeys([*objective.names, *(c.metric for c in objective.constraints)]))
+
+
+def static_models(ctx: SearchContext, layout: Layout, ref: Config) -> dict[str, Linear]:
+    """The metrics computed from the plan alone, modelled exactly without evaluating."""
+    ev = ctx.evaluator
+    names = [n for n in modelled(ctx.objective) if ev.get(n).kind == "static"]
+
+    def value(name: str) -> Any:
+        ctx_of = lambda c: MetricContext(ev.profile, ev.plan(c))  # noqa: E731
+        return lambda c: compute_metrics([name], ctx_of(c), ev.extra)[name]
+
+    return {n: exact_model(layout, ref, value(n)) for n in names}
+
+
+def fit(scorer: Scorer, layout: Layout, names: Sequence[str]) -> dict[str, Linear]:
+    """Each measured metric fitted over every config measured so far."""
+    rows = list(scorer.measured.values())
+    configs = [c for c, _ in rows]
+    return {n: fitted_model(layout, configs, [m[n] for _, m in rows]) for n in names}
+
+
+def targets(
+    objective: Objective, models: Mapping[str, Linear], layout: Layout, step: int
+) -> tuple[Linear, list[Bound], Linear | None]:
+    """What the program maximizes, its bounds, and (one objective) the predicted value."""
+    bounds = [_bound(models[c.metric], c.op, c.bound) for c in objective.constraints]
+    if objective.single:
+        value = sum((models[m.name] * m.scale for m in objective.metrics[1:]),
+                    models[objective.metrics[0].name] * objective.metrics[0].scale)  # fmt: skip
+        return value * sign(objective.direction), bounds, value
+    first, second = objective.metrics[0], objective.metrics[1]
+    goal = models[first.name] * sign(first.direction)
+    budget = models[second.name] * sign(second.direction)
+    low = best(layout, budget * -1.0, bounds, [], 1)
+    high = best(layout, budget, bounds, [], 1)
+    if low and high:
+        levels = np.linspace(budget(low[0]), budget(high[0]), SWEEP)
+        bounds.append(Bound(budget, lo=float(levels[step % SWEEP])))
+    return goal, bounds, None
+
+
+def _bound(model: Linear, op: str, bound: float) -> Bound:
+    if op in ("<=", "<"):
+        return Bound(model, hi=bound)
+    if op in (">=", ">"):
+        return Bound(model, lo=bound)
+    return Bound(model, lo=bound, hi=bound)
+
+
+def propose(
+    ctx: SearchContext,
+    scorer: Scorer,
+    layout: Layout,
+    ref: Config,
+    static: Mapping[str, Linear],
+    step: int,
+    k: int,
+) -> list[tuple[Config, list[float]]]:
+    """Up to `k` best predicted candidates not yet measured, with their predicted values."""
+    names = [n for n in modelled(ctx.objective) if n not in static]
+    models = {**static, **fit(scorer, layout, names)}
+    goal, bounds, value = targets(ctx.objective, models, layout, step)
+    excluded = [layout.chosen(dict(key)) for key in scorer.known]
+    found = []
+    for z in best(layout, goal, bounds, excluded, k):
+        predicted = [value(z)] if value is not None else [models[m](z) for m in ctx.objective.names]
+        found.append((layout.config(z, ref), predicted))
+    return found
+
+
+def honesty(pairs: Sequence[tuple[float, float]]) -> dict[str, float]:
+    """R² and the largest miss of predicted against measured values."""
+    pred, meas = np.array(pairs, dtype=float).T
+    total = float(((meas - meas.mean()) ** 2).sum())
+    r2 = 1.0 - float(((meas - pred) ** 2).sum()) / total if total > 0 else float("nan")
+    return {"r2": r2, "max_miss": float(np.abs(meas - pred).max()), "n": float(len(pairs))}
+
+
+def report_fit(ctx: SearchContext) -> None:
+    pairs = [(t.user_attrs[PREDICTED][0], t.values[0]) for t in ctx.store.ended()
+             if PREDICTED in t.user_attrs and t.values]  # fmt: skip
+    if len(pairs) < 2:
+        return
+    found = honesty(pairs)
+    ctx.store.set_study_attr(FIT_ATTR, found)
+    line = (f"ilp: predicted against measured objective over {len(pairs)} solutions: "
+            f"R² = {found['r2']:.3f}, largest miss {found['max_miss']:.4g}")  # fmt: skip
+    ctx.notify(line)
+    if found["r2"] < POOR_R2:
+        ctx.notify("ilp: the additive model fails on this space (R² < 0.5): its picks are guesses")
+
+
+def warm_start(ctx: SearchContext, limit: int) -> list[Config]:
+    """For an Optuna sampler to start from: a dry survey (its probes evaluated, not trials),
+    then the best predicted candidates besides the probes, at most `limit` (and WARM) of them:
+    what an `ilp` search's first round evaluates first."""
+    scorer = Scorer(ctx, recorded=False)
+    scorer.left = probe_count(ctx.space)
+    layout = Layout(groups_of(ctx.space))
+    ref = survey(ctx, scorer, layout)
+    if ref is None:
+        return []
+    static = static_models(ctx, layout, ref)
+    names = [n for n in modelled(ctx.objective) if n not in static]
+    models = {**static, **fit(scorer, layout, names)}
+    goal, bounds, _ = targets(ctx.objective, models, layout, 1)
+    probed = [layout.chosen(dict(key)) for key in scorer.known]
+    top = best(layout, goal, bounds, probed, min(limit, WARM))
+    found = [layout.config(z, ref) for z in top]
+    ctx.notify(f"warm start: {scorer.evaluated} ilp probes evaluated (not trials), "
+               f"{len(found)} predicted best candidates queued")  # fmt: skip
+    return found
+
+
+def _key(config: Mapping[str, Choice]) -> tuple:
+    return tuple(sorted(config.items()))
+
+
+STRATEGIES.register("ilp")(Ilp())

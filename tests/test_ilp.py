@@ -1,0 +1,187 @@
+"""The ILP strategy: its program against brute-force enumeration of the same predictions, its
+no-good cuts, n_trials and resume, and Optuna's warm start from it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import bitscout
+from bitscout.errors import ConfigError
+from bitscout.evaluate.metrics import MetricContext, compute_metrics
+from bitscout.evaluate.profile import profile_model
+from bitscout.quant.space import parse_space
+from bitscout.study.store.base import STEP, WARM_START
+from bitscout.study.strategies.ilp import FIT_ATTR, PREDICTED
+from bitscout.study.strategies.ilp_model import (
+    Bound,
+    Layout,
+    Linear,
+    best,
+    exact_model,
+    groups_of,
+)
+
+LAYER = {"name": ["integer"], "data_in_width": [4, 8], "data_in_frac_width": [2],
+         "weight_width": [2, 3, 4, 8], "weight_frac_width": [1, 3, 6]}  # fmt: skip
+TABLE = {"setup": {"by": "name"}, "seed": {"default": {"config": LAYER}}}
+OBJECTIVE = {"accuracy": 1.0, "average_bitwidth": -0.01}
+LAYERS = {"0": (64, 24), "2": (24, 10)}  # Linear (in, out) features
+
+
+def _model() -> nn.Sequential:
+    return nn.Sequential(nn.Linear(64, 24), nn.ReLU(), nn.Linear(24, 10))
+
+
+@pytest.fixture(scope="module")
+def mlp() -> tuple[nn.Module, tuple[torch.Tensor, torch.Tensor]]:
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    x = torch.tensor(x[:400] / 16.0, dtype=torch.float32)
+    y = torch.tensor(y[:400])
+    torch.manual_seed(0)
+    model = _model()
+    opt = torch.optim.Adam(model.parameters(), lr=0.02)
+    for _ in range(150):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    return model.eval(), (x, y)
+
+
+def _bops_by_hand(config) -> float:
+    """MACs x input width x weight width summed over the Linear layers (one sample)."""
+    return float(sum(i * o * config[f"{k}/data_in_width"] * config[f"{k}/weight_width"]
+                     for k, (i, o) in LAYERS.items()))  # fmt: skip
+
+
+def _program():
+    """The space's layout, an accuracy-like model that prefers wide tensors (with noise), and
+    the real `bops` metric modelled exactly through product variables."""
+    model = _model()
+    space = parse_space(TABLE, model)
+    layout = Layout(groups_of(space))
+    profile = profile_model(model, torch.zeros(1, 64))
+
+    def bops(config) -> float:
+        return compute_metrics(["bops"], MetricContext(profile, space.resolved(config)))["bops"]
+
+    ref = space.config(0)
+    rng = np.random.default_rng(0)
+    coef = np.zeros(layout.n)
+    for at, opts in zip(layout.x_at, layout.options, strict=True):
+        for j, option in enumerate(opts):
+            wide = sum(v for v in option if isinstance(v, int))
+            coef[at + j] = 0.01 * wide + rng.normal(0, 0.01)
+    return space, layout, Linear(0.5, coef), exact_model(layout, ref, bops), bops
+
+
+def test_bops_is_exactly_linear_in_the_product_variables():
+    space, layout, _, bops_model, bops = _program()
+    assert len(layout.pairs) == 2  # each layer's input group with its weight group
+    for i in range(space.size):
+        config = space.config(i)
+        assert bops_model(layout.features(config)) == pytest.approx(bops(config), abs=1e-6)
+        assert bops(config) == _bops_by_hand(config)
+
+
+def test_the_solutions_are_brute_force_enumerations_best_predictions_in_order():
+    space, layout, goal, bops_model, _ = _program()
+    feats = [layout.features(space.config(i)) for i in range(space.size)]
+    values = np.array([goal(z) for z in feats])
+    cost = np.array([bops_model(z) for z in feats])
+    bound = float(np.quantile(cost, 0.3))
+    assert cost[np.argmax(values)] > bound  # the constraint binds
+    allowed = np.flatnonzero(cost <= bound + 1e-9)
+    ranked = allowed[np.argsort(-values[allowed], kind="stable")][:6]
+    found = best(layout, goal, [Bound(bops_model, hi=bound)], [], 6)
+    got = [space.index(layout.config(z, space.config(0))) for z in found]
+    assert got == ranked.tolist()  # distinct, and in predicted order
+    assert [goal(z) for z in found] == pytest.approx(values[ranked].tolist())
+    # a cut on the best two gives the third first
+    cuts = [layout.chosen(space.config(int(i))) for i in ranked[:2]]
+    again = best(layout, goal, [Bound(bops_model, hi=bound)], cuts, 1)
+    assert space.index(layout.config(again[0], space.config(0))) == ranked[2]
+
+
+def test_an_impossible_bound_leaves_no_solution():
+    _, layout, goal, bops_model, _ = _program()
+    assert best(layout, goal, [Bound(bops_model, hi=0.0)], [], 3) == []
+
+
+def _configs(result) -> list[tuple]:
+    dims = sorted(c for c in result.trials if "/" in c)
+    ordered = result.trials.sort_values("number")
+    return [tuple(r) for r in ordered[dims].astype(str).itertuples(index=False)]
+
+
+def test_ilp_stops_at_n_trials_and_resumes_without_repeating(mlp, tmp_path):
+    model, data = mlp
+    kw = {"objective": OBJECTIVE, "strategy": "ilp", "quiet": True}
+    first = bitscout.search(model, data, TABLE, trials=20, out=tmp_path / "r", **kw)
+    assert len(first.trials) == 20
+    whole = bitscout.search(model, data, TABLE, trials=45, out=tmp_path / "r", **kw)
+    fresh = bitscout.search(model, data, TABLE, trials=45, **kw)
+    configs = _configs(whole)
+    assert len(configs) == 45 and len(set(configs)) == 45  # nothing evaluated twice
+    assert configs[:20] == _configs(first)
+    assert configs == _configs(fresh)  # an interrupted search ends as an uninterrupted one
+    trials = sorted(fresh.study.trials, key=lambda t: t.number)
+    steps = [t.user_attrs[STEP] for t in trials]
+    probes = steps.count(0)
+    assert steps[:probes] == [0] * probes and probes < 2 * (2 + 12)  # probes first, shared
+    assert all(PREDICTED in t.user_attrs for t in trials[probes:])
+    fit = fresh.study.user_attrs[FIT_ATTR]
+    assert fit["n"] == 45 - probes and fit["r2"] <= 1.0
+
+
+def test_ilp_finds_the_brute_force_optimum_of_a_small_space(mlp):
+    model, data = mlp
+    brute = bitscout.search(model, data, TABLE, objective=OBJECTIVE, strategy="bruteforce",
+                            quiet=True)  # fmt: skip
+    ilp = bitscout.search(model, data, TABLE, objective=OBJECTIVE, strategy="ilp", trials=60,
+                          quiet=True)  # fmt: skip
+    assert ilp.trials["objective"].max() == brute.trials["objective"].max()
+
+
+def test_a_constraint_holds_for_the_solutions_the_model_is_exact_on(mlp):
+    model, data = mlp
+    result = bitscout.search(model, data, TABLE, objective={"accuracy": 1.0},
+                             constraints=["bops <= 30000"], strategy="ilp", trials=40,
+                             quiet=True)  # fmt: skip
+    trials = sorted(result.study.trials, key=lambda t: t.number)
+    solved = [t for t in trials if t.user_attrs[STEP] > 0]
+    assert solved and all(t.user_attrs["metrics"]["bops"] <= 30000 for t in solved)
+
+
+def test_warm_start_queues_the_ilps_first_round_first(mlp):
+    model, data = mlp
+    ilp = bitscout.search(model, data, TABLE, objective=OBJECTIVE, strategy="ilp", trials=40,
+                          quiet=True)  # fmt: skip
+    trials = sorted(ilp.study.trials, key=lambda t: t.number)
+    first_round = [dict(t.params) for t in trials if t.user_attrs[STEP] == 1]
+    tpe = bitscout.search(model, data, TABLE, objective=OBJECTIVE, strategy="tpe", trials=24,
+                          warm_start="ilp", quiet=True)  # fmt: skip
+    queued = sorted(tpe.study.trials, key=lambda t: t.number)
+    warm = [t for t in queued if t.user_attrs.get(WARM_START) == "ilp"]
+    assert len(warm) == 10 and warm == queued[:10]  # min(WARM, 24 // 2), first
+    assert [dict(t.params) for t in warm[: len(first_round)]] == first_round
+    assert len({tuple(sorted(t.params.items())) for t in warm}) == 10
+    assert len(tpe.trials) == 24
+
+
+@pytest.mark.parametrize(
+    ("kw", "key"),
+    [
+        ({"n_jobs": 2}, "n_jobs"),
+        ({"fidelity": True, "train": {"epochs": 2}}, "fidelity"),
+    ],
+)
+def test_ilp_refuses_what_it_cannot_do(mlp, kw, key):
+    model, data = mlp
+    with pytest.raises(ConfigError) as caught:
+        bitscout.search(model, data, TABLE, objective=OBJECTIVE, strategy="ilp", **kw)
+    assert caught.value.key.endswith(key)  # as greedy's, the TOML key for n_jobs

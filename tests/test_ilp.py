@@ -157,6 +157,21 @@ def test_a_constraint_holds_for_the_solutions_the_model_is_exact_on(mlp):
     assert solved and all(t.user_attrs["metrics"]["bops"] <= 30000 for t in solved)
 
 
+def test_a_pareto_search_sweeps_the_second_objectives_budget(mlp):
+    model, data = mlp
+    result = bitscout.search(model, data, TABLE, objective=["accuracy", "bops"], strategy="ilp",
+                             trials=50, quiet=True)  # fmt: skip
+    trials = sorted(result.study.trials, key=lambda t: t.number)
+    solved = [t for t in trials if t.user_attrs[STEP] > 0]
+    assert len(_configs(result)) == len(set(_configs(result))) == 50
+    assert all(len(t.user_attrs[PREDICTED]) == 2 for t in solved)
+    # bops is modelled exactly: each solution's predicted bops is its measured bops
+    assert [t.user_attrs[PREDICTED][1] for t in solved] == pytest.approx(
+        [t.user_attrs["metrics"]["bops"] for t in solved]
+    )
+    assert len({t.user_attrs["metrics"]["bops"] for t in solved}) >= 4  # several budgets
+
+
 def test_warm_start_queues_the_ilps_first_round_first(mlp):
     model, data = mlp
     ilp = bitscout.search(model, data, TABLE, objective=OBJECTIVE, strategy="ilp", trials=40,

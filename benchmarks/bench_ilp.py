@@ -100,12 +100,12 @@ def digits(seeds: int, work: Path) -> None:
         f"optimum {optimum:.6f} over {len(brute)} candidates; within 0.5%: "
         f">= {optimum * (1 - WITHIN):.6f}; load {load()}"
     )
-    rows = [("ilp", 0, _search(work / "ilp", "--load", str(model), "--strategy", "ilp",
-                                "--trials", "200"))]  # fmt: skip
-    for seed in range(seeds):
-        rows.append(("tpe", seed, _search(work / f"tpe{seed}", "--load", str(model),
-                                          "--strategy", "tpe", "--trials", "200",
-                                          "--seed", str(seed))))  # fmt: skip
+    rows = []
+    for name in ("ilp", "tpe"):
+        for seed in range(seeds):
+            rows.append((name, seed, _search(work / f"{name}{seed}", "--load", str(model),
+                                             "--strategy", name, "--trials", "200",
+                                             "--seed", str(seed))))  # fmt: skip
     for name, seed, trials in rows:
         at = [trials["objective"].head(n).max() for n in (50, 100, 200)]
         print(

@@ -2,9 +2,11 @@
 rest at a reference (widths at their most precise, every other field at the best choice its
 tensor's probes found so far); fit a linear model of each metric over the one-hot choices
 (the static metrics exactly, bops through product variables); then, in rounds until
-`n_trials`, solve the integer program for the best predicted candidates not yet measured,
-evaluate them and refit. Probes and solutions are all trials. A Pareto search maximizes the
-first objective under a budget on the second, swept over its predicted range.
+`n_trials`, solve the integer program for the best candidates not yet measured, each under
+a model drawn from the fit's posterior (Thompson sampling: a choice whose effect the
+measurements leave uncertain gets explored), evaluate them and refit. Probes and solutions
+are all trials. A Pareto search maximizes the first objective under a budget on the second,
+swept over its predicted range.
 
 The study attribute `ilp_fit` holds the surrogate's honesty: R² and the largest miss of the
 predicted against the measured objective over the solutions evaluated."""
@@ -27,6 +29,7 @@ from bitscout.study.strategies.base import STRATEGIES, SearchContext, Strategy
 from bitscout.study.strategies.greedy import Walk, descending, is_width
 from bitscout.study.strategies.ilp_model import (
     Bound,
+    Fit,
     Group,
     Layout,
     Linear,
@@ -158,7 +161,7 @@ def static_models(ctx: SearchContext, layout: Layout, ref: Config) -> dict[str, 
     return {n: exact_model(layout, ref, value(n)) for n in names}
 
 
-def fit(scorer: Scorer, layout: Layout, names: Sequence[str]) -> dict[str, Linear]:
+def fit(scorer: Scorer, layout: Layout, names: Sequence[str]) -> dict[str, Fit]:
     """Each measured metric fitted over every config measured so far."""
     rows = list(scorer.measured.values())
     configs = [c for c, _ in rows]
@@ -204,14 +207,27 @@ def propose(
 ) -> list[tuple[Config, list[float]]]:
     """Up to `k` best predicted candidates not yet measured, with their predicted values."""
     names = [n for n in modelled(ctx.objective) if n not in static]
-    models = {**static, **fit(scorer, layout, names)}
-    goal, bounds, value = targets(ctx.objective, models, layout, step)
+    fits = fit(scorer, layout, names)
+    mean = {**static, **{n: f.mean for n, f in fits.items()}}
+    rng = np.random.default_rng([ctx.settings.seed, step])  # a resumed search draws alike
     excluded = [layout.chosen(dict(key)) for key in scorer.known]
     found = []
-    for z in best(layout, goal, bounds, excluded, k):
-        predicted = [value(z)] if value is not None else [models[m](z) for m in ctx.objective.names]
-        found.append((layout.config(z, ref), predicted))
+    for _ in range(k):
+        drawn = {**static, **{n: f.draw(rng) for n, f in fits.items()}}
+        goal, bounds, _ = targets(ctx.objective, drawn, layout, step)
+        top = best(layout, goal, bounds, excluded, 1)
+        if not top:
+            break
+        excluded.append(layout.chosen(layout.config(top[0], ref)))
+        found.append((layout.config(top[0], ref), predicted(ctx.objective, mean, top[0])))
     return found
+
+
+def predicted(objective: Objective, models: Mapping[str, Linear], z: np.ndarray) -> list[float]:
+    """The objective value(s) `models` predict for solution `z`."""
+    if objective.single:
+        return [sum(m.scale * models[m.name](z) for m in objective.metrics)]
+    return [models[m.name](z) for m in objective.metrics]
 
 
 def honesty(pairs: Sequence[tuple[float, float]]) -> dict[str, float]:
@@ -247,12 +263,7 @@ def warm_start(ctx: SearchContext, limit: int) -> list[Config]:
     if ref is None:
         return []
     static = static_models(ctx, layout, ref)
-    names = [n for n in modelled(ctx.objective) if n not in static]
-    models = {**static, **fit(scorer, layout, names)}
-    goal, bounds, _ = targets(ctx.objective, models, layout, 1)
-    probed = [layout.chosen(dict(key)) for key in scorer.known]
-    top = best(layout, goal, bounds, probed, min(limit, WARM))
-    found = [layout.config(z, ref) for z in top]
+    found = [c for c, _ in propose(ctx, scorer, layout, ref, static, 1, min(limit, WARM))]
     ctx.notify(f"warm start: {scorer.evaluated} ilp probes evaluated (not trials), "
                f"{len(found)} predicted best candidates queued")  # fmt: skip
     return found

@@ -142,19 +142,39 @@ def exact_model(
     return Linear(base, coef)
 
 
-def fitted_model(layout: Layout, configs: Sequence[Config], values: Sequence[float]) -> Linear:
+@dataclass(frozen=True)
+class Fit:
+    """A fitted metric: its least squares model, and the root of its coefficients'
+    covariance (`mean.coef[:n_x] + root @ z`, z standard normal, is a posterior draw)."""
+
+    mean: Linear
+    root: np.ndarray
+
+    def draw(self, rng: np.random.Generator) -> Linear:
+        """A model drawn from the posterior: where the measured candidates leave a choice's
+        effect uncertain, its draws differ, so the solutions explore it (Thompson sampling)."""
+        coef = self.mean.coef.copy()
+        coef[: len(self.root)] += self.root @ rng.standard_normal(len(self.root))
+        return Linear(self.mean.const, coef)
+
+
+def fitted_model(layout: Layout, configs: Sequence[Config], values: Sequence[float]) -> Fit:
     """Least squares on the one-hot binaries over every measured config (the probes make it
     the additive model of each tensor's effect; the trials correct it where they disagree),
-    lightly ridged so collinear columns stay defined; the intercept is not ridged."""
+    lightly ridged so collinear columns stay defined; the intercept is not ridged. The
+    noise is the residuals' mean square."""
     feats = np.array([layout.features(c)[: layout.n_x] for c in configs])
     y = np.asarray(values, dtype=float)
     mean = y.mean()
     center = feats.mean(axis=0)
     f = feats - center
-    w = np.linalg.solve(f.T @ f + RIDGE * np.eye(layout.n_x), f.T @ (y - mean))
+    gram = f.T @ f + RIDGE * np.eye(layout.n_x)
+    w = np.linalg.solve(gram, f.T @ (y - mean))
     coef = np.zeros(layout.n)
     coef[: layout.n_x] = w
-    return Linear(float(mean - center @ w), coef)
+    noise = float(np.sqrt(np.mean((y - mean - f @ w) ** 2)))
+    root = noise * np.linalg.inv(np.linalg.cholesky(gram)).T
+    return Fit(Linear(float(mean - center @ w), coef), root)
 
 
 @dataclass(frozen=True)
@@ -211,7 +231,13 @@ def solve(
         cons.append(LinearConstraint(cut, -np.inf, len(layout.groups) - 1))
     integrality = np.zeros(layout.n)
     integrality[: layout.n_x] = 1
-    found = milp(-goal.coef, integrality=integrality, bounds=(0, 1), constraints=cons)
+    found = milp(
+        -goal.coef,
+        integrality=integrality,
+        bounds=(0, 1),
+        constraints=cons,
+        options={"mip_rel_gap": 1e-9},
+    )
     if found.x is None:
         return None
     return _full(layout, found.x)

@@ -14,7 +14,7 @@ from bitscout.evaluate.metrics import MetricContext, compute_metrics
 from bitscout.evaluate.profile import profile_model
 from bitscout.quant.space import parse_space
 from bitscout.study.store.base import STEP, WARM_START
-from bitscout.study.strategies.ilp import FIT_ATTR, PREDICTED
+from bitscout.study.strategies.ilp import BATCH, FIT_ATTR, PREDICTED, ROLE
 from bitscout.study.strategies.ilp_model import (
     Bound,
     Layout,
@@ -133,9 +133,12 @@ def test_ilp_stops_at_n_trials_and_resumes_without_repeating(mlp, tmp_path):
     steps = [t.user_attrs[STEP] for t in trials]
     probes = steps.count(0)
     assert steps[:probes] == [0] * probes and probes < 2 * (2 + 12)  # probes first, shared
-    assert all(PREDICTED in t.user_attrs for t in trials[probes:])
+    roles = [t.user_attrs[ROLE] for t in trials[probes:]]
+    assert set(roles) <= {"solution", "neighbour"} and roles[:BATCH] == ["solution"] * BATCH
+    solved = [t for t in trials if t.user_attrs.get(ROLE) == "solution"]
+    assert all(PREDICTED in t.user_attrs for t in solved)
     fit = fresh.study.user_attrs[FIT_ATTR]
-    assert fit["n"] == 45 - probes and fit["r2"] <= 1.0
+    assert fit["n"] == len(solved) and fit["r2"] <= 1.0
 
 
 def test_ilp_finds_the_brute_force_optimum_of_a_small_space(mlp):
@@ -153,7 +156,7 @@ def test_a_constraint_holds_for_the_solutions_the_model_is_exact_on(mlp):
                              constraints=["bops <= 30000"], strategy="ilp", trials=40,
                              quiet=True)  # fmt: skip
     trials = sorted(result.study.trials, key=lambda t: t.number)
-    solved = [t for t in trials if t.user_attrs[STEP] > 0]
+    solved = [t for t in trials if t.user_attrs[STEP] > 0]  # solutions and neighbours alike
     assert solved and all(t.user_attrs["metrics"]["bops"] <= 30000 for t in solved)
 
 

@@ -4,9 +4,11 @@ tensor's probes found so far); fit a linear model of each metric over the one-ho
 (the static metrics exactly, bops through product variables); then, in rounds until
 `n_trials`, solve the integer program for the best candidates not yet measured, each under
 a model drawn from the fit's posterior (Thompson sampling: a choice whose effect the
-measurements leave uncertain gets explored), evaluate them and refit. Probes and solutions
-are all trials. A Pareto search maximizes the first objective under a budget on the second,
-swept over its predicted range.
+measurements leave uncertain gets explored), evaluate them and refit. When 8 evaluations
+have not beaten the best candidate, its unmeasured neighbours (one tensor changed) of best
+predicted objective run, up to 16: near the best, tensors interact in ways the probes around
+the reference miss. Probes, solutions and neighbours are all trials. A Pareto search
+maximizes the first objective under a budget on the second, swept over its predicted range.
 
 The study attribute `ilp_fit` holds the surrogate's honesty: R² and the largest miss of the
 predicted against the measured objective over the solutions evaluated."""
@@ -24,7 +26,7 @@ from bitscout.quant.space import Choice, Config, SearchSpace
 from bitscout.results.trials import Result
 from bitscout.study.settings import StrategySettings
 from bitscout.study.spec import DEFAULT_SAMPLER_TRIALS
-from bitscout.study.store.base import STEP
+from bitscout.study.store.base import FEASIBLE, STEP, TrialRecord
 from bitscout.study.strategies.base import STRATEGIES, SearchContext, Strategy
 from bitscout.study.strategies.greedy import Walk, descending, is_width
 from bitscout.study.strategies.ilp_model import (
@@ -40,11 +42,13 @@ from bitscout.study.strategies.ilp_model import (
 )
 
 PREDICTED = "ilp_predicted"  # trial attr: the objective value(s) the model predicted
+ROLE = "ilp_role"  # trial attr: "solution", or "neighbour" of a stalled best (probes: step 0)
 FIT_ATTR = "ilp_fit"  # study attr: R², the largest miss and how many solutions they cover
 BATCH = 4  # solutions evaluated between two fits
 SWEEP = 8  # budget levels of a Pareto search's second objective
 WARM = 10  # solutions an Optuna sampler's warm start queues at most
 POOR_R2 = 0.5
+STALL = 2 * BATCH  # evaluations without a new best, after which the best's neighbours run
 
 
 class Scorer(Walk):
@@ -55,8 +59,12 @@ class Scorer(Walk):
         self.measured = {_key(t.params): (dict(t.params), dict(t.metrics))
                          for t in ctx.store.ended() if t.metrics}  # fmt: skip
         self.tags: dict[tuple, dict[str, Any]] = {}
+        # every evaluated config and its merit, in trial order (a resumed search's too)
+        self.history = [(_key(t.params), _stored_merit(ctx.objective, t), t.user_attrs.get(STEP, 0))
+                        for t in sorted(ctx.store.ended(), key=lambda t: t.number)]  # fmt: skip
 
     def _record(self, config: Config, result: Result, step: int) -> int:
+        self.history.append((_key(config), _merit(self.ctx.objective, result), step))
         if result.failure is None:
             self.measured[_key(config)] = (dict(config), dict(result.metrics))
         if not self.recorded:
@@ -92,11 +100,17 @@ class Ilp(Strategy):
             static = static_models(ctx, layout, ref)
             step = 1 + max((t.user_attrs.get(STEP, 0) for t in ctx.store.ended()), default=0)
             while scorer.left > 0 and not ctx.timed_out():
+                if (moves := stalled(ctx, scorer, layout)) is not None:
+                    near = likeliest(ctx, scorer, layout, static, moves)
+                    scorer.tags.update({_key(c): {ROLE: "neighbour"} for c in near})
+                    scorer.score(near, step)
+                    step += 1
+                    continue
                 found = propose(ctx, scorer, layout, ref, static, step, min(BATCH, scorer.left))
                 if not found:
                     ctx.notify("ilp: no candidate left that the constraints allow")
                     break
-                scorer.tags.update({_key(c): {PREDICTED: p} for c, p in found})
+                scorer.tags.update({_key(c): {PREDICTED: p, ROLE: "solution"} for c, p in found})
                 scorer.score([c for c, _ in found], step)
                 step += 1
             report_fit(ctx)
@@ -131,6 +145,51 @@ def survey(ctx: SearchContext, scorer: Scorer, layout: Layout) -> Config | None:
         i = max(top, key=lambda i: _merit(ctx.objective, scored[i][1]))
         ref = configs[i]
     return ref
+
+
+def stalled(ctx: SearchContext, scorer: Scorer, layout: Layout) -> list[Config] | None:
+    """When STALL evaluations after the probes have not beaten the best candidate measured:
+    its neighbours not yet measured (each group at each other option; the model, fitted
+    around the reference, misjudges what a choice costs near the best, where tensors
+    interact). None otherwise, in a Pareto search, or when every neighbour is measured."""
+    history = scorer.history
+    if not history or not ctx.objective.single:
+        return None
+    top = max(range(len(history)), key=lambda i: (history[i][1], -i))
+    if sum(step > 0 for _, _, step in history[top + 1 :]) < STALL:
+        return None
+    best = dict(history[top][0])
+    best = {d.name: best[d.name] for d in ctx.space.dimensions}
+    moves = [g.apply(best, o) for g in layout.groups for o in g.options if o != g.of(best)]
+    fresh = [c for c in moves if _key(c) not in scorer.known]
+    return fresh or None
+
+
+def likeliest(
+    ctx: SearchContext,
+    scorer: Scorer,
+    layout: Layout,
+    static: Mapping[str, Linear],
+    moves: Sequence[Config],
+) -> list[Config]:
+    """The 2 x STALL of `moves` of best predicted objective that the model says keep the
+    constraints."""
+    names = [n for n in modelled(ctx.objective) if n not in static]
+    mean = {**static, **{n: f.mean for n, f in fit(scorer, layout, names).items()}}
+    bounds = [_bound(mean[c.metric], c.op, c.bound) for c in ctx.objective.constraints]
+    feats = [layout.features(m) for m in moves]
+    kept = [i for i, z in enumerate(feats) if all(b.lo <= b.model(z) <= b.hi for b in bounds)]
+    way = sign(ctx.objective.direction)
+    rank = [-way * predicted(ctx.objective, mean, feats[i])[0] for i in kept]
+    return [moves[kept[i]] for i in np.argsort(rank, kind="stable")[: 2 * STALL]]
+
+
+def _stored_merit(objective: Objective, trial: TrialRecord) -> tuple[int, float]:
+    """`_merit` of a trial the store holds."""
+    if trial.state != "complete" or not trial.values:
+        return (0, 0.0)
+    feasible = trial.user_attrs.get(FEASIBLE, True)
+    return (2 if feasible else 1, sign(objective.directions[0]) * trial.values[0])
 
 
 def _widest(g: Group, config: Mapping[str, Choice], ref: Mapping[str, Choice]) -> bool:
@@ -177,8 +236,11 @@ def targets(
         value = sum((models[m.name] * m.scale for m in objective.metrics[1:]),
                     models[objective.metrics[0].name] * objective.metrics[0].scale)  # fmt: skip
         return value * sign(objective.direction), bounds, value
-    first, second = objective.metrics[0], objective.metrics[1]
+    first = objective.metrics[0]
     goal = models[first.name] * sign(first.direction)
+    if len(objective.metrics) == 1:
+        return goal, bounds, None
+    second = objective.metrics[1]
     budget = models[second.name] * sign(second.direction)
     low = best(layout, budget * -1.0, bounds, [], 1)
     high = best(layout, budget, bounds, [], 1)

@@ -3,8 +3,8 @@
 included, `ilp` and TPE need to come within 0.5% of the optimum.
 
     .venv/bin/python benchmarks/bench_ilp.py solve            # seconds
-    .venv/bin/python benchmarks/bench_ilp.py digits --seeds 3 # minutes: a brute force, then
-                                                              # ilp and TPE to 200 trials
+    .venv/bin/python benchmarks/bench_ilp.py compare --seeds 3  # minutes: a brute force of
+        # examples/digits_mlp.toml (or --config FILE), then ilp and TPE to 200 trials
 
 Every figure is printed beside the load average; the solve beside a baseline measured in the
 same run (a fixed numpy product), since other processes share the CPU.
@@ -78,9 +78,9 @@ def solve() -> None:
               f"{took10:.3f} s; found {len(found)}; load {load()}")  # fmt: skip
 
 
-def _search(out: Path, *args: str) -> pd.DataFrame:
-    cmd = [sys.executable, "-m", "bitscout", "search", str(ROOT / "examples/digits_mlp.toml"),
-           "--out", str(out), "--quiet", *args]  # fmt: skip
+def _search(config: Path, out: Path, *args: str) -> pd.DataFrame:
+    cmd = [sys.executable, "-m", "bitscout", "search", str(config), "--out", str(out), "--quiet",
+           *args]  # fmt: skip
     if not (out / "trials.csv").exists():
         subprocess.run(cmd, check=True, capture_output=True)
     return pd.read_csv(out / "trials.csv").sort_values("number")
@@ -92,9 +92,10 @@ def _reach(trials: pd.DataFrame, optimum: float) -> int | None:
     return int(hit[0]) + 1 if hit.size else None
 
 
-def digits(seeds: int, work: Path) -> None:
+def compare(config: Path, seeds: int, work: Path) -> None:
+    """`config`'s space enumerated (its optimum), then ilp and TPE over `seeds` seeds."""
     model = work / "brute" / "model.pt"
-    brute = _search(work / "brute", "--strategy", "bruteforce", "--trials", "13824")
+    brute = _search(config, work / "brute", "--strategy", "bruteforce", "--trials", "10000000")
     optimum = float(brute["objective"].max())
     print(
         f"optimum {optimum:.6f} over {len(brute)} candidates; within 0.5%: "
@@ -103,7 +104,7 @@ def digits(seeds: int, work: Path) -> None:
     rows = []
     for name in ("ilp", "tpe"):
         for seed in range(seeds):
-            rows.append((name, seed, _search(work / f"{name}{seed}", "--load", str(model),
+            rows.append((name, seed, _search(config, work / f"{name}{seed}", "--load", str(model),
                                              "--strategy", name, "--trials", "200",
                                              "--seed", str(seed))))  # fmt: skip
     for name, seed, trials in rows:
@@ -116,14 +117,15 @@ def digits(seeds: int, work: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=("solve", "digits"))
+    parser.add_argument("what", choices=("solve", "compare"))
+    parser.add_argument("--config", type=Path, default=ROOT / "examples/digits_mlp.toml")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--work", type=Path, default=Path("runs/bench_ilp"))
     args = parser.parse_args()
     if args.what == "solve":
         solve()
     else:
-        digits(args.seeds, args.work)
+        compare(args.config, args.seeds, args.work)
 
 
 if __name__ == "__main__":

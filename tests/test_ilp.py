@@ -203,3 +203,11 @@ def test_ilp_refuses_what_it_cannot_do(mlp, kw, key):
     with pytest.raises(ConfigError) as caught:
         bitscout.search(model, data, TABLE, objective=OBJECTIVE, strategy="ilp", **kw)
     assert caught.value.key.endswith(key)  # as greedy's, the TOML key for n_jobs
+
+
+def test_without_n_trials_ilp_runs_its_probes_and_100_more(mlp):
+    model, data = mlp
+    result = bitscout.search(model, data, TABLE, objective=OBJECTIVE, strategy="ilp",
+                             trials=None, quiet=True)  # fmt: skip
+    assert len(result.trials) == 2 * (2 + 4 * 3) + 100  # probe_count: every joint option
+    assert len(set(_configs(result))) == len(result.trials)

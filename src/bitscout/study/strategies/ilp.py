@@ -100,8 +100,9 @@ class Ilp(Strategy):
             static = static_models(ctx, layout, ref)
             step = 1 + max((t.user_attrs.get(STEP, 0) for t in ctx.store.ended()), default=0)
             while scorer.left > 0 and not ctx.timed_out():
-                if (moves := stalled(ctx, scorer, layout)) is not None:
-                    near = likeliest(ctx, scorer, layout, static, moves)
+                moves = stalled(ctx, scorer, layout)
+                # none of them predicted to keep the constraints: the solutions go on
+                if moves and (near := likeliest(ctx, scorer, layout, static, moves)):
                     scorer.tags.update({_key(c): {ROLE: "neighbour"} for c in near})
                     scorer.score(near, step)
                     step += 1

@@ -115,14 +115,15 @@ def search(
             "minimize"}`. Default `{"accuracy": 1.0}`; with `loss_fn` and no objective,
             `{"loss": -1.0}` (your loss, minimized), said in the log.
         constraints: strings such as `"accuracy >= 0.9"`.
-        strategy: `"bruteforce"`, `"greedy"`, `"optuna"` (TPE), or a sampler's name (`"tpe"`,
-            `"random"`, `"nsgaii"`, `"nsgaiii"`, `"qmc"`, `"gp"`, `"grid"`), in any letter
-            case; or an `optuna.samplers.BaseSampler` instance, used as given (seeded as you
+        strategy: `"bruteforce"`, `"greedy"`, `"ilp"`, `"optuna"` (TPE), or a sampler's name
+            (`"tpe"`, `"random"`, `"nsgaii"`, `"nsgaiii"`, `"qmc"`, `"gp"`, `"grid"`), in any
+            letter case; or an `optuna.samplers.BaseSampler` instance, used as given (seeded as you
             made it; a resumed study's fingerprint records its class name, so another
             instance of the same class resumes it; with `n_jobs > 1` each worker process
             gets a copy of it in the state it had).
         trials: the study's size at the end. None: the whole space for `bruteforce`, the
-            whole walk for `greedy`, 100 for a sampler (`n_trials` absent in a config alike);
+            whole walk for `greedy`, the probes plus 100 for `ilp`, 100 for a sampler
+            (`n_trials` absent in a config alike);
             a sampler stops sooner once every candidate is evaluated.
         seed: seeds the strategy, 0..2**32-1.
         out: a directory for trials.csv, best.toml, summary.json, report.md and the study's
@@ -139,7 +140,8 @@ def search(
         n_jobs_limit: the cap on `n_jobs` instead of 2 per CPU.
         timeout: seconds (> 0) after which no new trial starts; None: no limit.
         order: the brute force's order: `"index"`, `"reversed"` or `"shuffled"` (seeded).
-        warm_start: `"greedy"`: a sampler's first trials are a greedy walk's path.
+        warm_start: `"greedy"`: a sampler's first trials are a greedy walk's path; `"ilp"`:
+            the ILP's first solutions, after its probes.
         chunked: the brute force records one trial per chunk of candidates (None: above
             100,000 candidates).
         metrics: your own metrics, `{"name": fn}`, `{"name": (fn, "minimize")}` or

@@ -122,7 +122,7 @@ def _add_search(sub: Subparsers) -> None:
     search.add_argument("--out", help="output directory (default runs/<config name>)")
     search.add_argument(
         "--strategy",
-        help="bruteforce, greedy, optuna or a sampler: tpe, random, ... (overrides the config)",
+        help="bruteforce, greedy, ilp, optuna or a sampler: tpe, random, ... (overrides config)",
     )
     search.add_argument(
         "--sampler", help="Optuna sampler: tpe, random, nsgaii, ... (implies optuna)"

@@ -3,6 +3,8 @@ no-good cuts, n_trials and resume, and Optuna's warm start from it."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -211,3 +213,25 @@ def test_without_n_trials_ilp_runs_its_probes_and_100_more(mlp):
                              trials=None, quiet=True)  # fmt: skip
     assert len(result.trials) == 2 * (2 + 4 * 3) + 100  # probe_count: every joint option
     assert len(set(_configs(result))) == len(result.trials)
+
+
+def test_compare_runs_ilp_as_search_does_and_ilp_tpe_from_its_solutions(mlp):
+    model, data = mlp
+    kw = {"objective": OBJECTIVE, "quiet": True}
+    ilp = bitscout.search(model, data, TABLE, strategy="ilp", trials=40, seed=1, **kw)
+    brute = bitscout.search(model, data, TABLE, strategy="bruteforce", **kw)
+    result = bitscout.compare(model, data, TABLE, objective=OBJECTIVE,
+                              strategies=["ilp", "ilp-tpe"], repeats=2, trials=40)  # fmt: skip
+    frame = result.frame
+    assert list(dict.fromkeys(frame["strategy"])) == ["ilp", "ilp-tpe"]
+    assert result.optimum == brute.trials["objective"].max()
+    runs = {key: rows.sort_values("trial") for key, rows in frame.groupby(["strategy", "seed"])}
+    assert all(len(rows) == 40 for rows in runs.values())
+    assert all(rows["config"].nunique() == 40 for (s, _), rows in runs.items() if s == "ilp")
+    # the label runs the strategy: seed 1's trials are search's, in order, probes counted
+    ordered = sorted(ilp.study.trials, key=lambda t: t.number)
+    assert [json.loads(c) for c in runs[("ilp", 1)]["config"]] == [t.params for t in ordered]
+    # ilp-tpe starts from the ILP's first round of solutions (its probes are not trials)
+    first_round = [t.params for t in ordered if t.user_attrs[STEP] == 1]
+    head = runs[("ilp-tpe", 0)]["config"][: len(first_round)]
+    assert [json.loads(c) for c in head] == first_round

@@ -293,7 +293,8 @@ def compare(
             order on candidates.
         constraints: strings such as `"accuracy >= 0.9"`.
         strategies: labels to compare: "bruteforce", "bruteforce-reversed", "shuffled",
-            "greedy", "greedy-tpe" or an Optuna sampler's name ("tpe", "random", ...).
+            "greedy", "greedy-tpe", "ilp", "ilp-tpe" (TPE warm-started by the ILP's solutions)
+            or an Optuna sampler's name ("tpe", "random", ...).
         repeats: seeds 0..repeats-1 per strategy.
         trials: trials per run (default: the whole space).
         within: "near the optimum" is within this many percent of |optimum| (default 1).

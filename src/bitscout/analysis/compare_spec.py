@@ -17,6 +17,8 @@ OURS = {
     "shuffled": ("bruteforce", "shuffled", None),
     "greedy": ("greedy", "index", None),
     "greedy-tpe": ("optuna", "index", "greedy"),
+    "ilp": ("ilp", "index", None),
+    "ilp-tpe": ("optuna", "index", "ilp"),
 }
 KNOWN = (*OURS, *(s for s in SAMPLER_NAMES if s != "bruteforce"))
 DEFAULT_STRATEGIES = ("bruteforce", "random", "tpe")

@@ -235,3 +235,41 @@ def test_compare_runs_ilp_as_search_does_and_ilp_tpe_from_its_solutions(mlp):
     first_round = [t.params for t in ordered if t.user_attrs[STEP] == 1]
     head = runs[("ilp-tpe", 0)]["config"][: len(first_round)]
     assert [json.loads(c) for c in head] == first_round
+
+
+def test_the_surrogates_honesty_reaches_summary_json_and_the_report(mlp, tmp_path):
+    from sklearn.metrics import r2_score
+
+    model, data = mlp
+    result = bitscout.search(model, data, TABLE, objective=OBJECTIVE, strategy="ilp", trials=40,
+                             out=tmp_path / "r", quiet=True)  # fmt: skip
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    fit = summary["ilp_fit"]
+    assert fit == result.study.user_attrs[FIT_ATTR]
+    measured = result.trials.set_index("number")["objective"]
+    solved = [t for t in result.study.trials if PREDICTED in t.user_attrs]
+    pred = [t.user_attrs[PREDICTED][0] for t in solved]
+    meas = [measured[t.number] for t in solved]
+    assert fit["n"] == len(solved) >= 2
+    assert fit["r2"] == pytest.approx(r2_score(meas, pred))
+    assert fit["max_miss"] == pytest.approx(
+        max(abs(m - p) for m, p in zip(meas, pred, strict=True))
+    )
+    report = (tmp_path / "r" / "report.md").read_text()
+    row = f"| ilp surrogate | predicted against measured objective over {len(solved)} solutions: "
+    assert f"{row}R² = {fit['r2']:.3f}, largest miss {fit['max_miss']:.4g}" in report
+    assert ("fails here" in report) == (fit["r2"] < 0.5)
+    brute = bitscout.search(model, data, TABLE, objective=OBJECTIVE, strategy="random", trials=5,
+                            out=tmp_path / "b", quiet=True)  # fmt: skip
+    assert brute.summary["ilp_fit"] is None
+    assert "ilp surrogate" not in (tmp_path / "b" / "report.md").read_text()
+
+
+@pytest.mark.parametrize(("r2", "fails"), [(0.49, True), (0.5, False), (0.93, False)])
+def test_a_poor_fit_says_the_additive_model_fails_in_one_line(r2, fails):
+    from bitscout.results.surrogate import fit_text
+
+    text = fit_text({"r2": r2, "max_miss": 0.0123456, "n": 12.0})
+    assert text.startswith(f"predicted against measured objective over 12 solutions: R² = {r2:.3f}")
+    assert "largest miss 0.01235" in text and "\n" not in text
+    assert ("The additive model fails here (R² < 0.5)" in text) == fails

@@ -24,6 +24,7 @@ from bitscout.results.ranking import (
 from bitscout.results.report import Run, load_run
 from bitscout.results.sensitivity import sensitivity_section
 from bitscout.results.stats import wilson_interval
+from bitscout.results.surrogate import fit_text
 
 COSTS = ("average_bitwidth", "bops")  # what accuracy is traded against in tradeoff.png
 
@@ -193,6 +194,7 @@ def _setup(run: Run, objective: Objective, c: Concluded) -> str:
                                               for k, v in constant.items()) or "-"),
         ("search time", f"{s['wall_s']:.2f} s"),
         *([("audit", _audit(s["audit"]))] if s.get("audit") else []),
+        *([("ilp surrogate", fit_text(s["ilp_fit"]))] if s.get("ilp_fit") else []),
     ]  # fmt: skip
     return "\n".join(["| setting | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows])
 

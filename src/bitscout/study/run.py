@@ -37,6 +37,7 @@ from bitscout.study.store.base import REASON, Store, candidates
 from bitscout.study.store.storage import mask_password, open_store
 from bitscout.study.strategies import STRATEGIES, SearchContext
 from bitscout.study.strategies.base import TrialHook
+from bitscout.study.strategies.ilp import FIT_ATTR
 from bitscout.study.training import make_trainer, resolve_training
 
 if TYPE_CHECKING:
@@ -398,6 +399,7 @@ def search_summary(job: Job, store: Store, tally: Tally, evaluator: Evaluator) -
         "layers": job.space.types,
         "train": None if settings.train is None else dataclasses.asdict(settings.train),
         "ladder": ladder_summary(store, settings, evaluator.trainer),  # what a ladder spent
+        "ilp_fit": store.study_attr(FIT_ATTR),  # an ilp search's surrogate against measurements
         # each layer's public name (trials.csv, best.toml, codes.npz, hls4ml) -> module path
         "layer_names": {fx_name(path): path for path in job.space.types},
     }

@@ -23,6 +23,7 @@ from bitscout.errors import ConfigError
 from bitscout.evaluate.metrics import MetricContext, compute_metrics
 from bitscout.objective import Objective, sign
 from bitscout.quant.space import Choice, Config, SearchSpace
+from bitscout.results.surrogate import fit_text
 from bitscout.results.trials import Result
 from bitscout.study.settings import StrategySettings
 from bitscout.study.spec import DEFAULT_SAMPLER_TRIALS
@@ -47,7 +48,6 @@ FIT_ATTR = "ilp_fit"  # study attr: R², the largest miss and how many solutions
 BATCH = 4  # solutions evaluated between two fits
 SWEEP = 8  # budget levels of a Pareto search's second objective
 WARM = 10  # solutions an Optuna sampler's warm start queues at most
-POOR_R2 = 0.5
 STALL = 2 * BATCH  # evaluations without a new best, after which the best's neighbours run
 
 
@@ -308,11 +308,7 @@ def report_fit(ctx: SearchContext) -> None:
         return
     found = honesty(pairs)
     ctx.store.set_study_attr(FIT_ATTR, found)
-    line = (f"ilp: predicted against measured objective over {len(pairs)} solutions: "
-            f"R² = {found['r2']:.3f}, largest miss {found['max_miss']:.4g}")  # fmt: skip
-    ctx.notify(line)
-    if found["r2"] < POOR_R2:
-        ctx.notify("ilp: the additive model fails on this space (R² < 0.5): its picks are guesses")
+    ctx.notify(f"ilp: {fit_text(found)}")
 
 
 def warm_start(ctx: SearchContext, limit: int) -> list[Config]:

@@ -14,5 +14,5 @@ def fit_text(fit: Mapping[str, float]) -> str:
     line = (f"predicted against measured objective over {int(fit['n'])} solutions: "
             f"R² = {shown}, largest miss {fit['max_miss']:.4g}")  # fmt: skip
     if r2 < POOR_R2:
-        line += f". The additive model fails here (R² < {POOR_R2:g}): its picks are guesses"
+        line += f". The additive model fails here (R² < {POOR_R2:g}): it misranks what it picked"
     return line

@@ -9,13 +9,15 @@ import itertools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy import sparse
-from scipy.optimize import LinearConstraint, milp
 
 from bitscout.quant.catalog import DATAPATH, TENSORS
 from bitscout.quant.space import Choice, Config, Dimension, SearchSpace
+
+if TYPE_CHECKING:
+    from scipy import sparse
 
 MAX_JOINT = 64  # a tensor with more joint choices is probed one field at a time
 RIDGE = 1e-3  # keeps the least squares fit defined where one-hot columns are collinear
@@ -186,9 +188,11 @@ class Bound:
     hi: float = math.inf
 
 
-def _structure(layout: Layout) -> tuple[sparse.csr_array, np.ndarray]:
+def _structure(layout: Layout) -> "tuple[sparse.csr_array, np.ndarray]":
     """One-hot rows (sum = 1) and product rows (a pair's y summed over one side = the other
     side's binary), as A z = b."""
+    from scipy import sparse  # imported when solving: importing scipy sets warning filters
+
     rows: list[int] = []
     cols: list[int] = []
     vals: list[float] = []
@@ -218,6 +222,9 @@ def solve(
 ) -> np.ndarray | None:
     """The variables maximizing `goal` within `bounds`, excluding each candidate of
     `excluded` (its chosen option per group) by a no-good cut; None when none is left."""
+    from scipy import sparse
+    from scipy.optimize import LinearConstraint, milp
+
     a, b = _structure(layout)
     cons = [LinearConstraint(a, b, b)]
     for bound in bounds:

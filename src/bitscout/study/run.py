@@ -6,9 +6,6 @@ when the job has an output directory."""
 import contextlib
 import dataclasses
 import hashlib
-import importlib
-import sys
-import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -31,6 +28,7 @@ from bitscout.results.trials import Result, TrialsCsv, quiet_optuna
 from bitscout.study.fidelity import ladder_summary
 from bitscout.study.fingerprint import fingerprint
 from bitscout.study.parallel import check_shareable, fork, join
+from bitscout.study.prefetch import prefetch
 from bitscout.study.settings import StrategySettings, population_note
 from bitscout.study.spec import trial_count
 from bitscout.study.store.base import REASON, Store, candidates
@@ -50,8 +48,6 @@ REPORTED = (
     "accuracy", "loss", "model_size", "model_size_bits", "flops", "bops", "average_bitwidth",
     "memory_density", "overflow_rate",
 )  # fmt: skip
-# What the end of a search imports: pandas for the rankings, matplotlib for the report.
-FINAL_MODULES = ("bitscout.results.conclude", "bitscout.results.display")
 CHUNKED_FROM = 100_000  # candidates above which a brute force keeps one trial per chunk
 CLASSIFICATION_ONLY = ("accuracy", "loss")  # loss: cross-entropy unless the job has a loss_fn
 
@@ -255,7 +251,7 @@ def run_job(job: Job, console: Console, verbosity: Verbosity = "normal") -> Fini
     prints only the final result, `verbose` every trial."""
     say = _sayer(console, verbosity)
     job = resolve_training(resolve_trials(resolve_chunked(job)))
-    _prefetch(job)
+    prefetch(report=job.out is not None)
     storage = storage_of(job)
     check_shareable(storage if isinstance(storage, str) else None, job.settings.n_jobs)
     store = open_job_store(job, storage, console)
@@ -321,19 +317,6 @@ def _report(job: Job, out: Path, c: "Concluded", summary: dict[str, Any]) -> Pat
     else:
         run = load_run(out)
     return write_report(run, objective, out, f"bitscout search: {out.name}")
-
-
-def _prefetch(job: Job) -> None:
-    """Import what the end of a search needs (pandas 0.3 s, matplotlib 0.4 s) in a thread
-    while the search runs: it waits on the store's writes and on PyTorch's kernels, which
-    leave the interpreter free."""
-    # the report's parameter importances: optuna.importance loads scikit-learn (1.3 s)
-    report = ["bitscout.results.report_md", "optuna.importance"] if job.out is not None else []
-    modules = [*FINAL_MODULES, *report]
-    missing = [m for m in modules if m not in sys.modules]
-    if missing:
-        threading.Thread(target=lambda: [importlib.import_module(m) for m in missing],
-                         daemon=True, name="prefetch").start()  # fmt: skip
 
 
 def _sayer(console: Console, verbosity: Verbosity) -> Callable[[str], None]:

@@ -140,12 +140,10 @@ def fix_norms(model: nn.Module) -> nn.Module:
 def fixed_twin(module: nn.Module) -> nn.Module:
     """A BatchNorm1d/2d's fixed-point twin for inference only, its stored codes folded once (a
     copy: `module` is untouched); any other module as it is."""
-    fixed = _FIXED.get(type(module))
-    if fixed is None:
+    if type(module) not in _FIXED:
         return module
-    twin = copy.deepcopy(module)
-    twin.__class__ = fixed
-    assert isinstance(twin, _Fixed)  # for the type checker: the class just set
+    twin = fix_norms(copy.deepcopy(module))
+    assert isinstance(twin, _Fixed)  # for the type checker: fix_norms just set its class
     twin.frozen = stored_codes(twin)
     return twin
 

@@ -208,43 +208,42 @@ class DeferredWrites(BaseStorage):
     ) -> None:  # fmt: skip
         args = (trial_id, param_name, param_value_internal, distribution)
         with self._lock:
-            held = self._held.get(trial_id)
-            if held is None:
-                self.inner.set_trial_param(*args)
-                return
-            held.calls.append(("set_trial_param", args))
-            held.trial.params[param_name] = distribution.to_external_repr(param_value_internal)
-            held.trial.distributions[param_name] = distribution
+            held = self._write("set_trial_param", args)
+            if held is not None:
+                value = distribution.to_external_repr(param_value_internal)
+                held.trial.params[param_name] = value
+                held.trial.distributions[param_name] = distribution
 
     def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
         with self._lock:
-            held = self._held.get(trial_id)
-            if held is None:
-                self.inner.set_trial_user_attr(trial_id, key, value)
-                return
-            held.calls.append(("set_trial_user_attr", (trial_id, key, value)))
-            held.trial.user_attrs[key] = value
-            if key == HEARTBEAT:  # other workers judge its liveness by it
-                self._send(trial_id)
+            held = self._write("set_trial_user_attr", (trial_id, key, value))
+            if held is not None:
+                held.trial.user_attrs[key] = value
+                if key == HEARTBEAT:  # other workers judge its liveness by it
+                    self._send(trial_id)
 
     def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
         with self._lock:
-            held = self._held.get(trial_id)
-            if held is None:
-                self.inner.set_trial_system_attr(trial_id, key, value)
-                return
-            held.calls.append(("set_trial_system_attr", (trial_id, key, value)))
-            held.trial.system_attrs[key] = value
+            held = self._write("set_trial_system_attr", (trial_id, key, value))
+            if held is not None:
+                held.trial.system_attrs[key] = value
 
     def set_trial_intermediate_value(self, trial_id: int, step: int, value: float) -> None:
         with self._lock:
-            held = self._held.get(trial_id)
-            if held is None:
-                self.inner.set_trial_intermediate_value(trial_id, step, value)
-                return
-            held.calls.append(("set_trial_intermediate_value", (trial_id, step, value)))
-            held.trial.intermediate_values[step] = value
-            self._send(trial_id)  # other workers' pruners compare against it
+            held = self._write("set_trial_intermediate_value", (trial_id, step, value))
+            if held is not None:
+                held.trial.intermediate_values[step] = value
+                self._send(trial_id)  # other workers' pruners compare against it
+
+    def _write(self, name: str, args: tuple) -> _Held | None:
+        """JournalStorage's write `name(*args)` held with its trial's (returned, for the
+        caller to apply to the trial as seen here), or made at once for a trial not held."""
+        held = self._held.get(args[0])
+        if held is None:
+            getattr(self.inner, name)(*args)
+        else:
+            held.calls.append((name, args))
+        return held
 
     def send(self, trial_id: int) -> None:
         """What `trial_id` has written so far, to the journal now (one append)."""

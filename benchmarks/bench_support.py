@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 import tomllib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import tomli_w
@@ -24,6 +24,7 @@ from bitscout.cli.build import load_data, make_model
 from bitscout.cli.config import load_config
 from bitscout.evaluate import evaluator as evaluate
 from bitscout.evaluate.evaluator import predict
+from bitscout.evaluate.forward import one_thread
 from bitscout.evaluate.metrics import MetricContext, compute_metrics
 from bitscout.quant.apply import quantize_model
 from bitscout.quant.layers import to_quant
@@ -272,17 +273,6 @@ def bruteforce_rss(config: Path, out: Path, ckpt: Path, size: int) -> dict:
 # --- the machine's roofline -----------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def single_thread() -> Iterator[None]:
-    """torch on one thread, as bitscout's evaluator runs, restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def best_s(fn: Callable[[], object], repeats: int) -> float:
     """The fastest of `repeats` calls, after one untimed call (first touch of the pages)."""
     fn()
@@ -302,7 +292,7 @@ def roofline(n: int = 1024, copy_bytes: int = 2**28, repeats: int = 7) -> dict[s
     a, b, out = torch.randn(n, n, generator=g), torch.randn(n, n, generator=g), torch.empty(n, n)
     src = torch.ones(copy_bytes // 4)
     dst = torch.empty_like(src)
-    with single_thread():
+    with one_thread():  # as bitscout's evaluator runs
         mm = best_s(lambda: torch.mm(a, b, out=out), repeats)
         copy = best_s(lambda: dst.copy_(src), repeats)
     return {"macs": n**3 / mm, "bandwidth": 2 * copy_bytes / copy}

@@ -221,6 +221,38 @@ def test_sigint_stops_cleanly_and_resumes(assets, tmp_path):
     assert len(complete(study)) == 48 == len({params_key(t) for t in complete(study)})
 
 
+@pytest.mark.parametrize("step", ["_run_chunk", "_settle"])
+def test_an_interrupt_between_a_strategys_steps_leaves_no_trial_running(
+    assets, tmp_path, monkeypatch, step
+):
+    """Ctrl-C after a chunk's token is written and before the code that ends it on an
+    interrupt is entered (the window CI once hit): the token is failed on the way out."""
+    import bitscout.study.strategies.bruteforce as brute
+
+    calls = {"n": 0}
+    real = getattr(brute, step)
+
+    def late(*args, **kw):
+        calls["n"] += 1
+        if calls["n"] == 3:  # two chunks run as usual, the third is claimed and then stopped
+            raise KeyboardInterrupt
+        return real(*args, **kw)
+
+    monkeypatch.setattr(brute, step, late)
+    out = tmp_path / "window"
+    argv = ["search", str(assets["cfg"]), "--out", str(out), "--load", str(assets["ckpt"])]
+    assert main(argv) == 130
+    study = load(out / "study.journal")
+    assert not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    stopped = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.FAIL]
+    assert len(stopped) == 1 and stopped[0].user_attrs["failure"] == "interrupted"
+    assert 0 < len(complete(study)) < 48
+    monkeypatch.setattr(brute, step, real)
+    assert main(argv) == 0
+    assert len(complete(study := load(out / "study.journal"))) == 48
+    assert len({params_key(t) for t in complete(study)}) == 48
+
+
 # --- failing candidates -------------------------------------------------------------------
 
 

@@ -259,7 +259,11 @@ class OptunaStore(Store):
     @contextlib.contextmanager
     def writing(self) -> Iterator[None]:
         try:
-            yield
+            try:
+                yield
+            except BaseException:
+                self._fail_own()
+                raise
             if isinstance(self._storage, DeferredWrites):  # the run's last records on disk
                 self._storage.sync()
         except (OSError, AssertionError, StorageInternalError) as err:
@@ -271,6 +275,17 @@ class OptunaStore(Store):
                 raise SearchFailed(f"the store {self.location} failed: {text}") from None
             where = cause.filename if cause.filename is not None else self.location
             raise OSError(cause.errno, cause.strerror, where) from None
+
+    def _fail_own(self) -> None:
+        """Record this worker's RUNNING trials as interrupted: an interrupt that lands between
+        two of a strategy's steps (a chunk claimed, its `try` not yet entered) leaves one
+        running, and no later run of this worker ends it. The error that stopped the run is
+        the one reported, so a store failing here again is not."""
+        with contextlib.suppress(Exception):
+            for trial in self.trials(("running",)):
+                if trial.user_attrs.get(WORKER) == worker_id():
+                    with contextlib.suppress(TrialFinished):
+                        self.abandon(trial.ref, "failed", f"{INTERRUPTED}: search stopped")
 
     def lease(self, purpose: str) -> TrialRef:
         name = f"{self.study.study_name}.{purpose}"  # a companion study: no trial of the search

@@ -249,7 +249,8 @@ def test_an_interrupt_between_a_strategys_steps_leaves_no_trial_running(
     assert 0 < len(complete(study)) < 48
     monkeypatch.setattr(brute, step, real)
     assert main(argv) == 0
-    assert len(complete(study := load(out / "study.journal"))) == 48
+    study = load(out / "study.journal")
+    assert len(complete(study)) == 48
     assert len({params_key(t) for t in complete(study)}) == 48
 
 

@@ -65,7 +65,9 @@ def cross_entropy(block: ClassMajor) -> np.ndarray:
     term = np.empty_like(top)
     for c in range(block.z.shape[1]):
         out = term if c else total
-        np.exp(np.subtract(block.z[:, c], top, out=out, dtype=np.float64), out=out)
+        # Widened first (exactly), then subtracted: numpy's mixed-type subtraction is slower.
+        np.copyto(out, block.z[:, c])
+        np.exp(np.subtract(out, top, out=out), out=out)
         if c:
             total += term
     np.log(total, out=total)

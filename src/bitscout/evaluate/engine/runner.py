@@ -90,10 +90,14 @@ class Runner:
         stage = varying[-1] if varying else last
         if not self.stages[stage].stackable:
             return [(last, [i]) for i in range(len(candidates))]
+        fan = fan_in(self.stages[stage].layer)
         buckets: dict[tuple, list[int]] = {}
         for i, c in enumerate(candidates):
-            fmt = c.formats[stage]  # stacked candidates share one accumulator and result type
-            shared = (c.key[:stage], fmt.data_in, fmt.accum, fmt.result, c.key[stage + 1 :])
+            # Stacked candidates share one accumulator and result type, and one dtype for the
+            # sums: float64 costs twice float32's time, so those that need it run apart.
+            fmt = c.formats[stage]
+            wide = sum_dtype(fmt, fan)
+            shared = (c.key[:stage], fmt.data_in, fmt.accum, fmt.result, wide, c.key[stage + 1 :])
             buckets.setdefault(shared, []).append(i)
         # At least MIN_ROWS rows per block, so per-call overheads stay small against the work.
         size = max(1, self.block_bytes // (min(MIN_ROWS, self.n) * self._row_bytes(stage)))
@@ -295,8 +299,16 @@ def _by_class(
     for start in range(0, len(x), rows):
         block = x[start : start + rows].t().to(dtype)
         out = torch.mm(weight, block) if column is None else torch.addmm(column, weight, block)
-        h = run(tail, out.to(x.dtype))
+        h = _owned(tail, out.to(x.dtype))
         yield h.reshape(g, -1, h.shape[1]).permute(2, 0, 1)
+
+
+def _owned(tail: Sequence[nn.Module], h: torch.Tensor) -> torch.Tensor:
+    """`run(tail, h)` for a tensor `h` that nothing else holds: a ReLU clamps it in place rather
+    than allocating a block-sized result (the same values)."""
+    for module in tail:
+        h = torch.relu_(h) if type(module) is nn.ReLU else module(h)
+    return h
 
 
 def _quantized(x: torch.Tensor, fmt: NumberFormat | None) -> torch.Tensor:

@@ -165,8 +165,15 @@ def search(
             `min_epochs` (1), `reduction_factor` (3) and `ptq_rung` (True: the post-training
             score is the first rung). Pruned candidates are recorded with the epochs they
             reached.
-        latency_repeats, latency_warmup, latency_budget_s, latency_shared: how the `latency`
-            metric is measured, as the config's `setup` keys of those names.
+        latency_repeats: the `latency` metric's timed runs per candidate, at most (>= 1;
+            the median is kept). The same as the config's `setup` key of this name, as are
+            the next three.
+        latency_warmup: untimed forward passes before the timed ones (>= 0).
+        latency_budget_s: seconds (>= 0) after which no further timed run starts (one
+            always runs).
+        latency_shared: True times each distinct computation once and gives its time to
+            every candidate that differs from it in bit widths only (fake quantization runs
+            the same operations at every width); False times every candidate.
         audit_rate: the share (0..1) of the candidates scored by the fast engine that are
             scored again by the plain path (the candidate built and run through its own
             forward) and compared, besides the first 2; a difference stops the search

@@ -34,9 +34,18 @@ REPR_CHOICES = 6  # a repr shows this many dimensions of the best config, then "
 
 @dataclass(frozen=True)
 class Candidate:
-    """One evaluated candidate: its (first) trial, config (dimension -> choice), metrics,
-    objective value(s), its quantization as a `[passes.quantize]` table (what best.toml holds)
-    and how many trials proposed it."""
+    """One evaluated candidate, as `SearchResult.best` and `SearchResult.pareto` hold it.
+
+    Attributes:
+        trial: the number of the first trial that evaluated this config.
+        config: the config, dimension name (`"<layer>/<field>"`) -> the choice taken.
+        metrics: every metric recorded for it, name -> value (units in the summary's
+            `metric_units`).
+        objective: its objective value(s): one for a weighted sum, one per metric for a
+            Pareto search.
+        plan: its quantization as a `[passes.quantize]` table (what best.toml holds).
+        proposals: how many trials proposed this config (a sampler may propose one twice).
+    """
 
     trial: int
     config: dict[str, Choice]
@@ -63,10 +72,23 @@ class Training:
 
 
 class SearchResult:
-    """What a search found. `best` is the best feasible distinct config (for a Pareto search,
-    the Pareto member best in the first metric); `pareto` the Pareto set of a multi-objective
-    search (empty otherwise); `trials` trials.csv's rows; `study` the Optuna study (None for a
-    result loaded from its directory); `summary` what summary.json holds."""
+    """What a search found, as `bitscout.search` returns it; `SearchResult.load(out)` rebuilds
+    one from its run directory.
+
+    Args:
+        finished: the concluded run (built by `bitscout.search`, not by hand).
+        job: the search's validated parameters, model and data.
+
+    Attributes:
+        best: the best feasible distinct config (for a Pareto search, the Pareto member best
+            in the first metric); None when no trial finished or none is feasible
+            (`why_no_best()` says which).
+        pareto: the Pareto set of a multi-objective search, best first; empty otherwise.
+        trials: trials.csv's rows, one per trial.
+        study: the Optuna study (None for a result loaded from its directory).
+        summary: what summary.json holds.
+        out: the run directory (None when the search wrote nothing).
+    """
 
     def __init__(self, finished: Finished, job: Job) -> None:
         c = finished.concluded
@@ -99,6 +121,14 @@ class SearchResult:
                 against summary.json's). Without it `quantized_model()` says it is needed.
             data: validation data (the forms `search` takes), for `bitscout.export`'s hls4ml
                 input shape and its verification.
+
+        Returns:
+            The result, its `best`, `pareto`, `trials` and `summary` as the search left them.
+
+        Raises:
+            ConfigError: `out` is not a finished search directory (or one written before runs
+                kept their space), or its checkpoint's sha256 is not the one the search
+                recorded, or the checkpoint does not fit `model`.
         """
         run = load_run(Path(out))
         space = run.searched_space()
@@ -121,6 +151,7 @@ class SearchResult:
 
     @property
     def objective(self) -> Objective:
+        """The objective searched: its metrics, scales or directions, and constraints."""
         return self._run.objective
 
     @property
@@ -145,8 +176,12 @@ class SearchResult:
         return self.best
 
     def why_no_best(self) -> str:
-        """Why `best` is None: no trial finished, or none is feasible (naming the
-        constraints)."""
+        """Why `best` is None.
+
+        Returns:
+            "no trial finished" (with the failed count, or a hint of a timeout), or that none
+            of the evaluated trials is feasible, naming the constraints.
+        """
         evaluated = int(self.summary.get("complete", 0) or 0)
         failed = int(self.summary.get("failed", 0) or 0)
         if evaluated == 0:
@@ -168,7 +203,15 @@ class SearchResult:
                 f"{kind}={values}, {count}{where})")  # fmt: skip
 
     def float_model(self) -> nn.Module:
-        """The float model searched (not a copy: do not modify it)."""
+        """The float model searched (not a copy: do not modify it).
+
+        Returns:
+            The float model (for a loaded result, the model passed to `load`, its weights
+            restored from the run's checkpoint when it recorded one).
+
+        Raises:
+            ConfigError: the result was loaded without its model.
+        """
         if self._model is None:
             rule = ("is needed: this result was loaded without its float model; "
                     "pass it with SearchResult.load(out, model=...)")  # fmt: skip
@@ -176,7 +219,18 @@ class SearchResult:
         return self._model
 
     def plan(self, trial: int | None = None) -> dict[str, Any]:
-        """The best config's (or trial `trial`'s) quantization, a `[passes.quantize]` table."""
+        """The quantization of the best config or of one trial's.
+
+        Args:
+            trial: a trial's number; None: the best config.
+
+        Returns:
+            A `[passes.quantize]` table (what best.toml holds), as a dict.
+
+        Raises:
+            ConfigError: `trial` is None and there is no best, or no evaluated trial has
+                that number.
+        """
         if trial is not None:
             return plan_table(self._space, self._run.trial_config(trial))
         if self.best is None:
@@ -193,13 +247,30 @@ class SearchResult:
         return found
 
     def inputs(self) -> torch.Tensor | None:
-        """The validation inputs searched on (None for a loaded result given no data)."""
+        """The validation inputs searched on.
+
+        Returns:
+            One tensor of every input (a loader's batches joined); None for a loaded result
+            given no data.
+        """
         return None if self._data is None else inputs_of(self._data)
 
     def quantized_model(self, config: Mapping[str, Choice] | None = None) -> nn.Module:
-        """A new model with the best config (or `config`, dimension -> choice; a dimension's
-        layer may be named by its module path too) applied; the searched model itself is never
-        modified."""
+        """A new model with the best config (or `config`) applied; the searched model itself is
+        never modified.
+
+        Args:
+            config: dimension -> choice for every dimension of the space (as
+                `Candidate.config`; a dimension's layer may be named by its module path
+                too); None: the best config.
+
+        Returns:
+            A quantized copy of the float model.
+
+        Raises:
+            ConfigError: `config` is None and no feasible candidate was found, `config` lacks
+                a dimension, or the result was loaded without its model.
+        """
         if config is None:
             if self.best is None:
                 raise ConfigError("config", "no feasible candidate was found: pass a config")
@@ -222,8 +293,11 @@ class SearchResult:
         search: the defaults) and seed; `epochs` and `lr` override them.
 
         Args:
-            trial, top: which configs (at most one of them; default the best).
-            epochs, lr: override the training's epochs and learning rate.
+            trial: the number of the trial whose config is fine-tuned; None: the best
+                (or `top`'s). Not with `top`.
+            top: fine-tune the `top` best distinct feasible configs (an integer >= 1).
+            epochs: the training's epochs instead of the settings' (None: keep them).
+            lr: the training's learning rate instead of the settings' (None: keep it).
             out: where each config's `trial_<N>/` directory goes; default `<run out>/finetune`
                 (its report.md then gains a "Fine-tuned" section); nothing is written for a
                 search without a run directory unless given.
@@ -235,6 +309,12 @@ class SearchResult:
 
         Returns:
             One FinetuneResult per config, best first.
+
+        Raises:
+            ConfigError: both `trial` and `top` given, `top` not an integer >= 1, no best
+                config (or none for `top`), a bad `epochs` or `lr`, or no training split or
+                validation data to train with (a loaded result needs `data=` and
+                `train_data=`).
         """
         chosen = self._chosen(trial, top)
         settings = self._finetune_settings(settings or self._train.settings, epochs, lr)

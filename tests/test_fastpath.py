@@ -260,6 +260,21 @@ def test_every_sample_gets_the_plain_path_class(case):
                 torch.testing.assert_close(logits[:, column], want, rtol=1e-5, atol=1e-5)
 
 
+def test_runner_sorts_its_rows_by_target():
+    model, space, x, y = jsc_tiny()
+    resolver = Resolver(space)
+    runner = Runner(trace_chain(model), x, fixed=resolver.fixed, block_bytes=2**18, y=y)
+    order = sorted(range(len(y)), key=lambda i: (int(y[i]), i))  # a stable sort, by hand
+    assert runner.y.tolist() == [int(y[i]) for i in order]
+    config = space.config(space.size - 1)
+    candidate = runner.candidate(resolver.key(config), resolver.plan(resolver.key(config)))
+    with torch.inference_mode():
+        logits = torch.cat(list(runner.logits(len(runner.stages) - 1, [candidate])))[:, 0]
+    want = plain_logits(model, space, config, x)[order]
+    assert torch.equal(logits.argmax(dim=1), want.argmax(dim=1))
+    torch.testing.assert_close(logits, want, rtol=1e-5, atol=1e-5)
+
+
 def test_consecutive_candidates_are_stacked():
     model, space, x, _ = jsc_tiny()
     resolver = Resolver(space)

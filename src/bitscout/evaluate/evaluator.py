@@ -177,7 +177,8 @@ class Evaluator:
         runner = None
         if chain is not None:
             runner = Runner(chain, self.data.x, fixed=self._resolver.fixed,
-                            block_bytes=block_bytes, count=bool(self._counted))  # fmt: skip
+                            block_bytes=block_bytes, count=bool(self._counted),
+                            y=self.data.y)  # fmt: skip
             why = self._cross_check(runner)
         if why:
             self.notes.append(f"fast engine off, every candidate runs the plain path: {why}")
@@ -382,7 +383,7 @@ class Evaluator:
     def _fast_forward(
         self, runner: Runner, keys: Sequence[Key], plans: Sequence[Plan], rows: list[dict]
     ) -> None:
-        y = self.data.y
+        y = runner.y  # the runner's rows are sorted by target
         assert y is not None  # a runner is made for held data only
         candidates = [runner.candidate(k, p) for k, p in zip(keys, plans, strict=True)]
         for stage, members in runner.groups(candidates):

@@ -54,10 +54,17 @@ class Runner:
 
     def __init__(
         self, chain: Chain, x: torch.Tensor, *, fixed: Collection[str], block_bytes: int,
-        count: bool = False,
+        count: bool = False, y: torch.Tensor | None = None,
     ) -> None:  # fmt: skip
         """`fixed`: the paths of the layers whose formats are the same in every candidate;
-        `count`: tally each candidate's overflow (`evaluate.overflow`) for `logits`."""
+        `count`: tally each candidate's overflow (`evaluate.overflow`) for `logits`; `y`: the
+        rows' targets, by which the rows are then sorted (`self.y`, the targets in the order of
+        `logits`' rows): the batched metrics read a run of one target as a slice (`batched`).
+        """
+        self.y = y
+        if y is not None and len(y) == len(x):
+            order = torch.argsort(y, stable=True)
+            x, self.y = x[order], y[order]
         self.count = count
         self.tallies: list[Tally] = []  # of the members of the latest `logits` run to its end
         self._param_tallies: dict[tuple, Tally] = {}

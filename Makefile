@@ -1,11 +1,11 @@
-# Two commands on a fresh machine: `make run` and `make test`.
+# Two commands on a fresh machine: `make run` and `make test` (`make docs` builds the site).
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 CONFIG ?= examples/digits_mlp.toml
 OUT    ?= runs/digits
 
-.PHONY: run test lint clean
+.PHONY: run test lint docs clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -14,7 +14,7 @@ $(PY):
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev,hls4ml,qonnx]'
+	$(PY) -m pip install -q -e '.[dev,hls4ml,qonnx,docs]'
 	touch $(STAMP)
 
 # The default search: trains the digits MLP (or reuses OUT/model.pt), then searches.
@@ -33,5 +33,9 @@ lint: $(STAMP)
 	$(VENV)/bin/lint-imports || rc=1; \
 	exit $$rc
 
+# The documentation site (mkdocs.yml) into site/; --strict fails on a broken link or reference.
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs build --strict
+
 clean:
-	rm -rf runs .pytest_cache
+	rm -rf runs site .pytest_cache

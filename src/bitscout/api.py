@@ -189,8 +189,8 @@ def search(
     Raises:
         ConfigError: a bad argument (naming it, the rule and the value), or a store holding
             another search's study.
-        SearchFailed: every evaluated candidate failed, or the audit found the fast engine's
-            figures differ from the plain path's.
+        SearchFailed: every evaluated candidate failed, the audit found the fast engine's
+            figures differ from the plain path's, or the study's database failed.
     """
     if not isinstance(model, nn.Module):
         raise ConfigError("model", "must be a torch.nn.Module", type(model).__name__)

@@ -44,10 +44,21 @@ FILES = ("model.pt", "best.toml", "metrics.json")
 
 @dataclass(frozen=True)
 class FinetuneResult:
-    """A fine-tuned config: validation metrics `before` (post-training quantization) and
-    `after` training, `test` metrics after training (None without test data), the fine-tuned
-    float `model` (`quantize_model(model, plan)` is the trained candidate), the epochs trained,
-    the settings, the directory written (None when none) and the trial it came from."""
+    """A fine-tuned config, as `bitscout.finetune` and `SearchResult.finetune` return it.
+
+    Attributes:
+        before: validation metrics of the post-training quantized model, name -> value.
+        after: validation metrics after quantization-aware training.
+        test: metrics on the test data after training; None without test data.
+        model: the fine-tuned float model (`quantize_model(model, plan)` is the trained
+            candidate).
+        epochs: the epochs trained.
+        settings: the training settings used (optimizer, learning rate, seed, ...).
+        plan: the `[passes.quantize]` table trained.
+        out: the directory written (model.pt, best.toml, metrics.json); None when none.
+        trial: the search's trial the config came from; None when given directly.
+        wall_s: the seconds the fine-tuning took.
+    """
 
     before: dict[str, float]
     after: dict[str, float]
@@ -242,6 +253,10 @@ def finetune(
 
     Returns:
         A FinetuneResult: `before`, `after`, `test`, the fine-tuned float `model`, `out`.
+
+    Raises:
+        ConfigError: `model` is not an `nn.Module`, `config` is not a best.toml path or its
+            table, `data` or `train_data` is missing, or a bad training setting.
     """
     if not isinstance(model, nn.Module):
         raise ConfigError("model", "must be a torch.nn.Module", type(model).__name__)

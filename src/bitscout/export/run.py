@@ -46,8 +46,17 @@ class Subject:
 
 @dataclass(frozen=True)
 class ExportResult:
-    """What `bitscout.export` wrote: the files, the datapath's hardware types per node and,
-    with `verify=True`, hls4ml's emulation against bitscout (what verify.json holds)."""
+    """What `bitscout.export` wrote.
+
+    Attributes:
+        out: the directory written.
+        files: every file written, in order.
+        nodes: the datapath's hardware graph, one node per layer as hls4ml (torch.fx) names
+            it, with the fixed-point type of its result and parameters.
+        label: which config was exported: "the best config", "trial 12", "best.toml", ...
+        verify: with `verify=True`, hls4ml's C++ emulation (and QONNX's executor) against
+            bitscout, what verify.json holds; None otherwise.
+    """
 
     out: Path
     files: list[Path]
@@ -226,13 +235,22 @@ def export(
             run recorded a checkpoint: its weights are loaded into a copy, checksum checked).
         data: for a run directory, validation rows (the forms `search` takes), needed by
             hls4ml (the input shape, the test bench) and `verify`.
-        part, clock_period, io_type, strategy, reuse_factor: hls4ml's project settings: the
-            FPGA part, the clock period in ns, "io_parallel" or "io_stream", "latency" or
-            "resource", every quantized layer's reuse factor. `verify` checks them: a
-            setting under which hls4ml would compute otherwise than bitscout is refused.
+        part: the hls4ml project's FPGA part (default hls4ml 1.3.0's,
+            "xcvu13p-flga2577-2-e"). This and the next four are hls4ml's project settings;
+            `verify` checks them: a setting under which hls4ml would compute otherwise than
+            bitscout is refused.
+        clock_period: the clock period in ns (default 5).
+        io_type: "io_parallel" (default) or "io_stream".
+        strategy: hls4ml's strategy, "latency" (default) or "resource".
+        reuse_factor: every quantized layer's reuse factor (default 1).
 
     Returns:
         An ExportResult: the files written, the datapath's types per node, the verify figures.
+
+    Raises:
+        ConfigError: an unknown target, `rows` not an integer >= 1, a bad hls4ml setting, no
+            `out` for a search that wrote no run directory, a run directory that is not a
+            finished search, or no such trial.
     """
     targets = parse_targets(to)
     check_rows(rows)

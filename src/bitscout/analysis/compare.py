@@ -294,11 +294,14 @@ def compare(
         constraints: strings such as `"accuracy >= 0.9"`.
         strategies: labels to compare: "bruteforce", "bruteforce-reversed", "shuffled",
             "greedy", "greedy-tpe", "ilp", "ilp-tpe" (TPE warm-started by the ILP's solutions)
-            or an Optuna sampler's name ("tpe", "random", ...).
-        repeats: seeds 0..repeats-1 per strategy.
+            or an Optuna sampler's name ("tpe", "random", ...); a list or a comma-separated
+            string. Default "bruteforce", "random" and "tpe".
+        repeats: seeds 0..repeats-1 per strategy (default 3).
         trials: trials per run (default: the whole space).
-        within: "near the optimum" is within this many percent of |optimum| (default 1).
-        budgets: trial counts at which the median best so far is reported.
+        within: "near the optimum" is within this many percent of |optimum|, in (0, 100]
+            (default 1).
+        budgets: increasing trial counts at which the median best so far is reported (a
+            list or a comma-separated string; default 50, 100, 200, 500, 1000).
         out: write compare.csv, compare.md, compare.json and plots/compare.png there; None
             writes nothing.
         test_data: held-out data (the forms of `data`): each run's final pick is scored on it
@@ -314,6 +317,10 @@ def compare(
         (trials to the optimum as a Kaplan-Meier median over seeds, with the fraction that got
         there), `optimum` (None when not enumerated), `evaluated`, `picks` (each run's final
         pick, with its test score), `provenance` and `files` written.
+
+    Raises:
+        ConfigError: `model` is not an `nn.Module`, an unknown strategy, a bad `repeats`,
+            `trials`, `within` or `budgets`, a Pareto objective, or a bad space or metric.
     """
     if not isinstance(model, nn.Module):
         raise ConfigError("model", "must be a torch.nn.Module", type(model).__name__)

@@ -29,7 +29,24 @@ CENSORED_NOTE = (
 
 @dataclass(frozen=True)
 class CompareResult:
-    """What `bitscout.compare` (and `bitscout compare`) found."""
+    """What `bitscout.compare` (and `bitscout compare`) found.
+
+    Attributes:
+        rows: compare.csv's rows, one per trial of every strategy and seed (None where a
+            cell is empty); `frame` gives them as a DataFrame.
+        summary: one dict per strategy, in the order asked: the regret, the trials to the
+            optimum and to within `within` % of it (Kaplan-Meier medians over seeds, with the
+            seeds that never got there), the median best so far at each budget (`best_at`),
+            the final picks' median test score (`final_test`).
+        optimum: the best feasible objective value of the space; None when the space was
+            too large to enumerate (over 100,000 candidates).
+        evaluated: distinct candidates evaluated by the whole comparison.
+        files: the files written (compare.csv, compare.md, compare.json, the plot).
+        picks: each run's final pick: strategy, seed, trial, config, validation and test
+            objective.
+        provenance: what re-derives the result: the command, the options, bitscout's version
+            and commit, the model.
+    """
 
     rows: list[dict]  # the compare.csv rows (None where a cell is empty)
     summary: list[dict]  # one per strategy, in the order asked

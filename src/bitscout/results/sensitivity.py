@@ -27,9 +27,23 @@ HEADING = "## Sensitivity"
 
 @dataclass
 class SensitivityResult:
-    """What `bitscout.sensitivity` measured. `table` has sensitivity.csv's columns (its first
-    row is the float model), `ranking` sensitivity_ranking.csv's; `float_metrics` are the float
-    model's metrics on the same `rows`; `out` is where the files went (None: nowhere)."""
+    """What `bitscout.sensitivity` measured.
+
+    Attributes:
+        table: sensitivity.csv's rows: the float model first, then one row per probe (one
+            choice of one dimension applied alone, the rest float) with its metrics and its
+            accuracy drop and loss increase against the float model.
+        ranking: sensitivity_ranking.csv's rows: the layer keys, most sensitive first (by the
+            largest accuracy drop of any of their probes, ties by the largest loss increase).
+        float_metrics: the float model's metrics on the same rows, name -> value.
+        units: each metric's unit, name -> unit (as the tables' headers show it).
+        rows: the validation rows measured on.
+        hessian_samples: the Rademacher samples of each Hessian trace (0: none estimated).
+        seed: the seed of the Hessian samples.
+        wall_s: the seconds the measurement took.
+        out: where the files went; None: nowhere.
+        details: what the CLI records besides (the config, the model's source).
+    """
 
     table: pd.DataFrame
     ranking: pd.DataFrame

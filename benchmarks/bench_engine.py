@@ -11,7 +11,10 @@
    plus written) and a candidate's floor, the larger of its multiply-adds (rows x 16 x 5) over
    the GEMM rate and its unavoidable bytes (each row's 16 inputs read and 5 logits written,
    float32) over the bandwidth. Also the float64 exp of the loss's 5 classes per row, which
-   no exact cross-entropy avoids, as a second floor.
+   no exact cross-entropy avoids, as a second floor. Then where a candidate's time goes,
+   stage by stage (`stages_ms`): the last layer (stacked GEMM and ReLU), the largest logit
+   of each row, the runs of one target, accuracy, cross-entropy, and the rest (grouping,
+   Python, the metrics' dicts) as the engine's total less those.
 2. jsc-s by name, 4 Linear layers x 12 choices (20,736 candidates), the Evaluator alone in
    chunks of 64 as brute force hands them over: resident memory (RSS) after 1,000 candidates
    and after all, uncached (`cache=False`, a chunked brute force) and cached (an unchunked
@@ -21,17 +24,19 @@ Every timing is the best of 3, the spread printed beside it; the load average to
 """
 
 import argparse
+import functools
 import os
 import random
 import time
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from bitscout.evaluate import batched
 from bitscout.evaluate.audit import Audit
 from bitscout.evaluate.evaluator import Evaluator, one_thread
 from bitscout.quant.space import parse_space
@@ -117,6 +122,47 @@ def engine_ms(ev: Evaluator, configs: list, chunked: bool) -> tuple[float, float
     return ms / len(configs), spread
 
 
+STAGES = ("last layer: GEMM + ReLU", "largest logit per row", "runs of one target",
+          "accuracy", "cross-entropy")  # fmt: skip
+# What each of STAGES after the first computes, on one block (`batched`).
+STEPS: tuple[Callable[[batched.ClassMajor], object], ...] = (
+    lambda part: part.largest, lambda part: part.runs, batched.correct, batched.cross_entropy,
+)  # fmt: skip
+
+
+def timed(blocks: Iterator[torch.Tensor]) -> Iterator[tuple[float, torch.Tensor]]:
+    """Each block of `blocks` with the seconds spent making it."""
+    while True:
+        began = time.perf_counter()
+        block = next(blocks, None)
+        if block is None:
+            return
+        yield time.perf_counter() - began, block
+
+
+def stages_ms(ev: Evaluator, configs: list, chunked: bool) -> dict[str, float]:
+    """ms per candidate in each of STAGES over the whole space, as `engine_ms` runs it."""
+    runner = ev._runner
+    assert runner is not None and runner.y is not None
+    keys = [ev.key(c) for c in configs]
+    candidates = [runner.candidate(k, ev.plan(c)) for k, c in zip(keys, configs, strict=True)]
+    last = len(runner.stages) - 1
+    groups = runner.groups(candidates) if chunked else [(last, [i]) for i in range(len(keys))]
+    spent = dict.fromkeys(STAGES, 0.0)
+    targets = runner.y.numpy()
+    with torch.inference_mode():
+        for stage, members in groups:
+            start = 0
+            for made, block in timed(runner.logits(stage, [candidates[i] for i in members])):
+                spent[STAGES[0]] += made
+                z = block.numpy().transpose(1, 2, 0)  # the layout forward_sums reads
+                part = batched.ClassMajor(z, targets[start : start + len(block)])
+                start += len(block)
+                for label, step in zip(STAGES[1:], STEPS, strict=True):
+                    spent[label] += seconds(functools.partial(step, part))
+    return {label: 1000 * value / len(keys) for label, value in spent.items()}
+
+
 def item1(rows: int) -> None:
     with one_thread():
         rate, bandwidth = gemm_rate(), copy_bandwidth()
@@ -126,6 +172,9 @@ def item1(rows: int) -> None:
         ev, configs = seed_evaluator(rows)
         one = engine_ms(ev, configs, chunked=False)
         many = engine_ms(ev, configs, chunked=True)
+        split = {chunked: min((stages_ms(ev, configs, chunked) for _ in range(REPEATS)),
+                              key=lambda found: sum(found.values()))
+                 for chunked in (False, True)}  # fmt: skip
     print(f"1. seed space, jsc-tiny, 48 candidates, {rows:,} rows, one thread")
     row("GEMM rate (2048^3 torch.mm)", f"{rate / 1e9:.1f} G MAC/s")
     row("copy bandwidth (64 MB, read + written)", f"{bandwidth / 1e9:.1f} GB/s")
@@ -137,6 +186,13 @@ def item1(rows: int) -> None:
         target = " (target <= 3x)" if label.startswith("consecutive") else ""
         row(f"engine, {label}", f"{ms:.2f} ms/cand",
             f"{ms / floor:.1f}x the floor{target}; spread {spread:.2f}")  # fmt: skip
+    print("  where a candidate's time goes, ms (the fastest of 3 runs): one at a time, chunks")
+    for label in STAGES:
+        row(f"  {label}", f"{split[False][label]:.2f}  {split[True][label]:.2f}")
+    for chunked, (ms, _) in ((False, one), (True, many)):
+        rest = ms - sum(split[chunked].values())
+        kind = "chunks" if chunked else "one at a time"
+        row(f"  the rest ({kind}): grouping, Python, dicts", f"{rest:.2f}")
 
 
 def jsc_s_evaluator(rows: int, quick: bool) -> tuple[Evaluator, list]:

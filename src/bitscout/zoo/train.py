@@ -21,7 +21,16 @@ from bitscout.errors import ConfigError
 
 @dataclass(frozen=True)
 class TrainOptions:
-    """How `train` trains: Adam with a cosine learning-rate schedule, seeded."""
+    """How `train` trains: Adam with a cosine learning-rate schedule, seeded.
+
+    Attributes:
+        epochs: passes over the training data (default 30).
+        batch_size: samples per step (default 64; a model with BatchNorm needs >= 2).
+        learning_rate: Adam's initial learning rate, annealed to 0 by the cosine schedule
+            over all steps (default 1e-3).
+        weight_decay: Adam's weight decay (default 0).
+        seed: seeds the order of the samples in every epoch (default 0).
+    """
 
     epochs: int = 30
     batch_size: int = 64
@@ -84,6 +93,14 @@ def train(
         loss_fn: `loss_fn(outputs, targets)`, the batch mean, replaces cross-entropy.
         show: draw a progress bar with each epoch's loss (off: nothing is printed).
         name: what error messages call the model (a BatchNorm model refuses batches of one).
+
+    Returns:
+        `model` itself, trained, in eval mode.
+
+    Raises:
+        ConfigError: `data` is not an `(x, y)` pair, `model` does not accept `x`, a label is
+            outside the model's classes (with cross-entropy), or a model with BatchNorm would
+            train on batches of one sample.
     """
     options = options or TrainOptions()
     x, y = pair(data, "train data")

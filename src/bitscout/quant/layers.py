@@ -19,7 +19,16 @@ from bitscout.quant.formats import Integer, NumberFormat, quantize
 class LayerQuant:
     """The formats of one layer's input (`data_in`), weight and bias; None means float.
     `accum` and `result`, when set, are the hardware's accumulator and result types, modeled
-    as `bitscout.quant.datapath` describes; None means the exact ones."""
+    as `bitscout.quant.datapath` describes; None means the exact ones.
+
+    Attributes:
+        data_in: the format of the layer's input; None: float.
+        weight: the format of its weight; None: float.
+        bias: the format of its bias; None: float.
+        accum: the fixed-point accumulator each product and the bias are cast to (hls4ml's
+            dense arithmetic); None: one wide enough to be exact.
+        result: the fixed-point type the sum is cast to; None: the exact one.
+    """
 
     data_in: NumberFormat | None = None
     weight: NumberFormat | None = None

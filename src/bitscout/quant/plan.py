@@ -22,7 +22,17 @@ Layers = Mapping[str, str]  # module path -> layer type ("linear", "conv1d", "co
 
 @dataclass(frozen=True)
 class QuantPlan:
-    """Formats per layer key: a layer name, a layer type or `default`; None leaves it float."""
+    """Formats per layer key: a layer name, a layer type or `default`; None leaves it float.
+
+    A layer takes the formats of its exact name, else of its type, else of `default`; a
+    layer no key governs stays float.
+
+    Attributes:
+        by: "name": keys are layer names (the module path, `seq_blocks.2`, or the torch.fx
+            name, `seq_blocks_2`), layer types or `default`; "type": only layer types (e.g.
+            "linear") and `default` count.
+        layers: key -> the layer's `LayerQuant`, or None to leave it float.
+    """
 
     by: Literal["name", "type"] = "name"
     layers: Mapping[str, LayerQuant | None] = field(default_factory=dict)

@@ -79,7 +79,18 @@ class NumberFormat:
     def parse(cls, values: Mapping[str, object]) -> "NumberFormat":
         """The format from its fields' values (by suffix; absent ones take their defaults).
         A bad value is a ConfigError keyed by the field's suffix, for the caller to prefix;
-        construction checks the values, so Python and TOML refuse alike."""
+        construction checks the values, so Python and TOML refuse alike.
+
+        Args:
+            values: field suffix -> value, e.g. `{"width": 8, "frac_width": 4}`; "NA" or
+                None asks for the field's default.
+
+        Returns:
+            The format.
+
+        Raises:
+            ConfigError: a required field is absent, or a value breaks its field's rule.
+        """
         given = {}
         for f in cls.FIELDS:
             given[f.suffix] = values.get(f.suffix, f.default)
@@ -103,10 +114,23 @@ class NumberFormat:
         of valid fields that is no format."""
 
     def values(self) -> dict[str, object]:
-        """The fields as best.toml writes them (every default made explicit)."""
+        """The fields as best.toml writes them (every default made explicit).
+
+        Returns:
+            Field suffix -> value, in the format's field order.
+        """
         return {f.suffix: getattr(self, f.suffix) for f in self.FIELDS}
 
     def quantize_values(self, x: torch.Tensor) -> torch.Tensor:
+        """The values of `x` in this format, with no gradient bookkeeping (`quantize` adds
+        the straight-through gradient).
+
+        Args:
+            x: any floating tensor.
+
+        Returns:
+            A tensor of `x`'s shape, dtype and device holding the format's values.
+        """
         raise NotImplementedError
 
     @property
@@ -116,22 +140,43 @@ class NumberFormat:
 
     def bits_for(self, shape: Sequence[int]) -> float:
         """Storage bits per value of a tensor of `shape` (for an input, a batch: a batch of
-        one sample): what a shared scale costs depends on how many values share it."""
+        one sample): what a shared scale costs depends on how many values share it.
+
+        Args:
+            shape: the tensor's shape.
+
+        Returns:
+            The bits per value, shared scales or exponents included (`bits` for a format
+            without them).
+        """
         return self.bits
 
     def grid(self) -> tuple[int, int] | None:
-        """(e, k): every value is an integer multiple of 2**e of magnitude at most k * 2**e;
-        None where values have no fixed grid (a scale computed from the data). What a
-        layer's exact sum needs follows from its operands' grids (`datapath.sum_dtype`)."""
+        """Where the format's values lie. What a layer's exact sum needs follows from its
+        operands' grids (`datapath.sum_dtype`).
+
+        Returns:
+            (e, k): every value is an integer multiple of 2**e of magnitude at most k * 2**e;
+            None where values have no fixed grid (a scale computed from the data).
+        """
         return None
 
     def signature(self) -> tuple:
-        """What the simulated computation does, up to the values: formats with equal
-        signatures run the same operations, so they take the same time."""
+        """What the simulated computation does, up to the values.
+
+        Returns:
+            A tuple equal for formats that run the same operations (so they take the same
+            time; the `latency` metric is shared between them).
+        """
         return (self.name,)
 
     def describe(self) -> str:
-        """Compact text for tables: `minifloat_ieee(8, e=4)`."""
+        """Compact text for tables.
+
+        Returns:
+            The format's name and fields, e.g. `integer(width=8, frac_width=4,
+            rounding=half_even, overflow=saturate)`.
+        """
         parts = [f"{k}={v}" for k, v in self.values().items()]
         return f"{self.name}({', '.join(parts)})"
 
@@ -166,6 +211,13 @@ class Integer(NumberFormat):
     `half_up` (hls4ml AP_RND: ties towards +inf) or `floor` (hls4ml AP_TRN: towards -inf);
     `overflow` is `saturate` (clamp; MASE, hls4ml AP_SAT) or `wrap` (two's complement;
     hls4ml AP_WRAP). In hls4ml terms this is `ap_fixed<width, width - frac_width>`.
+
+    Attributes:
+        width: total bits, sign included (1..32).
+        frac_width: fraction bits (-64..64; negative or above `width` is allowed: the step
+            is 2**-frac_width); None or "NA": `width // 2`.
+        rounding: "half_even" (default), "half_up" or "floor".
+        overflow: "saturate" (default) or "wrap".
     """
 
     name: ClassVar[str] = "integer"
@@ -187,25 +239,48 @@ class Integer(NumberFormat):
 
     @property
     def step(self) -> float:
+        """The distance between neighbouring values, 2**-frac_width."""
         return 2.0**-self.frac_width  # type: ignore[operator]
 
     @property
     def k_min(self) -> int:
+        """The smallest integer code, -2**(width-1)."""
         return -(2 ** (self.width - 1))
 
     @property
     def k_max(self) -> int:
+        """The largest integer code, 2**(width-1) - 1."""
         return 2 ** (self.width - 1) - 1
 
     def grid(self) -> tuple[int, int]:
+        """Where the format's values lie (see `NumberFormat.grid`).
+
+        Returns:
+            (-frac_width, 2**(width-1)): multiples of `step` of magnitude at most
+            2**(width-1) steps.
+        """
         return -self.frac_width, 2 ** (self.width - 1)  # type: ignore[operator]
 
     def signature(self) -> tuple:
+        """What the simulated computation does, up to the values (see
+        `NumberFormat.signature`).
+
+        Returns:
+            The name, rounding, overflow and whether float32 computes it exactly.
+        """
         return (self.name, self.rounding, self.overflow, float32_exact(self))
 
     def quantize_values(self, x: torch.Tensor) -> torch.Tensor:
-        """Formats wider than float's 24-bit mantissa cannot be represented exactly in
-        float32; their results are the nearest float32 values inside the format's range."""
+        """The values of `x` in this format, with no gradient bookkeeping. Formats wider than
+        float's 24-bit mantissa cannot be represented exactly in float32; their results are
+        the nearest float32 values inside the format's range.
+
+        Args:
+            x: any floating tensor.
+
+        Returns:
+            A tensor of `x`'s shape, dtype and device holding the format's values.
+        """
         scale = 2.0**self.frac_width  # type: ignore[operator]
         if x.dtype == torch.float64 or float32_exact(self):
             # Multiplying and dividing by a power of two is exact in floating point.

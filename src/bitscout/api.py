@@ -59,6 +59,7 @@ def register_metric(
 
     Raises:
         ConfigError: `fn` is not callable or `direction` is neither.
+        ValueError: `name` is already a metric (a built-in one or one registered before).
     """
     METRICS.register(name)(user_metric(name, fn, direction=direction, unit=unit))
 

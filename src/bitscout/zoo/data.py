@@ -92,9 +92,14 @@ def register_dataset(name: str, loader: Callable[..., Any]) -> None:
     from `[dataset_options]`).
 
     Args:
-        name: the name a config's `dataset` key uses; a name registered twice is a ValueError.
-        loader: returns `(x, y)` arrays or tensors of validation data, or a dict with
-            `train`, `val` and optionally `test` pairs; they are used as returned.
+        name: the name a config's `dataset` key uses.
+        loader: returns `(x, y)` arrays or tensors of validation data, or a dict with a
+            `val` pair and optionally `train` and `test` pairs; they are used as returned,
+            not split or standardized (floating features become float32). It is given
+            `seed` and the config's `dataset_path` when it takes parameters of those names.
+
+    Raises:
+        ValueError: `name` is already registered.
     """
     DATASETS.register(name)(Dataset(loader))
 

@@ -118,9 +118,12 @@ def register_model(name: str, builder: Builder) -> None:
     `[model_options]`).
 
     Args:
-        name: the name a config's `model` key uses; a name registered twice is a ValueError.
+        name: the name a config's `model` key uses.
         builder: returns a new float `nn.Module`; it may also take `num_features` and
             `num_classes`, which it is given from the data.
+
+    Raises:
+        ValueError: `name` is already registered.
     """
     MODELS.register(name)(builder)
 

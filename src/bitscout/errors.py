@@ -32,4 +32,6 @@ class ConfigError(ValueError):
 class SearchFailed(RuntimeError):
     """A search that could not produce a result: every evaluated candidate failed, the audit
     found the fast engine's figures differ from the plain path's, or the study's database
-    failed (its driver's error, with the URL's credentials hidden). The CLI exits with status 1."""
+    failed (its driver's error, the storage URL's credentials masked; a raw `@` in a password
+    can leave part of it in a driver's words, so write it as `%40`). The CLI exits with
+    status 1."""

@@ -118,10 +118,10 @@ def search(
         constraints: strings such as `"accuracy >= 0.9"`.
         strategy: `"bruteforce"`, `"greedy"`, `"ilp"`, `"optuna"` (TPE), or a sampler's name
             (`"tpe"`, `"random"`, `"nsgaii"`, `"nsgaiii"`, `"qmc"`, `"gp"`, `"grid"`), in any
-            letter case; or an `optuna.samplers.BaseSampler` instance, used as given (seeded as you
-            made it; a resumed study's fingerprint records its class name, so another
-            instance of the same class resumes it; with `n_jobs > 1` each worker process
-            gets a copy of it in the state it had).
+            letter case (default `"tpe"`); or an `optuna.samplers.BaseSampler` instance, used
+            as given (seeded as you made it; a resumed study's fingerprint records its class
+            name, so another instance of the same class resumes it; with `n_jobs > 1` each
+            worker process gets a copy of it in the state it had).
         trials: the study's size at the end. None: the whole space for `bruteforce`, the
             whole walk for `greedy`, the probes plus 100 for `ilp`, 100 for a sampler
             (`n_trials` absent in a config alike);

@@ -29,7 +29,8 @@ The Optuna internals used here, and why no public API serves (the other ones are
   `_file_path`: the append under Optuna's own lock, without its fsync;
   `JournalFileBackend._log_number_offset` (where each record read so far begins): a read
   finds the file unchanged by a stat instead of opening it, and a write reads its own records
-  back from memory when the file ends with them (nobody appended before or after them).
+  back from memory when the file ends with them (nobody appended before or after them); it
+  keeps only the offset the next read starts from (Optuna keeps one a record, ever).
 """
 
 import copy
@@ -96,12 +97,20 @@ class WriteBehindFile(JournalFileBackend):
         if written is not None and start == written[0]:
             begin, lines = written
             if size == begin + sum(map(len, lines)):
+                offsets = self._log_number_offset = {}  # a refused record stops the replay
+                # part-way, and the next read goes on after it: each record's end is kept
                 for number, line in enumerate(lines, start=log_number_from + 1):
                     begin += len(line)
-                    self._log_number_offset[number] = begin
+                    offsets[number] = begin
                 yield from map(json.loads, lines)
                 return
+        if start is None:  # Optuna reads from the start then, counting records as it goes
+            self._log_number_offset = {0: 0}
         yield from super().read_logs(log_number_from)
+        # a journal reads on from where it stopped, nowhere else: of the offsets Optuna notes
+        # (one a record, 18 a TPE trial), the last one is all that is read again
+        last = max(self._log_number_offset)
+        self._log_number_offset = {last: self._log_number_offset[last]}
 
     def sync(self) -> None:
         """Everything appended so far onto the disk."""

@@ -22,6 +22,7 @@ from optuna.study import StudyDirection
 from bitscout.errors import ConfigError
 from bitscout.objective import Objective
 from bitscout.quant.space import SearchSpace
+from bitscout.study.store.compact import CompactJournal
 from bitscout.study.store.deferred import DeferredWrites, WriteBehindFile
 from bitscout.study.store.optuna_store import OptunaStore, is_journal, is_sqlite, repair_journal
 from bitscout.study.store.secrets import mask_password, scrub
@@ -74,7 +75,7 @@ def _open_journal(path: Path, notify: Notify | None) -> BaseStorage:
     message = repair_journal(path)
     if message and notify:
         notify(message)
-    return JournalStorage(WriteBehindFile(str(path)))
+    return CompactJournal(WriteBehindFile(str(path)))
 
 
 def _open_rdb(url: str) -> BaseStorage:

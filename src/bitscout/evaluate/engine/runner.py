@@ -129,9 +129,13 @@ class Runner:
         x = self._stage_input(stage, members[0])
         g = len(members)
         rows = max(1, self.block_bytes // (g * self._row_bytes(stage)))
-        # A dtype one member's sums need (float64, the only one) is exact for all of them.
+        # A dtype one member's sums need (float64, the only one) is exact for all of them
+        # (`groups` stacks those that need it apart). It copies each block's input, which then
+        # counts against the block's bytes too.
         fan = fan_in(self.stages[stage].layer)
         wide = next(filter(None, (sum_dtype(c.formats[stage], fan) for c in members)), None)
+        if wide is not None:
+            rows = max(1, min(rows, self.block_bytes // (x[0].numel() * wide.itemsize)))
         if not self.count and self._by_class(stage, members[0].formats[stage], x):
             yield from _by_class(x, weight, bias, wide, self.stages[stage].tail, g, rows)
             return

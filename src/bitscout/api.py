@@ -126,7 +126,7 @@ def search(
             whole walk for `greedy`, the probes plus 100 for `ilp`, 100 for a sampler
             (`n_trials` absent in a config alike);
             a sampler stops sooner once every candidate is evaluated.
-        seed: seeds the strategy, 0..2**32-1.
+        seed: seeds the strategy, `0..2**32-1`.
         out: a directory for trials.csv, best.toml, summary.json, report.md and the study's
             journal; None writes nothing.
         storage: an Optuna storage URL or journal path (default: `out`'s journal, else memory).

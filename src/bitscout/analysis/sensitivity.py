@@ -262,8 +262,8 @@ def sensitivity(
         metrics: registered metric names besides accuracy and loss, or your own
             (`{"name": fn}`, as `search` takes them).
         hessian_samples: > 0 adds each layer's Hutchinson estimate of the Hessian trace of the
-            loss from that many Rademacher samples (an integer in 0..10**6; default 0: none).
-        seed: seeds the Hessian samples (an integer in 0..2**32-1).
+            loss from that many Rademacher samples (an integer in `0..10**6`; default 0: none).
+        seed: seeds the Hessian samples (an integer in `0..2**32-1`).
         out: a directory for sensitivity.csv, sensitivity_ranking.csv, sensitivity.json,
             sensitivity.png and report.md; None writes nothing.
         loss_fn: replaces cross-entropy, as in `search`.

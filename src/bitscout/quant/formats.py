@@ -156,7 +156,7 @@ class NumberFormat:
         operands' grids (`datapath.sum_dtype`).
 
         Returns:
-            (e, k): every value is an integer multiple of 2**e of magnitude at most k * 2**e;
+            `(e, k)`: every value is an integer multiple of `2**e` of magnitude at most `k * 2**e`;
             None where values have no fixed grid (a scale computed from the data).
         """
         return None
@@ -204,18 +204,19 @@ def _round(scaled: torch.Tensor, mode: str) -> torch.Tensor:
 @register_format
 @dataclass(frozen=True)
 class Integer(NumberFormat):
-    """Signed fixed point: the values k / 2**frac_width, k in [-2**(width-1), 2**(width-1) - 1].
+    """Signed fixed point: the values `k / 2**frac_width`, `k` a `width`-bit signed integer.
 
-    `frac_width=None` (or MASE's "NA") means `width // 2` and is resolved at construction, so
-    `Integer(8, None) == Integer(8, 4)`. `rounding` is `half_even` (MASE, torch.round),
-    `half_up` (hls4ml AP_RND: ties towards +inf) or `floor` (hls4ml AP_TRN: towards -inf);
-    `overflow` is `saturate` (clamp; MASE, hls4ml AP_SAT) or `wrap` (two's complement;
-    hls4ml AP_WRAP). In hls4ml terms this is `ap_fixed<width, width - frac_width>`.
+    `k` lies in `[-2**(width-1), 2**(width-1) - 1]`. `frac_width=None` (or MASE's "NA") means
+    `width // 2` and is resolved at construction, so `Integer(8, None) == Integer(8, 4)`.
+    `rounding` is `half_even` (MASE, torch.round), `half_up` (hls4ml AP_RND: ties
+    towards +inf) or `floor` (hls4ml AP_TRN: towards -inf); `overflow` is `saturate` (clamp;
+    MASE, hls4ml AP_SAT) or `wrap` (two's complement; hls4ml AP_WRAP). In hls4ml terms this
+    is `ap_fixed<width, width - frac_width>`.
 
     Attributes:
         width: total bits, sign included (1..32).
         frac_width: fraction bits (-64..64; negative or above `width` is allowed: the step
-            is 2**-frac_width); None or "NA": `width // 2`.
+            is `2**-frac_width`); None or "NA": `width // 2`.
         rounding: "half_even" (default), "half_up" or "floor".
         overflow: "saturate" (default) or "wrap".
     """
@@ -239,25 +240,25 @@ class Integer(NumberFormat):
 
     @property
     def step(self) -> float:
-        """The distance between neighbouring values, 2**-frac_width."""
+        """The distance between neighbouring values, `2**-frac_width`."""
         return 2.0**-self.frac_width  # type: ignore[operator]
 
     @property
     def k_min(self) -> int:
-        """The smallest integer code, -2**(width-1)."""
+        """The smallest integer code, `-2**(width-1)`."""
         return -(2 ** (self.width - 1))
 
     @property
     def k_max(self) -> int:
-        """The largest integer code, 2**(width-1) - 1."""
+        """The largest integer code, `2**(width-1) - 1`."""
         return 2 ** (self.width - 1) - 1
 
     def grid(self) -> tuple[int, int]:
         """Where the format's values lie (see `NumberFormat.grid`).
 
         Returns:
-            (-frac_width, 2**(width-1)): multiples of `step` of magnitude at most
-            2**(width-1) steps.
+            `(-frac_width, 2**(width-1))`: multiples of `step` of magnitude at most
+            `2**(width-1)` steps.
         """
         return -self.frac_width, 2 ** (self.width - 1)  # type: ignore[operator]
 

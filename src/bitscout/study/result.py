@@ -80,14 +80,16 @@ class SearchResult:
         job: the search's validated parameters, model and data.
 
     Attributes:
-        best: the best feasible distinct config (for a Pareto search, the Pareto member best
-            in the first metric); None when no trial finished or none is feasible
-            (`why_no_best()` says which).
-        pareto: the Pareto set of a multi-objective search, best first; empty otherwise.
-        trials: trials.csv's rows, one per trial.
-        study: the Optuna study (None for a result loaded from its directory).
-        summary: what summary.json holds.
-        out: the run directory (None when the search wrote nothing).
+        best (Candidate | None): the best feasible distinct config (for a Pareto search, the
+            Pareto member best in the first metric); None when no trial finished or none is
+            feasible (`why_no_best()` says which).
+        pareto (list[Candidate]): the Pareto set of a multi-objective search, best first;
+            empty otherwise.
+        trials (pandas.DataFrame): trials.csv's rows, one per trial.
+        study (optuna.Study | None): the Optuna study (None for a result loaded from its
+            directory).
+        summary (dict[str, Any]): what summary.json holds.
+        out (Path | None): the run directory (None when the search wrote nothing).
     """
 
     def __init__(self, finished: Finished, job: Job) -> None:

@@ -79,3 +79,35 @@ def test_the_collector_is_left_as_it_was(enabled):
         assert gc.isenabled() == enabled
     finally:
         (gc.enable if was else gc.disable)()
+
+
+def _ticked(fig: Figure) -> list[list[float]]:
+    """Each axis's major ticks within its view, x then y, axes by axes."""
+    found = []
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            low, high = sorted(axis.get_view_interval())
+            found.append([float(t) for t in axis.get_majorticklocs() if low <= t <= high])
+    return found
+
+
+def test_linear_axes_get_fewer_ticks_and_log_axes_keep_theirs(tmp_path):
+    def figure() -> Figure:
+        fig = Figure(figsize=(12, 9))
+        linear, logged = fig.subplots(1, 2)
+        linear.plot(range(11), [0.0, 0.5, 1, 2, 3, 5, 6, 7, 8, 9, 9.5])
+        logged.plot([1, 1e6], [0, 1])
+        logged.set_xscale("log")
+        return fig
+
+    reference = figure()
+    reference.savefig(tmp_path / "reference.png")  # matplotlib's own ticks
+    ours = figure()
+    plots.save(ours, tmp_path / "ours.png")
+    (rx, ry, rlog, _), (x, y, log, _) = _ticked(reference), _ticked(ours)
+    assert log == rlog == [10.0**k for k in range(7)]  # a log axis keeps one tick a decade
+    for mine, theirs in ((x, rx), (y, ry)):
+        assert 3 <= len(mine) < len(theirs)
+        steps = np.diff(mine)
+        assert np.allclose(steps, steps[0])  # evenly spaced, on round numbers
+        assert steps[0] / 10 ** np.floor(np.log10(steps[0])) in (1, 2, 2.5, 5)

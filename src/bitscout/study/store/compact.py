@@ -44,20 +44,20 @@ class CompactJournal(JournalStorage):
 
 
 class _Compactor:
-    """Compacts each trial when it is first seen and again when it has finished (a running
-    trial still gains parameters and attributes, in tables of its own)."""
+    """Compacts each trial once it has finished: a running trial still gains parameters and
+    attributes, each update in tables of its own."""
 
     def __init__(self) -> None:
         self.seen = 0  # trial ids below this were seen
-        self.running: set[int] = set()  # seen, not finished when last compacted
+        self.running: set[int] = set()  # seen, not finished yet
         self.tables: dict[_Key, dict[str, BaseDistribution]] = {}
 
     def run(self, trials: dict[int, FrozenTrial]) -> None:
         new = range(self.seen, len(trials))
-        for trial_id in [*self.running, *new]:
+        for trial_id in [*self.running, *new] if self.running else new:
             trial = trials[trial_id]
-            self._compact(trial)
             if trial.state.is_finished():
+                self._compact(trial)
                 self.running.discard(trial_id)
             else:
                 self.running.add(trial_id)

@@ -35,7 +35,7 @@ lint: $(STAMP)
 
 # The documentation site (mkdocs.yml) into site/; --strict fails on a broken link or reference.
 docs: $(STAMP)
-	$(VENV)/bin/mkdocs build --strict
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
 clean:
 	rm -rf runs site .pytest_cache

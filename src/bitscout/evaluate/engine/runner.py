@@ -15,6 +15,7 @@ import functools
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -63,7 +64,8 @@ class Runner:
         """
         self.y = y
         if y is not None and len(y) == len(x):
-            order = torch.argsort(y, stable=True)
+            # numpy's stable sort: torch's takes 0.2 s on 166,000 rows outside one_thread.
+            order = torch.from_numpy(np.argsort(y.cpu().numpy(), kind="stable")).to(y.device)
             x, self.y = x[order], y[order]
         self.count = count
         self.tallies: list[Tally] = []  # of the members of the latest `logits` run to its end

@@ -273,6 +273,12 @@ def test_runner_sorts_its_rows_by_target():
     want = plain_logits(model, space, config, x)[order]
     assert torch.equal(logits.argmax(dim=1), want.argmax(dim=1))
     torch.testing.assert_close(logits, want, rtol=1e-5, atol=1e-5)
+    # Targets that are no class indexes (floats, several per row) leave the rows in order.
+    unsorted = Runner(trace_chain(model), x, fixed=resolver.fixed, block_bytes=2**18)
+    assert torch.equal(runner.head, unsorted.head[order])
+    for other in (y.double(), torch.nn.functional.one_hot(y)):
+        kept = Runner(trace_chain(model), x, fixed=resolver.fixed, block_bytes=2**18, y=other)
+        assert kept.y is other and torch.equal(kept.head, unsorted.head)
 
 
 def test_consecutive_candidates_are_stacked():

@@ -59,11 +59,11 @@ class Runner:
     ) -> None:  # fmt: skip
         """`fixed`: the paths of the layers whose formats are the same in every candidate;
         `count`: tally each candidate's overflow (`evaluate.overflow`) for `logits`; `y`: the
-        rows' targets, by which the rows are then sorted (`self.y`, the targets in the order of
+        rows' targets; class indexes sort the rows (`self.y`, the targets in the order of
         `logits`' rows): the batched metrics read a run of one target as a slice (`batched`).
         """
         self.y = y
-        if y is not None and len(y) == len(x):
+        if y is not None and y.shape == (len(x),) and not y.is_floating_point():
             # numpy's stable sort: torch's takes 0.2 s on 166,000 rows outside one_thread.
             order = torch.from_numpy(np.argsort(y.cpu().numpy(), kind="stable")).to(y.device)
             x, self.y = x[order], y[order]

@@ -7,11 +7,12 @@ its own distribution objects, which are the same for every trial of a search: 5-
 so an unchunked brute force grew by 120 MB. `CompactJournal` shares them after each replay:
 names are interned, and trials with the same distributions share one table of them.
 
-The Optuna internals used here, and why no public API serves: `JournalStorage._sync_with_backend`
-(every read and write of a JournalStorage replays the new records through it) and
-`JournalStorage._replay_result._trials` (the trials it keeps, by id: the only copy of them
-that lasts). A shared table is never changed in place: Optuna's replay builds a new table for
-a trial it updates (`{**copy.copy(trial.distributions), ...}`), and readers get deep copies.
+The Optuna internals used here, and why no public API serves:
+`JournalStorage._sync_with_backend` (every read and write of a JournalStorage replays the new
+records through it), and of `JournalStorage._replay_result` its `_trials` (the trials it
+keeps, by id: the only copy of them that lasts) and `log_number_read` (whether a sync read
+anything). A shared table is never changed in place: Optuna's replay builds a new table for a
+trial it updates (`{**copy.copy(trial.distributions), ...}`), and readers get deep copies.
 """
 
 import sys
@@ -39,8 +40,11 @@ class CompactJournal(JournalStorage):
         self._compactor = _Compactor()
 
     def _sync_with_backend(self) -> None:
+        replay = self._replay_result
+        read = replay.log_number_read
         super()._sync_with_backend()
-        self._compactor.run(self._replay_result._trials)
+        if replay.log_number_read != read:  # most syncs find nothing new: nothing to do
+            self._compactor.run(replay._trials)
 
 
 class _Compactor:

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from digits_support import digits_mlp, trained_digits_mlp
 from torch import nn
 
 import bitscout
@@ -33,25 +34,9 @@ OBJECTIVE = {"accuracy": 1.0, "average_bitwidth": -0.01}
 LAYERS = {"0": (64, 24), "2": (24, 10)}  # Linear (in, out) features
 
 
-def _model() -> nn.Sequential:
-    return nn.Sequential(nn.Linear(64, 24), nn.ReLU(), nn.Linear(24, 10))
-
-
 @pytest.fixture(scope="module")
 def mlp() -> tuple[nn.Module, tuple[torch.Tensor, torch.Tensor]]:
-    from sklearn.datasets import load_digits
-
-    x, y = load_digits(return_X_y=True)
-    x = torch.tensor(x[:400] / 16.0, dtype=torch.float32)
-    y = torch.tensor(y[:400])
-    torch.manual_seed(0)
-    model = _model()
-    opt = torch.optim.Adam(model.parameters(), lr=0.02)
-    for _ in range(150):
-        opt.zero_grad()
-        nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
-    return model.eval(), (x, y)
+    return trained_digits_mlp()
 
 
 def _bops_by_hand(config) -> float:
@@ -63,7 +48,7 @@ def _bops_by_hand(config) -> float:
 def _program():
     """The space's layout, an accuracy-like model that prefers wide tensors (with noise), and
     the real `bops` metric modelled exactly through product variables."""
-    model = _model()
+    model = digits_mlp()
     space = parse_space(TABLE, model)
     layout = Layout(groups_of(space))
     profile = profile_model(model, torch.zeros(1, 64))

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import tomli_w
 import torch
+from digits_support import trained_digits_mlp
 from optuna.trial import TrialState
 from test_reliability import assets, complete, config_doc, load, params_key, run, worker  # noqa: F401
 from torch import nn
@@ -126,19 +127,7 @@ def test_a_worker_with_another_shuffle_is_refused(assets, tmp_path):  # noqa: F8
 
 @pytest.fixture(scope="module")
 def mlp() -> tuple[nn.Module, tuple[torch.Tensor, torch.Tensor]]:
-    from sklearn.datasets import load_digits
-
-    x, y = load_digits(return_X_y=True)
-    x = torch.tensor(x[:400] / 16.0, dtype=torch.float32)
-    y = torch.tensor(y[:400])
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(64, 24), nn.ReLU(), nn.Linear(24, 10))
-    opt = torch.optim.Adam(model.parameters(), lr=0.02)
-    for _ in range(150):
-        opt.zero_grad()
-        nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
-    return model.eval(), (x, y)
+    return trained_digits_mlp()
 
 
 def _space_table() -> dict:

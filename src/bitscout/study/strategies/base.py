@@ -125,6 +125,13 @@ class Strategy(ABC):
     def sampler(
         self, settings: StrategySettings, space: SearchSpace, objective: Objective
     ) -> optuna.samplers.BaseSampler | None:
+        """None for bitscout's own strategies, once `check` passes."""
+        self.check(space, settings)
+        return None
+
+    def check(self, space: SearchSpace, settings: StrategySettings) -> None:
+        """Raises ConfigError when this strategy cannot search `space` with `settings`; runs
+        when its sampler is made, before the store is opened. The base accepts every space."""
         return None
 
     def default_target(self, space: SearchSpace) -> int:

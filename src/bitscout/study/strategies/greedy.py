@@ -11,8 +11,6 @@ best choice with the widths at their most precise."""
 import contextlib
 from collections.abc import Iterator, Mapping, Sequence
 
-import optuna
-
 from bitscout.errors import ConfigError
 from bitscout.objective import Objective, sign
 from bitscout.quant.space import Choice, Config, Dimension, SearchSpace
@@ -94,11 +92,8 @@ class Walk:
 
 
 class Greedy(Strategy):
-    def sampler(
-        self, settings: StrategySettings, space: SearchSpace, objective: Objective
-    ) -> optuna.samplers.BaseSampler | None:
+    def check(self, space: SearchSpace, settings: StrategySettings) -> None:
         check_space(space, settings)
-        return None
 
     def default_target(self, space: SearchSpace) -> int:
         return walk_bound(space)

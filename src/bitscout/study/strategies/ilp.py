@@ -17,7 +17,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import optuna
 
 from bitscout.errors import ConfigError
 from bitscout.evaluate.metrics import MetricContext, compute_metrics
@@ -81,11 +80,8 @@ def probe_count(space: SearchSpace) -> int:
 
 
 class Ilp(Strategy):
-    def sampler(
-        self, settings: StrategySettings, space: SearchSpace, objective: Objective
-    ) -> optuna.samplers.BaseSampler | None:
+    def check(self, space: SearchSpace, settings: StrategySettings) -> None:
         check_space(space, settings)
-        return None
 
     def default_target(self, space: SearchSpace) -> int:
         return min(space.size, probe_count(space) + DEFAULT_SAMPLER_TRIALS)

@@ -233,7 +233,9 @@ class Store(ABC):
     def writing(self) -> Iterator[None]:
         """Around a strategy's run, whose writes to the store (its own or an Optuna
         sampler's) fail as the machine fails: such an error leaves as one `OSError` naming
-        the store. The base store lets every error through."""
+        the store; and however the run stops, none of this worker's trials is left RUNNING (an
+        error or an interrupt fails them as interrupted on the way out: strategies rely on
+        it). The base store lets every error through and fails nothing."""
         yield
 
     @abstractmethod

@@ -9,7 +9,8 @@ candidate; the lowest-numbered live token of a chunk owns it (trial numbers are 
 atomically by the store), and a worker that loses a race prunes its token. The owner records
 the chunk's other candidates as they finish and completes the token last, so a worker killed
 mid-chunk leaves exactly one RUNNING trial behind, which the next worker fails and evaluates
-again, together with the rest of the chunk.
+again, together with the rest of the chunk. A worker stopped by an exception or an interrupt
+fails its token on the way out (`Store.writing`), so its chunk runs again on resume.
 
 A token also reserves how many candidates its chunk will evaluate (its *quota*). A new claim
 takes no more than `n_trials` minus the trials that ended and the quotas still open in the
@@ -17,7 +18,6 @@ live claims numbered before it, so however many workers run, the study ends with
 `n_trials` trials (quotas only ever shrink, which keeps every later claim's count sound).
 """
 
-import contextlib
 import random
 import time
 from collections import Counter
@@ -32,12 +32,9 @@ from bitscout.study.store.base import (
     CHUNK,
     CLAIM,
     HEARTBEAT,
-    INTERRUPTED,
     QUOTA,
     WORKER,
-    TrialFinished,
     TrialRecord,
-    TrialRef,
     has_ended,
 )
 from bitscout.study.store.liveness import Heartbeat, worker_id
@@ -207,11 +204,7 @@ def _claim(
     The quota is cut to what the claims numbered before it leave of `target`."""
     index = order(position)
     token = ctx.store.claim(ctx.space.config(index), chunk, quota)
-    try:
-        return _settle(ctx, survey, Claim(chunk, token, -1, position, index, quota), target)
-    except BaseException:  # interrupted between starting the token and owning the chunk
-        _interrupted(ctx, token)
-        raise
+    return _settle(ctx, survey, Claim(chunk, token, -1, position, index, quota), target)
 
 
 def _settle(ctx: SearchContext, survey: Surveyor, claim: Claim, target: int) -> Claim | None:
@@ -258,9 +251,6 @@ def _run_chunk(
                 _evaluate(ctx, batch, claim.number)
         (own,) = _score(ctx, [claim.index], cache=not chunked)
         held.append(own)
-    except BaseException:
-        _interrupted(ctx, claim.token)
-        raise
     finally:
         heartbeat.watch(None)
     _finish(ctx, claim, held if chunked else [own])
@@ -281,22 +271,12 @@ def _finish(ctx: SearchContext, claim: Claim, held: list[tuple[int, Config, Resu
     if ctx.settings.chunked:
         names = list(ctx.evaluator.metrics)
         attrs = token_attrs([i for i, _, _ in held], [r for _, _, r in held], names)
-    try:
-        ctx.store.finish(claim.token, result, attrs)
-    except BaseException:  # interrupted mid-write: the token must not stay RUNNING
-        _interrupted(ctx, claim.token)
-        raise
+    ctx.store.finish(claim.token, result, attrs)
     if not ctx.settings.chunked:
         ctx.on_trial(claim.number, held[-1][1], result)
         return
     for index, config, each in held:  # chunked: rows are numbered by candidate index
         ctx.on_trial(index, config, each)
-
-
-def _interrupted(ctx: SearchContext, token: TrialRef) -> None:
-    """Record the token as interrupted (its chunk is evaluated again), unless it ended."""
-    with contextlib.suppress(TrialFinished):  # pruned or finished already
-        ctx.store.abandon(token, "failed", f"{INTERRUPTED}: search stopped")
 
 
 def _evaluate(ctx: SearchContext, indices: Sequence[int], claim: int) -> None:

@@ -260,3 +260,26 @@ def test_run_is_frozen(tmp_path):
         with pytest.raises(dataclasses.FrozenInstanceError):
             setattr(run, field, value)
     assert run.objective == objective() and len(run.trials) == len(trials())
+
+
+def test_pngs_written_behind_are_whole_and_the_same_pixels_when_the_block_ends(tmp_path):
+    df = rescore(trials(), objective())
+    changing, _ = varying(df, list(UNITS))
+    plots.metrics_png(df, changing, UNITS, tmp_path / "now.png")
+    # a user's own figure.dpi changes no report figure
+    with plots.written_behind(), matplotlib.rc_context({"figure.dpi": 50}):
+        paths = [plots.metrics_png(df, changing, UNITS, tmp_path / f"behind{i}.png")
+                 for i in range(3)]  # fmt: skip
+    reference = matplotlib.image.imread(tmp_path / "now.png")
+    assert reference.shape == (round(100 * (1.9 * 2 + 0.6)), 800, 4)  # inches x 100 dpi
+    for path in paths:
+        check_png(path)
+        np.testing.assert_array_equal(matplotlib.image.imread(path), reference)
+
+
+def test_an_error_writing_behind_is_raised_when_the_block_ends(tmp_path):
+    df = rescore(trials(), objective())
+    (tmp_path / "m.png").mkdir()  # the file cannot replace a directory
+    with pytest.raises(OSError), plots.written_behind():
+        plots.metrics_png(df, ["accuracy"], UNITS, tmp_path / "m.png")
+    assert list((tmp_path / "m.png").iterdir()) == []

@@ -7,13 +7,17 @@ the user's matplotlib backend and pyplot figures are left as they were.
 import gc
 import logging
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.image import imsave
 from matplotlib.ticker import AutoLocator, MaxNLocator, ScalarFormatter
 
 from bitscout._core.files import atomic
@@ -75,11 +79,47 @@ def _fewer_ticks(fig: Figure) -> None:
 
 
 def save(fig: Figure, path: Path) -> Path:
+    """Draw `fig` and write it to `path` as PNG; inside `written_behind`, the PNG is encoded
+    and written in a thread while the caller goes on."""
     _fewer_ticks(fig)
+    fig.set_dpi(DPI)
+    canvas = FigureCanvasAgg(fig)
+    with _no_font_fallback_lines():
+        canvas.draw()
+    pixels = canvas.buffer_rgba()  # holds the renderer, and so its pixels, until written
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic(path) as tmp, _no_font_fallback_lines():
-        fig.savefig(tmp, dpi=DPI, format="png", pil_kwargs=PNG)
+    behind = _BEHIND.get()
+    if behind is None:
+        _write_png(pixels, path)
+    else:
+        behind[1].append(behind[0].submit(_write_png, pixels, path))
     return path
+
+
+def _write_png(pixels: memoryview, path: Path) -> None:
+    with atomic(path) as tmp:
+        imsave(tmp, pixels, format="png", dpi=DPI, pil_kwargs=PNG)
+
+
+_BEHIND: ContextVar[tuple[ThreadPoolExecutor, list[Future[None]]] | None] = ContextVar(
+    "bitscout_png_writer", default=None
+)
+
+
+@contextmanager
+def written_behind() -> Iterator[None]:
+    """Every PNG that `save` makes in the block is encoded and written in one thread while the
+    next figure is drawn (zlib runs without the GIL: a report's 4 figures spent 0.05-0.06 s
+    encoding); every file is written, or its error raised, when the block ends."""
+    pending: list[Future[None]] = []
+    with ThreadPoolExecutor(1, thread_name_prefix="bitscout-png") as pool:
+        token = _BEHIND.set((pool, pending))
+        try:
+            yield
+        finally:
+            _BEHIND.reset(token)
+    for done in pending:
+        done.result()
 
 
 MAX_POINTS = 20_000  # drawn per series: a million markers take minutes and show no more

@@ -204,7 +204,7 @@ def write_report(
 ) -> Path:
     """Write `out/report.md` and `out/plots/*.png`; with `tables` (a re-ranking) also
     `ranked.csv` (every trial rescored), `best.toml` and, multi-objective, `pareto.csv`."""
-    with plots.gc_paused():
+    with plots.gc_paused(), plots.written_behind():
         c = concluded(run, objective)
         pictures = draw(c, run, objective, out / "plots")
     heading = "Best distinct configs" if objective.single else "Pareto set (distinct configs)"

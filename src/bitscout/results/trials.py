@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 # the candidate trained (0 without training; a pruned one's: the rung it reached).
 TRIAL_COLUMNS = ("number", "state", "params", "metrics", "values", "cached", "duration_s",
                  "reason", "epochs")  # fmt: skip
+UNSETTLED = ("running", "waiting")  # states whose row changes when the trial ends
 
 
 @dataclass(frozen=True)
@@ -234,6 +235,8 @@ class TrialsCsv:
         self.chunked = source.is_chunked()
         self.appended: set[int] = set()  # chunks whose rows are in the file
         self.written = Bitset(space.size)  # and their candidates
+        # unchunked: the trials of the file's rows, in order; None once a row may be stale
+        self.lines: list[int] | None = []
 
     def rewrite(self) -> int:
         """Write every trial of the study (atomically); return the row count. A chunked
@@ -247,6 +250,8 @@ class TrialsCsv:
                 return sum(self._write_chunk(f, c) for c in chunks)
             rows, _ = trial_rows(self.source, self.space, self.objective, self.names)
             writer.writerows(rows)
+        settled = not any(r["state"] in UNSETTLED for r in rows)
+        self.lines = [r["number"] for r in rows] if settled else None
         return len(rows)
 
     def _write_chunk(self, f: TextIO, chunk: Chunk) -> int:
@@ -255,13 +260,24 @@ class TrialsCsv:
         frame.to_csv(f, header=False, index=False, lineterminator="\n")
         return len(frame)
 
-    def finish(self) -> None:
+    def finish(self, frame: "pd.DataFrame | None" = None) -> None:
         """Bring the file up to date at the end of a search: a chunked study's rows already
-        in it stay (rewriting a million rows takes half a minute), the rest are added."""
+        in it stay (rewriting a million rows takes half a minute), the rest are added. An
+        unchunked file is written again unless `frame` (the study's trials, as `trials_frame`
+        read them at the end) shows it holds them all already, in their order, each row
+        written once its trial had finished (a one-worker search: 0.04 s of 1,000 trials)."""
         if self.chunked and self.path.exists():
             self._catch_up()
-        else:
+        elif frame is None or not self._holds(frame):
             self.rewrite()
+
+    def _holds(self, frame: "pd.DataFrame") -> bool:
+        return (
+            self.lines is not None
+            and self.path.exists()
+            and frame["number"].tolist() == self.lines
+            and not frame["state"].isin(UNSETTLED).any()
+        )
 
     def _writer(self, f: TextIO) -> csv.DictWriter:
         return csv.DictWriter(
@@ -275,6 +291,8 @@ class TrialsCsv:
             trial = self.source.trial_row(number)
             with self.path.open("a", newline="") as f:
                 self._writer(f).writerow(_row(trial, self.space, self.objective, self.names))
+            if self.lines is not None:
+                self.lines.append(int(trial["number"]))
         elif number not in self.written:
             self._catch_up()
 

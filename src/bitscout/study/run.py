@@ -347,7 +347,7 @@ def write_outputs(
     summary.update(summarize(c, objective, dims, evaluator.metrics))
     if table is None or job.out is None:
         return c, summary
-    table.finish()
+    table.finish(c.frame)
     if not c.winners.empty:
         write_best_toml(job.out / "best.toml", job.space, c.winners.iloc[0].to_dict())
     if not objective.single:

@@ -145,12 +145,14 @@ class OptunaStore(Store):
         self._storage = study._storage
         self._study_id = study._study_id
         self._finished: dict[int, TrialRecord] = {}  # finished trials never change
+        # made once: Optuna validates a distribution's choices as it is made, and never
+        # changes one
+        self._all = {d.name: CategoricalDistribution(d.choices) for d in space.dimensions}
 
     def _distributions(self, config: Mapping[str, Choice]) -> dict[str, BaseDistribution]:
         """The distributions of the dimensions `config` sets (a field that its format does not
         take is not a parameter of the trial)."""
-        dims = [d for d in self.space.dimensions if d.name in config]
-        return {d.name: CategoricalDistribution(d.choices) for d in dims}
+        return {name: dist for name, dist in self._all.items() if name in config}
 
     def _add(self, template: FrozenTrial) -> TrialRef:
         return self._storage.create_new_trial(self._study_id, template_trial=template)

@@ -21,11 +21,13 @@ from optuna.storages.journal import JournalFileBackend
 from torch import nn
 
 import bitscout
+from bitscout.objective import MetricSpec, Objective
 from bitscout.quant.space import parse_space
 from bitscout.results.trials import TRIAL_COLUMNS, Result, quiet_optuna
 from bitscout.study.chunks import token_attrs
 from bitscout.study.store.base import (
     CHUNK,
+    CLAIM,
     FAILURE,
     HEARTBEAT,
     METRICS,
@@ -33,7 +35,9 @@ from bitscout.study.store.base import (
     WORKER,
     TrialFinished,
 )
+from bitscout.study.store.deferred import WriteBehindFile
 from bitscout.study.store.optuna_store import OptunaStore
+from bitscout.study.store.storage import open_store
 
 SRC = Path(bitscout.__file__).parent
 SPACE = {
@@ -87,6 +91,37 @@ def test_record_adds_a_finished_trial_in_one_write_and_returns_its_number(store)
     assert trials[1].user_attrs[FAILURE] == "error" and trials[1].user_attrs["reason"] == "boom"
     assert trials[2].constraints == {"model_size": 3.0}  # what samplers read
     assert trials[0].user_attrs[WORKER].split(":")[1] == str(os.getpid())
+
+
+def test_trials_recorded_together_are_one_append_and_read_back_in_order(tmp_path, monkeypatch):
+    """A brute-force batch: one append, after another writer's trial that this store has not
+    read yet; each number is its own config's, as a fresh reader (Optuna's own) sees them."""
+    path = str(tmp_path / "study.journal")
+    objective = Objective((MetricSpec("accuracy", 1.0, "maximize"),), True, "maximize", ())
+    with quiet_optuna():
+        store = open_store(path, "s", objective, {"k": 1}, parse_space(SPACE, _model()))
+        other = optuna.load_study(study_name="s", storage=JournalStorage(JournalFileBackend(path)))
+    store.record(store.space.config(0), _ok(0.1))
+    other.add_trial(optuna.trial.create_trial(value=0.9))  # not yet read by `store`
+    appends: list[int] = []
+    original = WriteBehindFile.append_logs
+    monkeypatch.setattr(
+        WriteBehindFile,
+        "append_logs",
+        lambda self, logs: appends.append(len(logs)) or original(self, logs),
+    )
+    configs = [store.space.config(i) for i in (3, 1, 4, 2)]
+    results = [_ok(0.4), _failed("boom"), _ok(0.6), _ok(0.5, {"bops": 2.0})]
+    numbers = store.record_many(list(zip(configs, results, strict=True)), {CLAIM: 7})
+    assert appends == [4] and numbers == [2, 3, 4, 5]
+    with quiet_optuna():
+        fresh = optuna.load_study(study_name="s", storage=JournalStorage(JournalFileBackend(path)))
+    trials = fresh.get_trials()
+    assert [t.params for t in trials[2:]] == configs
+    assert [t.user_attrs[CLAIM] for t in trials[2:]] == [7] * 4
+    assert [t.value for t in trials[2:]] == [0.4, None, 0.6, 0.5]
+    assert trials[3].state == optuna.trial.TrialState.FAIL and trials[1].value == 0.9
+    assert trials[5].constraints == {"bops": 2.0}
 
 
 def test_a_started_trial_is_finished_with_optunas_own_constraints(store):

@@ -2,7 +2,8 @@
 
 DRIVER_SLOW_S   sleep this long per candidate evaluated (so workers overlap)
 DRIVER_KILL_AT  SIGKILL this process when it starts its N-th evaluation (0-based)
-DRIVER_KILL_AFTER  SIGKILL it right after its N-th trial is recorded (1-based)
+DRIVER_KILL_AFTER  SIGKILL it right after the write that records its N-th trial (1-based;
+                   a brute-force batch is one write: the kill follows the whole batch)
 """
 
 import os
@@ -17,9 +18,10 @@ from bitscout.study.strategies import base
 SLOW = float(os.environ.get("DRIVER_SLOW_S", "0"))
 KILL_AT = int(os.environ.get("DRIVER_KILL_AT", "-1"))
 KILL_AFTER = int(os.environ.get("DRIVER_KILL_AFTER", "-1"))
-counts = {"evaluated": 0, "recorded": 0}
+counts = {"evaluated": 0, "recorded": 0, "batch": 0}
 score_many = base.SearchContext.score_many
 record, finish = OptunaStore.record, OptunaStore.finish
+record_many = OptunaStore.record_many
 
 
 def slow_score_many(self, configs, **kw):
@@ -33,11 +35,19 @@ def slow_score_many(self, configs, **kw):
     return results
 
 
-def counted(write):
+def counted(write, many=False):
     def wrapper(*args, **kwargs):
-        out = write(*args, **kwargs)
-        counts["recorded"] += 1
-        if counts["recorded"] == KILL_AFTER:
+        # a batch counts once, whole (a store without batches records it trial by trial)
+        counts["batch"] += many
+        try:
+            out = write(*args, **kwargs)
+        finally:
+            counts["batch"] -= many
+        if counts["batch"]:
+            return out
+        before = counts["recorded"]
+        counts["recorded"] += len(out) if many else 1
+        if before < KILL_AFTER <= counts["recorded"]:
             os.kill(os.getpid(), signal.SIGKILL)
         return out
 
@@ -47,6 +57,7 @@ def counted(write):
 base.SearchContext.score_many = slow_score_many
 OptunaStore.record = counted(record)  # type: ignore[method-assign]
 OptunaStore.finish = counted(finish)  # type: ignore[method-assign]
+OptunaStore.record_many = counted(record_many, many=True)  # type: ignore[method-assign]
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

@@ -183,6 +183,14 @@ class Store(ABC):
         ladder stopped it: `result.pruned`) or failed trial in one write, with `attrs` besides
         the result's; returns its trial number."""
 
+    def record_many(
+        self, scored: Sequence[tuple[Mapping[str, Choice], Result]], attrs: Mapping[str, Any]
+    ) -> list[int]:
+        """`record` of each (config, result), all with `attrs`, written together where the
+        store can (one append to a journal: a crash keeps all of them or none); their trial
+        numbers, in order."""
+        return [self.record(config, result, attrs) for config, result in scored]
+
     @abstractmethod
     def start(self, config: Mapping[str, Choice], attrs: Mapping[str, Any]) -> TrialRef:
         """Runs before a long piece of work (a chunk claim): a RUNNING trial for `config`,

@@ -13,6 +13,8 @@ than evaluating the candidate. Here a trial takes three appends and no fsync of 
   once more when it ends: every attribute, its values and its state together, so no reader
   ever sees half a result. A heartbeat or a fidelity rung is sent at once (other workers
   judge liveness and prune by them). This process reads its held writes as if written.
+- A batch of finished trials (a brute force's candidates evaluated together) is created in
+  one append (`create_new_trials`): a crash keeps all of them or none.
 - `WriteBehindFile` is Optuna's journal file appending without an fsync per append: a
   record is in the file (every process sees it, a SIGKILL cannot take it back) when the
   append returns, and on the disk at most `SYNC_S` later (a power loss or a crash of the
@@ -25,6 +27,9 @@ The Optuna internals used here, and why no public API serves (the other ones are
   through JournalStorage's own methods, so the records are Optuna's own, then appended
   together; `JournalStorage._thread_lock` and `_sync_with_backend`: reading them back as
   every JournalStorage write does. `Storage` methods have no batch form.
+  `_replay_result._last_created_trial_id_by_this_process`: the id of the last trial of a
+  batch of whole trials (`create_new_trials`, a brute-force batch in one append), which is
+  how JournalStorage's own `create_new_trial` learns its trial's id.
 - `optuna.storages.journal._file.get_lock_file` with `JournalFileBackend._lock` and
   `_file_path`: the append under Optuna's own lock, without its fsync;
   `JournalFileBackend._log_number_offset` (where each record read so far begins): a read
@@ -189,6 +194,19 @@ class DeferredWrites(BaseStorage):
             trial_id = self.inner.create_new_trial(study_id, running)
             self._hold(trial_id)
         return trial_id
+
+    def create_new_trials(self, study_id: int, templates: Sequence[FrozenTrial]) -> list[int]:
+        """Whole trials (finished ones: nothing is held) in one append; their ids, in order."""
+        calls = [("create_new_trial", (study_id, t)) for t in templates]
+        with self._lock:
+            logs = self._records(calls)
+            inner = self.inner
+            with inner._thread_lock:
+                inner._backend.append_logs(logs)
+                inner._sync_with_backend()
+                # one append is read back in one piece: its trials took consecutive ids
+                last = inner._replay_result._last_created_trial_id_by_this_process
+        return list(range(last - len(templates) + 1, last + 1))
 
     def _hold(self, trial_id: int) -> None:
         self._held[trial_id] = _Held(_copy(self.inner.get_trial(trial_id)))

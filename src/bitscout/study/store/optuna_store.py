@@ -157,14 +157,14 @@ class OptunaStore(Store):
     def _add(self, template: FrozenTrial) -> TrialRef:
         return self._storage.create_new_trial(self._study_id, template_trial=template)
 
-    def record(
-        self, config: Mapping[str, Choice], result: Result, attrs: Mapping[str, Any] | None = None
-    ) -> int:
+    def _template(
+        self, config: Mapping[str, Choice], result: Result, attrs: Mapping[str, Any] | None
+    ) -> FrozenTrial:
         failed = result.failure is not None
         state = TrialState.FAIL if failed else TrialState.COMPLETE
         if result.pruned:
             state = TrialState.PRUNED
-        trial = optuna.trial.create_trial(
+        return optuna.trial.create_trial(
             params=dict(config),
             distributions=self._distributions(config),
             values=None if state != TrialState.COMPLETE else result.values,
@@ -172,7 +172,20 @@ class OptunaStore(Store):
             constraints=None if failed else result.violations or None,
             state=state,
         )
-        return self.number_of(self._add(trial))
+
+    def record(
+        self, config: Mapping[str, Choice], result: Result, attrs: Mapping[str, Any] | None = None
+    ) -> int:
+        return self.number_of(self._add(self._template(config, result, attrs)))
+
+    def record_many(
+        self, scored: Sequence[tuple[Mapping[str, Choice], Result]], attrs: Mapping[str, Any]
+    ) -> list[int]:
+        if not isinstance(self._storage, DeferredWrites):
+            return super().record_many(scored, attrs)
+        templates = [self._template(config, result, attrs) for config, result in scored]
+        refs = self._storage.create_new_trials(self._study_id, templates)
+        return [self.number_of(ref) for ref in refs]
 
     def start(self, config: Mapping[str, Choice], attrs: Mapping[str, Any]) -> TrialRef:
         trial = optuna.trial.create_trial(

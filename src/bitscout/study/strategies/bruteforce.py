@@ -281,8 +281,9 @@ def _finish(ctx: SearchContext, claim: Claim, held: list[tuple[int, Config, Resu
 
 def _evaluate(ctx: SearchContext, indices: Sequence[int], claim: int) -> None:
     """Score `indices` together and stream each result to the store, tagged with the claim."""
-    for _, config, result in _score(ctx, indices, cache=True):
-        number = ctx.store.record(config, result, {CLAIM: claim})
+    scored = [(config, result) for _, config, result in _score(ctx, indices, cache=True)]
+    numbers = ctx.store.record_many(scored, {CLAIM: claim})
+    for number, (config, result) in zip(numbers, scored, strict=True):
         ctx.on_trial(number, config, result)
 
 

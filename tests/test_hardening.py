@@ -412,16 +412,16 @@ def test_a_failed_write_leaves_no_temporary_file(run_dir, tmp_path, capsys, monk
 
 
 def test_a_full_disk_while_plotting_leaves_no_partial_files(run_dir, tmp_path, capsys, monkeypatch):
-    from matplotlib.figure import Figure
+    from bitscout.results import plots
 
     out = copy_run(run_dir, tmp_path / "run")
     shutil.rmtree(out / "plots")
 
-    def full(self, fname, *args, **kwargs):
+    def full(fname, *args, **kwargs):  # the PNG's writer, in its thread
         Path(fname).write_bytes(b"\x89PNG partial")
         raise OSError(errno.ENOSPC, "No space left on device", str(fname))
 
-    monkeypatch.setattr(Figure, "savefig", full)
+    monkeypatch.setattr(plots, "imsave", full)
     outcome = run_cli(["report", str(out)], capsys)
     assert outcome.rc == 1 and len(outcome.err.splitlines()) == 1 and "ENOSPC" in outcome.err
     assert not list((out / "plots").glob("*"))  # neither a partial PNG nor a temporary file

@@ -1,6 +1,7 @@
 """`bitscout space` and the errors `bitscout search` gives for a bad config or search space.
 
-Split from test_search.py, whose helpers it uses; one float checkpoint is trained here.
+Split from test_search.py; its helpers are in tests/search_support.py. One float checkpoint
+is trained here.
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_search import DIMS, base_doc, write_config
+from search_support import DIMS, base_doc, write_config
 
 from bitscout.cli import main
 

@@ -1,103 +1,47 @@
 """`run_compare` on the 48-candidate seed space of examples/jsc_tiny_lab3.toml, offline on the
-`fake` dataset; one float checkpoint and one full comparison are shared by the module."""
+`fake` dataset; one float checkpoint and one full comparison are shared by the module
+(fixtures in tests/compare_support.py). Bad input is in tests/test_compare_inputs.py."""
 
 from __future__ import annotations
 
-import copy
-import csv
 import hashlib
-import io
 import json
 import math
 import shlex
 import statistics
 import subprocess
-import tomllib
 from importlib import metadata
 from pathlib import Path
 
 import matplotlib.image
 import numpy as np
 import pytest
-import tomli_w
 import torch
-from rich.console import Console
+from compare_support import (  # noqa: F401 - the fixtures
+    PNG_SIGNATURE,
+    REPEATS,
+    SIZE,
+    STRATEGIES,
+    ckpt,
+    config_path,
+    of,
+    quiet,
+    read_csv,
+    result,
+    workdir,
+)
 
 from bitscout.analysis import compare
-from bitscout.analysis.compare import COLUMNS, KNOWN, CompareResult
+from bitscout.analysis.compare import COLUMNS
 from bitscout.cli import main
-from bitscout.cli.build import load_data, train_to
 from bitscout.cli.compare import run_compare
 from bitscout.cli.config import load_config
-from bitscout.errors import ConfigError
 from bitscout.results import compare_out
-
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "jsc_tiny_lab3.toml"
-STRATEGIES = ["bruteforce", "tpe", "random"]
-REPEATS = 3
-SIZE = 48
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def base_doc() -> dict:
-    doc = tomllib.loads(EXAMPLE.read_text())
-    doc.pop("dataset_path", None)
-    doc.update(
-        dataset="fake",
-        max_epochs=2,
-        dataset_options={"num_samples": 2000, "num_features": 16, "num_classes": 5},
-    )
-    return doc
-
-
-def write_config(path: Path, doc: dict) -> Path:
-    path.write_text(tomli_w.dumps(doc))
-    return path
-
-
-def quiet() -> Console:
-    return Console(file=io.StringIO(), width=200)
-
-
-def read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
-    with path.open(newline="") as f:
-        reader = csv.DictReader(f)
-        return list(reader.fieldnames or []), list(reader)
-
-
-def of(rows: list[dict], strategy: str, seed: int | None = None) -> list[dict]:
-    return [r for r in rows if r["strategy"] == strategy and seed in (None, r["seed"])]
-
-
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("compare")
-
-
-@pytest.fixture(scope="module")
-def config_path(workdir) -> Path:
-    return write_config(workdir / "lab3.toml", base_doc())
-
-
-@pytest.fixture(scope="module")
-def ckpt(workdir, config_path) -> Path:
-    cfg = load_config(config_path)
-    train_to(cfg, load_data(cfg), workdir / "train", quiet())
-    return workdir / "train" / "model.pt"
-
-
-@pytest.fixture(scope="module")
-def result(workdir, config_path, ckpt) -> CompareResult:
-    cfg = load_config(config_path)
-    return run_compare(
-        cfg, STRATEGIES, REPEATS, workdir / "out", quiet(), trials=SIZE, load=str(ckpt)
-    )
-
 
 # --- the full comparison ------------------------------------------------------------------
 
 
-def test_csv_has_exactly_the_columns_and_one_row_per_trial(result, workdir):
+def test_csv_has_exactly_the_columns_and_one_row_per_trial(result, workdir):  # noqa: F811
     columns, rows = read_csv(workdir / "out" / "compare.csv")
     assert columns == list(COLUMNS)
     assert len(rows) == len(result.rows)
@@ -110,7 +54,7 @@ def test_csv_has_exactly_the_columns_and_one_row_per_trial(result, workdir):
             assert [r["trial"] for r in run] == list(range(1, SIZE + 1))
 
 
-def test_bruteforce_reaches_the_optimum_by_its_last_trial(result):
+def test_bruteforce_reaches_the_optimum_by_its_last_trial(result):  # noqa: F811
     for seed in range(REPEATS):
         run = of(result.rows, "bruteforce", seed)
         assert run[-1]["regret"] == 0.0
@@ -119,13 +63,13 @@ def test_bruteforce_reaches_the_optimum_by_its_last_trial(result):
         assert len({r["config"] for r in run}) == SIZE
 
 
-def test_optimum_is_the_best_brute_force_objective(result):
+def test_optimum_is_the_best_brute_force_objective(result):  # noqa: F811
     objectives = [r["objective"] for r in of(result.rows, "bruteforce", 0)]
     assert result.optimum == max(objectives)  # the example maximizes, with no constraints
     assert all(r["objective"] <= result.optimum for r in result.rows)
 
 
-def test_regret_is_never_negative_and_best_so_far_is_monotone(result):
+def test_regret_is_never_negative_and_best_so_far_is_monotone(result):  # noqa: F811
     for r in result.rows:
         assert r["regret"] is not None and r["regret"] >= 0
         assert math.isclose(r["regret"], result.optimum - r["best_so_far"], abs_tol=1e-12)
@@ -137,13 +81,13 @@ def test_regret_is_never_negative_and_best_so_far_is_monotone(result):
             assert best[-1] == max(objectives)
 
 
-def test_each_distinct_config_is_evaluated_at_most_once(result):
+def test_each_distinct_config_is_evaluated_at_most_once(result):  # noqa: F811
     assert result.evaluated <= SIZE
     configs = {r["config"] for r in result.rows}
     assert len(configs) <= result.evaluated  # every config seen went through the cache
 
 
-def test_shared_cache_counts_candidates(workdir, config_path, ckpt, monkeypatch):
+def test_shared_cache_counts_candidates(workdir, config_path, ckpt, monkeypatch):  # noqa: F811
     """Spy on the evaluator: the whole comparison evaluates each candidate once at most."""
     built = []
     real = compare.make_evaluator
@@ -161,7 +105,7 @@ def test_shared_cache_counts_candidates(workdir, config_path, ckpt, monkeypatch)
     assert len({r["config"] for r in of(got.rows, "grid", 0)}) == SIZE
 
 
-def test_summary_per_strategy(result):
+def test_summary_per_strategy(result):  # noqa: F811
     assert [s["strategy"] for s in result.summary] == STRATEGIES
     brute = result.summary[0]
     assert brute["seeds"] == REPEATS and brute["trials"] == [SIZE] * REPEATS
@@ -181,7 +125,7 @@ def test_summary_per_strategy(result):
         )
 
 
-def test_markdown_names_every_strategy(result, workdir):
+def test_markdown_names_every_strategy(result, workdir):  # noqa: F811
     text = (workdir / "out" / "compare.md").read_text()
     for name in STRATEGIES:
         assert f"| {name} |" in text
@@ -190,14 +134,14 @@ def test_markdown_names_every_strategy(result, workdir):
     assert "trials to optimum (KM median; seeds reached)" in text
 
 
-def test_plot_is_a_valid_png(result, workdir):
+def test_plot_is_a_valid_png(result, workdir):  # noqa: F811
     path = workdir / "out" / "plots" / "compare.png"
     assert path.read_bytes()[:8] == PNG_SIGNATURE
     image = matplotlib.image.imread(path)
     assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
 
 
-def _drawn_axes(result, tmp_path, monkeypatch):
+def _drawn_axes(result, tmp_path, monkeypatch):  # noqa: F811
     """The one axes of compare.png as drawn (caught at savefig)."""
     from matplotlib.figure import Figure
 
@@ -211,7 +155,7 @@ def _drawn_axes(result, tmp_path, monkeypatch):
     return ax
 
 
-def test_plot_names_each_band_and_keeps_them_apart(result, tmp_path, monkeypatch):
+def test_plot_names_each_band_and_keeps_them_apart(result, tmp_path, monkeypatch):  # noqa: F811
     ax = _drawn_axes(result, tmp_path, monkeypatch)
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     for entry in result.summary:
@@ -220,7 +164,7 @@ def test_plot_names_each_band_and_keeps_them_apart(result, tmp_path, monkeypatch
     assert len(hatches) == len(result.summary) == len(set(hatches))  # one pattern per band
 
 
-def test_same_seeds_give_the_same_rows(result, workdir, config_path, ckpt):
+def test_same_seeds_give_the_same_rows(result, workdir, config_path, ckpt):  # noqa: F811
     """Another order of strategies, another cache history: the same rows for tpe and random."""
     cfg = load_config(config_path)
     again = run_compare(
@@ -240,7 +184,7 @@ def test_same_seeds_give_the_same_rows(result, workdir, config_path, ckpt):
 # --- statistics, test split, provenance (issue 20, item 17) ----------------------------------
 
 
-def test_table_and_console_show_the_censored_trials_to_the_optimum(result, workdir):
+def test_table_and_console_show_the_censored_trials_to_the_optimum(result, workdir):  # noqa: F811
     text = (workdir / "out" / "compare.md").read_text()
     for entry in result.summary:
         seeds = entry["seeds"]
@@ -251,7 +195,7 @@ def test_table_and_console_show_the_censored_trials_to_the_optimum(result, workd
         assert entry["reached_optimum"] == reached / seeds
 
 
-def test_each_final_pick_is_scored_once_on_the_test_split(result, workdir):
+def test_each_final_pick_is_scored_once_on_the_test_split(result, workdir):  # noqa: F811
     assert len(result.picks) == len(STRATEGIES) * REPEATS
     for pick in result.picks:
         run = of(result.rows, pick["strategy"], pick["seed"])
@@ -269,7 +213,7 @@ def test_each_final_pick_is_scored_once_on_the_test_split(result, workdir):
     assert "| median final best (validation) | its test score (median) |" in text
 
 
-def _weights_sha256(ckpt: Path) -> str:
+def _weights_sha256(ckpt: Path) -> str:  # noqa: F811
     digest = hashlib.sha256()
     state = torch.load(ckpt, map_location="cpu", weights_only=True)
     for name, tensor in sorted(state.items()):
@@ -278,8 +222,8 @@ def _weights_sha256(ckpt: Path) -> str:
     return digest.hexdigest()
 
 
-def test_provenance_records_the_command_options_code_and_model(result, workdir, ckpt,
-                                                               config_path):  # fmt: skip
+def test_provenance_records_the_command_options_code_and_model(result, workdir, ckpt,  # noqa: F811
+                                                               config_path):  # fmt: skip  # noqa: F811
     doc = json.loads((workdir / "out" / "compare.json").read_text())
     p = doc["provenance"]
     assert p == result.provenance
@@ -311,7 +255,7 @@ def test_provenance_records_the_command_options_code_and_model(result, workdir, 
     assert doc["optimum"] == result.optimum and len(doc["picks"]) == len(result.picks)
 
 
-def test_the_recorded_command_re_derives_the_table(workdir, config_path, ckpt):
+def test_the_recorded_command_re_derives_the_table(workdir, config_path, ckpt):  # noqa: F811
     """The command compare.json records, run again elsewhere, gives the same rows and table;
     --within and --budgets reach the outputs."""
     argv = ["compare", str(config_path), "--strategies", "random,shuffled", "--repeats", "2",
@@ -332,27 +276,7 @@ def test_the_recorded_command_re_derives_the_table(workdir, config_path, ckpt):
     assert "| strategy | best at 5 trials (median) | best at 10 trials (median) |" in tables[0]
 
 
-def test_help_lists_every_strategy_label(capsys):
-    with pytest.raises(SystemExit) as done:
-        main(["compare", "--help"])
-    assert done.value.code == 0
-    text = " ".join(capsys.readouterr().out.split())
-    for label in KNOWN:
-        assert f" {label}," in text or f" {label} (" in text
-
-
-@pytest.mark.parametrize(("flag", "value"), [("--within", "0"), ("--within", "nan"),
-                                             ("--budgets", "100,50"), ("--budgets", "x")])  # fmt: skip
-def test_bad_threshold_or_budgets_are_one_line_before_any_work(config_path, tmp_path, capsys,
-                                                               flag, value):  # fmt: skip
-    out = tmp_path / "out"
-    assert main(["compare", str(config_path), flag, value, "--out", str(out)]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and flag in err
-    assert not out.exists()
-
-
-def test_plot_draws_median_regret_on_a_log_axis(result, tmp_path, monkeypatch):
+def test_plot_draws_median_regret_on_a_log_axis(result, tmp_path, monkeypatch):  # noqa: F811
     ax = _drawn_axes(result, tmp_path, monkeypatch)
     assert ax.get_yscale() == "symlog"
     assert "regret" in ax.get_ylabel()
@@ -365,7 +289,7 @@ def test_plot_draws_median_regret_on_a_log_axis(result, tmp_path, monkeypatch):
 # --- spaces too large to enumerate --------------------------------------------------------
 
 
-def test_too_large_space_compares_without_regret(workdir, config_path, ckpt, monkeypatch):
+def test_too_large_space_compares_without_regret(workdir, config_path, ckpt, monkeypatch):  # noqa: F811
     monkeypatch.setattr(compare, "ENUMERABLE_MAX", 10)
     console = quiet()
     cfg = load_config(config_path)
@@ -385,59 +309,3 @@ def test_too_large_space_compares_without_regret(workdir, config_path, ckpt, mon
     text = (workdir / "large" / "compare.md").read_text()
     assert "optimum unknown" in text and "| random |" in text
     assert (workdir / "large" / "plots" / "compare.png").read_bytes()[:8] == PNG_SIGNATURE
-
-
-# --- bad input ----------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "key"),
-    [
-        ({"strategies": ["bruteforce", "annealing"]}, "--strategies"),
-        ({"strategies": []}, "--strategies"),
-        ({"strategies": ["tpe", "tpe"]}, "--strategies"),
-        ({"repeats": 0}, "--repeats"),
-        ({"trials": 0}, "--trials"),
-    ],
-)
-def test_bad_arguments_are_config_errors(workdir, config_path, kwargs, key):
-    args = {"strategies": ["tpe"], "repeats": 1, "trials": None} | kwargs
-    out = workdir / f"bad-{key.strip('-')}"
-    with pytest.raises(ConfigError) as err:
-        run_compare(load_config(config_path), args["strategies"], args["repeats"], out, quiet(),
-                    trials=args["trials"])  # fmt: skip
-    assert err.value.key == key
-    assert not out.exists()  # refused before anything was written
-
-
-def test_unknown_strategy_lists_the_known_ones(config_path, tmp_path):
-    with pytest.raises(
-        ConfigError, match="known: bruteforce, bruteforce-reversed, shuffled, greedy"
-    ):
-        run_compare(load_config(config_path), "bruteforce,sa", 1, tmp_path / "x", quiet())
-
-
-def test_multi_objective_is_refused(workdir, tmp_path):
-    doc = copy.deepcopy(base_doc())
-    doc["search"]["strategy"]["setup"]["sum_scaled_metrics"] = False
-    cfg = load_config(write_config(tmp_path / "multi.toml", doc))
-    with pytest.raises(ConfigError) as err:
-        run_compare(cfg, ["tpe"], 1, tmp_path / "out", quiet())
-    assert err.value.key == "search.strategy.setup.sum_scaled_metrics"
-
-
-def test_model_record_names_where_the_float_model_came_from(tmp_path):
-    from bitscout.cli.compare import model_record
-
-    (tmp_path / "model.pt").write_bytes(b"weights")
-    digest = hashlib.sha256(b"weights").hexdigest()
-    assert model_record("trained", tmp_path) == {
-        "source": "trained", "checkpoint": str(tmp_path / "model.pt"), "checkpoint_sha256": digest
-    }  # fmt: skip
-    recorded = {"trained": True, "path": str(tmp_path / "model.pt"), "sha256": digest}
-    assert model_record(recorded, tmp_path) == model_record("trained", tmp_path)
-    given = {"path": "ck.pt", "sha256": "ab"}
-    assert model_record(given, tmp_path) == {
-        "source": "checkpoint", "checkpoint": "ck.pt", "checkpoint_sha256": "ab"
-    }  # fmt: skip
-    assert model_record("as built", tmp_path) == {"source": "as built"}

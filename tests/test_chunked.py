@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import tomli_w
 from optuna.trial import TrialState
+from reliability_support import assets, complete, config_doc, load, run  # noqa: F401
 from test_large_spaces import _space, _three
-from test_reliability import assets, complete, config_doc, load, run  # noqa: F401
 
 LAYER_48 = {  # the seed's 48 choices
     "name": ["integer"], "data_in_width": [4, 8, 16], "data_in_frac_width": ["NA"],

@@ -14,7 +14,7 @@ import tomli_w
 import torch
 from digits_support import trained_digits_mlp
 from optuna.trial import TrialState
-from test_reliability import assets, complete, config_doc, load, params_key, run, worker  # noqa: F401
+from reliability_support import assets, complete, config_doc, load, params_key, run, worker  # noqa: F401
 from torch import nn
 
 import bitscout

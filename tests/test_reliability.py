@@ -1,144 +1,38 @@
-"""Interrupted searches resume, failing candidates are recorded, many workers share a study.
+"""Interrupted searches resume and failing candidates are recorded.
 
 Searches run in subprocesses (`worker_driver.py`) that can slow their evaluations down or
-SIGKILL themselves at a chosen point, on the seed's 48-candidate brute-force space.
+SIGKILL themselves at a chosen point, on the seed's 48-candidate brute-force space
+(tests/reliability_support.py). Many workers sharing a study are in
+tests/test_reliability_workers.py.
 """
 
 from __future__ import annotations
 
-import csv
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
-import optuna
 import pytest
-import tomli_w
-from optuna.storages import JournalStorage
-from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
+from reliability_support import (
+    assert_csv_agrees,
+    assets,  # noqa: F401 - the fixture
+    complete,
+    csv_rows,
+    finished_so_far,
+    load,
+    params_key,
+    run,
+    worker,
+)
 
 from bitscout.cli import main
 from bitscout.evaluate.evaluator import Evaluator
 
-DRIVER = Path(__file__).with_name("worker_driver.py")
-LAYER = {
-    "name": ["integer"],
-    "data_in_width": [4, 8, 16],
-    "data_in_frac_width": ["NA"],
-    "weight_width": [2, 4, 8, 16],
-    "weight_frac_width": ["NA"],
-    "bias_width": [2, 4, 8, 16],
-    "bias_frac_width": ["NA"],
-}
-METRICS = {
-    "accuracy": {"scale": 2.0, "direction": "maximize"},
-    "average_bitwidth": {"scale": -0.1, "direction": "minimize"},
-}
-
-
-def config_doc(strategy: str = "bruteforce", n_trials: int = 48) -> dict:
-    return {
-        "model": "jsc-tiny",
-        "dataset": "fake",
-        "dataset_options": {"num_samples": 1500, "num_features": 16, "num_classes": 5},
-        "max_epochs": 2,
-        "learning_rate": 1e-2,
-        "seed": 3,
-        "search": {
-            "search_space": {
-                "setup": {"by": "name"},
-                "seed": {
-                    "default": {"config": {"name": ["NA"]}},
-                    "seq_blocks_2": {"config": LAYER},
-                },
-            },
-            "strategy": {
-                "name": strategy,
-                "setup": {"n_trials": n_trials, "sampler": "tpe", "seed": 0},
-                "metrics": METRICS,
-            },
-        },
-    }
-
-
-@pytest.fixture(scope="module")
-def assets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("reliability")
-    cfg = root / "brute.toml"
-    cfg.write_text(tomli_w.dumps(config_doc()))
-    tpe = root / "tpe.toml"
-    tpe.write_text(tomli_w.dumps(config_doc("optuna", 20)))
-    assert main(["train", str(cfg), "--out", str(root / "train")]) == 0
-    return {"root": root, "cfg": cfg, "tpe": tpe, "ckpt": root / "train" / "model.pt"}
-
-
-def worker(
-    assets: dict[str, Path], out: Path, *args: str, env: dict[str, str] | None = None,
-    config: str = "cfg",
-) -> subprocess.Popen:  # fmt: skip
-    argv = [sys.executable, str(DRIVER), "search", str(assets[config]), "--out", str(out)]
-    argv += ["--load", str(assets["ckpt"]), *args]
-    return subprocess.Popen(
-        argv, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True,
-    )  # fmt: skip
-
-
-def run(assets: dict[str, Path], out: Path, *args: str, **kw: object) -> tuple[int, str]:
-    proc = worker(assets, out, *args, **kw)  # type: ignore[arg-type]
-    _, err = proc.communicate(timeout=120)
-    return proc.returncode, err
-
-
-def load(storage: str | Path, name: str = "bitscout") -> optuna.Study:
-    url = str(storage)
-    backend = url if "://" in url else JournalStorage(JournalFileBackend(url))
-    return optuna.load_study(study_name=name, storage=backend)
-
-
-def finished_so_far(journal: Path) -> int:
-    """Complete trials in a journal a live search is writing: 0 before its study's first
-    record (the file exists from the first lock taken on it)."""
-    if not journal.exists():
-        return 0
-    try:
-        return len(complete(load(journal)))
-    except KeyError:  # optuna: the study is not recorded yet
-        return 0
-
-
-def complete(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-
-
-def params_key(trial: optuna.trial.FrozenTrial) -> tuple:
-    return tuple(sorted(trial.params.items()))
-
-
-def csv_rows(out: Path) -> list[dict[str, str]]:
-    with (out / "trials.csv").open(newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def assert_csv_agrees(out: Path, study: optuna.Study) -> None:
-    rows = {int(r["number"]): r for r in csv_rows(out)}
-    trials = study.get_trials(deepcopy=False)
-    assert sorted(rows) == [t.number for t in trials]
-    for t in trials:
-        state = {TrialState.COMPLETE: "complete", TrialState.FAIL: "failed"}.get(t.state)
-        assert rows[t.number]["state"] in ((state,) if state else ("pruned", "running"))
-        assert rows[t.number]["reason"] == t.user_attrs.get("reason", "")
-
-
 # --- interruption -------------------------------------------------------------------------
 
 
-def test_sigkill_at_several_points_then_resume(assets, tmp_path):
+def test_sigkill_at_several_points_then_resume(assets, tmp_path):  # noqa: F811
     out = tmp_path / "run"
     journal = out / "study.journal"
     # A chunk of 8 is a batch of its 7 pending candidates, recorded in one write, then its
@@ -177,7 +71,7 @@ def test_sigkill_at_several_points_then_resume(assets, tmp_path):
     assert summary["unique_configs"] == 48 and summary["failed"] == len(interrupted)
 
 
-def test_sigkill_of_tpe_fails_the_running_trial_and_retries_its_config(assets, tmp_path):
+def test_sigkill_of_tpe_fails_the_running_trial_and_retries_its_config(assets, tmp_path):  # noqa: F811
     out = tmp_path / "tpe"
     rc, _ = run(assets, out, env={"DRIVER_KILL_AT": "7"}, config="tpe")
     assert rc == -signal.SIGKILL
@@ -195,7 +89,7 @@ def test_sigkill_of_tpe_fails_the_running_trial_and_retries_its_config(assets, t
     assert_csv_agrees(out, study)
 
 
-def test_sigint_stops_cleanly_and_resumes(assets, tmp_path):
+def test_sigint_stops_cleanly_and_resumes(assets, tmp_path):  # noqa: F811
     out = tmp_path / "int"
     proc = worker(assets, out, env={"DRIVER_SLOW_S": "0.05"})
     journal = out / "study.journal"
@@ -224,7 +118,10 @@ def test_sigint_stops_cleanly_and_resumes(assets, tmp_path):
 
 @pytest.mark.parametrize("step", ["_run_chunk", "_settle"])
 def test_an_interrupt_between_a_strategys_steps_leaves_no_trial_running(
-    assets, tmp_path, monkeypatch, step
+    assets,  # noqa: F811
+    tmp_path,
+    monkeypatch,
+    step,
 ):
     """Ctrl-C after a chunk's token is written and before the code that ends it on an
     interrupt is entered (the window CI once hit): the token is failed on the way out."""
@@ -277,7 +174,11 @@ def _faulty(monkeypatch: pytest.MonkeyPatch, bad: dict[int, str]) -> None:
 
 @pytest.mark.parametrize("strategy", ["bruteforce", "optuna"])
 def test_failing_candidates_are_recorded_and_the_search_goes_on(
-    assets, tmp_path, monkeypatch, capsys, strategy
+    assets,  # noqa: F811
+    tmp_path,
+    monkeypatch,
+    capsys,
+    strategy,
 ):
     _faulty(monkeypatch, {2: "raise", 16: "nan"})
     out = tmp_path / strategy
@@ -301,7 +202,7 @@ def test_failing_candidates_are_recorded_and_the_search_goes_on(
         assert len(failed) == 12 == len(configs)
 
 
-def test_a_search_where_every_candidate_fails_exits_1(assets, tmp_path, monkeypatch, capsys):
+def test_a_search_where_every_candidate_fails_exits_1(assets, tmp_path, monkeypatch, capsys):  # noqa: F811
     _faulty(monkeypatch, dict.fromkeys((2, 4, 8, 16), "raise"))
     out = tmp_path / "allfail"
     rc = main(["search", str(assets["cfg"]), "--out", str(out), "--load", str(assets["ckpt"])])
@@ -311,110 +212,3 @@ def test_a_search_where_every_candidate_fails_exits_1(assets, tmp_path, monkeypa
     assert err[0].startswith("bitscout: error: all 48 evaluated candidates failed")
     assert "RuntimeError: boom in the quantizer" in err[0]
     assert len(csv_rows(out)) == 48
-
-
-# --- many workers -------------------------------------------------------------------------
-
-
-def _three_workers(assets: dict[str, Path], tmp: Path, storage: str, study: str) -> None:
-    procs = [
-        worker(assets, tmp / f"w{i}", "--storage", storage, "--study", study,
-               env={"DRIVER_SLOW_S": "0.03"})
-        for i in range(3)
-    ]  # fmt: skip
-    for p in procs:
-        _, err = p.communicate(timeout=180)
-        assert p.returncode == 0, err
-    shared = load(storage, study)
-    done = complete(shared)
-    assert len(done) == 48 == len({params_key(t) for t in done})  # nobody evaluated twice
-    workers = {t.user_attrs["worker"] for t in done}
-    assert len(workers) >= 2, "the work was shared"
-    single = json.loads((assets["root"] / "single" / "summary.json").read_text())
-    for i in range(3):
-        summary = json.loads((tmp / f"w{i}" / "summary.json").read_text())
-        assert summary["best"]["config"] == single["best"]["config"]
-        assert summary["unique_configs"] == 48
-
-
-@pytest.fixture(scope="module")
-def single(assets: dict[str, Path]) -> None:
-    rc, err = run(assets, assets["root"] / "single")
-    assert rc == 0, err
-
-
-def test_three_workers_share_a_journal_file(assets, single, tmp_path):
-    _three_workers(assets, tmp_path, str(tmp_path / "shared.journal"), "shared")
-
-
-def test_three_workers_share_postgresql(assets, single, tmp_path, postgres_url, study_name):
-    _three_workers(assets, tmp_path, postgres_url, study_name)
-    password = postgres_url.split("//")[1].split("@")[0].split(":")[1]
-    for i in range(3):
-        assert password not in (tmp_path / f"w{i}" / "summary.json").read_text()
-
-
-def test_n_jobs_runs_extra_worker_processes_on_the_study(assets, tmp_path):
-    """n_jobs = 2: the parent (slowed down here) and one extra process share the chunks."""
-    doc = config_doc()
-    doc["search"]["strategy"]["setup"]["n_jobs"] = 2
-    assets = {**assets, "jobs": tmp_path / "jobs.toml"}
-    assets["jobs"].write_text(tomli_w.dumps(doc))
-    out = tmp_path / "jobs"
-    rc, err = run(assets, out, env={"DRIVER_SLOW_S": "0.1"}, config="jobs")
-    assert rc == 0, err
-    study = load(out / "study.journal")
-    done = complete(study)
-    assert len(done) == 48 == len({params_key(t) for t in done})
-    pids = {t.user_attrs["worker"].split(":")[1] for t in done}
-    assert len(pids) == 2, "the extra process evaluated candidates too"
-    assert_csv_agrees(out, study)
-
-
-def test_n_jobs_refuses_sqlite(assets, tmp_path, capsys):
-    doc = config_doc()
-    doc["search"]["strategy"]["setup"]["n_jobs"] = 2
-    cfg = tmp_path / "jobs.toml"
-    cfg.write_text(tomli_w.dumps(doc))
-    args = ["--load", str(assets["ckpt"]), "--storage", f"sqlite:///{tmp_path / 's.db'}"]
-    assert main(["search", str(cfg), "--out", str(tmp_path / "o"), *args]) == 2
-    assert "n_jobs" in capsys.readouterr().err
-    assert not (tmp_path / "o").exists()
-
-
-def test_tpe_uses_the_constant_liar_so_workers_spread_out():
-    from bitscout.quant.space import parse_space
-    from bitscout.study.strategies.optuna_samplers import build_sampler
-    from bitscout.zoo.models import build_model
-
-    space = parse_space(config_doc()["search"]["search_space"], build_model("jsc-tiny"))
-    assert build_sampler("tpe", 0, space)._constant_liar is True
-
-
-# --- n_trials with several workers --------------------------------------------------------
-
-
-@pytest.mark.parametrize(("strategy", "n_trials"), [("bruteforce", 30), ("optuna", 20)])
-def test_three_workers_stop_at_n_trials_exactly(assets, tmp_path, strategy, n_trials):
-    """Chunks of 8 over 48 candidates: the fourth claimed chunk must be cut to 6 candidates,
-    whichever worker claims it; TPE workers must not overshoot by their trials in flight."""
-    doc = config_doc(strategy, n_trials)
-    assets = {**assets, "n": tmp_path / "n.toml"}
-    assets["n"].write_text(tomli_w.dumps(doc))
-    storage = str(tmp_path / "shared.journal")
-    procs = [
-        worker(assets, tmp_path / f"w{i}", "--storage", storage, "--seed", str(i),
-               env={"DRIVER_SLOW_S": "0.02"}, config="n")
-        for i in range(3)
-    ]  # fmt: skip
-    for p in procs:
-        _, err = p.communicate(timeout=180)
-        assert p.returncode == 0, err
-    study = load(storage)
-    ended = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
-    assert len(ended) == n_trials
-    assert len({params_key(t) for t in ended}) == len(ended) or strategy == "optuna"
-    own = [json.loads((tmp_path / f"w{i}" / "summary.json").read_text()) for i in range(3)]
-    assert sum(s["trials_run"] for s in own) == n_trials  # each counts only its own
-    for s in own:
-        assert s["complete"] == n_trials

@@ -1,14 +1,17 @@
-"""`ilp` (HAWQ-V3 style): probe each tensor alone over the joint choices of its fields, the
-rest at a reference (widths at their most precise, every other field at the best choice its
-tensor's probes found so far); fit a linear model of each metric over the one-hot choices
-(the static metrics exactly, bops through product variables); then, in rounds until
-`n_trials`, solve the integer program for the best candidates not yet measured, each under
-a model drawn from the fit's posterior (Thompson sampling: a choice whose effect the
-measurements leave uncertain gets explored), evaluate them and refit. When 8 evaluations
-have not beaten the best candidate, its unmeasured neighbours (one tensor changed) of best
-predicted objective run, up to 16: near the best, tensors interact in ways the probes around
-the reference miss. Probes, solutions and neighbours are all trials. A Pareto search
-maximizes the first objective under a budget on the second, swept over its predicted range.
+"""`ilp` (HAWQ-V3 style): evaluate a reference (widths at their most precise, every other
+field at its first choice); fit a linear model of each metric over the one-hot joint choices
+of each tensor's fields (the static metrics exactly, bops through product variables), in
+which a choice no evaluated candidate has is predicted as its tensor's best measured one;
+then, in rounds until `n_trials`, solve the integer program for the best candidates not yet
+measured, each under a model drawn from the fit's posterior (Thompson sampling: a choice
+whose effect the measurements leave uncertain gets explored). Probing is lazy: while the
+round's solutions choose an unmeasured option, the first such option is probed (the
+reference with that tensor changed) and the program solved again; then the solutions are
+evaluated and the model refitted. When 8 evaluations have not beaten the best candidate, its
+unmeasured neighbours (one tensor changed) of best predicted objective run, up to 16: near
+the best, tensors interact in ways the probes around the reference miss. Probes, solutions
+and neighbours are all trials. A Pareto search maximizes the first objective under a budget
+on the second, swept over its predicted range.
 
 The study attribute `ilp_fit` holds the surrogate's honesty: R² and the largest miss of the
 predicted against the measured objective over the solutions evaluated."""
@@ -32,7 +35,6 @@ from bitscout.study.strategies.greedy import Walk, descending, is_width
 from bitscout.study.strategies.ilp_model import (
     Bound,
     Fit,
-    Group,
     Layout,
     Linear,
     best,
@@ -75,7 +77,8 @@ class Scorer(Walk):
 
 
 def probe_count(space: SearchSpace) -> int:
-    """At most how many probes a survey evaluates (fewer where they coincide)."""
+    """At most how many probes a search evaluates (fewer where they coincide, or where no
+    solution asks for them)."""
     return sum(len(g.options) for g in groups_of(space))
 
 
@@ -90,8 +93,10 @@ class Ilp(Strategy):
         with ctx.store.writing():
             scorer = Scorer(ctx)
             layout = Layout(groups_of(ctx.space))
-            ref = survey(ctx, scorer, layout)
-            if ref is None:
+            ref = reference(ctx.space)
+            scorer.score([ref], 0)
+            if not scorer.measured:
+                ctx.notify("ilp: the reference candidate failed; nothing to fit")
                 return
             static = static_models(ctx, layout, ref)
             step = 1 + max((t.user_attrs.get(STEP, 0) for t in ctx.store.ended()), default=0)
@@ -103,9 +108,10 @@ class Ilp(Strategy):
                     scorer.score(near, step)
                     step += 1
                     continue
-                found = propose(ctx, scorer, layout, ref, static, step, min(BATCH, scorer.left))
+                found = settle(ctx, scorer, layout, ref, static, step, BATCH)
                 if not found:
-                    ctx.notify("ilp: no candidate left that the constraints allow")
+                    if scorer.left > 0:
+                        ctx.notify("ilp: no candidate left that the constraints allow")
                     break
                 scorer.tags.update({_key(c): {PREDICTED: p, ROLE: "solution"} for c, p in found})
                 scorer.score([c for c, _ in found], step)
@@ -128,20 +134,50 @@ def reference(space: SearchSpace) -> Config:
     return {d.name: descending(d)[0] if is_width(d) else d.choices[0] for d in space.dimensions}
 
 
-def survey(ctx: SearchContext, scorer: Scorer, layout: Layout) -> Config | None:
-    """Probe each group over its options, the rest at the reference, which then takes the
-    group's best option with its widths at the top; the final reference (one of the probes),
-    or None when the budget ran out first."""
-    ref = reference(ctx.space)
-    for g in layout.groups:
-        configs = [g.apply(ref, o) for o in g.options]
-        scored = scorer.score(configs, 0)
-        if len(scored) < len(configs):
-            return None
-        top = [i for i, c in enumerate(configs) if _widest(g, c, ref)]
-        i = max(top, key=lambda i: _merit(ctx.objective, scored[i][1]))
-        ref = configs[i]
-    return ref
+def settle(
+    ctx: SearchContext,
+    scorer: Scorer,
+    layout: Layout,
+    ref: Config,
+    static: Mapping[str, Linear],
+    step: int,
+    most: int,
+) -> list[tuple[Config, list[float]]]:
+    """Lazy probing: the `most` best predicted candidates, once every option they choose has
+    been measured. Until then each round probes one option they ask for (`ref` with that
+    tensor changed) and solves again: an option none of them asks for is never probed. One
+    probe a round, whatever the budget left, so a resumed search asks what it would have."""
+    while scorer.left > 0:
+        found = propose(ctx, scorer, layout, ref, static, step, most)
+        probe = unprobed(scorer, layout, ref, [c for c, _ in found])
+        if probe is None:
+            return found
+        scorer.score([probe], 0)
+    return []
+
+
+def unprobed(
+    scorer: Scorer, layout: Layout, ref: Config, configs: Sequence[Config]
+) -> Config | None:
+    """`ref` with one group at the first option of `configs` that no evaluated config has."""
+    tried = {(i, j) for key in scorer.known for i, j in enumerate(layout.chosen(dict(key)))}
+    for config in configs:
+        for i, j in enumerate(layout.chosen(config)):
+            if (i, j) not in tried:
+                return layout.groups[i].apply(ref, layout.options[i][j])
+    return None
+
+
+def failed_options(scorer: Scorer, layout: Layout) -> Bound | None:
+    """A bound that rules out every option tried only in configs that failed to evaluate:
+    the fit knows nothing of them, and would predict them as well as the best."""
+    ran = {(i, j) for c, _ in scorer.measured.values() for i, j in enumerate(layout.chosen(c))}
+    coef = np.zeros(layout.n)
+    for key in scorer.known:
+        for i, j in enumerate(layout.chosen(dict(key))):
+            if (i, j) not in ran:
+                coef[layout.x_at[i] + j] = 1.0
+    return Bound(Linear(0.0, coef), hi=0.0) if coef.any() else None
 
 
 def stalled(ctx: SearchContext, scorer: Scorer, layout: Layout) -> list[Config] | None:
@@ -172,7 +208,7 @@ def likeliest(
     """The 2 x STALL of `moves` of best predicted objective that the model says keep the
     constraints."""
     names = [n for n in modelled(ctx.objective) if n not in static]
-    mean = {**static, **{n: f.mean for n, f in fit(scorer, layout, names).items()}}
+    mean = {**static, **{n: f.mean for n, f in fit(scorer, layout, ctx.objective, names).items()}}
     bounds = [_bound(mean[c.metric], c.op, c.bound) for c in ctx.objective.constraints]
     feats = [layout.features(m) for m in moves]
     kept = [i for i, z in enumerate(feats) if all(b.lo <= b.model(z) <= b.hi for b in bounds)]
@@ -187,10 +223,6 @@ def _stored_merit(objective: Objective, trial: TrialRecord) -> tuple[int, float]
         return (0, 0.0)
     feasible = trial.user_attrs.get(FEASIBLE, True)
     return (2 if feasible else 1, sign(objective.directions[0]) * trial.values[0])
-
-
-def _widest(g: Group, config: Mapping[str, Choice], ref: Mapping[str, Choice]) -> bool:
-    return all(config[d.name] == ref[d.name] for d in g.dims if is_width(d))
 
 
 def _merit(objective: Objective, result: Result) -> tuple[int, float]:
@@ -217,11 +249,21 @@ def static_models(ctx: SearchContext, layout: Layout, ref: Config) -> dict[str, 
     return {n: exact_model(layout, ref, value(n)) for n in names}
 
 
-def fit(scorer: Scorer, layout: Layout, names: Sequence[str]) -> dict[str, Fit]:
-    """Each measured metric fitted over every config measured so far."""
+def fit(
+    scorer: Scorer, layout: Layout, objective: Objective, names: Sequence[str]
+) -> dict[str, Fit]:
+    """Each metric of `names` fitted over every config measured so far."""
     rows = list(scorer.measured.values())
     configs = [c for c, _ in rows]
-    return {n: fitted_model(layout, configs, [m[n] for _, m in rows]) for n in names}
+    good = goods(objective)
+    return {n: fitted_model(layout, configs, [m[n] for _, m in rows], good[n]) for n in names}
+
+
+def goods(objective: Objective) -> dict[str, float]:
+    """Per metric, +1 where larger is better, -1 where smaller is: its direction in the
+    objective, else the side of its constraint that passes."""
+    found = {c.metric: (1.0 if c.op in (">=", ">") else -1.0) for c in objective.constraints}
+    return {**found, **{m.name: sign(m.direction) for m in objective.metrics}}
 
 
 def targets(
@@ -266,15 +308,16 @@ def propose(
 ) -> list[tuple[Config, list[float]]]:
     """Up to `k` best predicted candidates not yet measured, with their predicted values."""
     names = [n for n in modelled(ctx.objective) if n not in static]
-    fits = fit(scorer, layout, names)
+    fits = fit(scorer, layout, ctx.objective, names)
     mean = {**static, **{n: f.mean for n, f in fits.items()}}
+    ruled_out = failed_options(scorer, layout)
     rng = np.random.default_rng([ctx.settings.seed, step])  # a resumed search draws alike
     excluded = [layout.chosen(dict(key)) for key in scorer.known]
     found = []
     for _ in range(k):
         drawn = {**static, **{n: f.draw(rng) for n, f in fits.items()}}
         goal, bounds, _ = targets(ctx.objective, drawn, layout, step)
-        top = best(layout, goal, bounds, excluded, 1)
+        top = best(layout, goal, bounds + ([ruled_out] if ruled_out else []), excluded, 1)
         if not top:
             break
         excluded.append(layout.chosen(layout.config(top[0], ref)))
@@ -308,16 +351,18 @@ def report_fit(ctx: SearchContext) -> None:
 
 
 def warm_start(ctx: SearchContext, limit: int) -> list[Config]:
-    """For an Optuna sampler to start from: a dry survey (its probes evaluated, not trials),
-    then the best predicted candidates besides the probes, at most `limit` (and WARM) of them:
-    what an `ilp` search's first round evaluates first."""
+    """For an Optuna sampler to start from: a dry lazy survey (its probes evaluated, not
+    trials), then the best predicted candidates besides the probes, at most `limit` (and WARM)
+    of them: what an `ilp` search's first round evaluates first."""
     scorer = Scorer(ctx, recorded=False)
-    scorer.left = probe_count(ctx.space)
+    scorer.left = 1 + probe_count(ctx.space)
     layout = Layout(groups_of(ctx.space))
-    ref = survey(ctx, scorer, layout)
-    if ref is None:
+    ref = reference(ctx.space)
+    scorer.score([ref], 0)
+    if not scorer.measured:
         return []
     static = static_models(ctx, layout, ref)
+    settle(ctx, scorer, layout, ref, static, 1, BATCH)  # probes as an `ilp` search's
     found = [c for c, _ in propose(ctx, scorer, layout, ref, static, 1, min(limit, WARM))]
     ctx.notify(f"warm start: {scorer.evaluated} ilp probes evaluated (not trials), "
                f"{len(found)} predicted best candidates queued")  # fmt: skip

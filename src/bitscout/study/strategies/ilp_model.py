@@ -156,26 +156,37 @@ class Fit:
         """A model drawn from the posterior: where the measured candidates leave a choice's
         effect uncertain, its draws differ, so the solutions explore it (Thompson sampling)."""
         coef = self.mean.coef.copy()
-        coef[: len(self.root)] += self.root @ rng.standard_normal(len(self.root))
+        coef[: len(self.root)] += self.root @ rng.standard_normal(self.root.shape[1])
         return Linear(self.mean.const, coef)
 
 
-def fitted_model(layout: Layout, configs: Sequence[Config], values: Sequence[float]) -> Fit:
+def fitted_model(
+    layout: Layout, configs: Sequence[Config], values: Sequence[float], good: float = 1.0
+) -> Fit:
     """Least squares on the one-hot binaries over every measured config (the probes make it
     the additive model of each tensor's effect; the trials correct it where they disagree),
     lightly ridged so collinear columns stay defined; the intercept is not ridged. The
-    noise is the residuals' mean square."""
+    noise is the residuals' mean square. An option no config has is predicted optimistically,
+    as its group's best measured option (`good`: +1 larger is better, -1 smaller), without
+    uncertainty: the program asks for it only where it would pay, and then it is probed."""
     feats = np.array([layout.features(c)[: layout.n_x] for c in configs])
+    seen = np.asarray(feats.any(axis=0), dtype=bool)
     y = np.asarray(values, dtype=float)
     mean = y.mean()
     center = feats.mean(axis=0)
-    f = feats - center
-    gram = f.T @ f + RIDGE * np.eye(layout.n_x)
-    w = np.linalg.solve(gram, f.T @ (y - mean))
+    f = (feats - center)[:, seen]
+    gram = f.T @ f + RIDGE * np.eye(f.shape[1])
+    w = np.zeros(layout.n_x)
+    w[seen] = np.linalg.solve(gram, f.T @ (y - mean))
+    for at, opts in zip(layout.x_at, layout.options, strict=True):
+        part, known = w[at : at + len(opts)], seen[at : at + len(opts)]
+        if known.any():
+            part[~known] = good * np.max(good * part[known])
     coef = np.zeros(layout.n)
     coef[: layout.n_x] = w
-    noise = float(np.sqrt(np.mean((y - mean - f @ w) ** 2)))
-    root = noise * np.linalg.inv(np.linalg.cholesky(gram)).T
+    noise = float(np.sqrt(np.mean((y - mean - f @ w[seen]) ** 2)))
+    root = np.zeros((layout.n_x, f.shape[1]))
+    root[seen] = noise * np.linalg.inv(np.linalg.cholesky(gram)).T
     return Fit(Linear(float(mean - center @ w), coef), root)
 
 

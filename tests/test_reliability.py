@@ -91,7 +91,7 @@ def test_sigkill_of_tpe_fails_the_running_trial_and_retries_its_config(assets, t
 
 def test_sigint_stops_cleanly_and_resumes(assets, tmp_path):  # noqa: F811
     out = tmp_path / "int"
-    proc = worker(assets, out, env={"DRIVER_SLOW_S": "0.05"})
+    proc = worker(assets, out, env={"DRIVER_SLOW_S": "0.1"})
     journal = out / "study.journal"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:  # wait until the search has finished a few trials

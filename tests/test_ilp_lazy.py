@@ -80,8 +80,9 @@ def test_every_probe_is_a_trial_one_tensor_off_the_reference_that_a_solution_ask
     asked: set[tuple[int, int]] = set()
     propose = ilp.propose
 
-    def recording(ctx, scorer, layout, ref, static, step, k):
-        found = propose(ctx, scorer, layout, ref, static, step, k)
+    def recording(*args):
+        found = propose(*args)
+        layout = args[2]
         asked.update((i, j) for c, _ in found for i, j in enumerate(layout.chosen(c)))
         return found
 
@@ -113,3 +114,22 @@ def test_a_search_interrupted_among_its_probes_resumes_as_an_uninterrupted_one(m
                 for t in sorted(result.study.trials, key=lambda t: t.number)]  # fmt: skip
 
     assert configs(whole) == configs(fresh) and len(set(configs(whole))) == 25
+
+
+def test_a_stalled_search_turns_local_within_radius_tensors_of_its_best(mlp):
+    model, data = mlp
+    result = bitscout.search(model, data, TABLE, objective=OBJECTIVE, strategy="ilp", trials=80,
+                             quiet=True)  # fmt: skip
+    _, layout = _space()
+    trials = sorted(result.study.trials, key=lambda t: t.number)
+    local = [t for t in trials if t.user_attrs.get(ilp.ROLE) == "local"]
+    assert local  # the small space stalls within 80 trials
+    for t in local:
+        start = min(u.number for u in trials if u.user_attrs[STEP] == t.user_attrs[STEP])
+        before = [u for u in trials if u.number < start]
+        top = max(before, key=lambda u: (u.values[0], -u.number))  # the first of the best
+        # the best had gone STALL evaluations (probes aside) without being beaten
+        assert sum(u.user_attrs[STEP] > 0 for u in before if u.number > top.number) >= ilp.STALL
+        apart = [a != b for a, b in zip(layout.chosen(dict(t.params)),
+                                        layout.chosen(dict(top.params)), strict=True)]  # fmt: skip
+        assert 0 < sum(apart) <= ilp.RADIUS

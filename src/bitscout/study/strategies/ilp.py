@@ -7,10 +7,11 @@ measured, each under a model drawn from the fit's posterior (Thompson sampling: 
 whose effect the measurements leave uncertain gets explored). Probing is lazy: while the
 round's solutions choose an unmeasured option, the first such option is probed (the
 reference with that tensor changed) and the program solved again; then the solutions are
-evaluated and the model refitted. When 8 evaluations have not beaten the best candidate, its
-unmeasured neighbours (one tensor changed) of best predicted objective run, up to 16: near
-the best, tensors interact in ways the probes around the reference miss. Probes, solutions
-and neighbours are all trials. A Pareto search maximizes the first objective under a budget
+evaluated and the model refitted. When 8 evaluations have not beaten the best candidate,
+the search turns local: the program keeps to candidates that change at most RADIUS tensors
+of it, until one beats it (near the best, tensors interact in ways the probes around the
+reference miss, and the trials measured there correct the fit). Probes and solutions, local
+or not, are all trials. A Pareto search maximizes the first objective under a budget
 on the second, swept over its predicted range.
 
 The study attribute `ilp_fit` holds the surrogate's honesty: R² and the largest miss of the
@@ -44,12 +45,13 @@ from bitscout.study.strategies.ilp_model import (
 )
 
 PREDICTED = "ilp_predicted"  # trial attr: the objective value(s) the model predicted
-ROLE = "ilp_role"  # trial attr: "solution", or "neighbour" of a stalled best (probes: step 0)
+ROLE = "ilp_role"  # trial attr: "solution", or "local" near a stalled best (probes: step 0)
 FIT_ATTR = "ilp_fit"  # study attr: R², the largest miss and how many solutions they cover
 BATCH = 4  # solutions evaluated between two fits
 SWEEP = 8  # budget levels of a Pareto search's second objective
 WARM = 10  # solutions an Optuna sampler's warm start queues at most
-STALL = 2 * BATCH  # evaluations without a new best, after which the best's neighbours run
+STALL = 2 * BATCH  # evaluations without a new best, after which the search turns local
+RADIUS = 4  # how many tensors a local solution may change of the best
 
 
 class Scorer(Walk):
@@ -101,19 +103,12 @@ class Ilp(Strategy):
             static = static_models(ctx, layout, ref)
             step = 1 + max((t.user_attrs.get(STEP, 0) for t in ctx.store.ended()), default=0)
             while scorer.left > 0 and not ctx.timed_out():
-                moves = stalled(ctx, scorer, layout)
-                # none of them predicted to keep the constraints: the solutions go on
-                if moves and (near := likeliest(ctx, scorer, layout, static, moves)):
-                    scorer.tags.update({_key(c): {ROLE: "neighbour"} for c in near})
-                    scorer.score(near, step)
-                    step += 1
-                    continue
-                found = settle(ctx, scorer, layout, ref, static, step, BATCH)
+                found, role = next_round(ctx, scorer, layout, ref, static, step)
                 if not found:
                     if scorer.left > 0:
                         ctx.notify("ilp: no candidate left that the constraints allow")
                     break
-                scorer.tags.update({_key(c): {PREDICTED: p, ROLE: "solution"} for c, p in found})
+                scorer.tags.update({_key(c): {PREDICTED: p, ROLE: role} for c, p in found})
                 scorer.score([c for c, _ in found], step)
                 step += 1
             report_fit(ctx)
@@ -134,6 +129,23 @@ def reference(space: SearchSpace) -> Config:
     return {d.name: descending(d)[0] if is_width(d) else d.choices[0] for d in space.dimensions}
 
 
+def next_round(
+    ctx: SearchContext,
+    scorer: Scorer,
+    layout: Layout,
+    ref: Config,
+    static: Mapping[str, Linear],
+    step: int,
+) -> tuple[list[tuple[Config, list[float]]], str]:
+    """The round's solutions and their role: "local" ones near a stalled best while its
+    region has candidates left, "solution"s of the whole space otherwise."""
+    centre = stalled(ctx, scorer)
+    if centre is not None and (found := settle(ctx, scorer, layout, ref, static, step, BATCH,
+                                               centre)):  # fmt: skip
+        return found, "local"
+    return settle(ctx, scorer, layout, ref, static, step, BATCH), "solution"
+
+
 def settle(
     ctx: SearchContext,
     scorer: Scorer,
@@ -142,13 +154,14 @@ def settle(
     static: Mapping[str, Linear],
     step: int,
     most: int,
+    centre: Config | None = None,
 ) -> list[tuple[Config, list[float]]]:
     """Lazy probing: the `most` best predicted candidates, once every option they choose has
     been measured. Until then each round probes one option they ask for (`ref` with that
     tensor changed) and solves again: an option none of them asks for is never probed. One
     probe a round, whatever the budget left, so a resumed search asks what it would have."""
     while scorer.left > 0:
-        found = propose(ctx, scorer, layout, ref, static, step, most)
+        found = propose(ctx, scorer, layout, ref, static, step, most, centre)
         probe = unprobed(scorer, layout, ref, [c for c, _ in found])
         if probe is None:
             return found
@@ -180,11 +193,11 @@ def failed_options(scorer: Scorer, layout: Layout) -> Bound | None:
     return Bound(Linear(0.0, coef), hi=0.0) if coef.any() else None
 
 
-def stalled(ctx: SearchContext, scorer: Scorer, layout: Layout) -> list[Config] | None:
-    """When STALL evaluations after the probes have not beaten the best candidate measured:
-    its neighbours not yet measured (each group at each other option; the model, fitted
-    around the reference, misjudges what a choice costs near the best, where tensors
-    interact). None otherwise, in a Pareto search, or when every neighbour is measured."""
+def stalled(ctx: SearchContext, scorer: Scorer) -> Config | None:
+    """The best candidate measured, when STALL evaluations after it have not beaten it: the
+    program then searches within RADIUS tensors of it (the model, fitted around the
+    reference, misjudges what a choice costs near the best, where tensors interact, and the
+    trials measured there correct it). None otherwise, and in a Pareto search."""
     history = scorer.history
     if not history or not ctx.objective.single:
         return None
@@ -192,29 +205,15 @@ def stalled(ctx: SearchContext, scorer: Scorer, layout: Layout) -> list[Config] 
     if sum(step > 0 for _, _, step in history[top + 1 :]) < STALL:
         return None
     best = dict(history[top][0])
-    best = {d.name: best[d.name] for d in ctx.space.dimensions}
-    moves = [g.apply(best, o) for g in layout.groups for o in g.options if o != g.of(best)]
-    fresh = [c for c in moves if _key(c) not in scorer.known]
-    return fresh or None
+    return {d.name: best[d.name] for d in ctx.space.dimensions}
 
 
-def likeliest(
-    ctx: SearchContext,
-    scorer: Scorer,
-    layout: Layout,
-    static: Mapping[str, Linear],
-    moves: Sequence[Config],
-) -> list[Config]:
-    """The 2 x STALL of `moves` of best predicted objective that the model says keep the
-    constraints."""
-    names = [n for n in modelled(ctx.objective) if n not in static]
-    mean = {**static, **{n: f.mean for n, f in fit(scorer, layout, ctx.objective, names).items()}}
-    bounds = [_bound(mean[c.metric], c.op, c.bound) for c in ctx.objective.constraints]
-    feats = [layout.features(m) for m in moves]
-    kept = [i for i, z in enumerate(feats) if all(b.lo <= b.model(z) <= b.hi for b in bounds)]
-    way = sign(ctx.objective.direction)
-    rank = [-way * predicted(ctx.objective, mean, feats[i])[0] for i in kept]
-    return [moves[kept[i]] for i in np.argsort(rank, kind="stable")[: 2 * STALL]]
+def region(layout: Layout, centre: Config) -> Bound:
+    """Candidates that differ from `centre` in at most RADIUS groups."""
+    coef = np.zeros(layout.n)
+    for i, j in enumerate(layout.chosen(centre)):
+        coef[layout.x_at[i] + j] = 1.0
+    return Bound(Linear(0.0, coef), lo=len(layout.groups) - RADIUS)
 
 
 def _stored_merit(objective: Objective, trial: TrialRecord) -> tuple[int, float]:
@@ -305,19 +304,22 @@ def propose(
     static: Mapping[str, Linear],
     step: int,
     k: int,
+    centre: Config | None = None,
 ) -> list[tuple[Config, list[float]]]:
-    """Up to `k` best predicted candidates not yet measured, with their predicted values."""
+    """Up to `k` best predicted candidates not yet measured (within the region around
+    `centre`, if one is given), with their predicted values."""
     names = [n for n in modelled(ctx.objective) if n not in static]
     fits = fit(scorer, layout, ctx.objective, names)
     mean = {**static, **{n: f.mean for n, f in fits.items()}}
     ruled_out = failed_options(scorer, layout)
+    extra = [b for b in (ruled_out, centre and region(layout, centre)) if b]
     rng = np.random.default_rng([ctx.settings.seed, step])  # a resumed search draws alike
     excluded = [layout.chosen(dict(key)) for key in scorer.known]
     found = []
     for _ in range(k):
         drawn = {**static, **{n: f.draw(rng) for n, f in fits.items()}}
         goal, bounds, _ = targets(ctx.objective, drawn, layout, step)
-        top = best(layout, goal, bounds + ([ruled_out] if ruled_out else []), excluded, 1)
+        top = best(layout, goal, bounds + extra, excluded, 1)
         if not top:
             break
         excluded.append(layout.chosen(layout.config(top[0], ref)))

@@ -27,6 +27,7 @@ The constraint keys are not hard-coded: the system attrs a finished token gets a
 """
 
 import contextlib
+import functools
 import os
 import traceback
 from collections.abc import Container, Iterator, Mapping, Sequence
@@ -145,14 +146,17 @@ class OptunaStore(Store):
         self._storage = study._storage
         self._study_id = study._study_id
         self._finished: dict[int, TrialRecord] = {}  # finished trials never change
-        # made once: Optuna validates a distribution's choices as it is made, and never
-        # changes one
-        self._all = {d.name: CategoricalDistribution(d.choices) for d in space.dimensions}
 
     def _distributions(self, config: Mapping[str, Choice]) -> dict[str, BaseDistribution]:
         """The distributions of the dimensions `config` sets (a field that its format does not
         take is not a parameter of the trial)."""
         return {name: dist for name, dist in self._all.items() if name in config}
+
+    @functools.cached_property
+    def _all(self) -> dict[str, BaseDistribution]:
+        """Every dimension's distribution, made once: Optuna validates a distribution's
+        choices as it is made, and never changes one."""
+        return {d.name: CategoricalDistribution(d.choices) for d in self.space.dimensions}
 
     def _add(self, template: FrozenTrial) -> TrialRef:
         return self._storage.create_new_trial(self._study_id, template_trial=template)

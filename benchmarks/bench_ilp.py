@@ -98,10 +98,10 @@ def _reach(trials: pd.DataFrame, optimum: float) -> int | None:
     return int(hit[0]) + 1 if hit.size else None
 
 
-def compare(config: Path, seeds: int, work: Path, names: list[str], trials: int,
+def compare(config: Path, seeds: range, work: Path, names: list[str], trials: int,
             optimum_known: bool) -> None:  # fmt: skip
     """`config`'s space enumerated (its optimum, unless `optimum_known` is False), then each
-    strategy of `names` over `seeds` seeds to `trials` evaluations."""
+    strategy of `names` over `seeds` to `trials` evaluations."""
     brute = work / "brute"
     optimum = None
     if optimum_known:
@@ -114,7 +114,7 @@ def compare(config: Path, seeds: int, work: Path, names: list[str], trials: int,
     budgets = [n for n in BUDGETS if n < trials] + [trials]
     for name in names:
         runs, tests = [], []
-        for seed in range(seeds):
+        for seed in seeds:
             out = work / f"{name}{seed}" if trials == 200 else work / f"{name}{seed}_{trials}"
             runs.append(_search(config, out, "--load", str(brute / "model.pt"), "--strategy",
                                 name, "--trials", str(trials), "--seed", str(seed)))  # fmt: skip
@@ -161,6 +161,12 @@ def main() -> None:
     parser.add_argument("what", choices=("solve", "compare"))
     parser.add_argument("--config", type=Path, default=ROOT / "examples/digits_mlp.toml")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument(
+        "--first-seed",
+        type=int,
+        default=0,
+        help="seeds FIRST.. (held-out seeds for a setting chosen on 0..)",
+    )
     parser.add_argument("--work", type=Path, default=None, help="default runs/bench_ilp/<config>")
     parser.add_argument("--strategies", default="ilp,tpe", help="comma-separated")
     parser.add_argument("--trials", type=int, default=200)
@@ -171,7 +177,8 @@ def main() -> None:
         solve()
     else:
         names = args.strategies.split(",")
-        compare(args.config, args.seeds, work, names, args.trials, not args.no_optimum)
+        seeds = range(args.first_seed, args.first_seed + args.seeds)
+        compare(args.config, seeds, work, names, args.trials, not args.no_optimum)
 
 
 if __name__ == "__main__":

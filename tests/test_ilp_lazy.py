@@ -82,7 +82,7 @@ def test_every_probe_is_a_trial_one_tensor_off_the_reference_that_a_solution_ask
 
     def recording(*args):
         found = propose(*args)
-        layout = args[2]
+        layout = args[0].layout
         asked.update((i, j) for c, _ in found for i, j in enumerate(layout.chosen(c)))
         return found
 

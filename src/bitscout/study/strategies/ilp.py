@@ -18,6 +18,7 @@ The study attribute `ilp_fit` holds the surrogate's honesty: R² and the largest
 predicted against the measured objective over the solutions evaluated."""
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -94,16 +95,13 @@ class Ilp(Strategy):
     def run(self, ctx: SearchContext) -> None:
         with ctx.store.writing():
             scorer = Scorer(ctx)
-            layout = Layout(groups_of(ctx.space))
-            ref = reference(ctx.space)
-            scorer.score([ref], 0)
-            if not scorer.measured:
+            basis = start(ctx, scorer)
+            if basis is None:
                 ctx.notify("ilp: the reference candidate failed; nothing to fit")
                 return
-            static = static_models(ctx, layout, ref)
             step = 1 + max((t.user_attrs.get(STEP, 0) for t in ctx.store.ended()), default=0)
             while scorer.left > 0 and not ctx.timed_out():
-                found, role = next_round(ctx, scorer, layout, ref, static, step)
+                found, role = next_round(basis, step)
                 if not found:
                     if scorer.left > 0:
                         ctx.notify("ilp: no candidate left that the constraints allow")
@@ -129,43 +127,51 @@ def reference(space: SearchSpace) -> Config:
     return {d.name: descending(d)[0] if is_width(d) else d.choices[0] for d in space.dimensions}
 
 
-def next_round(
-    ctx: SearchContext,
-    scorer: Scorer,
-    layout: Layout,
-    ref: Config,
-    static: Mapping[str, Linear],
-    step: int,
-) -> tuple[list[tuple[Config, list[float]]], str]:
+@dataclass(frozen=True)
+class Basis:
+    """What every solve of an `ilp` search works from: the search, what it has measured, the
+    one-hot layout of its choices, the reference candidate and the exact static metrics."""
+
+    ctx: SearchContext
+    scorer: Scorer
+    layout: Layout
+    ref: Config
+    static: Mapping[str, Linear]
+
+
+def start(ctx: SearchContext, scorer: Scorer) -> Basis | None:
+    """The reference evaluated first (a trial, or an evaluation of a warm start); None when
+    it failed, leaving nothing to fit around."""
+    layout = Layout(groups_of(ctx.space))
+    ref = reference(ctx.space)
+    scorer.score([ref], 0)
+    if not scorer.measured:
+        return None
+    return Basis(ctx, scorer, layout, ref, static_models(ctx, layout, ref))
+
+
+def next_round(b: Basis, step: int) -> tuple[list[tuple[Config, list[float]]], str]:
     """The round's solutions and their role: "local" ones near a stalled best while its
     region has candidates left, "solution"s of the whole space otherwise."""
-    centre = stalled(ctx, scorer)
-    if centre is not None and (found := settle(ctx, scorer, layout, ref, static, step, BATCH,
-                                               centre)):  # fmt: skip
+    centre = stalled(b.ctx, b.scorer)
+    if centre is not None and (found := settle(b, step, BATCH, centre)):
         return found, "local"
-    return settle(ctx, scorer, layout, ref, static, step, BATCH), "solution"
+    return settle(b, step, BATCH), "solution"
 
 
 def settle(
-    ctx: SearchContext,
-    scorer: Scorer,
-    layout: Layout,
-    ref: Config,
-    static: Mapping[str, Linear],
-    step: int,
-    most: int,
-    centre: Config | None = None,
+    b: Basis, step: int, most: int, centre: Config | None = None
 ) -> list[tuple[Config, list[float]]]:
     """Lazy probing: the `most` best predicted candidates, once every option they choose has
     been measured. Until then each round probes one option they ask for (`ref` with that
     tensor changed) and solves again: an option none of them asks for is never probed. One
     probe a round, whatever the budget left, so a resumed search asks what it would have."""
-    while scorer.left > 0:
-        found = propose(ctx, scorer, layout, ref, static, step, most, centre)
-        probe = unprobed(scorer, layout, ref, [c for c, _ in found])
+    while b.scorer.left > 0:
+        found = propose(b, step, most, centre)
+        probe = unprobed(b.scorer, b.layout, b.ref, [c for c, _ in found])
         if probe is None:
             return found
-        scorer.score([probe], 0)
+        b.scorer.score([probe], 0)
     return []
 
 
@@ -297,17 +303,11 @@ def _bound(model: Linear, op: str, bound: float) -> Bound:
 
 
 def propose(
-    ctx: SearchContext,
-    scorer: Scorer,
-    layout: Layout,
-    ref: Config,
-    static: Mapping[str, Linear],
-    step: int,
-    k: int,
-    centre: Config | None = None,
+    b: Basis, step: int, k: int, centre: Config | None = None
 ) -> list[tuple[Config, list[float]]]:
     """Up to `k` best predicted candidates not yet measured (within the region around
     `centre`, if one is given), with their predicted values."""
+    ctx, scorer, layout, ref, static = b.ctx, b.scorer, b.layout, b.ref, b.static
     names = [n for n in modelled(ctx.objective) if n not in static]
     fits = fit(scorer, layout, ctx.objective, names)
     mean = {**static, **{n: f.mean for n, f in fits.items()}}
@@ -358,14 +358,11 @@ def warm_start(ctx: SearchContext, limit: int) -> list[Config]:
     of them: what an `ilp` search's first round evaluates first."""
     scorer = Scorer(ctx, recorded=False)
     scorer.left = 1 + probe_count(ctx.space)
-    layout = Layout(groups_of(ctx.space))
-    ref = reference(ctx.space)
-    scorer.score([ref], 0)
-    if not scorer.measured:
+    basis = start(ctx, scorer)
+    if basis is None:
         return []
-    static = static_models(ctx, layout, ref)
-    settle(ctx, scorer, layout, ref, static, 1, BATCH)  # probes as an `ilp` search's
-    found = [c for c, _ in propose(ctx, scorer, layout, ref, static, 1, min(limit, WARM))]
+    settle(basis, 1, BATCH)  # probes as an `ilp` search's
+    found = [c for c, _ in propose(basis, 1, min(limit, WARM))]
     ctx.notify(f"warm start: {scorer.evaluated} ilp probes evaluated (not trials), "
                f"{len(found)} predicted best candidates queued")  # fmt: skip
     return found

@@ -17,7 +17,7 @@ on the second, swept over its predicted range.
 The study attribute `ilp_fit` holds the surrogate's honesty: R² and the largest miss of the
 predicted against the measured objective over the solutions evaluated."""
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -179,7 +179,7 @@ def unprobed(
     scorer: Scorer, layout: Layout, ref: Config, configs: Sequence[Config]
 ) -> Config | None:
     """`ref` with one group at the first option of `configs` that no evaluated config has."""
-    tried = {(i, j) for key in scorer.known for i, j in enumerate(layout.chosen(dict(key)))}
+    tried = _options(layout, map(dict, scorer.known))
     for config in configs:
         for i, j in enumerate(layout.chosen(config)):
             if (i, j) not in tried:
@@ -190,13 +190,16 @@ def unprobed(
 def failed_options(scorer: Scorer, layout: Layout) -> Bound | None:
     """A bound that rules out every option tried only in configs that failed to evaluate:
     the fit knows nothing of them, and would predict them as well as the best."""
-    ran = {(i, j) for c, _ in scorer.measured.values() for i, j in enumerate(layout.chosen(c))}
+    ran = _options(layout, (c for c, _ in scorer.measured.values()))
     coef = np.zeros(layout.n)
-    for key in scorer.known:
-        for i, j in enumerate(layout.chosen(dict(key))):
-            if (i, j) not in ran:
-                coef[layout.x_at[i] + j] = 1.0
+    for i, j in _options(layout, map(dict, scorer.known)) - ran:
+        coef[layout.x_at[i] + j] = 1.0
     return Bound(Linear(0.0, coef), hi=0.0) if coef.any() else None
+
+
+def _options(layout: Layout, configs: Iterable[Mapping[str, Choice]]) -> set[tuple[int, int]]:
+    """(group, option) of each group of each of `configs`."""
+    return {(i, j) for c in configs for i, j in enumerate(layout.chosen(c))}
 
 
 def stalled(ctx: SearchContext, scorer: Scorer) -> Config | None:

@@ -55,6 +55,8 @@ PARITY = [
     ("warm_start", "warm_start", "tpe"),
     ("warm_start", "warm_start", "ilpp"),
     ("chunked", "chunked", "yes"),
+    ("sensitivity", "sensitivity", 3),
+    ("sensitivity", "sensitivity", ""),
     ("latency_repeats", "latency_repeats", 0),
     ("latency_warmup", "latency_warmup", -1),
     ("latency_budget_s", "latency_budget_s", -0.5),

@@ -84,6 +84,7 @@ def search(
     timeout: float | None = None,
     order: str = "index",
     warm_start: str | None = None,
+    sensitivity: str | Path | None = None,
     chunked: bool | None = None,
     metrics: Mapping[str, Any] | None = None,
     loss_fn: LossFn | None = None,
@@ -143,6 +144,10 @@ def search(
         order: the brute force's order: `"index"`, `"reversed"` or `"shuffled"` (seeded).
         warm_start: `"greedy"`: a sampler's first trials are a greedy walk's path; `"ilp"`:
             the ILP's first solutions, after its probes.
+        sensitivity: with `"ilp"` (strategy or warm start), a `sensitivity_joint.json` of
+            `bitscout.sensitivity(..., joint=True)` or its folder: its probes are not
+            evaluated again; refused when it measured another model, data, space or metric
+            code. None: `out`'s own, when it holds one of the same measurement.
         chunked: the brute force records one trial per chunk of candidates (None: above
             100,000 candidates).
         metrics: your own metrics, `{"name": fn}`, `{"name": (fn, "minimize")}` or
@@ -197,7 +202,7 @@ def search(
         raise ConfigError("model", "must be a torch.nn.Module", type(model).__name__)
     values = {"trials": trials, "seed": seed, "timeout": timeout, "n_jobs": n_jobs,
               "n_jobs_limit": n_jobs_limit, "order": order, "warm_start": warm_start,
-              "chunked": chunked, "latency_repeats": latency_repeats,
+              "sensitivity": sensitivity, "chunked": chunked, "latency_repeats": latency_repeats,
               "latency_warmup": latency_warmup, "latency_budget_s": latency_budget_s,
               "latency_shared": latency_shared, "audit_rate": audit_rate, "train": train,
               "fidelity": fidelity}  # fmt: skip

@@ -22,6 +22,13 @@ from torch import nn
 
 from bitscout._core.files import output_dir
 from bitscout._core.validate import SEED_MAX
+from bitscout.analysis.sensitivity_joint import FILE as JOINT_FILE
+from bitscout.analysis.sensitivity_joint import (
+    check_joint,
+    joint_metrics,
+    measure_joint,
+    write_joint,
+)
 from bitscout.data.containers import MAX_BYTES, EvalData, prepare
 from bitscout.errors import ConfigError
 from bitscout.evaluate.evaluator import Evaluator, LossFn
@@ -194,19 +201,27 @@ def measure(
     loss_fn: LossFn | None = None,
     hessian_samples: int = 0,
     seed: int = 0,
+    joint: bool = False,
     say: Say = lambda message: None,
-) -> SensitivityResult:
+) -> tuple[SensitivityResult, dict[str, Any] | None]:
     """The work behind `sensitivity` and `bitscout sensitivity`: probes, Hessian traces and the
-    ranking of layers, nothing written."""
+    ranking of layers, and with `joint` the ILP's probes (sensitivity_joint.json's content),
+    nothing written."""
     start = time.perf_counter()
     extra = dict(extra or {})
     wanted = metric_names(data, names, extra, loss_fn)
-    evaluator = Evaluator(model, space, data, wanted, extra=extra, loss_fn=loss_fn)
+    scored = joint_metrics(wanted) if joint else wanted
+    evaluator = Evaluator(model, space, data, scored, extra=extra, loss_fn=loss_fn)
     timing = [m for m in evaluator.metrics if evaluator.get(m).kind == "timing"]
     if timing:
         raise ConfigError("metrics", "latency is not measured per probe", timing[0])
     say(f"probing {len(probes(space))} choices one at a time on {data.rows} rows")
     table, base = run_probes(evaluator, space, say)
+    # the usual outputs keep their metrics: the joint probes' others stay in their file
+    kept = [evaluator.get(m).name for m in wanted]
+    table = table.drop(columns=[m for m in evaluator.metrics if m not in kept])
+    base = {m: base[m] for m in kept}
+    found = measure_joint(evaluator, space, say) if joint else None
     traces: dict[str, HessianTrace] = {}
     if hessian_samples:
         clock = time.perf_counter()
@@ -214,9 +229,9 @@ def measure(
                                 loss_fn)  # fmt: skip
         say(f"Hessian traces of {len(traces)} layers from {hessian_samples} samples in "
             f"{time.perf_counter() - clock:.2f} s")  # fmt: skip
-    units = {m: evaluator.get(m).unit for m in evaluator.metrics}
+    units = {m: evaluator.get(m).unit for m in kept}
     return SensitivityResult(table, ranking(table, traces), base, units, data.rows,
-                             hessian_samples, seed, time.perf_counter() - start)  # fmt: skip
+                             hessian_samples, seed, time.perf_counter() - start), found  # fmt: skip
 
 
 def check_int(value: object, name: str, lo: int, hi: int) -> int:
@@ -245,6 +260,7 @@ def sensitivity(
     metrics: Sequence[str] | Mapping[str, Any] | None = None,
     hessian_samples: int = 0,
     seed: int = 0,
+    joint: bool = False,
     out: str | Path | None = None,
     loss_fn: LossFn | None = None,
     device: str | torch.device = "cpu",
@@ -264,6 +280,10 @@ def sensitivity(
         hessian_samples: > 0 adds each layer's Hutchinson estimate of the Hessian trace of the
             loss from that many Rademacher samples (an integer in `0..10**6`; default 0: none).
         seed: seeds the Hessian samples (an integer in `0..2**32-1`).
+        joint: also measure the `ilp` strategy's probes (its reference candidate, and the
+            reference with one tensor's joint choice of its fields changed) on every metric
+            a search reports, into `out`'s sensitivity_joint.json, which an `ilp` search of
+            the same model, data and space reuses instead of evaluating them (needs `out`).
         out: a directory for sensitivity.csv, sensitivity_ranking.csv, sensitivity.json,
             sensitivity.png and report.md; None writes nothing.
         loss_fn: replaces cross-entropy, as in `search`.
@@ -273,7 +293,8 @@ def sensitivity(
         quiet: print nothing, even with `show`.
 
     Returns:
-        A SensitivityResult: `.table` (one row per probe), `.ranking`, `.float_metrics`.
+        A SensitivityResult: `.table` (one row per probe), `.ranking`, `.float_metrics`
+        (the joint probes are in `out`'s sensitivity_joint.json only).
 
     Raises:
         ConfigError: a bad argument, space or metric.
@@ -283,15 +304,25 @@ def sensitivity(
     names, extra = _metric_args(metrics)
     check_int(hessian_samples, "hessian_samples", 0, 10**6)
     check_int(seed, "seed", 0, SEED_MAX)
+    if not isinstance(joint, bool):
+        raise ConfigError("joint", "must be True or False", joint)
+    if joint and out is None:
+        raise ConfigError("joint", "needs out=: its probes go to out's " + JOINT_FILE, True)
     dtype = floating_dtype(model)
     where = None if out is None else output_dir(out, "out")  # before the work
     held = prepare(data, dtype=dtype, device=device, max_bytes=max_data_bytes)
     found = space if isinstance(space, SearchSpace) else read_space(space, model)
+    if joint:
+        check_joint(found, "joint")
     model = copy_model(model).eval()  # the caller's model keeps even its training flag
     console = Console(quiet=True) if quiet else Console() if show else log_console()
     say = lambda message: console.print(message, highlight=False)  # noqa: E731
-    result = measure(model, held, found, names=names, extra=extra, loss_fn=loss_fn,
-                     hessian_samples=hessian_samples, seed=seed, say=say)  # fmt: skip
+    result, probed = measure(model, held, found, names=names, extra=extra, loss_fn=loss_fn,
+                             hessian_samples=hessian_samples, seed=seed, joint=joint,
+                             say=say)  # fmt: skip
     if where is not None:
-        result.out = write_outputs(result, where, "bitscout.sensitivity(...) in Python")
+        command = "bitscout.sensitivity(...) in Python"
+        result.out = write_outputs(result, where, command)
+        if probed is not None:
+            write_joint(probed, where, command)
     return result

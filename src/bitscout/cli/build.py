@@ -75,7 +75,7 @@ def check_search(cfg: Config, overrides: Overrides) -> StrategySettings:
     # `--strategy greedy` would otherwise run a config's fidelity ladder without climbing it,
     # and `--strategy tpe` ignore a brute force's `order`
     check_training(settings, f"{KEY}.fidelity", f"{KEY}.eval_mode")
-    fields = {f: getattr(settings, f) for f in ("order", "warm_start", "chunked")}
+    fields = {f: getattr(settings, f) for f in ("order", "warm_start", "chunked", "sensitivity")}
     check_strategy_fields(settings.name, fields, toml_key)
     return settings
 

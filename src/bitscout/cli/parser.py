@@ -206,4 +206,8 @@ def _add_sensitivity(sub: Subparsers) -> None:
     sens.add_argument(
         "--config", dest="run_config", metavar="CONFIG", help="a run's config, if its path moved"
     )
+    sens.add_argument(
+        "--joint", action="store_true",
+        help="also measure the ilp strategy's probes into sensitivity_joint.json, for reuse",
+    )  # fmt: skip
     sens.set_defaults(func="sensitivity")

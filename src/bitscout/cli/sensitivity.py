@@ -16,6 +16,7 @@ from torch import nn
 from bitscout._core.files import output_dir
 from bitscout._core.validate import SEED_MAX, check_keys
 from bitscout.analysis.sensitivity import check_int, measure
+from bitscout.analysis.sensitivity_joint import check_joint, write_joint
 from bitscout.cli.build import Overrides, check_search, float_model, load_data, make_model
 from bitscout.cli.common import console
 from bitscout.cli.config import Config, load_config
@@ -107,13 +108,17 @@ def command_line(target: str, flags: Mapping[str, Any]) -> str:
     """The command as typed (flags left at their defaults are left out)."""
     words = ["bitscout", "sensitivity", target]
     for flag, value in flags.items():
-        words += [flag, str(value)] if value is not None else []
+        if value is True:  # a switch
+            words.append(flag)
+        elif value is not None and value is not False:
+            words += [flag, str(value)]
     return shlex.join(words)
 
 
 def run_command(target: str, flags: Mapping[str, Any], console: Console) -> SensitivityResult:
     """`bitscout sensitivity CONFIG|RUN_DIR`: measure, write the files, show the ranking.
-    `flags`: `--load`, `--out`, `--hessian`, `--seed`, `--config`, as given (None: absent)."""
+    `flags`: `--load`, `--out`, `--hessian`, `--seed`, `--config`, as given (None: absent),
+    and `--joint` (True: the ILP's probes into sensitivity_joint.json too)."""
     hessian = check_int(flags.get("--hessian") or 0, "--hessian", 0, 10**6)
     seed = flags.get("--seed")
     if seed is not None:  # refused before any training or loading
@@ -127,19 +132,26 @@ def run_command(target: str, flags: Mapping[str, Any], console: Console) -> Sens
             raise ConfigError("--config", "is for a run directory, not a config file")
         inputs = from_config(path, flags.get("--load"), flags.get("--out"), console)
     seed = inputs.seed if seed is None else seed  # the config's seed is checked already
+    joint = bool(flags.get("--joint"))
+    if joint:
+        check_joint(inputs.space, "--joint")
     say = lambda message: console.print(message, highlight=False)  # noqa: E731
-    result = measure(inputs.model, prepare(inputs.data), inputs.space, names=inputs.names,
-                     hessian_samples=hessian, seed=seed, say=say)  # fmt: skip
+    result, probed = measure(inputs.model, prepare(inputs.data), inputs.space,
+                             names=inputs.names, hessian_samples=hessian, seed=seed,
+                             joint=joint, say=say)  # fmt: skip
     result.details = inputs.details
-    result.out = write_outputs(result, inputs.out, command_line(target, flags))
+    command = command_line(target, flags)
+    result.out = write_outputs(result, inputs.out, command)
+    files = [CSV, RANKING, PNG, JSON, "report.md"]
+    if probed is not None:
+        files.append(write_joint(probed, inputs.out, command).name)
     console.print(console_table(result))
-    console.print(f"outputs in {result.out}: {CSV}, {RANKING}, {PNG}, {JSON}, report.md",
-                  highlight=False)  # fmt: skip
+    console.print(f"outputs in {result.out}: {', '.join(files)}", highlight=False)
     return result
 
 
 def cmd_sensitivity(args: argparse.Namespace) -> int:
     flags = {"--load": args.load, "--out": args.out, "--hessian": args.hessian,
-             "--seed": args.seed, "--config": args.run_config}  # fmt: skip
+             "--seed": args.seed, "--config": args.run_config, "--joint": args.joint}  # fmt: skip
     run_command(args.config, flags, console)
     return 0

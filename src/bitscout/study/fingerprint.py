@@ -20,6 +20,7 @@ from bitscout.evaluate.metrics import METRICS, Metric
 from bitscout.study.store.storage import DATA_KEY
 
 if TYPE_CHECKING:
+    from bitscout.quant.space import SearchSpace
     from bitscout.study.run import Job
 
 PLAIN = (int, float, str, bool, type(None))
@@ -41,9 +42,9 @@ def fingerprint(job: "Job", measured: Sequence[str]) -> dict[str, Any]:
         # workers sharing a study walk the same order and record the same way
         "order": [s.order, s.shuffle_seed if s.order != "index" else None] if brute else None,
         "chunked": bool(s.chunked),
-        "space": space_fields(job),
+        "space": space_fields(job.space),
         "loss_fn": None if job.loss_fn is None else code_digest(job.loss_fn),
-        "metrics": {m.name: metric_digest(m) for m in _users(job.metrics, measured)},
+        "metrics": {m.name: metric_digest(m) for m in users(job.metrics, measured)},
         "model_code": model_code(job.model),
         "train": _training(job),
     }
@@ -61,12 +62,12 @@ def _training(job: "Job") -> dict[str, Any] | None:
     return {**dataclasses.asdict(s.train), "data": rows, "fidelity": ladder}
 
 
-def space_fields(job: "Job") -> dict[str, Any]:
+def space_fields(space: "SearchSpace") -> dict[str, Any]:
     """Every field of every layer key, one-choice fields included (they change what is
     measured as much as the searched ones), and how layers are matched to keys."""
-    fields = {f"{key}.{name}": choices for key, t in job.space.fields.items()
+    fields = {f"{key}.{name}": choices for key, t in space.fields.items()
               for name, choices in t.items()}  # fmt: skip
-    return {"by": job.space.by, **{k: _listed(v) for k, v in fields.items()}}
+    return {"by": space.by, **{k: _listed(v) for k, v in fields.items()}}
 
 
 def _listed(choices: Any) -> Any:
@@ -75,7 +76,7 @@ def _listed(choices: Any) -> Any:
     return list(choices)
 
 
-def _users(extra: Mapping[str, Metric], measured: Sequence[str]) -> Iterable[Metric]:
+def users(extra: Mapping[str, Metric], measured: Sequence[str]) -> Iterable[Metric]:
     """The metrics whose code is the user's: given to this search, or registered by name
     (bitscout's own are the same code for the same bitscout)."""
     for name in measured:

@@ -218,7 +218,8 @@ class Tally:
 
 
 def _strategy(job: Job, store: Store, evaluator: Evaluator, console: Console) -> Any:
-    ctx = SearchContext(job.space, evaluator, job.settings.objective, job.settings, store)
+    ctx = SearchContext(job.space, evaluator, job.settings.objective, job.settings, store,
+                        out=job.out)  # fmt: skip
     ctx.notify = lambda message: console.print(message, highlight=False)
     return ctx
 

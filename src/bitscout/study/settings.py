@@ -60,6 +60,7 @@ class StrategySettings:
     warm_start: str | None = None  # optuna: queue this strategy's trajectory first
     order_seed: int | None = None  # the shuffle's seed when not `seed` (extra workers)
     chunked: bool | None = None  # bruteforce: one trial per chunk (None: by the space's size)
+    sensitivity: str | None = None  # ilp: a joint sensitivity result to reuse (None: the run's)
     # optuna: the user's own sampler, used as given (`sampler` holds its class name)
     sampler_object: "BaseSampler | None" = None
     # quantization-aware training of every candidate (None: post-training quantization), its
@@ -104,13 +105,16 @@ def check_n_jobs(n_jobs: int, key: str, limit: int | None = None) -> int:
 
 
 def check_strategy_fields(name: str, values: Mapping[str, Any], key: Keyer) -> None:
-    """`order` and `chunked` belong to the brute force, `warm_start` to Optuna's samplers."""
+    """`order` and `chunked` belong to the brute force, `warm_start` to Optuna's samplers,
+    `sensitivity` to what runs the ILP's probes."""
     brute, optuna = "applies to the bruteforce strategy only", "applies to Optuna's samplers only"
     order, warm, chunked = values["order"], values["warm_start"], values["chunked"]
+    sens, ilp = values["sensitivity"], 'applies to strategy "ilp" and warm_start = "ilp" only'
     for field, value, fits, rule in (
         ("order", order, order == "index" or name == "bruteforce", brute),
         ("warm_start", warm, warm is None or name == "optuna", optuna),
         ("chunked", chunked, not chunked or name == "bruteforce", brute),
+        ("sensitivity", sens, sens is None or name == "ilp" or warm == "ilp", ilp),
     ):
         if not fits:
             raise ConfigError(key(field), rule, value)
@@ -123,8 +127,9 @@ def build_settings(
     given = {name: values.get(name, param.default) for name, param in BY_PYTHON.items()}
     name, sampler = strategy_pair(given["strategy"], values.get("sampler"), key("sampler"))
     check_strategy_fields(name, given, key)
-    fields = ("timeout", "seed", "order", "warm_start", "chunked", "latency_repeats",
-              "latency_warmup", "latency_budget_s", "latency_shared", "audit_rate")  # fmt: skip
+    fields = ("timeout", "seed", "order", "warm_start", "chunked", "sensitivity",
+              "latency_repeats", "latency_warmup", "latency_budget_s", "latency_shared",
+              "audit_rate")  # fmt: skip
     return StrategySettings(
         name=name,
         sampler=sampler,

@@ -102,6 +102,13 @@ def path(value: Any) -> Any:
     return value
 
 
+def result_path(value: Any) -> str:
+    """A sensitivity result: its file or the directory holding it."""
+    if not isinstance(value, str | os.PathLike) or not str(value):
+        raise Refused("must be a path (a str or a Path): sensitivity_joint.json or its folder")
+    return str(value)
+
+
 def kind(test: Callable[[Any], bool], rule: str) -> Check:
     """A value `test` accepts, as it is (what it holds is checked where it is read)."""
 
@@ -167,6 +174,8 @@ PARAMS: tuple[Param, ...] = (
     Param("order", "order", choice("value", ORDERS), "index"),
     Param("warm_start", "warm_start", optional(choice("value", WARM_STARTS)), None),
     Param("chunked", "chunked", optional(boolean), None),
+    # ilp (and warm_start = "ilp"): a joint sensitivity result whose probes are not evaluated again
+    Param("sensitivity", "sensitivity", optional(result_path), None),
     Param(None, "num_samples", optional(integer(1)), None),
     Param("latency_repeats", "latency_repeats", integer(1), 5),
     Param("latency_warmup", "latency_warmup", integer(0), 1),

@@ -6,6 +6,7 @@ import traceback
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import optuna
 
@@ -31,6 +32,7 @@ class SearchContext:
     on_trial: TrialHook = lambda number, config, result: None
     notify: Callable[[str], None] = lambda message: None  # one line for the user
     started: float = field(default_factory=time.perf_counter)
+    out: Path | None = None  # the run directory, where a strategy may find earlier results
 
     def score(self, config: Mapping[str, Choice]) -> Result:
         """Evaluate `config` (or reuse its cached metrics) and apply the objective. A candidate

@@ -47,6 +47,7 @@ from bitscout.study.strategies.ilp_model import (
 
 PREDICTED = "ilp_predicted"  # trial attr: the objective value(s) the model predicted
 ROLE = "ilp_role"  # trial attr: "solution", or "local" near a stalled best (probes: step 0)
+REUSED = "ilp_reused"  # trial attr: true when a sensitivity result gave its metrics
 FIT_ATTR = "ilp_fit"  # study attr: R², the largest miss and how many solutions they cover
 BATCH = 4  # solutions evaluated between two fits
 SWEEP = 8  # budget levels of a Pareto search's second objective
@@ -63,6 +64,7 @@ class Scorer(Walk):
         self.measured = {_key(t.params): (dict(t.params), dict(t.metrics))
                          for t in ctx.store.ended() if t.metrics}  # fmt: skip
         self.tags: dict[tuple, dict[str, Any]] = {}
+        self.reused: set = set()  # evaluator keys whose metrics a sensitivity result gave
         # every evaluated config and its merit, in trial order (a resumed search's too)
         self.history = [(_key(t.params), _stored_merit(ctx.objective, t), t.user_attrs.get(STEP, 0))
                         for t in sorted(ctx.store.ended(), key=lambda t: t.number)]  # fmt: skip
@@ -74,6 +76,8 @@ class Scorer(Walk):
         if not self.recorded:
             return -1
         attrs = {STEP: step, **self.tags.get(_key(config), {})}
+        if self.ctx.evaluator.key(config) in self.reused:
+            attrs[REUSED] = True
         number = self.ctx.store.record(config, result, attrs)
         self.ctx.on_trial(number, config, result)
         return number
@@ -142,6 +146,9 @@ class Basis:
 def start(ctx: SearchContext, scorer: Scorer) -> Basis | None:
     """The reference evaluated first (a trial, or an evaluation of a warm start); None when
     it failed, leaving nothing to fit around."""
+    from bitscout.study.strategies.ilp_reuse import reuse  # it builds on this module
+
+    scorer.reused = reuse(ctx)  # cached in the evaluator: scored below without evaluating
     layout = Layout(groups_of(ctx.space))
     ref = reference(ctx.space)
     scorer.score([ref], 0)

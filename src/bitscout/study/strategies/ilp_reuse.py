@@ -226,5 +226,6 @@ def reuse(ctx: SearchContext) -> set:
         ctx.notify(f"ilp: {path} not reused: {problem}")
         return set()
     added = prime(ctx.evaluator, matched(joint, ctx.space))
-    ctx.notify(f"ilp: {len(joint.probes)} probes of {path} reused: none is evaluated again")
+    # a resumed search's own trials already hold some: those are not counted as reused
+    ctx.notify(f"ilp: {len(added)} probes of {path} reused: none is evaluated again")
     return added

@@ -289,8 +289,11 @@ def run_job(job: Job, console: Console, verbosity: Verbosity = "normal") -> Fini
         join(procs, console)
     except BaseException:
         if table is not None:  # keep what finished; an error writing it must not hide this one
-            with contextlib.suppress(OSError):
-                write_outputs(job, store, table, Tally(before, own.count, start), evaluator)
+            try:
+                with contextlib.suppress(OSError):
+                    write_outputs(job, store, table, Tally(before, own.count, start), evaluator)
+            finally:
+                table.close()
         raise
     evaluator.check_intact()  # a candidate's model or a metric may edit the data in place
     tally = Tally(before, own.count, start)

@@ -231,6 +231,11 @@ class Store(ABC):
     def trials(self, states: Container[State] | None = None) -> list[TrialRecord]:
         """Every trial (or those in `states`), by number, as the store has them now."""
 
+    def trials_from(self, number: int) -> list[TrialRecord]:
+        """The trials numbered `number` and above, by number: what a reader that has read the
+        trials below `number` before has not seen yet."""
+        return [t for t in self.trials() if t.number >= number]
+
     @abstractmethod
     def fail_stale(self) -> list[TrialRecord]:
         """Runs before a worker looks for work: records the RUNNING trials whose worker is

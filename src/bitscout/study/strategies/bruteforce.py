@@ -78,26 +78,34 @@ class Survey:
 
 
 class Surveyor:
-    """Reads the study; finished trials never change, so each is indexed once."""
+    """Reads the study; finished trials never change, so each is read and indexed once: a
+    survey reads the trials new since the last one, and those it left running or waiting."""
 
     def __init__(self, ctx: SearchContext) -> None:
         self.ctx = ctx
-        self.finished: set[int] = set()
+        self.read = 0  # trials numbered below this were read
+        self.unsettled: list[int] = []  # and of those, the ones running or waiting then
         self.done = Bitset(ctx.space.size)
         self.complete = 0
         self.by_claim: Counter[int] = Counter()
 
     def __call__(self) -> Survey:
+        store = self.ctx.store
+        again = [store.trial(number) for number in self.unsettled]
+        new = store.trials_from(self.read)
+        self.read += len(new)
+        self.unsettled = []
         held: dict[int, list[TrialRecord]] = {}
         others = False
-        for t in self.ctx.store.trials():
+        for t in (*again, *new):
+            if t.state not in ("running", "waiting"):
+                self._index(t)
+                continue
+            self.unsettled.append(t.number)
             if t.state == "running":
                 if CHUNK in t.user_attrs:
                     held.setdefault(t.user_attrs[CHUNK], []).append(t)
                 others = others or t.user_attrs.get(WORKER) != worker_id()
-            elif t.state != "waiting" and t.number not in self.finished:
-                self.finished.add(t.number)
-                self._index(t)
         return Survey(self.done, self.complete, held, others, self.by_claim)
 
     def _index(self, t: TrialRecord) -> None:

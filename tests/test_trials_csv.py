@@ -133,3 +133,44 @@ def test_a_trial_another_worker_finished_is_added(tmp_path: Path) -> None:
     frame = trials_module.trials_frame(source, table.space, table.objective, ["accuracy"])
     table.finish(frame)
     assert pd.read_csv(tmp_path / "trials.csv")["number"].tolist() == [0, 1]
+
+
+def test_each_appended_row_is_in_the_file_at_once_and_a_rewrite_starts_a_new_file(
+    tmp_path: Path,
+) -> None:
+    source = Source()
+    source.rows = source.rows[:1]
+    path = tmp_path / "trials.csv"
+    table = _table(path, source)
+    table.rewrite()
+    source.rows.append(source._row(1, "complete"))
+    table.append(1)  # the file stays open for the next row: a reader sees this one already
+    assert pd.read_csv(path)["number"].tolist() == [0, 1]
+    source.rows.append(source._row(2, "complete"))
+    table.rewrite()  # atomically replaced: later rows go to the new file, not the old one
+    source.rows.append(source._row(3, "complete"))
+    table.append(3)
+    assert pd.read_csv(path)["number"].tolist() == [0, 1, 2, 3]
+    table.finish()
+    assert table._appending is None  # closed when the search ends
+
+
+def test_a_failing_search_closes_trials_csv_with_its_rows(
+    model: nn.Module, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opened: list[Any] = []
+    original = TrialsCsv.append
+
+    def append(self: TrialsCsv, number: int) -> None:
+        original(self, number)
+        if self._appending is not None:
+            opened.append(self._appending[0])
+        if number == 3:
+            raise KeyboardInterrupt  # the user stops the search after its fourth trial
+
+    monkeypatch.setattr(TrialsCsv, "append", append)
+    with pytest.raises(KeyboardInterrupt):
+        bitscout.search(model, _data(), SPACE, strategy="random", trials=10, seed=0,
+                        out=tmp_path / "run", quiet=True)  # fmt: skip
+    assert opened and all(f.closed for f in opened)
+    assert pd.read_csv(tmp_path / "run" / "trials.csv")["number"].tolist()[:4] == [0, 1, 2, 3]

@@ -289,11 +289,8 @@ def run_job(job: Job, console: Console, verbosity: Verbosity = "normal") -> Fini
         join(procs, console)
     except BaseException:
         if table is not None:  # keep what finished; an error writing it must not hide this one
-            try:
-                with contextlib.suppress(OSError):
-                    write_outputs(job, store, table, Tally(before, own.count, start), evaluator)
-            finally:
-                table.close()
+            with contextlib.suppress(OSError), contextlib.closing(table):
+                write_outputs(job, store, table, Tally(before, own.count, start), evaluator)
         raise
     evaluator.check_intact()  # a candidate's model or a metric may edit the data in place
     tally = Tally(before, own.count, start)

@@ -7,10 +7,11 @@ read it as a `TrialSource` (a pandas DataFrame and decoded chunks). `OptunaStore
 into Optuna's internals.
 """
 
+import bisect
 import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Container, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -162,6 +163,29 @@ def row_of(trial: TrialRecord) -> dict[str, Any]:
     }
 
 
+@dataclass
+class Ended:
+    """The trials that ran to an end, each read once: a finished trial never changes, so a
+    read starts at the first trial not known to be finished."""
+
+    upto: int = 0  # the trials numbered below this are finished and read
+    later: set[int] = field(default_factory=set)  # finished trials read, numbered upto or more
+    trials: list[TrialRecord] = field(default_factory=list)  # those that ended, by number
+    count: int = 0  # `candidates(trials)`
+
+    def read(self, fresh: Iterable[TrialRecord]) -> None:
+        for t in fresh:
+            if t.state in ("running", "waiting") or t.number in self.later:
+                continue
+            self.later.add(t.number)
+            if has_ended(t):
+                bisect.insort(self.trials, t, key=lambda r: r.number)
+                self.count += candidates([t])
+        while self.upto in self.later:
+            self.later.remove(self.upto)
+            self.upto += 1
+
+
 class Store(ABC):
     """The record of one search, shared by every worker of it (processes, machines).
 
@@ -269,8 +293,8 @@ class Store(ABC):
     def study_attr(self, key: str, default: Any = None) -> Any: ...
 
     def ended(self) -> list[TrialRecord]:
-        """Trials that ran to an end (see `has_ended`): what n_trials counts."""
-        return [t for t in self.trials(("complete", "failed", "pruned")) if has_ended(t)]
+        """Trials that ran to an end (see `has_ended`), by number: what n_trials counts."""
+        return list(self._ended().trials)
 
     def done(self) -> list[TrialRecord]:
         """Complete trials that carry metrics, in the order they finished."""
@@ -279,7 +303,14 @@ class Store(ABC):
 
     def ended_count(self) -> int:
         """Candidates evaluated to an end (what n_trials counts)."""
-        return candidates(self.ended())
+        return self._ended().count
+
+    def _ended(self) -> "Ended":
+        """The ended trials, brought up to date: a sampler's search asks before each trial,
+        and reading every trial each time made a 1,000-trial search quadratic."""
+        ended = self.__dict__.setdefault("_ended_read", Ended())
+        ended.read(self.trials_from(ended.upto))
+        return ended
 
     def is_chunked(self) -> bool:
         return bool(self.study_attr(CHUNKED))

@@ -30,6 +30,12 @@ The Optuna internals used here, and why no public API serves (the other ones are
   `_replay_result._last_created_trial_id_by_this_process`: the id of the last trial of a
   batch of whole trials (`create_new_trials`, a brute-force batch in one append), which is
   how JournalStorage's own `create_new_trial` learns its trial's id.
+- `optuna.storages.journal._storage.json_to_distribution`, the name Optuna's journal replay
+  calls to make each trial's distributions from their JSON (a `json.loads` and a validation
+  each: 40 us a trial of 8 dimensions, 1.5% of a brute force's time): replaced by a cached
+  one, so the same JSON gives the same distribution object, as `compact.py`'s shared tables
+  did after the replay already (a distribution is never changed once made; readers get deep
+  copies). Optuna has no hook into its replay.
 - `optuna.storages.journal._file.get_lock_file` with `JournalFileBackend._lock` and
   `_file_path`: the append under Optuna's own lock, without its fsync;
   `JournalFileBackend._log_number_offset` (where each record read so far begins): a read
@@ -39,6 +45,7 @@ The Optuna internals used here, and why no public API serves (the other ones are
 """
 
 import copy
+import functools
 import json
 import os
 import threading
@@ -50,7 +57,7 @@ import optuna
 from optuna.distributions import BaseDistribution
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import BaseStorage, JournalStorage
-from optuna.storages.journal import BaseJournalBackend, JournalFileBackend
+from optuna.storages.journal import BaseJournalBackend, JournalFileBackend, _storage
 from optuna.storages.journal._file import get_lock_file
 from optuna.study._frozen import FrozenStudy
 from optuna.study._study_direction import StudyDirection
@@ -172,10 +179,19 @@ class _Held:
     calls: list[tuple[str, tuple]] = field(default_factory=list)  # JournalStorage's methods
 
 
+def _share_distributions() -> None:
+    """Every journal replay in this process makes one distribution per JSON text (a search
+    has a few dozen), not one per trial and parameter."""
+    if not hasattr(_storage.json_to_distribution, "cache_info"):
+        cached = functools.lru_cache(maxsize=4096)(_storage.json_to_distribution)
+        _storage.json_to_distribution = cached
+
+
 class DeferredWrites(BaseStorage):
     """`inner` with the writes to the trials this process asked for held until each ends."""
 
     def __init__(self, inner: JournalStorage) -> None:
+        _share_distributions()
         self.inner = inner
         self._lock = threading.RLock()
         self._held: dict[int, _Held] = {}

@@ -150,6 +150,20 @@ def test_a_search_reusing_the_result_evaluates_no_probe_again_and_ends_alike(mlp
     assert len(b) == TRIALS  # reused probes are trials: they count toward n_trials
 
 
+def test_a_search_reusing_the_result_resumed_among_its_probes_ends_as_an_uninterrupted_one(
+    mlp, joint, tmp_path, computed
+):
+    model, data = mlp
+    kw = {"objective": OBJECTIVE, "strategy": "ilp", "quiet": True, "sensitivity": joint / FILE}
+    bitscout.search(model, data, TABLE, trials=3, out=tmp_path / "r", **kw)  # stopped early
+    whole = bitscout.search(model, data, TABLE, trials=TRIALS, out=tmp_path / "r", **kw)
+    fresh = bitscout.search(model, data, TABLE, trials=TRIALS, **kw)
+    a, b = _trials(whole), _trials(fresh)
+    assert [t.params for t in a] == [t.params for t in b] and len(a) == TRIALS
+    assert [t.user_attrs.get(REUSED) for t in a] == [t.user_attrs.get(REUSED) for t in b]
+    assert set(map(_key, _expected_probes())).isdisjoint(computed)  # no probe, in any run
+
+
 def test_warm_start_ilp_reuses_the_probes_too(mlp, joint, computed):
     model, data = mlp
     result = bitscout.search(

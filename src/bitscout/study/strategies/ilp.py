@@ -198,15 +198,21 @@ def failed_options(scorer: Scorer, layout: Layout) -> Bound | None:
     """A bound that rules out every option tried only in configs that failed to evaluate:
     the fit knows nothing of them, and would predict them as well as the best."""
     ran = _options(layout, (c for c, _ in scorer.measured.values()))
-    coef = np.zeros(layout.n)
-    for i, j in _options(layout, map(dict, scorer.known)) - ran:
-        coef[layout.x_at[i] + j] = 1.0
+    coef = _indicator(layout, _options(layout, map(dict, scorer.known)) - ran)
     return Bound(Linear(0.0, coef), hi=0.0) if coef.any() else None
 
 
 def _options(layout: Layout, configs: Iterable[Mapping[str, Choice]]) -> set[tuple[int, int]]:
     """(group, option) of each group of each of `configs`."""
     return {(i, j) for c in configs for i, j in enumerate(layout.chosen(c))}
+
+
+def _indicator(layout: Layout, options: Iterable[tuple[int, int]]) -> np.ndarray:
+    """The coefficients that count how many of `options` (group, option) a candidate picks."""
+    coef = np.zeros(layout.n)
+    for i, j in options:
+        coef[layout.x_at[i] + j] = 1.0
+    return coef
 
 
 def stalled(ctx: SearchContext, scorer: Scorer) -> Config | None:
@@ -226,9 +232,7 @@ def stalled(ctx: SearchContext, scorer: Scorer) -> Config | None:
 
 def region(layout: Layout, centre: Config) -> Bound:
     """Candidates that differ from `centre` in at most RADIUS groups."""
-    coef = np.zeros(layout.n)
-    for i, j in enumerate(layout.chosen(centre)):
-        coef[layout.x_at[i] + j] = 1.0
+    coef = _indicator(layout, _options(layout, [centre]))
     return Bound(Linear(0.0, coef), lo=len(layout.groups) - RADIUS)
 
 

@@ -9,6 +9,7 @@ into Optuna's internals.
 
 import bisect
 import contextlib
+import functools
 from abc import ABC, abstractmethod
 from collections.abc import Container, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -308,9 +309,13 @@ class Store(ABC):
     def _ended(self) -> "Ended":
         """The ended trials, brought up to date: a sampler's search asks before each trial,
         and reading every trial each time made a 1,000-trial search quadratic."""
-        ended = self.__dict__.setdefault("_ended_read", Ended())
+        ended = self._ended_read
         ended.read(self.trials_from(ended.upto))
         return ended
+
+    @functools.cached_property
+    def _ended_read(self) -> Ended:
+        return Ended()
 
     def is_chunked(self) -> bool:
         return bool(self.study_attr(CHUNKED))

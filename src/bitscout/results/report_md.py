@@ -1,6 +1,7 @@
 """report.md and its pictures, from the ranked trials (tables first, then plots.py draws)."""
 
 import json
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from bitscout.objective import Objective, pareto_front
 from bitscout.results import plots
 from bitscout.results.conclude import Concluded, changes
 from bitscout.results.console import config_text
+from bitscout.results.forked import Picture, drawn
 from bitscout.results.outputs import row_config, write_best_toml, write_pareto_csv
 from bitscout.results.ranking import (
     best_so_far,
@@ -52,30 +54,40 @@ def draw(c: Concluded, run: Run, objective: Objective, plot_dir: Path) -> list[P
     """Every picture of one (re)scored run; returns the files written."""
     df, units, dims = c.scored, run.summary.get("metric_units", {}), run.dimensions
     changing, _ = varying(df, [m for m in units if m in df])
-    files = [plots.metrics_png(df, changing, units, plot_dir / "metrics.png")] if changing else []
+    pictures: list[Picture] = []
+    if changing:
+        pictures.append((plot_dir / "metrics.png", partial(plots.metrics_png, df, changing, units)))
     col = objective_columns(objective)[0]
     if objective.single:
         best = best_so_far(df[col].to_numpy(), df["feasible"].to_numpy(), objective.direction)
-        files.append(plots.best_so_far_png(df[col].to_numpy(), best, "objective",
-                                           plot_dir / "best_so_far.png"))  # fmt: skip
+        pictures.append(
+            (
+                plot_dir / "best_so_far.png",
+                partial(plots.best_so_far_png, df[col].to_numpy(), best, "objective"),
+            )
+        )
     else:
         front = df["number"].isin(c.winners["number"]).to_numpy()
         x, y = objective.names[:2] if len(objective.names) > 1 else (objective.names[0],) * 2
-        files.append(plots.pareto_png(df, x, y, front, units, plot_dir / "pareto.png"))
+        pictures.append(
+            (plot_dir / "pareto.png", partial(plots.pareto_png, df, x, y, front, units))
+        )
     costs = [k for k in COSTS if k in changing]
     if "accuracy" in df and costs:
         fronts = {k: _front(df, k) for k in costs}
-        files.append(plots.tradeoff_png(df, costs, fronts, c.baseline.get("validation"), units,
-                                        plot_dir / "tradeoff.png"))  # fmt: skip
+        tradeoff = partial(
+            plots.tradeoff_png, df, costs, fronts, c.baseline.get("validation"), units
+        )
+        pictures.append((plot_dir / "tradeoff.png", tradeoff))
     importances = param_importances(df, dims, objective)
     if importances:
-        files.append(plots.importances_png(importances, plot_dir / "importances.png"))
+        pictures.append((plot_dir / "importances.png", partial(plots.importances_png, importances)))
     if 1 <= len(dims) <= 2:
         grids = [(heat_grid(df, dims, col), col)]
         grids += [(heat_grid(df, dims, "accuracy"), "accuracy")] if "accuracy" in df else []
         if grids[0][0].size:  # empty when no trial sets every dimension (a skipped field)
-            files.append(plots.heatmap_png(grids, plot_dir / "heatmap.png"))
-    return files
+            pictures.append((plot_dir / "heatmap.png", partial(plots.heatmap_png, grids)))
+    return drawn(pictures)
 
 
 def heat_grid(df: pd.DataFrame, dims: list[str], col: str) -> pd.DataFrame:

@@ -10,6 +10,7 @@ import threading
 # What the end of a search imports: pandas for the rankings, matplotlib for the report.
 FINAL_MODULES = ("bitscout.results.conclude", "bitscout.results.display")
 REPORT_MODULES = ("bitscout.results.report_md", "optuna.importance")
+_started: list[threading.Thread] = []
 
 
 def prefetch(report: bool) -> None:
@@ -18,5 +19,15 @@ def prefetch(report: bool) -> None:
     modules = [*FINAL_MODULES, *(REPORT_MODULES if report else ())]
     missing = [m for m in modules if m not in sys.modules]
     if missing:
-        threading.Thread(target=lambda: [importlib.import_module(m) for m in missing],
-                         daemon=True, name="prefetch").start()  # fmt: skip
+        thread = threading.Thread(target=lambda: [importlib.import_module(m) for m in missing],
+                                  daemon=True, name="prefetch")  # fmt: skip
+        thread.start()
+        _started.append(thread)
+
+
+def settled() -> None:
+    """Wait until no prefetch import runs: the report forks a child to draw in, and a module
+    half imported by another thread at the fork stays locked in the child for good. The
+    report imports these modules itself, so this waits for nothing it would not wait for."""
+    while _started:
+        _started.pop().join()

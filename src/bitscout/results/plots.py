@@ -122,17 +122,6 @@ def written_behind() -> Iterator[None]:
         done.result()
 
 
-@contextmanager
-def written_here() -> Iterator[None]:
-    """`save` encodes and writes each PNG itself in the block, even inside `written_behind`
-    (a forked child: the writer thread is not in it)."""
-    token = _BEHIND.set(None)
-    try:
-        yield
-    finally:
-        _BEHIND.reset(token)
-
-
 MAX_POINTS = 20_000  # drawn per series: a million markers take minutes and show no more
 
 

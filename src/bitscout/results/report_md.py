@@ -1,6 +1,7 @@
 """report.md and its pictures, from the ranked trials (tables first, then plots.py draws)."""
 
 import json
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -55,38 +56,33 @@ def draw(c: Concluded, run: Run, objective: Objective, plot_dir: Path) -> list[P
     df, units, dims = c.scored, run.summary.get("metric_units", {}), run.dimensions
     changing, _ = varying(df, [m for m in units if m in df])
     pictures: list[Picture] = []
+
+    def add(name: str, picture: Callable[..., Path], *args: Any) -> None:
+        pictures.append((plot_dir / name, partial(picture, *args)))
+
     if changing:
-        pictures.append((plot_dir / "metrics.png", partial(plots.metrics_png, df, changing, units)))
+        add("metrics.png", plots.metrics_png, df, changing, units)
     col = objective_columns(objective)[0]
     if objective.single:
         best = best_so_far(df[col].to_numpy(), df["feasible"].to_numpy(), objective.direction)
-        pictures.append(
-            (
-                plot_dir / "best_so_far.png",
-                partial(plots.best_so_far_png, df[col].to_numpy(), best, "objective"),
-            )
-        )
+        add("best_so_far.png", plots.best_so_far_png, df[col].to_numpy(), best, "objective")
     else:
         front = df["number"].isin(c.winners["number"]).to_numpy()
         x, y = objective.names[:2] if len(objective.names) > 1 else (objective.names[0],) * 2
-        pictures.append(
-            (plot_dir / "pareto.png", partial(plots.pareto_png, df, x, y, front, units))
-        )
+        add("pareto.png", plots.pareto_png, df, x, y, front, units)
     costs = [k for k in COSTS if k in changing]
     if "accuracy" in df and costs:
         fronts = {k: _front(df, k) for k in costs}
-        tradeoff = partial(
-            plots.tradeoff_png, df, costs, fronts, c.baseline.get("validation"), units
-        )
-        pictures.append((plot_dir / "tradeoff.png", tradeoff))
+        add("tradeoff.png", plots.tradeoff_png, df, costs, fronts, c.baseline.get("validation"),
+            units)  # fmt: skip
     importances = param_importances(df, dims, objective)
     if importances:
-        pictures.append((plot_dir / "importances.png", partial(plots.importances_png, importances)))
+        add("importances.png", plots.importances_png, importances)
     if 1 <= len(dims) <= 2:
         grids = [(heat_grid(df, dims, col), col)]
         grids += [(heat_grid(df, dims, "accuracy"), "accuracy")] if "accuracy" in df else []
         if grids[0][0].size:  # empty when no trial sets every dimension (a skipped field)
-            pictures.append((plot_dir / "heatmap.png", partial(plots.heatmap_png, grids)))
+            add("heatmap.png", plots.heatmap_png, grids)
     return drawn(pictures)
 
 

@@ -7,9 +7,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from bitscout.data.containers import EvalData, check_classes, check_fits, prepare
+from bitscout.data.containers import EvalData, check_fits, prepare
 from bitscout.errors import ConfigError
 from bitscout.evaluate.audit import Audit, disagreement, extremes
+from bitscout.evaluate.checks import check_available, check_labels, check_layers, output_shape
 from bitscout.evaluate.engine.caches import MetricsCache
 from bitscout.evaluate.engine.candidates import Key, Resolver
 from bitscout.evaluate.engine.chain import chain_of
@@ -29,7 +30,7 @@ from bitscout.evaluate.profile import profile_model
 from bitscout.evaluate.qat import Trainer
 from bitscout.evaluate.reduce import Blocks, Reduction, forward_metrics, with_targets
 from bitscout.evaluate.signature import operations
-from bitscout.evaluate.unfused import check_called, float_note, unfused
+from bitscout.evaluate.unfused import unfused
 from bitscout.quant.apply import QuantPlan, quantize_model
 from bitscout.quant.layers import LayerQuant
 from bitscout.quant.space import Choice, SearchSpace
@@ -96,13 +97,15 @@ class Evaluator:
         check_fits(self.model, sample)
         with unfused():
             self.profile = profile_model(self.model, sample)
-            self.out_shape = self._output_shape(sample)
+            self.out_shape = output_shape(self.model, sample)
         self.cache = MetricsCache(self.metrics)
         self._resolver = Resolver(space)
         kinds = {name: self.get(name).kind for name in self.metrics}
         self._by_kind = {k: [m for m in self.metrics if kinds[m] == k] for k in set(kinds.values())}
-        self._check_available()
-        self._check_layers(sample)
+        check_available(self.metrics, loss_fn, bool(self._kind("timing")), data, self.out_shape)
+        first = self._resolver.plan(self.key(space.config(0)))
+        if (note := check_layers(self.model, first, self._resolver.fixed, sample)) is not None:
+            self.notes.append(note)
         # before the fast path's cross-check: a model editing its input would skew it
         self._float = self.evaluate_plan(dict.fromkeys(self._resolver.paths), check=True)
         self._runner = self._fast_runner(block_bytes)
@@ -129,44 +132,9 @@ class Evaluator:
     def _kind(self, kind: Kind) -> list[str]:
         return self._by_kind.get(kind, [])
 
-    def _output_shape(self, sample: torch.Tensor) -> tuple[int, ...]:
-        with torch.inference_mode():
-            out = self.model(sample)
-        if not isinstance(out, torch.Tensor):
-            raise ConfigError("model", "must return one tensor of outputs", type(out).__name__)
-        return tuple(out.shape[1:])
-
-    def _check_available(self) -> None:
-        _, y = next(iter(self.data.batches()))
-        classes = not (y.is_floating_point() or y.is_complex()) and y.dim() == 1
-        logits = len(self.out_shape) == 1
-        if "accuracy" in self.metrics and not (classes and logits):
-            rule = "is not available: it needs class-index targets and outputs [rows, classes]"
-            raise ConfigError("accuracy", f"{rule}, got targets {y.dtype} {tuple(y.shape[1:])}")
-        if "loss" in self.metrics and self.loss_fn is None and not (classes and logits):
-            rule = "needs class-index targets for cross-entropy: pass loss_fn for other targets"
-            raise ConfigError("loss", rule, str(y.dtype))
-        if self._kind("timing") and not self.data.held:
-            rule = "needs the validation data in memory: raise the memory budget"
-            raise ConfigError("latency", rule)
-        if classes and logits:
-            self.check_labels(self.data)
-
     def check_labels(self, data: EvalData, key: str = "data") -> None:
-        """Class-index targets of `data` within the model's outputs: -1 would silently be the
-        last class of accuracy's and cross-entropy's batched forms."""
-        cross_entropy = "loss" in self.metrics and self.loss_fn is None
-        if "accuracy" in self.metrics or cross_entropy:
-            check_classes(data.labels, self.out_shape, key)
-
-    def _check_layers(self, sample: torch.Tensor) -> None:
-        """Every layer that a candidate quantizes is called by the forward; the Linear-like
-        parameters that stay float are said."""
-        first = self._resolver.plan(self.key(self.space.config(0)))
-        fixed = self._resolver.fixed
-        check_called(self.model, [p for p, q in first.items() if p not in fixed or q], sample)
-        if (note := float_note(self.model)) is not None:
-            self.notes.append(note)
+        """Class-index targets of `data` within the model's outputs (`checks.check_labels`)."""
+        check_labels(self.metrics, self.loss_fn, data, self.out_shape, key)
 
     def _fast_runner(self, block_bytes: int) -> Runner | None:
         """The fast path, when the model is proven a chain and it scores the space's extreme

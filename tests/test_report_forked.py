@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from bitscout._core import processes
 from bitscout.results import forked, plots
 from bitscout.results.forked import Picture
 from bitscout.study import prefetch
@@ -156,17 +157,23 @@ def test_no_fork_for_one_picture_one_cpu_or_a_fork_that_fails(tmp_path, monkeypa
     assert {p.read_text() for p in tmp_path.iterdir()} == {str(os.getpid())}
 
 
-def test_the_search_waits_for_its_prefetch_imports_before_the_report_forks(monkeypatch):
+def test_a_fork_waits_for_the_imports_running_in_the_background(tmp_path, two_cpus, monkeypatch):
     done: list[str] = []
+    at_fork: list[list[str]] = []
 
     def slow_import(name: str) -> None:
         time.sleep(0.2)
         done.append(name)
 
-    monkeypatch.setattr(prefetch.importlib, "import_module", slow_import)
+    def refused() -> int:  # notes what was imported when the fork came, then draws here
+        at_fork.append(list(done))
+        raise OSError(12, "Cannot allocate memory")
+
+    monkeypatch.setattr(processes.importlib, "import_module", slow_import)
+    monkeypatch.setattr(os, "fork", refused)
     monkeypatch.setattr(prefetch, "FINAL_MODULES", ("bitscout_not_imported_yet",))
-    prefetch.prefetch(report=False)
+    prefetch.prefetch(report=False)  # as a search starts
     assert done == []  # importing in its thread
-    prefetch.settled()
-    assert done == ["bitscout_not_imported_yet"]
-    prefetch.settled()  # nothing left to wait for
+    forked.drawn([(tmp_path / f"{i}.txt", writer([])) for i in range(2)])
+    assert at_fork == [["bitscout_not_imported_yet"]]
+    assert all((tmp_path / f"{i}.txt").exists() for i in range(2))

@@ -6,7 +6,8 @@ four figures took 0.37 s of a 1,000-trial search's 0.50 s output phase one after
 Only on Linux with two CPUs or more: fork is unsafe on macOS, and one core gains nothing.
 The child writes its files and exits with status 0; whatever else happens to it (an error, a
 signal, a failed fork), this process draws the child's pictures itself, so an error is raised
-here as it would be without the child, and nothing is ever left half drawn.
+here as it would be without the child, and nothing is ever left half drawn. The fork waits
+for the imports a search runs in the background (`_core.processes`).
 """
 
 import os
@@ -16,6 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
+from bitscout._core.processes import cpu_count, imports_settled
 from bitscout.results import plots
 
 Picture = tuple[Path, Callable[[Path], Path]]  # a file, and what draws it there
@@ -45,11 +47,12 @@ def _draw(pictures: Sequence[Picture]) -> None:
 
 
 def _cpus() -> int:
-    return len(os.sched_getaffinity(0)) if sys.platform == "linux" else 1
+    return cpu_count() if sys.platform == "linux" else 1
 
 
 def _fork() -> int | None:
     """A child's pid (0 in the child), or None when the fork fails."""
+    imports_settled()
     sys.stdout.flush()
     sys.stderr.flush()
     with warnings.catch_warnings():

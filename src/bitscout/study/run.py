@@ -28,7 +28,7 @@ from bitscout.results.trials import Result, TrialsCsv, quiet_optuna
 from bitscout.study.fidelity import ladder_summary
 from bitscout.study.fingerprint import fingerprint
 from bitscout.study.parallel import check_shareable, fork, join
-from bitscout.study.prefetch import prefetch, settled
+from bitscout.study.prefetch import prefetch
 from bitscout.study.settings import StrategySettings, population_note
 from bitscout.study.spec import trial_count
 from bitscout.study.store.base import REASON, Store, candidates
@@ -313,7 +313,6 @@ def _report(job: Job, out: Path, c: "Concluded", summary: dict[str, Any]) -> Pat
     from bitscout.results.report_md import write_report
 
     objective = job.settings.objective
-    settled()  # the report draws in a forked child too
     if job.settings.chunked:  # its million rows are in memory already: not read back
         run = Run(c.frame, summary, objective, summary["dimensions"])
     else:

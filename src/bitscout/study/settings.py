@@ -2,11 +2,11 @@
 `bitscout.search`'s keyword arguments. The rules and defaults are `spec`'s, declared once;
 this module maps each door's layout onto them and checks what concerns several parameters."""
 
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from bitscout._core.processes import cpu_count
 from bitscout._core.validate import check_keys
 from bitscout.errors import ConfigError
 from bitscout.evaluate.audit import AUDIT_RATE
@@ -79,14 +79,6 @@ def _table(raw: Mapping[str, Any], name: str, key: str) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
         raise ConfigError(f"{key}.{name}", "must be a table", value)
     return value
-
-
-def cpu_count() -> int:
-    """The CPUs this process may run on (a container or taskset may allow fewer than exist)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def check_n_jobs(n_jobs: int, key: str, limit: int | None = None) -> int:

@@ -57,32 +57,34 @@ def draw(c: Concluded, run: Run, objective: Objective, plot_dir: Path) -> list[P
     changing, _ = varying(df, [m for m in units if m in df])
     pictures: list[Picture] = []
 
-    def add(name: str, picture: Callable[..., Path], *args: Any) -> None:
-        pictures.append((plot_dir / name, partial(picture, *args)))
+    def add(name: str, draw: Callable[[Path], Path]) -> None:
+        pictures.append((plot_dir / name, draw))
 
     if changing:
-        add("metrics.png", plots.metrics_png, df, changing, units)
+        add("metrics.png", partial(plots.metrics_png, df, changing, units))
     col = objective_columns(objective)[0]
     if objective.single:
         best = best_so_far(df[col].to_numpy(), df["feasible"].to_numpy(), objective.direction)
-        add("best_so_far.png", plots.best_so_far_png, df[col].to_numpy(), best, "objective")
+        add(
+            "best_so_far.png", partial(plots.best_so_far_png, df[col].to_numpy(), best, "objective")
+        )
     else:
         front = df["number"].isin(c.winners["number"]).to_numpy()
         x, y = objective.names[:2] if len(objective.names) > 1 else (objective.names[0],) * 2
-        add("pareto.png", plots.pareto_png, df, x, y, front, units)
+        add("pareto.png", partial(plots.pareto_png, df, x, y, front, units))
     costs = [k for k in COSTS if k in changing]
     if "accuracy" in df and costs:
         fronts = {k: _front(df, k) for k in costs}
-        add("tradeoff.png", plots.tradeoff_png, df, costs, fronts, c.baseline.get("validation"),
-            units)  # fmt: skip
+        add("tradeoff.png", partial(plots.tradeoff_png, df, costs, fronts,
+                                    c.baseline.get("validation"), units))  # fmt: skip
     importances = param_importances(df, dims, objective)
     if importances:
-        add("importances.png", plots.importances_png, importances)
+        add("importances.png", partial(plots.importances_png, importances))
     if 1 <= len(dims) <= 2:
         grids = [(heat_grid(df, dims, col), col)]
         grids += [(heat_grid(df, dims, "accuracy"), "accuracy")] if "accuracy" in df else []
         if grids[0][0].size:  # empty when no trial sets every dimension (a skipped field)
-            add("heatmap.png", plots.heatmap_png, grids)
+            add("heatmap.png", partial(plots.heatmap_png, grids))
     return drawn(pictures)
 
 
